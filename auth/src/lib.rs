@@ -1,0 +1,412 @@
+//! JWT authentication shared by every process: the core validates every call with a
+//! [`Verifier`], the edge validates again before completing a WebSocket upgrade (to refuse
+//! early), and `chatctl` mints tokens with a [`Minter`].
+//!
+//! One algorithm is configured per deployment and it is the whole allow-list: a token signed
+//! with anything else (including `alg: none`, which jsonwebtoken never accepts) is refused.
+//! `exp` and `sub` are required; `iss` and `aud` are checked when configured.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Role that grants operator powers (takeover, admin calls).
+pub const ROLE_ADMIN: &str = "admin";
+/// Role for internal services (may push user context, post on behalf of users).
+pub const ROLE_SERVICE: &str = "service";
+
+/// How tokens are checked. Built from the `[auth]` table of a service's config; the secret
+/// comes only from the environment.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSettings {
+    /// `HS256`, `RS256`, `ES256` or `EdDSA`.
+    pub algorithm: String,
+    /// HS256 shared secret (environment only, e.g. `CHAT_AUTH__SECRET`).
+    pub secret: Option<SecretString>,
+    /// PEM public key for the asymmetric algorithms.
+    pub public_key_pem: Option<String>,
+    /// PEM private key, only where tokens are minted with an asymmetric algorithm.
+    pub private_key_pem: Option<SecretString>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            algorithm: "HS256".into(),
+            secret: None,
+            public_key_pem: None,
+            private_key_pem: None,
+            issuer: None,
+            audience: None,
+            leeway_secs: 30,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// HS256 settings around a secret (tests and `chatctl dev`).
+    pub fn hs256(secret: impl Into<String>) -> Self {
+        Self { secret: Some(SecretString::from(secret.into())), ..Self::default() }
+    }
+
+    fn algorithm(&self) -> Result<Algorithm, AuthConfigError> {
+        match self.algorithm.as_str() {
+            "HS256" => Ok(Algorithm::HS256),
+            "RS256" => Ok(Algorithm::RS256),
+            "ES256" => Ok(Algorithm::ES256),
+            "EdDSA" => Ok(Algorithm::EdDSA),
+            other => Err(AuthConfigError(format!(
+                "auth.algorithm {other:?} is not supported: use HS256, RS256, ES256 or EdDSA"
+            ))),
+        }
+    }
+}
+
+/// A configuration that cannot produce a working verifier or minter.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct AuthConfigError(String);
+
+/// Why a token was refused. Every variant becomes 401 / close 1008 for the client; the variant
+/// is for logs and metrics only.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no token")]
+    Missing,
+    #[error("token expired")]
+    Expired,
+    #[error("token invalid: {0}")]
+    Invalid(String),
+}
+
+/// Claims we read. `roles` (array) or `role` (string) give roles.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+    #[serde(default)]
+    iat: u64,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// From `sub`.
+    pub user_id: String,
+    /// From `name`, else the user id.
+    pub name: String,
+    pub roles: Vec<String>,
+    /// `exp`, seconds since the epoch: live connections are closed when it passes.
+    pub expires_at: u64,
+}
+
+impl Principal {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.has_role(ROLE_ADMIN)
+    }
+}
+
+/// Validates tokens. Cheap to clone behind an `Arc`; build once at start.
+pub struct Verifier {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Verifier {
+    /// Fails when the algorithm is unknown or its key is missing or unreadable.
+    pub fn new(settings: &AuthSettings) -> Result<Self, AuthConfigError> {
+        let algorithm = settings.algorithm()?;
+        let key = match algorithm {
+            Algorithm::HS256 => {
+                let secret = settings.secret.as_ref().ok_or_else(|| {
+                    AuthConfigError(
+                        "auth.secret is required for HS256: set CHAT_AUTH__SECRET in the environment"
+                            .into(),
+                    )
+                })?;
+                if secret.expose_secret().len() < 16 {
+                    return Err(AuthConfigError("auth.secret must be at least 16 characters".into()));
+                }
+                DecodingKey::from_secret(secret.expose_secret().as_bytes())
+            }
+            _ => {
+                let pem = settings.public_key_pem.as_deref().ok_or_else(|| {
+                    AuthConfigError(format!(
+                        "auth.public_key_pem is required for {}",
+                        settings.algorithm
+                    ))
+                })?;
+                let parsed = match algorithm {
+                    Algorithm::RS256 => DecodingKey::from_rsa_pem(pem.as_bytes()),
+                    Algorithm::ES256 => DecodingKey::from_ec_pem(pem.as_bytes()),
+                    _ => DecodingKey::from_ed_pem(pem.as_bytes()),
+                };
+                parsed.map_err(|e| AuthConfigError(format!("auth.public_key_pem: {e}")))?
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = settings.leeway_secs;
+        match &settings.issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match &settings.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(Self { key, validation })
+    }
+
+    /// Checks signature, algorithm, `exp`, `iss` and `aud`, and returns the caller.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                kind => AuthError::Invalid(format!("{kind:?}")),
+            },
+        )?;
+        let claims = data.claims;
+        if claims.sub.is_empty() || claims.sub.len() > 128 {
+            return Err(AuthError::Invalid("sub must have 1 to 128 characters".into()));
+        }
+        let mut roles = claims.roles;
+        if let Some(role) = claims.role {
+            if !roles.contains(&role) {
+                roles.push(role);
+            }
+        }
+        let name = claims
+            .name
+            .filter(|n| !n.trim().is_empty())
+            .map(|n| n.chars().take(100).collect())
+            .unwrap_or_else(|| claims.sub.clone());
+        Ok(Principal { user_id: claims.sub, name, roles, expires_at: claims.exp })
+    }
+}
+
+/// What to put in a minted token.
+#[derive(Debug, Clone)]
+pub struct MintRequest {
+    pub user_id: String,
+    pub name: Option<String>,
+    pub roles: Vec<String>,
+    pub ttl_secs: u64,
+}
+
+/// Signs tokens for `chatctl token mint`, `chatctl dev` and tests.
+pub struct Minter {
+    key: EncodingKey,
+    algorithm: Algorithm,
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+impl Minter {
+    /// HS256 needs the secret; the asymmetric algorithms need `private_key_pem`.
+    pub fn new(settings: &AuthSettings) -> Result<Self, AuthConfigError> {
+        let algorithm = settings.algorithm()?;
+        let key = match algorithm {
+            Algorithm::HS256 => {
+                let secret = settings.secret.as_ref().ok_or_else(|| {
+                    AuthConfigError("auth.secret is required to mint HS256 tokens".into())
+                })?;
+                EncodingKey::from_secret(secret.expose_secret().as_bytes())
+            }
+            _ => {
+                let pem = settings.private_key_pem.as_ref().ok_or_else(|| {
+                    AuthConfigError(format!(
+                        "auth.private_key_pem is required to mint {} tokens",
+                        settings.algorithm
+                    ))
+                })?;
+                let pem = pem.expose_secret().as_bytes();
+                let parsed = match algorithm {
+                    Algorithm::RS256 => EncodingKey::from_rsa_pem(pem),
+                    Algorithm::ES256 => EncodingKey::from_ec_pem(pem),
+                    _ => EncodingKey::from_ed_pem(pem),
+                };
+                parsed.map_err(|e| AuthConfigError(format!("auth.private_key_pem: {e}")))?
+            }
+        };
+        Ok(Self {
+            key,
+            algorithm,
+            issuer: settings.issuer.clone(),
+            audience: settings.audience.clone(),
+        })
+    }
+
+    /// Signs a token valid for `ttl_secs` from now.
+    pub fn mint(&self, req: &MintRequest) -> Result<String, AuthConfigError> {
+        let now = now_secs();
+        let claims = Claims {
+            sub: req.user_id.clone(),
+            exp: now + req.ttl_secs,
+            name: req.name.clone(),
+            roles: req.roles.clone(),
+            role: None,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            iat: now,
+        };
+        jsonwebtoken::encode(&Header::new(self.algorithm), &claims, &self.key)
+            .map_err(|e| AuthConfigError(format!("cannot sign token: {e}")))
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "a-test-secret-of-enough-length";
+
+    fn mint(settings: &AuthSettings, user: &str, roles: &[&str], ttl: u64) -> String {
+        Minter::new(settings)
+            .and_then(|m| {
+                m.mint(&MintRequest {
+                    user_id: user.into(),
+                    name: Some("Ada".into()),
+                    roles: roles.iter().map(|r| r.to_string()).collect(),
+                    ttl_secs: ttl,
+                })
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_minted_token_verifies_with_its_roles_and_name() {
+        let settings = AuthSettings::hs256(SECRET);
+        let token = mint(&settings, "u1", &["admin"], 60);
+        let p = Verifier::new(&settings).and_then(|v| Ok(v.verify(&token))).ok();
+        let p = p.and_then(Result::ok);
+        assert_eq!(p.as_ref().map(|p| p.user_id.as_str()), Some("u1"));
+        assert_eq!(p.as_ref().map(|p| p.name.as_str()), Some("Ada"));
+        assert!(p.is_some_and(|p| p.is_admin()));
+    }
+
+    #[test]
+    fn the_single_role_claim_is_accepted() {
+        let settings = AuthSettings::hs256(SECRET);
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let claims = serde_json::json!({"sub": "u2", "exp": now_secs() + 60, "role": "admin"});
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
+            .unwrap_or_default();
+        let verifier = Verifier::new(&settings).ok();
+        let p = verifier.and_then(|v| v.verify(&token).ok());
+        assert!(p.is_some_and(|p| p.is_admin()));
+    }
+
+    #[test]
+    fn expired_wrong_key_none_and_missing_tokens_are_refused() {
+        let settings = AuthSettings::hs256(SECRET);
+        let verifier = Verifier::new(&settings).ok();
+        let Some(verifier) = verifier else { panic!("verifier must build") };
+        let expired = {
+            let key = EncodingKey::from_secret(SECRET.as_bytes());
+            let claims = serde_json::json!({"sub": "u", "exp": now_secs() - 3600});
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap_or_default()
+        };
+        assert_eq!(verifier.verify(&expired), Err(AuthError::Expired));
+
+        let other = AuthSettings::hs256("another-secret-also-long-enough");
+        let wrong_key = mint(&other, "u", &[], 60);
+        assert!(matches!(verifier.verify(&wrong_key), Err(AuthError::Invalid(_))));
+
+        // alg: none with a valid-looking payload and an empty signature.
+        let none = format!(
+            "{}.{}.",
+            b64(r#"{"alg":"none","typ":"JWT"}"#),
+            b64(&format!(r#"{{"sub":"u","exp":{}}}"#, now_secs() + 60))
+        );
+        assert!(matches!(verifier.verify(&none), Err(AuthError::Invalid(_))));
+
+        assert_eq!(verifier.verify(""), Err(AuthError::Missing));
+        assert!(matches!(verifier.verify("not.a.jwt"), Err(AuthError::Invalid(_))));
+
+        let no_exp = {
+            let key = EncodingKey::from_secret(SECRET.as_bytes());
+            let claims = serde_json::json!({"sub": "u"});
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap_or_default()
+        };
+        assert!(matches!(verifier.verify(&no_exp), Err(AuthError::Invalid(_))));
+    }
+
+    #[test]
+    fn issuer_and_audience_are_enforced_when_configured() {
+        let mut settings = AuthSettings::hs256(SECRET);
+        settings.issuer = Some("https://issuer.example".into());
+        settings.audience = Some("chat".into());
+        let good = mint(&settings, "u", &[], 60);
+        let plain = mint(&AuthSettings::hs256(SECRET), "u", &[], 60);
+        let Ok(verifier) = Verifier::new(&settings) else { panic!("verifier must build") };
+        assert!(verifier.verify(&good).is_ok());
+        assert!(verifier.verify(&plain).is_err());
+    }
+
+    #[test]
+    fn a_token_of_another_algorithm_is_refused() {
+        let settings = AuthSettings::hs256(SECRET);
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        let claims = serde_json::json!({"sub": "u", "exp": now_secs() + 60});
+        let hs512 =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &key).unwrap_or_default();
+        let Ok(verifier) = Verifier::new(&settings) else { panic!("verifier must build") };
+        assert!(verifier.verify(&hs512).is_err());
+    }
+
+    #[test]
+    fn bad_configuration_is_explained() {
+        let err = Verifier::new(&AuthSettings::default()).err().map(|e| e.to_string());
+        assert!(err.is_some_and(|e| e.contains("CHAT_AUTH__SECRET")));
+        let mut s = AuthSettings::hs256(SECRET);
+        s.algorithm = "HS999".into();
+        assert!(Verifier::new(&s).is_err());
+    }
+
+    fn b64(s: &str) -> String {
+        const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let bytes = s.as_bytes();
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
+            let chars = chunk.len() + 1;
+            for i in 0..chars {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,294 @@
+//! Who is listening to what. Every live connection (one `Connect` stream) registers here with
+//! its bounded outbox; joining a chat subscribes that outbox to the chat's live events.
+//!
+//! Ownership: the connection's [`Handler`](super::handler::Handler) registers itself at start
+//! and unregisters when its stream ends; this registry only holds senders. Delivery never
+//! waits: a connection whose outbox is full is too slow to keep up, so it is cancelled (its
+//! client reconnects and resumes from `seq`) rather than letting memory grow.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chat_proto::pb::chat::ServerEvent;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The sending half of one connection.
+#[derive(Clone, Debug)]
+pub struct Conn {
+    pub id: Arc<str>,
+    pub user_id: Arc<str>,
+    pub tx: mpsc::Sender<ServerEvent>,
+    /// Cancelled to drop the connection (too slow, shutting down, token expired).
+    pub kill: CancellationToken,
+}
+
+impl Conn {
+    /// Queues an event without waiting; a full outbox cancels the connection.
+    /// Returns false when the event was not queued.
+    pub fn push(&self, event: ServerEvent) -> bool {
+        match self.tx.try_send(event) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(conn = %self.id, user = %self.user_id, "outbox full: dropping slow connection");
+                self.kill.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    conns: HashMap<Arc<str>, Conn>,
+    /// chat id -> joined connection ids.
+    chats: HashMap<String, HashSet<Arc<str>>>,
+    /// connection id -> joined chat ids (for cleanup).
+    joined: HashMap<Arc<str>, HashSet<String>>,
+    /// user id -> connection ids.
+    users: HashMap<Arc<str>, HashSet<Arc<str>>>,
+}
+
+/// The registry of live connections and chat subscriptions on this core.
+#[derive(Default)]
+pub struct Rooms {
+    inner: Mutex<Inner>,
+}
+
+impl Rooms {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the maps half-updated in a way that
+        // matters more than losing the whole process, so a poisoned lock is used as is.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a connection; returns how many connections the user now has.
+    pub fn register(&self, conn: Conn) -> usize {
+        let mut inner = self.lock();
+        let user = inner.users.entry(conn.user_id.clone()).or_default();
+        user.insert(conn.id.clone());
+        let count = user.len();
+        inner.conns.insert(conn.id.clone(), conn);
+        count
+    }
+
+    /// Removes a connection from everything; returns the chats it had joined and how many
+    /// connections its user still has.
+    pub fn unregister(&self, conn_id: &str) -> (Vec<String>, usize) {
+        let mut inner = self.lock();
+        let Some(conn) = inner.conns.remove(conn_id) else { return (Vec::new(), 0) };
+        let chats: Vec<String> = inner.joined.remove(conn_id).unwrap_or_default().into_iter().collect();
+        for chat in &chats {
+            if let Some(set) = inner.chats.get_mut(chat) {
+                set.remove(conn_id);
+                if set.is_empty() {
+                    inner.chats.remove(chat);
+                }
+            }
+        }
+        let mut left = 0;
+        if let Some(set) = inner.users.get_mut(&conn.user_id) {
+            set.remove(conn_id);
+            left = set.len();
+            if set.is_empty() {
+                inner.users.remove(&conn.user_id);
+            }
+        }
+        (chats, left)
+    }
+
+    /// Subscribes a connection to a chat's live events. Returns false if it already was.
+    pub fn join(&self, chat_id: &str, conn_id: &str) -> bool {
+        let mut inner = self.lock();
+        let Some(id) = inner.conns.get(conn_id).map(|c| c.id.clone()) else { return false };
+        inner.joined.entry(id.clone()).or_default().insert(chat_id.to_string());
+        inner.chats.entry(chat_id.to_string()).or_default().insert(id)
+    }
+
+    /// Unsubscribes. Returns false if it was not joined.
+    pub fn leave(&self, chat_id: &str, conn_id: &str) -> bool {
+        let mut inner = self.lock();
+        if let Some(set) = inner.joined.get_mut(conn_id) {
+            set.remove(chat_id);
+        }
+        let Some(set) = inner.chats.get_mut(chat_id) else { return false };
+        let was = set.remove(conn_id);
+        if set.is_empty() {
+            inner.chats.remove(chat_id);
+        }
+        was
+    }
+
+    pub fn is_joined(&self, chat_id: &str, conn_id: &str) -> bool {
+        self.lock().chats.get(chat_id).is_some_and(|s| s.contains(conn_id))
+    }
+
+    /// Delivers to every connection joined to the chat, except `skip` (a connection id).
+    pub fn broadcast(&self, chat_id: &str, event: &ServerEvent, skip: Option<&str>) {
+        for conn in self.joined_conns(chat_id) {
+            if Some(&*conn.id) != skip {
+                conn.push(event.clone());
+            }
+        }
+    }
+
+    /// Delivers to every connection of a user.
+    pub fn send_to_user(&self, user_id: &str, event: &ServerEvent) {
+        let conns: Vec<Conn> = {
+            let inner = self.lock();
+            inner
+                .users
+                .get(user_id)
+                .map(|ids| ids.iter().filter_map(|id| inner.conns.get(id).cloned()).collect())
+                .unwrap_or_default()
+        };
+        for conn in conns {
+            conn.push(event.clone());
+        }
+    }
+
+    /// Chats any connection of the user is joined to.
+    pub fn user_chats(&self, user_id: &str) -> Vec<String> {
+        let inner = self.lock();
+        let mut chats: Vec<String> = inner
+            .users
+            .get(user_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| inner.joined.get(id))
+            .flatten()
+            .cloned()
+            .collect();
+        chats.sort();
+        chats.dedup();
+        chats
+    }
+
+    /// Connections currently joined to a chat.
+    pub fn joined_conns(&self, chat_id: &str) -> Vec<Conn> {
+        let inner = self.lock();
+        inner
+            .chats
+            .get(chat_id)
+            .map(|ids| ids.iter().filter_map(|id| inner.conns.get(id).cloned()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether the user has any connection joined to the chat.
+    pub fn user_present(&self, chat_id: &str, user_id: &str) -> bool {
+        self.joined_conns(chat_id).iter().any(|c| &*c.user_id == user_id)
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.lock().conns.len()
+    }
+
+    pub fn user_connection_count(&self, user_id: &str) -> usize {
+        self.lock().users.get(user_id).map_or(0, HashSet::len)
+    }
+
+    /// Chats with at least one joined connection.
+    pub fn active_chat_count(&self) -> usize {
+        self.lock().chats.len()
+    }
+
+    /// Cancels every connection (graceful shutdown).
+    pub fn cancel_all(&self) {
+        for conn in self.lock().conns.values() {
+            conn.kill.cancel();
+        }
+    }
+}
+
+/// Per-chat write locks that put durable events in `seq` order on the wire: a writer holds
+/// the chat's lock from allocating the `seq` until the event is queued to every joined
+/// connection, and a joiner holds it while it reads history and subscribes, so nobody sees a
+/// later `seq` before an earlier one, or misses one between history and live events.
+#[derive(Default)]
+pub struct Sequencer {
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Held while a chat's durable event is written and delivered.
+pub struct SeqGuard<'a> {
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    chat_id: String,
+    owner: &'a Sequencer,
+}
+
+impl Sequencer {
+    pub async fn lock(&self, chat_id: &str) -> SeqGuard<'_> {
+        let lock = {
+            let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(chat_id.to_string()).or_default().clone()
+        };
+        SeqGuard { _guard: lock.lock_owned().await, chat_id: chat_id.to_string(), owner: self }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.locks.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+impl Drop for SeqGuard<'_> {
+    fn drop(&mut self) {
+        // Forget the chat's lock when nobody else holds or waits for it: the map's own Arc
+        // plus the one inside our guard make two.
+        let mut map = self.owner.locks.lock().unwrap_or_else(|p| p.into_inner());
+        if map.get(&self.chat_id).is_some_and(|l| Arc::strong_count(l) <= 2) {
+            map.remove(&self.chat_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(id: &str, user: &str, cap: usize) -> (Conn, mpsc::Receiver<ServerEvent>) {
+        let (tx, rx) = mpsc::channel(cap);
+        (Conn { id: id.into(), user_id: user.into(), tx, kill: CancellationToken::new() }, rx)
+    }
+
+    #[test]
+    fn broadcast_reaches_joined_connections_only() {
+        let rooms = Rooms::default();
+        let (a, mut ra) = conn("a", "u1", 4);
+        let (b, mut rb) = conn("b", "u2", 4);
+        rooms.register(a);
+        rooms.register(b);
+        rooms.join("c1", "a");
+        rooms.broadcast("c1", &ServerEvent::default(), None);
+        assert!(ra.try_recv().is_ok());
+        assert!(rb.try_recv().is_err());
+        assert_eq!(rooms.active_chat_count(), 1);
+        let (chats, left) = rooms.unregister("a");
+        assert_eq!((chats, left), (vec!["c1".to_string()], 0));
+        assert_eq!(rooms.active_chat_count(), 0);
+    }
+
+    #[test]
+    fn a_full_outbox_cancels_the_slow_connection() {
+        let rooms = Rooms::default();
+        let (a, _ra) = conn("a", "u1", 1);
+        let kill = a.kill.clone();
+        rooms.register(a);
+        rooms.join("c1", "a");
+        rooms.broadcast("c1", &ServerEvent::default(), None);
+        assert!(!kill.is_cancelled());
+        rooms.broadcast("c1", &ServerEvent::default(), None);
+        assert!(kill.is_cancelled());
+    }
+
+    #[tokio::test]
+    async fn sequencer_forgets_idle_chats() {
+        let seq = Sequencer::default();
+        {
+            let _g = seq.lock("c1").await;
+            assert_eq!(seq.len(), 1);
+        }
+        assert_eq!(seq.len(), 0);
+    }
+}

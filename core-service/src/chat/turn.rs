@@ -1,0 +1,333 @@
+//! One assistant reply ("turn"): prompt assembly, streaming deltas to the chat's room, and
+//! the authoritative final message, stored with usage and timings.
+//!
+//! A turn runs as its own task, tracked by the engine's `TaskTracker`, and is owned by nobody
+//! but itself: the connection that asked may go away and the reply still completes and is
+//! stored. Only `stop` (the [`ActiveReply::cancel`] token) ends it early; the partial text is
+//! kept with status `stopped`. Turns of one chat run one at a time, in order.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chat_proto::pb::chat as pb;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use super::{ASSISTANT, ActiveReply, Engine, StoredMetadata, event, message_event, new_id, now};
+use crate::llm::{Delta, LlmError, Prompt, Turn, TurnRole, estimate_tokens};
+use crate::storage::{self, ChatRow, MessageRow};
+
+/// Starts the reply to `trigger` (a stored user message) in the background.
+pub fn spawn(engine: Arc<Engine>, chat: ChatRow, trigger: MessageRow, requester: String) {
+    let span = tracing::info_span!("turn", chat = %chat.id, trigger = %trigger.id);
+    let task_engine = engine.clone();
+    engine.tasks.spawn(
+        async move {
+            if let Err(err) = run(task_engine, chat, trigger, requester).await {
+                tracing::error!(error = %err, "reply could not be stored");
+            }
+        }
+        .instrument(span),
+    );
+}
+
+/// How a generation ended.
+struct Outcome {
+    text: String,
+    status: &'static str,
+    model_id: String,
+    usage: Option<(u32, u32)>,
+    ttft: Option<Duration>,
+    error: Option<LlmError>,
+}
+
+async fn run(engine: Arc<Engine>, chat: ChatRow, trigger: MessageRow, requester: String) -> Result<(), storage::StorageError> {
+    let _one_at_a_time = engine.reply_order.lock(&chat.id).await;
+    // The model or agent may have changed while this turn waited for the previous one.
+    let chat = storage::get_chat(&engine.db, &chat.id).await?.unwrap_or(chat);
+    let message_id = new_id();
+    let reply = ActiveReply {
+        message_id: message_id.clone(),
+        cancel: CancellationToken::new(),
+        chunks: Arc::new(Mutex::new(Vec::new())),
+    };
+    engine.replies.lock().unwrap_or_else(|p| p.into_inner()).insert(chat.id.clone(), reply.clone());
+    engine.rooms.broadcast(&chat.id, &typing(&chat, true), None);
+
+    let started = Instant::now();
+    let prompt = build_prompt(&engine, &chat, &trigger).await?;
+    let prompt_estimate = estimate_tokens(&prompt.system)
+        + prompt.turns.iter().map(|t| estimate_tokens(&t.content)).sum::<u32>();
+    let outcome = generate(&engine, &chat, prompt, &reply).await;
+    let latency = started.elapsed();
+
+    let (content, status) = match (&outcome.error, outcome.text.trim().is_empty()) {
+        (Some(_), true) => (engine.llm.settings().apology.clone(), "failed"),
+        _ => (outcome.text.clone(), outcome.status),
+    };
+    let (prompt_tokens, completion_tokens, estimated) = match outcome.usage {
+        Some((p, c)) => (i64::from(p), i64::from(c), false),
+        None => (i64::from(prompt_estimate), i64::from(estimate_tokens(&outcome.text)), true),
+    };
+    let metadata = StoredMetadata {
+        model: Some(outcome.model_id.clone()),
+        prompt_tokens: Some(prompt_tokens),
+        completion_tokens: Some(completion_tokens),
+        ttft_ms: outcome.ttft.map(|d| d.as_millis() as i64),
+        latency_ms: Some(latency.as_millis() as i64),
+        error: outcome.error.as_ref().map(|e| e.kind().to_string()),
+        ..Default::default()
+    };
+    let stored = {
+        let _order = engine.seq.lock(&chat.id).await;
+        let inserted = storage::insert_message(
+            &engine.db,
+            storage::NewMessage {
+                id: &message_id,
+                chat_id: &chat.id,
+                sender_id: ASSISTANT,
+                role: "assistant",
+                agent_id: &chat.agent_id,
+                content: &content,
+                status,
+                client_message_id: None,
+                attachments_json: "[]",
+                metadata_json: &metadata.to_json(),
+                now: now(),
+            },
+        )
+        .await;
+        engine.replies.lock().unwrap_or_else(|p| p.into_inner()).remove(&chat.id);
+        match inserted {
+            Ok(storage::Inserted::New(row) | storage::Inserted::Duplicate(row)) => {
+                engine.rooms.broadcast(&chat.id, &message_event(&row), None);
+                Ok(row)
+            }
+            Err(err) => Err(err),
+        }
+    };
+    engine.rooms.broadcast(&chat.id, &typing(&chat, false), None);
+    let row = stored?;
+    storage::insert_usage(
+        &engine.db,
+        storage::NewUsage {
+            message_id: &row.id,
+            chat_id: &chat.id,
+            user_id: &requester,
+            model: &outcome.model_id,
+            prompt_tokens,
+            completion_tokens,
+            estimated,
+            ttft_ms: metadata.ttft_ms,
+            total_ms: latency.as_millis() as i64,
+            now: now(),
+        },
+    )
+    .await?;
+    if let Some(err) = &outcome.error {
+        tracing::warn!(error = %err, kind = err.kind(), "reply failed");
+        engine.rooms.send_to_user(
+            &requester,
+            &event(pb::server_event::Event::Error(pb::Error {
+                code: 502,
+                message: "The language model failed to answer".into(),
+                retryable: true,
+                retry_after_ms: None,
+                message_id: None,
+                field: None,
+                close_code: None,
+            })),
+        );
+    }
+    tracing::info!(status, model = %outcome.model_id, latency_ms = latency.as_millis() as u64, "reply stored");
+    Ok(())
+}
+
+/// Streams the reply into the room until it ends, fails, or is stopped.
+async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &ActiveReply) -> Outcome {
+    let model_id = if engine.llm.model(&chat.model).is_some() {
+        chat.model.clone()
+    } else {
+        engine.llm.settings().default_model.clone()
+    };
+    let started = Instant::now();
+    let mut out = Outcome { text: String::new(), status: "complete", model_id, usage: None, ttft: None, error: None };
+    let opened = tokio::select! {
+        opened = engine.llm.open(&out.model_id, prompt) => opened,
+        () = reply.cancel.cancelled() => {
+            out.status = "stopped";
+            return out;
+        }
+    };
+    let mut stream = match opened {
+        Ok(opened) => {
+            out.model_id = opened.model_id;
+            opened.stream
+        }
+        Err(err) => {
+            out.status = "failed";
+            out.error = Some(err);
+            return out;
+        }
+    };
+    let mut index = 0i64;
+    loop {
+        tokio::select! {
+            biased;
+            () = reply.cancel.cancelled() => {
+                out.status = "stopped";
+                break;
+            }
+            next = stream.next() => match next {
+                Some(Ok(Delta::Text(delta))) => {
+                    if delta.is_empty() {
+                        continue;
+                    }
+                    out.ttft.get_or_insert_with(|| started.elapsed());
+                    out.text.push_str(&delta);
+                    let chunk = event(pb::server_event::Event::MessageChunk(pb::MessageChunk {
+                        chat_id: chat.id.clone(),
+                        message_id: reply.message_id.clone(),
+                        index,
+                        delta: delta.clone(),
+                    }));
+                    // Pushed and delivered under one lock, which `resume` also takes, so a
+                    // resuming connection gets each chunk exactly once.
+                    let mut chunks = reply.chunks.lock().unwrap_or_else(|p| p.into_inner());
+                    chunks.push(delta);
+                    engine.rooms.broadcast(&chat.id, &chunk, None);
+                    drop(chunks);
+                    index += 1;
+                }
+                Some(Ok(Delta::Usage { prompt_tokens, completion_tokens })) => {
+                    out.usage = Some((prompt_tokens, completion_tokens));
+                }
+                Some(Err(err)) => {
+                    out.status = "failed";
+                    out.error = Some(err);
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+    // Dropping the stream here drops the upstream request at once (stop, failure or end).
+    drop(stream);
+    out
+}
+
+fn typing(chat: &ChatRow, is_typing: bool) -> pb::ServerEvent {
+    event(pb::server_event::Event::Typing(pb::TypingEvent {
+        chat_id: chat.id.clone(),
+        user_id: ASSISTANT.into(),
+        agent_id: Some(chat.agent_id.clone()),
+        is_typing,
+    }))
+}
+
+/// Agent system prompt + the message's context + recent history within the model's token
+/// budget, ending with the triggering message.
+async fn build_prompt(engine: &Engine, chat: &ChatRow, trigger: &MessageRow) -> Result<Prompt, storage::StorageError> {
+    let settings = engine.llm.settings();
+    let agent = engine.llm.agent(&chat.agent_id).or_else(|| engine.llm.agent(&settings.default_agent));
+    let mut system = agent.map(|a| a.system_prompt.clone()).unwrap_or_default();
+    if let Some(context) = StoredMetadata::parse(&trigger.metadata).context {
+        system.push_str("\n\nContext the application attached to the latest message (JSON):\n");
+        system.push_str(&context.to_string());
+    }
+    let (window, max_output) = engine
+        .llm
+        .model(&chat.model)
+        .map_or((8192, 1024), |m| (m.context_window, m.max_output_tokens));
+    let budget = window.saturating_sub(max_output).saturating_sub(estimate_tokens(&system));
+
+    let (rows, _) =
+        storage::history(&engine.db, &chat.id, Some(trigger.seq + 1), engine.settings.prompt_history_messages).await?;
+    Ok(Prompt { system, turns: fit_turns(&rows, budget) })
+}
+
+/// History rows to prompt turns: newest first until the budget is spent (the newest always
+/// kept), failed replies left out, consecutive turns of one role merged, starting with a user.
+fn fit_turns(rows: &[MessageRow], budget: u32) -> Vec<Turn> {
+    let mut picked: Vec<Turn> = Vec::new();
+    let mut used = 0u32;
+    for row in rows.iter().rev() {
+        let role = match (row.role.as_str(), row.status.as_str()) {
+            (_, "failed") | ("system", _) => continue,
+            ("assistant" | "admin", _) => TurnRole::Assistant,
+            _ => TurnRole::User,
+        };
+        let cost = estimate_tokens(&row.content);
+        if !picked.is_empty() && used + cost > budget {
+            break;
+        }
+        used += cost;
+        picked.push(Turn { role, content: row.content.clone() });
+    }
+    picked.reverse();
+    let mut turns: Vec<Turn> = Vec::with_capacity(picked.len());
+    for turn in picked {
+        match turns.last_mut() {
+            Some(last) if same_role(&last.role, &turn.role) => {
+                last.content.push_str("\n\n");
+                last.content.push_str(&turn.content);
+            }
+            None if matches!(turn.role, TurnRole::Assistant) => {}
+            _ => turns.push(turn),
+        }
+    }
+    turns
+}
+
+fn same_role(a: &TurnRole, b: &TurnRole) -> bool {
+    matches!((a, b), (TurnRole::User, TurnRole::User) | (TurnRole::Assistant, TurnRole::Assistant))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(seq: i64, role: &str, status: &str, content: &str) -> MessageRow {
+        MessageRow {
+            id: format!("m{seq}"),
+            chat_id: "c".into(),
+            seq,
+            sender_id: "u".into(),
+            role: role.into(),
+            agent_id: "assistant".into(),
+            content: content.into(),
+            status: status.into(),
+            client_message_id: None,
+            attachments: "[]".into(),
+            metadata: "{}".into(),
+            created_at: now(),
+        }
+    }
+
+    #[test]
+    fn turns_skip_failed_replies_merge_roles_and_start_with_the_user() {
+        let rows = vec![
+            row(1, "assistant", "complete", "welcome"),
+            row(2, "user", "complete", "a"),
+            row(3, "assistant", "failed", "sorry"),
+            row(4, "user", "complete", "b"),
+            row(5, "assistant", "stopped", "partial"),
+            row(6, "user", "complete", "c"),
+        ];
+        let turns = fit_turns(&rows, 10_000);
+        let shape: Vec<(bool, &str)> =
+            turns.iter().map(|t| (matches!(t.role, TurnRole::User), t.content.as_str())).collect();
+        assert_eq!(shape, vec![(true, "a\n\nb"), (false, "partial"), (true, "c")]);
+    }
+
+    #[test]
+    fn the_budget_keeps_the_newest_turns_and_always_the_last() {
+        let rows = vec![row(1, "user", "complete", &"x".repeat(400)), row(2, "user", "complete", "last")];
+        let turns = fit_turns(&rows, 5);
+        assert_eq!(turns.len(), 1);
+        assert_eq!(turns[0].content, "last");
+        let turns = fit_turns(&rows[..1], 1);
+        assert_eq!(turns.len(), 1, "the newest message is kept even over budget");
+    }
+}

@@ -1,0 +1,135 @@
+//! Typed settings of `chat-core`: built-in defaults, then an optional TOML file, then
+//! `CHAT_*` environment variables (`__` separates levels: `CHAT_DATABASE__URL`,
+//! `CHAT_AUTH__SECRET`). Secrets are accepted only from the environment; tests build the
+//! struct directly.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use chat_auth::AuthSettings;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+use crate::llm::LlmSettings;
+pub use chat_runtime::LogSettings;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where the gRPC server listens.
+    pub grpc_addr: SocketAddr,
+    pub database: DatabaseSettings,
+    pub auth: AuthSettings,
+    pub llm: LlmSettings,
+    pub chat: ChatSettings,
+    pub log: LogSettings,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            database: DatabaseSettings::default(),
+            auth: AuthSettings::default(),
+            llm: LlmSettings::default(),
+            chat: ChatSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://data/chat.db` (embedded default) or `postgres://user@host/db`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self { url: "sqlite://data/chat.db".into(), max_connections: 8 }
+    }
+}
+
+/// Limits and behaviour of chats. Every limit of the protocol is here, so operators can tune it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatSettings {
+    /// Longest message content, in characters, after trimming.
+    pub max_message_chars: u32,
+    /// Largest WebSocket frame the edge accepts (announced in the `session` frame).
+    pub max_frame_bytes: u32,
+    /// Interval of WebSocket pings (announced in the `session` frame).
+    pub heartbeat_interval_ms: u64,
+    /// How many recent messages are considered for the prompt (then cut to the token budget).
+    pub prompt_history_messages: i64,
+    /// Events buffered per connection before it counts as too slow and is dropped.
+    pub outbound_buffer: usize,
+    /// User messages per minute per user (across all connections and edges of this core).
+    pub user_messages_per_minute: u32,
+    /// Typing events per minute per user.
+    pub typing_per_minute: u32,
+}
+
+impl Default for ChatSettings {
+    fn default() -> Self {
+        Self {
+            max_message_chars: 10_000,
+            max_frame_bytes: 64 * 1024,
+            heartbeat_interval_ms: 30_000,
+            prompt_history_messages: 50,
+            outbound_buffer: 256,
+            user_messages_per_minute: 30,
+            typing_per_minute: 10,
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults < `file` (when given) < `CHAT_*` environment, then [`Settings::validate`].
+    pub fn load(file: Option<&Path>) -> Result<Self, String> {
+        let settings = Self::load_unchecked(file)?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Like [`Settings::load`] without validation, for callers that fill in more first
+    /// (`chatctl dev` supplies a development secret and paths).
+    pub fn load_unchecked(file: Option<&Path>) -> Result<Self, String> {
+        let mut figment = Figment::new()
+            .merge(Serialized::defaults(DatabaseSettings::default()).key("database"))
+            .merge(Serialized::defaults(ChatSettings::default()).key("chat"))
+            .merge(Serialized::defaults(LogSettings::default()).key("log"));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("CHAT_").split("__"));
+        let mut settings: Settings =
+            figment.extract().map_err(|e| format!("invalid configuration: {e}"))?;
+        settings.llm.apply_env(|name| std::env::var(name).ok());
+        Ok(settings)
+    }
+
+    /// Checks what serde cannot: cross references, ranges, keys.
+    pub fn validate(&self) -> Result<(), String> {
+        chat_auth::Verifier::new(&self.auth).map_err(|e| e.to_string())?;
+        self.llm.validate().map_err(|e| format!("llm: {e}"))?;
+        let c = &self.chat;
+        if c.max_message_chars == 0 || c.max_frame_bytes < 1024 || c.heartbeat_interval_ms < 1000 {
+            return Err("chat: max_message_chars must be > 0, max_frame_bytes >= 1024, heartbeat_interval_ms >= 1000".into());
+        }
+        if c.outbound_buffer < 8 || c.user_messages_per_minute == 0 || c.typing_per_minute == 0 {
+            return Err("chat: outbound_buffer must be >= 8 and rates > 0".into());
+        }
+        if self.database.max_connections == 0 {
+            return Err("database.max_connections must be > 0".into());
+        }
+        self.log.validate()?;
+        Ok(())
+    }
+}

@@ -1,0 +1,23 @@
+//! `chat-core`: owns all chat logic and serves it over gRPC.
+//!
+//! Module map:
+//! - [`config`]: typed settings (defaults < TOML < `CHAT_*` env).
+//! - [`startup`]: builds the [`chat::Engine`] and runs the gRPC server until cancelled.
+//! - [`auth`]: authenticates every gRPC call from its `authorization` metadata.
+//! - [`grpc`]: adapters only, protobuf <-> domain ([`grpc::chat`], [`grpc::admin`]).
+//! - [`chat`]: the domain: sessions, rooms and fan-out, the per-stream handler, reply turns.
+//! - [`llm`]: providers behind one trait (OpenAI-compatible, Anthropic, demo), retries.
+//! - [`storage`]: diesel-async on SQLite or PostgreSQL, one query path for both.
+//! - [`error`]: the one error enum and how each variant reaches a client.
+
+pub mod auth;
+pub mod chat;
+pub mod config;
+pub mod error;
+pub mod grpc;
+pub mod llm;
+pub mod startup;
+pub mod storage;
+
+pub use config::Settings;
+pub use startup::Application;

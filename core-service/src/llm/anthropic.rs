@@ -1,0 +1,328 @@
+//! Provider for the Anthropic Messages API.
+//!
+//! `POST {base_url}/v1/messages` with `x-api-key`, `anthropic-version: 2023-06-01` and
+//! `stream: true`. The answer is named SSE events: `message_start` (carries the input token
+//! count), `content_block_start`, `ping`, `content_block_delta` (`text_delta` carries the text),
+//! `content_block_stop`, `message_delta` (carries the output token count), `message_stop`, and
+//! `error`. Unknown events and delta types (thinking, tool input) are skipped, so new API
+//! features do not break replies.
+
+use futures::future::BoxFuture;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::sse::{self, Step};
+use super::{Delta, DeltaStream, LlmError, Provider, ProviderRequest, TurnRole};
+
+/// The API version this parser was written against.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
+/// An Anthropic upstream. Cheap to share: the client is a handle to one pool.
+pub struct AnthropicProvider {
+    client: reqwest::Client,
+    url: String,
+    key: SecretString,
+}
+
+impl AnthropicProvider {
+    /// `base_url` is the API root without version (`https://api.anthropic.com`).
+    pub fn new(client: reqwest::Client, base_url: &str, key: SecretString) -> Self {
+        let url = format!("{}/v1/messages", base_url.trim_end_matches('/'));
+        AnthropicProvider { client, url, key }
+    }
+}
+
+impl Provider for AnthropicProvider {
+    fn open(&self, req: ProviderRequest) -> BoxFuture<'_, Result<DeltaStream, LlmError>> {
+        Box::pin(async move {
+            let body = request_body(&req);
+            let request = self
+                .client
+                .post(&self.url)
+                .header("x-api-key", self.key.expose_secret())
+                .header("anthropic-version", ANTHROPIC_VERSION)
+                .header(reqwest::header::ACCEPT, "text/event-stream")
+                .json(&body);
+            let response = sse::send(request).await?;
+            let mut usage = UsageSoFar::default();
+            Ok(sse::deltas(response, move |event| parse_event(event, &mut usage)))
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct MessagesRequest<'a> {
+    model: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    system: &'a str,
+    messages: Vec<Message<'a>>,
+    max_tokens: u32,
+    stream: bool,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    role: &'static str,
+    content: &'a str,
+}
+
+/// The Messages API refuses empty text blocks and wants the conversation to start with the
+/// user, so empty turns (e.g. a reply stopped before its first token) and leading assistant
+/// turns (e.g. a greeting) are left out. Consecutive turns of one role are fine: the API joins
+/// them.
+fn request_body(req: &ProviderRequest) -> MessagesRequest<'_> {
+    let messages = req
+        .prompt
+        .turns
+        .iter()
+        .filter(|turn| !turn.content.trim().is_empty())
+        .skip_while(|turn| turn.role == TurnRole::Assistant)
+        .map(|turn| Message {
+            role: match turn.role {
+                TurnRole::User => "user",
+                TurnRole::Assistant => "assistant",
+            },
+            content: &turn.content,
+        })
+        .collect();
+    MessagesRequest {
+        model: &req.upstream_model,
+        system: &req.prompt.system,
+        messages,
+        max_tokens: req.max_output_tokens,
+        stream: true,
+    }
+}
+
+/// Token counts gathered across events: input from `message_start`, output from
+/// `message_delta`.
+#[derive(Default)]
+struct UsageSoFar {
+    input: u32,
+}
+
+/// One event's payload; the `type` field names it (the SSE `event:` line says the same).
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum StreamEvent {
+    MessageStart {
+        message: MessageStart,
+    },
+    ContentBlockDelta {
+        delta: BlockDelta,
+    },
+    MessageDelta {
+        #[serde(default)]
+        usage: Option<Usage>,
+    },
+    MessageStop,
+    Error {
+        error: ErrorBody,
+    },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize)]
+struct MessageStart {
+    #[serde(default)]
+    usage: Option<Usage>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum BlockDelta {
+    TextDelta { text: String },
+    #[serde(other)]
+    Other,
+}
+
+#[derive(Deserialize, Default)]
+struct Usage {
+    #[serde(default)]
+    input_tokens: Option<u32>,
+    #[serde(default)]
+    cache_creation_input_tokens: Option<u32>,
+    #[serde(default)]
+    cache_read_input_tokens: Option<u32>,
+    #[serde(default)]
+    output_tokens: Option<u32>,
+}
+
+impl Usage {
+    /// All prompt tokens, cached ones included.
+    fn input(&self) -> Option<u32> {
+        let parts = [self.input_tokens, self.cache_creation_input_tokens, self.cache_read_input_tokens];
+        parts.iter().any(Option::is_some).then(|| parts.iter().flatten().fold(0_u32, |a, b| a.saturating_add(*b)))
+    }
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    message: Option<String>,
+}
+
+fn parse_event(event: &eventsource_stream::Event, usage: &mut UsageSoFar) -> Result<Step, LlmError> {
+    let data = event.data.trim();
+    if data.is_empty() {
+        return Ok(Step::Deltas(Vec::new()));
+    }
+    let parsed: StreamEvent = sse::json("Anthropic", data)?;
+    Ok(match parsed {
+        StreamEvent::MessageStart { message } => {
+            if let Some(input) = message.usage.as_ref().and_then(Usage::input) {
+                usage.input = input;
+            }
+            Step::Deltas(Vec::new())
+        }
+        StreamEvent::ContentBlockDelta { delta: BlockDelta::TextDelta { text } } if !text.is_empty() => {
+            Step::Deltas(vec![Delta::Text(text)])
+        }
+        StreamEvent::MessageDelta { usage: Some(delta_usage) } => {
+            // Newer API versions repeat the input count here; prefer it when present.
+            if let Some(input) = delta_usage.input() {
+                usage.input = input;
+            }
+            Step::Deltas(vec![Delta::Usage {
+                prompt_tokens: usage.input,
+                completion_tokens: delta_usage.output_tokens.unwrap_or(0),
+            }])
+        }
+        StreamEvent::MessageStop => Step::Done,
+        StreamEvent::Error { error } => {
+            let message = match (error.kind, error.message) {
+                (Some(kind), Some(message)) => format!("{kind}: {message}"),
+                (None, Some(message)) | (Some(message), None) => message,
+                (None, None) => "unspecified error".to_owned(),
+            };
+            return Err(LlmError::Upstream(message));
+        }
+        StreamEvent::ContentBlockDelta { .. } | StreamEvent::MessageDelta { usage: None } | StreamEvent::Other => {
+            Step::Deltas(Vec::new())
+        }
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::llm::testing::{self, Reply};
+    use crate::llm::{Prompt, Turn};
+    use futures::StreamExt as _;
+
+    fn request() -> ProviderRequest {
+        ProviderRequest {
+            upstream_model: "claude-test".to_owned(),
+            prompt: Prompt {
+                system: "Be brief.".to_owned(),
+                turns: vec![
+                    Turn { role: TurnRole::Assistant, content: "Welcome!".to_owned() },
+                    Turn { role: TurnRole::User, content: "Hi".to_owned() },
+                    Turn { role: TurnRole::Assistant, content: String::new() },
+                    Turn { role: TurnRole::User, content: "Tell me a joke".to_owned() },
+                ],
+            },
+            max_output_tokens: 64,
+        }
+    }
+
+    fn provider(server: &testing::TestServer) -> AnthropicProvider {
+        AnthropicProvider::new(reqwest::Client::new(), &server.base_url(), SecretString::from("ak-test"))
+    }
+
+    #[tokio::test]
+    async fn a_stream_parses_into_text_and_usage() {
+        let server = testing::spawn(vec![Reply::anthropic(&["Why ", "did the ", "chicken"], (21, 5))]).await;
+
+        let deltas: Vec<_> = provider(&server).open(request()).await.expect("opened").collect().await;
+
+        let text: String = deltas
+            .iter()
+            .filter_map(|d| match d {
+                Ok(Delta::Text(t)) => Some(t.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(text, "Why did the chicken");
+        assert_eq!(deltas.last(), Some(&Ok(Delta::Usage { prompt_tokens: 21, completion_tokens: 5 })));
+        assert!(deltas.iter().all(Result::is_ok));
+
+        let seen = &server.requests()[0];
+        assert_eq!(seen.path, "/v1/messages");
+        assert_eq!(seen.header("x-api-key").as_deref(), Some("ak-test"));
+        assert_eq!(seen.header("anthropic-version").as_deref(), Some("2023-06-01"));
+        assert_eq!(
+            seen.body,
+            serde_json::json!({
+                "model": "claude-test",
+                "system": "Be brief.",
+                "messages": [
+                    {"role": "user", "content": "Hi"},
+                    {"role": "user", "content": "Tell me a joke"},
+                ],
+                "max_tokens": 64,
+                "stream": true,
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_events_and_delta_types_are_skipped() {
+        let events = vec![
+            testing::named("message_start", r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":3,"cache_read_input_tokens":4,"output_tokens":1},"extra":1}}"#),
+            testing::named("content_block_start", r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#),
+            testing::named("content_block_delta", r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#),
+            testing::named("ping", r#"{"type": "ping"}"#),
+            testing::named("brand_new_event", r#"{"type":"brand_new_event","x":[1,2]}"#),
+            testing::named("content_block_delta", r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"Hi"}}"#),
+            testing::named("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":2}}"#),
+            testing::named("message_stop", r#"{"type":"message_stop"}"#),
+        ];
+        let server = testing::spawn(vec![Reply::sse(events)]).await;
+
+        let deltas: Vec<_> = provider(&server).open(request()).await.expect("opened").collect().await;
+
+        assert_eq!(
+            deltas,
+            vec![
+                Ok(Delta::Text("Hi".to_owned())),
+                Ok(Delta::Usage { prompt_tokens: 7, completion_tokens: 2 }),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_error_event_becomes_an_upstream_error() {
+        let events = vec![
+            testing::named("message_start", r#"{"type":"message_start","message":{"usage":{"input_tokens":3}}}"#),
+            testing::named("error", r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
+        ];
+        let server = testing::spawn(vec![Reply::sse(events)]).await;
+
+        let deltas: Vec<_> = provider(&server).open(request()).await.expect("opened").collect().await;
+
+        assert_eq!(deltas, vec![Err(LlmError::Upstream("overloaded_error: Overloaded".to_owned()))]);
+    }
+
+    #[tokio::test]
+    async fn a_non_2xx_status_carries_the_message() {
+        let server = testing::spawn(vec![Reply::status(
+            401,
+            None,
+            r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#,
+        )])
+        .await;
+
+        let Err(err) = provider(&server).open(request()).await else { panic!("expected an error") };
+
+        assert_eq!(
+            err,
+            LlmError::Status { status: 401, retry_after: None, message: "invalid x-api-key".to_owned() }
+        );
+        assert!(!err.is_retryable());
+    }
+}

@@ -1,0 +1,128 @@
+//! Building and running the core: `Application::build` connects storage (running migrations),
+//! the LLM catalogue and the verifier, and binds the gRPC listener; `run` serves until the
+//! token is cancelled. `main`, `chatctl dev` and the tests all go through here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chat_proto::pb::admin::admin_service_server::AdminServiceServer;
+use chat_proto::pb::chat::chat_service_server::ChatServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic_health::ServingStatus;
+
+use crate::Settings;
+use crate::chat::Engine;
+use crate::grpc::{admin::AdminApi, chat::ChatApi};
+use crate::llm::Llm;
+use crate::storage::Db;
+
+/// How long shutdown waits for replies in flight.
+const REPLY_GRACE: Duration = Duration::from_secs(30);
+/// How often readiness re-checks the database.
+const DB_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// The service name readiness is reported under (also the overall "" service).
+pub const HEALTH_SERVICE: &str = "chat.v1.ChatService";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("database: {0}")]
+    Database(#[from] crate::storage::StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    engine: Arc<Engine>,
+}
+
+impl Application {
+    /// Connects, migrates and binds. Fails with a message saying what to fix.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        settings.validate().map_err(StartupError::Config)?;
+        let db = Db::connect(&settings.database.url, settings.database.max_connections).await?;
+        db.migrate().await?;
+        let llm = Llm::new(&settings.llm).map_err(StartupError::Config)?;
+        let verifier = chat_auth::Verifier::new(&settings.auth).map_err(|e| StartupError::Config(e.to_string()))?;
+        let listener = TcpListener::bind(settings.grpc_addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr: settings.grpc_addr, source })?;
+        let engine = Arc::new(Engine::new(db, llm, settings.chat.clone(), verifier));
+        tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.grpc_addr, source })?, backend = engine.db.backend(), "chat-core ready");
+        Ok(Self { listener, engine })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        // A bound listener always has a local address.
+        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
+    /// Serves until `shutdown` is cancelled, then shuts down gracefully.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
+        let Self { listener, engine } = self;
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter.set_service_status(HEALTH_SERVICE, ServingStatus::Serving).await;
+        reporter.set_service_status("", ServingStatus::Serving).await;
+        let watchdog = tokio::spawn(watch_database(engine.clone(), reporter, shutdown.clone()));
+
+        let stopping = {
+            let engine = engine.clone();
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                // Phase 1: tonic stops accepting connections and calls (this future resolved).
+                // Phase 2: end every client stream; edges tell their clients to reconnect (1012).
+                engine.shutdown.cancel();
+                engine.rooms.cancel_all();
+            }
+        };
+        let served = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(health)
+            .add_service(ChatServiceServer::new(ChatApi::new(engine.clone())))
+            .add_service(AdminServiceServer::new(AdminApi::new(engine.clone())))
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
+            .await;
+        // Phase 3: let replies in flight finish and be stored, within a grace period.
+        engine.tasks.close();
+        if tokio::time::timeout(REPLY_GRACE, engine.tasks.wait()).await.is_err() {
+            tracing::warn!("replies still running after the grace period; exiting anyway");
+        }
+        // Phase 4: stop background work and return.
+        watchdog.abort();
+        tracing::info!("chat-core stopped");
+        served.map_err(Into::into)
+    }
+}
+
+/// Keeps readiness honest: NOT_SERVING while the database does not answer.
+async fn watch_database(engine: Arc<Engine>, reporter: tonic_health::server::HealthReporter, shutdown: CancellationToken) {
+    let mut healthy = true;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(DB_CHECK_EVERY) => {}
+        }
+        let ok = engine.db.ping().await.is_ok();
+        if ok != healthy {
+            healthy = ok;
+            let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+            if !ok {
+                tracing::error!("database unreachable: readiness is NOT_SERVING");
+            }
+            reporter.set_service_status(HEALTH_SERVICE, status).await;
+            reporter.set_service_status("", status).await;
+        }
+    }
+}

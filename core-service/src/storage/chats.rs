@@ -1,0 +1,206 @@
+//! The `chats` and `chat_members` tables: a chat's settings and lifecycle, and who may see it.
+//!
+//! A chat is created together with its owner's membership ([`create_chat`]); the chat row
+//! also carries the per-chat sequence counter (`next_seq`) that [`super::messages`] and
+//! [`super::events`] draw from, which is why those modules write to `chats` too.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel::result::DatabaseErrorKind;
+use diesel_async::RunQueryDsl;
+
+use super::models::ChatRow;
+use super::schema::{chat_members, chats};
+use super::{Db, Result, StorageError};
+
+/// Role of the chat's creator in `chat_members`.
+pub const ROLE_OWNER: &str = "owner";
+/// Role of everyone added later through [`add_member`].
+pub const ROLE_MEMBER: &str = "member";
+
+#[derive(Debug, Clone, Copy)]
+pub struct NewChat<'a> {
+    pub id: &'a str,
+    pub owner_id: &'a str,
+    pub title: &'a str,
+    pub agent_id: &'a str,
+    pub model: &'a str,
+    pub now: NaiveDateTime,
+}
+
+/// Creates an active chat and makes its owner a member (role `owner`), in one transaction.
+/// Fails with [`StorageError::Query`] (unique violation) if the id is taken.
+pub async fn create_chat(db: &Db, new: NewChat<'_>) -> Result<ChatRow> {
+    let new = &new;
+    with_tx!(db, StorageError, |conn| {
+        let chat = diesel::insert_into(chats::table)
+            .values((
+                chats::id.eq(new.id),
+                chats::owner_id.eq(new.owner_id),
+                chats::title.eq(new.title),
+                chats::agent_id.eq(new.agent_id),
+                chats::model.eq(new.model),
+                chats::status.eq("active"),
+                chats::started_at.eq(new.now),
+                chats::last_activity_at.eq(new.now),
+            ))
+            .returning(ChatRow::as_returning())
+            .get_result(conn)
+            .await?;
+        diesel::insert_into(chat_members::table)
+            .values((
+                chat_members::chat_id.eq(new.id),
+                chat_members::user_id.eq(new.owner_id),
+                chat_members::role.eq(ROLE_OWNER),
+                chat_members::joined_at.eq(new.now),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(chat)
+    })
+}
+
+pub async fn get_chat(db: &Db, id: &str) -> Result<Option<ChatRow>> {
+    with_conn!(db, |conn| {
+        Ok(chats::table
+            .find(id)
+            .select(ChatRow::as_select())
+            .first(conn)
+            .await
+            .optional()?)
+    })
+}
+
+pub async fn is_member(db: &Db, chat_id: &str, user_id: &str) -> Result<bool> {
+    with_conn!(db, |conn| {
+        Ok(diesel::select(diesel::dsl::exists(
+            chat_members::table.find((chat_id, user_id)),
+        ))
+        .get_result::<bool>(conn)
+        .await?)
+    })
+}
+
+/// Adds `user_id` to the chat with role `member`. Returns false if they already were a member
+/// (their role is kept). Fails with [`StorageError::NotFound`] if the chat does not exist.
+pub async fn add_member(db: &Db, chat_id: &str, user_id: &str, now: NaiveDateTime) -> Result<bool> {
+    let inserted = with_conn!(db, |conn| {
+        diesel::insert_into(chat_members::table)
+            .values((
+                chat_members::chat_id.eq(chat_id),
+                chat_members::user_id.eq(user_id),
+                chat_members::role.eq(ROLE_MEMBER),
+                chat_members::joined_at.eq(now),
+            ))
+            .on_conflict_do_nothing()
+            .execute(conn)
+            .await
+    });
+    match inserted {
+        Ok(rows) => Ok(rows > 0),
+        Err(diesel::result::Error::DatabaseError(DatabaseErrorKind::ForeignKeyViolation, _)) => {
+            Err(StorageError::NotFound)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Removes the membership; returns false if there was none.
+pub async fn remove_member(db: &Db, chat_id: &str, user_id: &str) -> Result<bool> {
+    with_conn!(db, |conn| {
+        let rows = diesel::delete(chat_members::table.find((chat_id, user_id)))
+            .execute(conn)
+            .await?;
+        Ok(rows > 0)
+    })
+}
+
+/// Members of the chat, in the order they joined.
+pub async fn member_ids(db: &Db, chat_id: &str) -> Result<Vec<String>> {
+    with_conn!(db, |conn| {
+        Ok(chat_members::table
+            .filter(chat_members::chat_id.eq(chat_id))
+            .order((chat_members::joined_at.asc(), chat_members::user_id.asc()))
+            .select(chat_members::user_id)
+            .load(conn)
+            .await?)
+    })
+}
+
+/// Chats the user is a member of (owned or joined), most recently active first, at most
+/// `limit`.
+pub async fn list_user_chats(db: &Db, user_id: &str, limit: i64) -> Result<Vec<ChatRow>> {
+    with_conn!(db, |conn| {
+        Ok(chats::table
+            .inner_join(chat_members::table)
+            .filter(chat_members::user_id.eq(user_id))
+            .order((chats::last_activity_at.desc(), chats::id.desc()))
+            .limit(limit.max(0))
+            .select(ChatRow::as_select())
+            .load(conn)
+            .await?)
+    })
+}
+
+/// The id of the most recently active chat the user owns that has not ended, if any.
+pub async fn latest_active_chat(db: &Db, user_id: &str) -> Result<Option<String>> {
+    with_conn!(db, |conn| {
+        Ok(chats::table
+            .filter(chats::owner_id.eq(user_id))
+            .filter(chats::status.eq("active"))
+            .order((chats::last_activity_at.desc(), chats::id.desc()))
+            .select(chats::id)
+            .first(conn)
+            .await
+            .optional()?)
+    })
+}
+
+/// Fails with [`StorageError::NotFound`] if the chat does not exist.
+pub async fn set_title(db: &Db, id: &str, title: &str) -> Result<()> {
+    let rows = with_conn!(db, |conn| {
+        diesel::update(chats::table.find(id))
+            .set(chats::title.eq(title))
+            .execute(conn)
+            .await?
+    });
+    found(rows)
+}
+
+/// Fails with [`StorageError::NotFound`] if the chat does not exist.
+pub async fn set_model(db: &Db, id: &str, model: &str) -> Result<()> {
+    let rows = with_conn!(db, |conn| {
+        diesel::update(chats::table.find(id))
+            .set(chats::model.eq(model))
+            .execute(conn)
+            .await?
+    });
+    found(rows)
+}
+
+/// Marks the chat ended at `now`. Ending an already ended chat keeps the first `ended_at`.
+/// Fails with [`StorageError::NotFound`] if the chat does not exist.
+pub async fn end_chat(db: &Db, id: &str, now: NaiveDateTime) -> Result<()> {
+    let rows = with_conn!(db, |conn| {
+        diesel::update(chats::table.find(id))
+            .set((
+                chats::status.eq("ended"),
+                chats::ended_at.eq(coalesce(chats::ended_at, now)),
+            ))
+            .execute(conn)
+            .await?
+    });
+    found(rows)
+}
+
+diesel::define_sql_function! {
+    /// SQL `COALESCE` for a nullable timestamp, the same on both backends.
+    fn coalesce(
+        x: diesel::sql_types::Nullable<diesel::sql_types::Timestamp>,
+        y: diesel::sql_types::Timestamp,
+    ) -> diesel::sql_types::Nullable<diesel::sql_types::Timestamp>;
+}
+
+fn found(rows: usize) -> Result<()> {
+    if rows == 0 { Err(StorageError::NotFound) } else { Ok(()) }
+}

@@ -1,0 +1,207 @@
+//! The `messages` table: every chat message, numbered by the chat's sequence counter.
+//!
+//! `seq` comes from `chats.next_seq`, which [`super::events`] shares, so messages and durable
+//! events form one gap-free, totally ordered stream per chat that reconnecting clients resume
+//! from. Sends are idempotent per `(sender_id, client_message_id)`.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+
+use super::models::MessageRow;
+use super::schema::{chats, messages};
+use super::{Db, Result, StorageError, is_unique_violation};
+
+#[derive(Debug, Clone, Copy)]
+pub struct NewMessage<'a> {
+    pub id: &'a str,
+    pub chat_id: &'a str,
+    pub sender_id: &'a str,
+    /// `user`, `assistant`, `admin` or `system`.
+    pub role: &'a str,
+    pub agent_id: &'a str,
+    pub content: &'a str,
+    /// `complete`, `stopped` or `failed`.
+    pub status: &'a str,
+    /// The sender's idempotency key; `None` means never deduplicated.
+    pub client_message_id: Option<&'a str>,
+    /// serde_json text (an array).
+    pub attachments_json: &'a str,
+    /// serde_json text (an object).
+    pub metadata_json: &'a str,
+    pub now: NaiveDateTime,
+}
+
+/// What [`insert_message`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// The message was stored with a fresh seq.
+    New(MessageRow),
+    /// The sender already sent this client id: the earlier row, unchanged. Nothing was written.
+    Duplicate(MessageRow),
+}
+
+impl Inserted {
+    pub fn row(&self) -> &MessageRow {
+        match self {
+            Inserted::New(row) | Inserted::Duplicate(row) => row,
+        }
+    }
+
+    pub fn into_row(self) -> MessageRow {
+        match self {
+            Inserted::New(row) | Inserted::Duplicate(row) => row,
+        }
+    }
+}
+
+/// Why the insert transaction rolled back.
+enum TxError {
+    ChatMissing,
+    Query(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for TxError {
+    fn from(err: diesel::result::Error) -> Self {
+        TxError::Query(err)
+    }
+}
+
+/// Stores a message with the chat's next seq, or returns the earlier row if this sender
+/// already used this `client_message_id` (in any chat).
+///
+/// One transaction: take the next seq from `chats.next_seq` (bumping it, `message_count` and
+/// `last_activity_at`), then insert. The `UPDATE ... RETURNING` comes first: on PostgreSQL
+/// it locks the chat row until commit, on SQLite the transaction holds the write lock
+/// (`BEGIN IMMEDIATE`), so concurrent sends to one chat get consecutive seqs and commit in seq
+/// order. Two concurrent sends with the same client id both pass the cheap pre-check; the
+/// loser hits the unique index, its transaction rolls back (the seq is returned with it), and
+/// it answers `Duplicate` with the winner's row.
+///
+/// Fails with [`StorageError::NotFound`] if the chat does not exist.
+pub async fn insert_message(db: &Db, new: NewMessage<'_>) -> Result<Inserted> {
+    if let Some(client_id) = new.client_message_id
+        && let Some(row) = find_by_client_id(db, new.sender_id, client_id).await?
+    {
+        return Ok(Inserted::Duplicate(row));
+    }
+
+    let new = &new;
+    let outcome = with_tx!(db, TxError, |conn| {
+        let next_seq: Option<i64> = diesel::update(chats::table.find(new.chat_id))
+            .set((
+                chats::next_seq.eq(chats::next_seq + 1),
+                chats::message_count.eq(chats::message_count + 1),
+                chats::last_activity_at.eq(new.now),
+            ))
+            .returning(chats::next_seq)
+            .get_result(conn)
+            .await
+            .optional()?;
+        let Some(next_seq) = next_seq else {
+            return Err(TxError::ChatMissing);
+        };
+        let row = diesel::insert_into(messages::table)
+            .values((
+                messages::id.eq(new.id),
+                messages::chat_id.eq(new.chat_id),
+                messages::seq.eq(next_seq - 1),
+                messages::sender_id.eq(new.sender_id),
+                messages::role.eq(new.role),
+                messages::agent_id.eq(new.agent_id),
+                messages::content.eq(new.content),
+                messages::status.eq(new.status),
+                messages::client_message_id.eq(new.client_message_id),
+                messages::attachments.eq(new.attachments_json),
+                messages::metadata.eq(new.metadata_json),
+                messages::created_at.eq(new.now),
+            ))
+            .returning(MessageRow::as_returning())
+            .get_result(conn)
+            .await?;
+        Ok(row)
+    });
+
+    match outcome {
+        Ok(row) => Ok(Inserted::New(row)),
+        Err(TxError::ChatMissing) => Err(StorageError::NotFound),
+        Err(TxError::Query(err)) => {
+            // Lost the race against a concurrent send with the same client id. A unique
+            // violation on the message id itself (a caller bug) finds no row here and is
+            // reported as the query error it is.
+            if is_unique_violation(&err)
+                && let Some(client_id) = new.client_message_id
+                && let Some(row) = find_by_client_id(db, new.sender_id, client_id).await?
+            {
+                return Ok(Inserted::Duplicate(row));
+            }
+            Err(err.into())
+        }
+    }
+}
+
+/// The message `sender_id` sent with this idempotency key, in any chat, if any.
+pub async fn find_by_client_id(db: &Db, sender_id: &str, client_id: &str) -> Result<Option<MessageRow>> {
+    with_conn!(db, |conn| {
+        Ok(messages::table
+            .filter(messages::sender_id.eq(sender_id))
+            .filter(messages::client_message_id.eq(client_id))
+            .select(MessageRow::as_select())
+            .first(conn)
+            .await
+            .optional()?)
+    })
+}
+
+pub async fn get_message(db: &Db, id: &str) -> Result<Option<MessageRow>> {
+    with_conn!(db, |conn| {
+        Ok(messages::table
+            .find(id)
+            .select(MessageRow::as_select())
+            .first(conn)
+            .await
+            .optional()?)
+    })
+}
+
+/// A page of the chat's messages for scrolling back: the newest `limit` messages with
+/// `seq < before` (`None`: the newest overall), returned oldest first, and whether older
+/// messages exist. Pass the first row's seq as the next `before`.
+pub async fn history(
+    db: &Db,
+    chat_id: &str,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<MessageRow>, bool)> {
+    let limit = limit.max(0);
+    let before = before.unwrap_or(i64::MAX);
+    // One extra row tells whether there is more.
+    let mut rows: Vec<MessageRow> = with_conn!(db, |conn| {
+        messages::table
+            .filter(messages::chat_id.eq(chat_id))
+            .filter(messages::seq.lt(before))
+            .order(messages::seq.desc())
+            .limit(limit.saturating_add(1))
+            .select(MessageRow::as_select())
+            .load(conn)
+            .await?
+    });
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    rows.reverse();
+    Ok((rows, has_more))
+}
+
+/// The highest seq handed out in the chat (messages and durable events alike); 0 for a new
+/// chat. Fails with [`StorageError::NotFound`] if the chat does not exist.
+pub async fn last_seq(db: &Db, chat_id: &str) -> Result<i64> {
+    let next_seq: Option<i64> = with_conn!(db, |conn| {
+        chats::table
+            .find(chat_id)
+            .select(chats::next_seq)
+            .first(conn)
+            .await
+            .optional()?
+    });
+    next_seq.map(|next| next - 1).ok_or(StorageError::NotFound)
+}

@@ -1,0 +1,372 @@
+//! Durable storage: users, chats and their members, messages, durable chat events, read
+//! receipts and token usage, on SQLite (single node, development) or PostgreSQL (production).
+//!
+//! [`Db`] owns one bb8 pool for whichever backend the URL names. Every query is written once,
+//! inside [`with_conn!`] or [`with_tx!`], which expand the body for each backend's connection
+//! type, so both get type-checked against the one hand-written [`schema`]. Storage is plain
+//! async functions grouped by table ([`users`], [`chats`], [`messages`], [`events`],
+//! [`usage`]); the chat engine owns the decisions, this module only keeps the invariants that
+//! need a transaction (per-chat sequence numbers, idempotent sends, chat + owner creation).
+//!
+//! Migrations are embedded per backend (`migrations/sqlite`, `migrations/postgres`) and run by
+//! [`Db::migrate`].
+
+// The dispatch macros come first: `macro_rules!` is textually scoped, so the table modules
+// declared below can use them.
+
+/// Runs `$body` with `$c` bound to a pooled connection of the backend `$db` points at.
+///
+/// The body is expanded once per backend, so it must type-check against both
+/// `AsyncPgConnection` and `SqliteConn`. A pool error returns early through `?`, so the
+/// enclosing function must return [`Result`].
+macro_rules! with_conn {
+    ($db:expr, |$c:ident| $body:expr) => {
+        match $db {
+            $crate::storage::Db::Pg(pool) => {
+                let mut guard = pool.get().await?;
+                let $c: &mut ::diesel_async::AsyncPgConnection = &mut guard;
+                $body
+            }
+            $crate::storage::Db::Sqlite(pool) => {
+                let mut guard = pool.get().await?;
+                let $c: &mut $crate::storage::SqliteConn = &mut guard;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` inside a write transaction, with `$c` bound to the transaction's connection;
+/// evaluates to `std::result::Result<_, $err>`. The body returning `Err` rolls back.
+///
+/// On SQLite the transaction starts with `BEGIN IMMEDIATE`: it takes the write lock up front
+/// (waiting up to `busy_timeout`), so a transaction that reads before it writes can never hit
+/// `SQLITE_BUSY_SNAPSHOT`, which a deferred transaction gets immediately, without waiting,
+/// when another writer committed after its first read. On PostgreSQL it is a plain
+/// READ COMMITTED transaction; bodies lock what they need (`UPDATE ... RETURNING` on the chat
+/// row serialises writers of one chat).
+macro_rules! with_tx {
+    ($db:expr, $err:ty, |$c:ident| $body:expr) => {
+        match $db {
+            $crate::storage::Db::Pg(pool) => {
+                let mut guard = pool.get().await?;
+                let conn: &mut ::diesel_async::AsyncPgConnection = &mut guard;
+                ::diesel_async::AsyncConnection::transaction::<_, $err, _>(
+                    conn,
+                    async |$c: &mut ::diesel_async::AsyncPgConnection| $body,
+                )
+                .await
+            }
+            $crate::storage::Db::Sqlite(pool) => {
+                let mut guard = pool.get().await?;
+                let conn: &mut $crate::storage::SqliteConn = &mut guard;
+                conn.immediate_transaction::<_, $err, _>(
+                    async |$c: &mut $crate::storage::SqliteConn| $body,
+                )
+                .await
+            }
+        }
+    };
+}
+
+pub mod chats;
+pub mod events;
+pub mod messages;
+pub mod models;
+pub mod schema;
+pub mod usage;
+pub mod users;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::time::Duration;
+
+use diesel::SqliteConnection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::pooled_connection::bb8::Pool;
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
+use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
+use futures::FutureExt as _;
+
+// The flat API callers use (`storage::insert_message`); the modules group it by table.
+pub use chats::{
+    NewChat, add_member, create_chat, end_chat, get_chat, is_member, latest_active_chat,
+    list_user_chats, member_ids, remove_member, set_model, set_title,
+};
+pub use events::{Durable, append_event, events_after, record_receipts};
+pub use messages::{
+    Inserted, NewMessage, find_by_client_id, get_message, history, insert_message, last_seq,
+};
+pub use models::{ChatRow, EventRow, MessageRow, UsageRow, UserRow};
+pub use usage::{NewUsage, insert_usage, usage_for_message};
+pub use users::{get_user, set_online, upsert_user};
+
+/// SQLite has no async driver: diesel-async runs the sync connection on the blocking pool.
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+
+/// Per-connection SQLite settings. `busy_timeout` comes first so that switching to WAL (which
+/// needs a lock the first time) already waits instead of failing. WAL and `synchronous=NORMAL`
+/// let readers run beside the single writer and keep commits cheap; `foreign_keys` is off by
+/// default in SQLite and the schema relies on `ON DELETE CASCADE`.
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; \
+     PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON;";
+
+/// How long a caller waits for a pooled connection before getting [`StorageError::Pool`].
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything storage can fail with. Callers map these to protocol errors; only
+/// [`StorageError::NotFound`] is meant to reach a client as such, the rest are internal.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The database URL is malformed, names an unsupported scheme, or asks for an in-memory
+    /// SQLite database (each pooled connection would get its own empty database).
+    #[error("invalid database url: {0}")]
+    InvalidUrl(String),
+    /// The directory for a SQLite file could not be created.
+    #[error("cannot create database directory {path}: {source}")]
+    CreateDir { path: String, source: std::io::Error },
+    /// Opening a connection failed (bad credentials, server down, unreadable file).
+    #[error("database connection failed: {0}")]
+    Connect(#[from] PoolError),
+    /// No pooled connection became available in time, or making one failed.
+    #[error("database pool: {0}")]
+    Pool(#[from] bb8::RunError<PoolError>),
+    /// A statement failed (constraint violation, lost connection, ...).
+    #[error("database query failed: {0}")]
+    Query(#[from] diesel::result::Error),
+    /// Applying the embedded migrations failed.
+    #[error("database migration failed: {0}")]
+    Migration(Box<dyn std::error::Error + Send + Sync>),
+    /// The row the operation needs (a chat, a user) does not exist.
+    #[error("not found")]
+    NotFound,
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// A pool of connections to the configured backend. Cheap to clone (the pools are shared).
+#[derive(Clone)]
+pub enum Db {
+    Pg(Pool<AsyncPgConnection>),
+    Sqlite(Pool<SqliteConn>),
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = match self {
+            Db::Pg(pool) => pool.state(),
+            Db::Sqlite(pool) => pool.state(),
+        };
+        f.debug_struct("Db")
+            .field("backend", &self.backend())
+            .field("connections", &state.connections)
+            .field("idle", &state.idle_connections)
+            .finish()
+    }
+}
+
+/// What a database URL asks for, before anything is opened.
+#[derive(Debug, PartialEq, Eq)]
+enum Target {
+    Postgres(String),
+    SqliteFile(String),
+}
+
+fn parse_url(url: &str) -> Result<Target> {
+    let url = url.trim();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Target::Postgres(url.to_owned()));
+    }
+    let path = if let Some(rest) = url.strip_prefix("sqlite://") {
+        rest
+    } else if let Some(rest) = url.strip_prefix("sqlite:") {
+        rest
+    } else if url.contains(':') {
+        // Anything else with a scheme (`mysql://`, `file:`, `postgress://`): refuse rather than
+        // guess, so a typo never silently creates a SQLite file named after a URL.
+        let scheme = url.split(':').next().unwrap_or_default();
+        return Err(StorageError::InvalidUrl(format!(
+            "unsupported scheme {scheme:?}; use sqlite://path/to/file.db, a bare file path, \
+             postgres://... or postgresql://..."
+        )));
+    } else {
+        url
+    };
+    let memory = path.is_empty()
+        || path.starts_with(':')
+        || path.contains("mode=memory")
+        || path.eq_ignore_ascii_case("memory");
+    if memory {
+        return Err(StorageError::InvalidUrl(format!(
+            "{url:?} is not a SQLite file: in-memory databases are not supported because every \
+             pooled connection would open its own empty database; use a file such as \
+             sqlite://data/chat.db (a temporary file in tests)"
+        )));
+    }
+    if path.contains('?') {
+        return Err(StorageError::InvalidUrl(format!(
+            "{url:?}: SQLite URL parameters are not supported; the pool sets its own pragmas"
+        )));
+    }
+    Ok(Target::SqliteFile(path.to_owned()))
+}
+
+impl Db {
+    /// Opens a pool of up to `max_connections` connections and checks that one connection
+    /// works.
+    ///
+    /// Accepts `sqlite://path/to/file.db` (`sqlite:///abs/path.db` for an absolute path), a
+    /// bare file path, `postgres://...` or `postgresql://...`. The parent directory of a
+    /// SQLite file is created if missing. Fails with [`StorageError::InvalidUrl`] for any other
+    /// scheme and for in-memory SQLite (`sqlite::memory:` and friends), and with
+    /// [`StorageError::Connect`] if the first connection cannot be opened.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
+        let max_connections = max_connections.max(1);
+        match parse_url(url)? {
+            Target::Postgres(url) => {
+                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+                let pool = Pool::builder()
+                    .max_size(max_connections)
+                    .connection_timeout(CONNECTION_TIMEOUT)
+                    .build(manager)
+                    .await?;
+                // Open one connection outside the pool to surface the real error (bb8's `get`
+                // would only report a timeout), then hand it to the pool.
+                let conn = pool.dedicated_connection().await?;
+                let _ = pool.add(conn);
+                Ok(Db::Pg(pool))
+            }
+            Target::SqliteFile(path) => {
+                if let Some(parent) = Path::new(&path).parent()
+                    && !parent.as_os_str().is_empty()
+                {
+                    std::fs::create_dir_all(parent).map_err(|source| StorageError::CreateDir {
+                        path: parent.display().to_string(),
+                        source,
+                    })?;
+                }
+                let mut config = ManagerConfig::<SqliteConn>::default();
+                config.custom_setup = Box::new(|path: &str| {
+                    let path = path.to_owned();
+                    async move {
+                        let mut conn = SqliteConn::establish(&path).await?;
+                        conn.batch_execute(SQLITE_PRAGMAS)
+                            .await
+                            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                        Ok(conn)
+                    }
+                    .boxed()
+                });
+                let manager = AsyncDieselConnectionManager::new_with_config(path, config);
+                let pool = Pool::builder()
+                    .max_size(max_connections)
+                    .connection_timeout(CONNECTION_TIMEOUT)
+                    .build(manager)
+                    .await?;
+                // The first connection creates the file and switches it to WAL (persistent),
+                // before concurrent callers open more.
+                let conn = pool.dedicated_connection().await?;
+                let _ = pool.add(conn);
+                Ok(Db::Sqlite(pool))
+            }
+        }
+    }
+
+    /// Applies the embedded migrations for this backend that have not run yet; running it
+    /// again is a no-op. Fails with [`StorageError::Migration`].
+    ///
+    /// diesel's migration harness is synchronous, so it runs on a dedicated connection on the
+    /// blocking pool (this works on both tokio runtime flavours, unlike
+    /// `AsyncMigrationHarness`, which needs a multi-thread runtime).
+    pub async fn migrate(&self) -> Result<()> {
+        let outcome = match self {
+            Db::Pg(pool) => {
+                let conn = pool.dedicated_connection().await?;
+                tokio::task::spawn_blocking(move || {
+                    let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
+                    conn.run_pending_migrations(PG_MIGRATIONS).map(|_| ())
+                })
+                .await
+            }
+            Db::Sqlite(pool) => {
+                let conn = pool.dedicated_connection().await?;
+                tokio::task::spawn_blocking(move || {
+                    let mut conn = AsyncConnectionWrapper::<SqliteConn>::from(conn);
+                    conn.run_pending_migrations(SQLITE_MIGRATIONS).map(|_| ())
+                })
+                .await
+            }
+        };
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(err)) => Err(StorageError::Migration(err)),
+            Err(join) => Err(StorageError::Migration(Box::new(join))),
+        }
+    }
+
+    /// Runs `SELECT 1` on a pooled connection; for readiness checks.
+    pub async fn ping(&self) -> Result<()> {
+        with_conn!(self, |conn| {
+            diesel::sql_query("SELECT 1").execute(conn).await?;
+            Ok(())
+        })
+    }
+
+    /// `"sqlite"` or `"postgres"`, for logs and metrics labels.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Db::Pg(_) => "postgres",
+            Db::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+/// True if `err` is a unique-constraint violation (used to turn a lost race into a clean
+/// "already exists" answer).
+pub(crate) fn is_unique_violation(err: &diesel::result::Error) -> bool {
+    matches!(
+        err,
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
+    )
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::{Target, parse_url};
+
+    #[test]
+    fn sqlite_urls_and_bare_paths_name_files() {
+        assert_eq!(
+            parse_url("sqlite://data/chat.db").ok(),
+            Some(Target::SqliteFile("data/chat.db".into()))
+        );
+        assert_eq!(
+            parse_url("sqlite:///var/lib/chat.db").ok(),
+            Some(Target::SqliteFile("/var/lib/chat.db".into()))
+        );
+        assert_eq!(parse_url("chat.db").ok(), Some(Target::SqliteFile("chat.db".into())));
+    }
+
+    #[test]
+    fn in_memory_sqlite_is_rejected() {
+        for url in ["sqlite::memory:", ":memory:", "sqlite://:memory:", "sqlite://", ""] {
+            assert!(parse_url(url).is_err(), "{url} should be rejected");
+        }
+    }
+
+    #[test]
+    fn postgres_urls_pass_through() {
+        for url in ["postgres://u@h/db", "postgresql://u@h:5433/db?sslmode=disable"] {
+            assert_eq!(parse_url(url).ok(), Some(Target::Postgres(url.into())));
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Row structs: what the storage functions return. One struct per table, fields named and
+//! typed as in [`super::schema`]; always loaded with `as_select()`/`as_returning()`, so field
+//! order does not matter. `check_for_backend` makes diesel verify each field's type against
+//! both backends at compile time.
+
+use chrono::NaiveDateTime;
+use diesel::prelude::*;
+
+use super::schema::{chat_events, chats, messages, token_usage, users};
+
+#[derive(Queryable, Selectable, Debug, Clone, PartialEq, Eq)]
+#[diesel(table_name = users)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct UserRow {
+    pub id: String,
+    pub display_name: String,
+    pub created_at: NaiveDateTime,
+    pub last_active_at: NaiveDateTime,
+    pub online: bool,
+}
+
+#[derive(Queryable, Selectable, Debug, Clone, PartialEq, Eq)]
+#[diesel(table_name = chats)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct ChatRow {
+    pub id: String,
+    pub owner_id: String,
+    pub title: String,
+    pub agent_id: String,
+    pub model: String,
+    /// `active` or `ended`.
+    pub status: String,
+    pub started_at: NaiveDateTime,
+    pub ended_at: Option<NaiveDateTime>,
+    pub last_activity_at: NaiveDateTime,
+    pub needs_help: bool,
+    pub admin_assisted: bool,
+    pub operator_id: Option<String>,
+    pub operator_name: Option<String>,
+    pub operator_lease_until: Option<NaiveDateTime>,
+    /// The seq the next message or durable event of this chat gets.
+    pub next_seq: i64,
+    pub message_count: i64,
+}
+
+#[derive(Queryable, Selectable, Debug, Clone, PartialEq, Eq)]
+#[diesel(table_name = messages)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct MessageRow {
+    pub id: String,
+    pub chat_id: String,
+    /// Position in the chat's durable stream, shared with [`EventRow::seq`].
+    pub seq: i64,
+    pub sender_id: String,
+    /// `user`, `assistant`, `admin` or `system`.
+    pub role: String,
+    pub agent_id: String,
+    pub content: String,
+    /// `complete`, `stopped` or `failed`.
+    pub status: String,
+    pub client_message_id: Option<String>,
+    /// serde_json text (an array).
+    pub attachments: String,
+    /// serde_json text (an object).
+    pub metadata: String,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Debug, Clone, PartialEq, Eq)]
+#[diesel(table_name = chat_events)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct EventRow {
+    pub chat_id: String,
+    /// Position in the chat's durable stream, shared with [`MessageRow::seq`].
+    pub seq: i64,
+    pub kind: String,
+    /// Opaque to storage; the chat engine encodes it.
+    pub payload: Vec<u8>,
+    pub created_at: NaiveDateTime,
+}
+
+#[derive(Queryable, Selectable, Debug, Clone, PartialEq, Eq)]
+#[diesel(table_name = token_usage)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct UsageRow {
+    pub message_id: String,
+    pub chat_id: String,
+    pub user_id: String,
+    pub model: String,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    /// True when the provider reported no usage and the counts were estimated.
+    pub estimated: bool,
+    /// Time to first token; `None` when no token arrived.
+    pub ttft_ms: Option<i64>,
+    pub total_ms: i64,
+    pub created_at: NaiveDateTime,
+}

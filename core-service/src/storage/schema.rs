@@ -1,0 +1,117 @@
+//! The diesel schema shared by both backends.
+//!
+//! Hand-written, not generated: it mirrors `migrations/sqlite/*/up.sql` and
+//! `migrations/postgres/*/up.sql` and must change together with them (a new migration on both
+//! backends, then the matching edit here). Only column types both backends share are used:
+//! `Text` ids and JSON, `BigInt`, `Bool`, `Timestamp` (UTC `NaiveDateTime`), `Binary`.
+//!
+//! diesel is built without its `32-column-tables` feature, so a table may have at most 16
+//! columns; `chats` is at that limit. Adding a column there needs that feature enabled on the
+//! workspace `diesel` dependency first.
+
+diesel::table! {
+    users (id) {
+        id -> Text,
+        display_name -> Text,
+        created_at -> Timestamp,
+        last_active_at -> Timestamp,
+        online -> Bool,
+    }
+}
+
+diesel::table! {
+    chats (id) {
+        id -> Text,
+        owner_id -> Text,
+        title -> Text,
+        agent_id -> Text,
+        model -> Text,
+        status -> Text,
+        started_at -> Timestamp,
+        ended_at -> Nullable<Timestamp>,
+        last_activity_at -> Timestamp,
+        needs_help -> Bool,
+        admin_assisted -> Bool,
+        operator_id -> Nullable<Text>,
+        operator_name -> Nullable<Text>,
+        operator_lease_until -> Nullable<Timestamp>,
+        next_seq -> BigInt,
+        message_count -> BigInt,
+    }
+}
+
+diesel::table! {
+    chat_members (chat_id, user_id) {
+        chat_id -> Text,
+        user_id -> Text,
+        role -> Text,
+        joined_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    messages (id) {
+        id -> Text,
+        chat_id -> Text,
+        seq -> BigInt,
+        sender_id -> Text,
+        role -> Text,
+        agent_id -> Text,
+        content -> Text,
+        status -> Text,
+        client_message_id -> Nullable<Text>,
+        attachments -> Text,
+        metadata -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    chat_events (chat_id, seq) {
+        chat_id -> Text,
+        seq -> BigInt,
+        kind -> Text,
+        payload -> Binary,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    read_receipts (message_id, user_id) {
+        chat_id -> Text,
+        message_id -> Text,
+        user_id -> Text,
+        read_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    token_usage (message_id) {
+        message_id -> Text,
+        chat_id -> Text,
+        user_id -> Text,
+        model -> Text,
+        prompt_tokens -> BigInt,
+        completion_tokens -> BigInt,
+        estimated -> Bool,
+        ttft_ms -> Nullable<BigInt>,
+        total_ms -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::joinable!(chat_members -> chats (chat_id));
+diesel::joinable!(messages -> chats (chat_id));
+diesel::joinable!(chat_events -> chats (chat_id));
+diesel::joinable!(read_receipts -> chats (chat_id));
+diesel::joinable!(token_usage -> chats (chat_id));
+
+diesel::allow_tables_to_appear_in_same_query!(
+    users,
+    chats,
+    chat_members,
+    messages,
+    chat_events,
+    read_receipts,
+    token_usage,
+);

@@ -1,0 +1,502 @@
+//! Storage tests. Every scenario is one `async fn(&Db)` run twice by [`both!`]: on SQLite (a
+//! fresh temp file in WAL mode) and on PostgreSQL (a fresh `t_<uuid>` database on the server
+//! `TEST_DATABASE_URL` names). Without `TEST_DATABASE_URL` the PostgreSQL half fails rather
+//! than skips: `scripts/test.sh` starts a throwaway server and sets it.
+
+use chrono::{DateTime, NaiveDateTime, TimeDelta};
+use diesel::prelude::*;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+
+use super::chats::{self, NewChat};
+use super::events::{self, Durable};
+use super::messages::{self, Inserted, NewMessage};
+use super::schema::read_receipts;
+use super::usage::{self, NewUsage};
+use super::users;
+use super::{Db, Result, StorageError};
+
+/// Generates `mod $name { sqlite, postgres }`, two tests running the scenario `$name`.
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread")]
+            async fn sqlite() -> super::Result<()> {
+                let test_db = super::sqlite_db().await?;
+                super::$name(&test_db.db).await
+            }
+
+            #[tokio::test(flavor = "multi_thread")]
+            async fn postgres() -> super::Result<()> {
+                let test_db = super::postgres_db().await?;
+                super::$name(&test_db.db).await
+            }
+        }
+    )*};
+}
+
+both!(
+    migrations_run_twice_idempotently,
+    create_chat_makes_the_owner_a_member,
+    insert_message_assigns_seq_1_2_3_and_bumps_counters,
+    duplicate_client_message_id_returns_the_original_row_and_writes_nothing,
+    same_client_id_from_two_different_senders_is_not_a_duplicate,
+    twenty_concurrent_inserts_on_one_chat_get_seqs_1_to_20_without_gaps,
+    concurrent_sends_with_one_client_id_store_exactly_one_message,
+    append_event_shares_the_seq_counter_and_events_after_merges_both_in_order,
+    history_pages_backwards_oldest_first_with_has_more,
+    list_user_chats_orders_by_last_activity_then_id,
+    record_receipts_ignores_ids_from_another_chat,
+    usage_round_trips_and_a_second_insert_keeps_the_first,
+    upsert_user_updates_name_and_set_online_needs_a_known_user,
+);
+
+/// A migrated database; holds the temp dir (SQLite) for as long as the test runs.
+struct TestDb {
+    db: Db,
+    _dir: Option<tempfile::TempDir>,
+}
+
+const POOL_SIZE: u32 = 8;
+
+async fn sqlite_db() -> Result<TestDb> {
+    let dir = tempfile::tempdir()
+        .unwrap_or_else(|err| panic!("cannot create a temp dir for the SQLite test db: {err}"));
+    let url = format!("sqlite://{}", dir.path().join("nested/chat.db").display());
+    let db = Db::connect(&url, POOL_SIZE).await?;
+    db.migrate().await?;
+    Ok(TestDb { db, _dir: Some(dir) })
+}
+
+async fn postgres_db() -> Result<TestDb> {
+    let Ok(server) = std::env::var("TEST_DATABASE_URL") else {
+        panic!(
+            "TEST_DATABASE_URL is not set: run scripts/test.sh (it starts a throwaway \
+             PostgreSQL) or set TEST_DATABASE_URL to a PostgreSQL server URL, e.g. \
+             eval \"$(scripts/pg-throwaway.sh start)\""
+        );
+    };
+    let name = format!("t_{}", uuid::Uuid::now_v7().simple());
+    let mut admin = AsyncPgConnection::establish(&server)
+        .await
+        .unwrap_or_else(|err| panic!("cannot connect to TEST_DATABASE_URL={server}: {err}"));
+    diesel::sql_query(format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await?;
+    let db = Db::connect(&with_database(&server, &name), POOL_SIZE).await?;
+    db.migrate().await?;
+    Ok(TestDb { db, _dir: None })
+}
+
+/// `server` with its database path replaced by `/name` (query parameters kept).
+fn with_database(server: &str, name: &str) -> String {
+    let (base, query) = match server.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (server, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let path_start = base[authority_start..]
+        .find('/')
+        .map_or(base.len(), |i| authority_start + i);
+    let mut url = format!("{}/{name}", &base[..path_start]);
+    if let Some(query) = query {
+        url.push('?');
+        url.push_str(query);
+    }
+    url
+}
+
+/// A fixed instant plus `secs`; whole seconds round-trip exactly on both backends.
+fn at(secs: i64) -> NaiveDateTime {
+    DateTime::UNIX_EPOCH.naive_utc() + TimeDelta::seconds(1_800_000_000 + secs)
+}
+
+async fn new_chat(db: &Db, id: &str, owner: &str, secs: i64) -> Result<super::ChatRow> {
+    chats::create_chat(
+        db,
+        NewChat { id, owner_id: owner, title: "A chat", agent_id: "agent", model: "m-1", now: at(secs) },
+    )
+    .await
+}
+
+fn message<'a>(id: &'a str, chat_id: &'a str, sender_id: &'a str, secs: i64) -> NewMessage<'a> {
+    NewMessage {
+        id,
+        chat_id,
+        sender_id,
+        role: "user",
+        agent_id: "agent",
+        content: "hello",
+        status: "complete",
+        client_message_id: None,
+        attachments_json: "[]",
+        metadata_json: "{}",
+        now: at(secs),
+    }
+}
+
+fn expect_new(inserted: Inserted) -> super::MessageRow {
+    match inserted {
+        Inserted::New(row) => row,
+        Inserted::Duplicate(row) => panic!("expected a new message, got a duplicate of {row:?}"),
+    }
+}
+
+async fn chat(db: &Db, id: &str) -> Result<super::ChatRow> {
+    chats::get_chat(db, id).await?.ok_or(StorageError::NotFound)
+}
+
+async fn migrations_run_twice_idempotently(db: &Db) -> Result<()> {
+    // The fixture already migrated once.
+    db.migrate().await?;
+    db.migrate().await?;
+    db.ping().await?;
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        n: i64,
+    }
+    let applied: Vec<Count> = with_conn!(db, |conn| {
+        diesel::sql_query("SELECT COUNT(*) AS n FROM __diesel_schema_migrations")
+            .load(conn)
+            .await?
+    });
+    assert_eq!(applied.iter().map(|c| c.n).collect::<Vec<_>>(), vec![1]);
+    new_chat(db, "c1", "alice", 0).await?;
+    Ok(())
+}
+
+async fn create_chat_makes_the_owner_a_member(db: &Db) -> Result<()> {
+    let created = new_chat(db, "c1", "alice", 0).await?;
+    assert_eq!(created.status, "active");
+    assert_eq!((created.next_seq, created.message_count), (1, 0));
+    assert_eq!((created.started_at, created.last_activity_at), (at(0), at(0)));
+    assert_eq!(chats::get_chat(db, "c1").await?, Some(created));
+    assert!(chats::is_member(db, "c1", "alice").await?);
+    assert!(!chats::is_member(db, "c1", "bob").await?);
+
+    assert!(chats::add_member(db, "c1", "bob", at(1)).await?);
+    assert!(!chats::add_member(db, "c1", "bob", at(2)).await?, "second add is a no-op");
+    assert_eq!(chats::member_ids(db, "c1").await?, vec!["alice", "bob"]);
+    assert!(chats::remove_member(db, "c1", "bob").await?);
+    assert!(!chats::remove_member(db, "c1", "bob").await?);
+    assert_eq!(chats::member_ids(db, "c1").await?, vec!["alice"]);
+    assert!(matches!(
+        chats::add_member(db, "nope", "bob", at(3)).await,
+        Err(StorageError::NotFound)
+    ));
+
+    chats::set_title(db, "c1", "Renamed").await?;
+    chats::set_model(db, "c1", "m-2").await?;
+    chats::end_chat(db, "c1", at(5)).await?;
+    chats::end_chat(db, "c1", at(9)).await?;
+    let ended = chat(db, "c1").await?;
+    assert_eq!((ended.title.as_str(), ended.model.as_str()), ("Renamed", "m-2"));
+    assert_eq!((ended.status.as_str(), ended.ended_at), ("ended", Some(at(5))));
+    assert!(matches!(chats::set_title(db, "nope", "x").await, Err(StorageError::NotFound)));
+    assert!(new_chat(db, "c1", "alice", 0).await.is_err(), "chat ids are unique");
+    Ok(())
+}
+
+async fn insert_message_assigns_seq_1_2_3_and_bumps_counters(db: &Db) -> Result<()> {
+    new_chat(db, "c1", "alice", 0).await?;
+    assert_eq!(messages::last_seq(db, "c1").await?, 0);
+    for (n, id) in ["m1", "m2", "m3"].into_iter().enumerate() {
+        let secs = 10 + n as i64;
+        let row = expect_new(messages::insert_message(db, message(id, "c1", "alice", secs)).await?);
+        assert_eq!(row.seq, n as i64 + 1);
+        assert_eq!(row.created_at, at(secs));
+        assert_eq!(messages::get_message(db, id).await?, Some(row));
+    }
+    let after = chat(db, "c1").await?;
+    assert_eq!((after.next_seq, after.message_count), (4, 3));
+    assert_eq!(after.last_activity_at, at(12));
+    assert_eq!(messages::last_seq(db, "c1").await?, 3);
+
+    assert!(matches!(
+        messages::insert_message(db, message("m9", "nope", "alice", 20)).await,
+        Err(StorageError::NotFound)
+    ));
+    assert!(matches!(messages::last_seq(db, "nope").await, Err(StorageError::NotFound)));
+    Ok(())
+}
+
+async fn duplicate_client_message_id_returns_the_original_row_and_writes_nothing(
+    db: &Db,
+) -> Result<()> {
+    new_chat(db, "c1", "alice", 0).await?;
+    let first = NewMessage { client_message_id: Some("client-1"), ..message("m1", "c1", "alice", 1) };
+    let original = expect_new(messages::insert_message(db, first).await?);
+    assert_eq!(original.client_message_id.as_deref(), Some("client-1"));
+
+    let retry = NewMessage {
+        client_message_id: Some("client-1"),
+        content: "edited on retry",
+        ..message("m2", "c1", "alice", 5)
+    };
+    match messages::insert_message(db, retry).await? {
+        Inserted::Duplicate(row) => assert_eq!(row, original),
+        Inserted::New(row) => panic!("a retry must not store a second message: {row:?}"),
+    }
+    assert_eq!(messages::get_message(db, "m2").await?, None);
+    let after = chat(db, "c1").await?;
+    assert_eq!((after.next_seq, after.message_count), (2, 1));
+    assert_eq!(after.last_activity_at, at(1));
+    Ok(())
+}
+
+async fn same_client_id_from_two_different_senders_is_not_a_duplicate(db: &Db) -> Result<()> {
+    new_chat(db, "c1", "alice", 0).await?;
+    let from_alice = NewMessage { client_message_id: Some("same"), ..message("m1", "c1", "alice", 1) };
+    let from_bob = NewMessage { client_message_id: Some("same"), ..message("m2", "c1", "bob", 2) };
+    assert_eq!(expect_new(messages::insert_message(db, from_alice).await?).seq, 1);
+    assert_eq!(expect_new(messages::insert_message(db, from_bob).await?).seq, 2);
+    // Messages without a client id never collide either (NULLs are distinct).
+    assert_eq!(expect_new(messages::insert_message(db, message("m3", "c1", "bob", 3)).await?).seq, 3);
+    assert_eq!(expect_new(messages::insert_message(db, message("m4", "c1", "bob", 4)).await?).seq, 4);
+    Ok(())
+}
+
+async fn twenty_concurrent_inserts_on_one_chat_get_seqs_1_to_20_without_gaps(
+    db: &Db,
+) -> Result<()> {
+    new_chat(db, "c1", "alice", 0).await?;
+    let tasks: Vec<_> = (0..20)
+        .map(|n| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let id = format!("m{n}");
+                let client_id = format!("client-{n}");
+                let new = NewMessage {
+                    // Half with a client id, to exercise the pre-check under load too.
+                    client_message_id: (n % 2 == 0).then_some(client_id.as_str()),
+                    ..message(&id, "c1", "alice", n)
+                };
+                messages::insert_message(&db, new).await
+            })
+        })
+        .collect();
+    let mut seqs = Vec::new();
+    for task in tasks {
+        let inserted = task.await.unwrap_or_else(|err| panic!("insert task panicked: {err}"))?;
+        seqs.push(expect_new(inserted).seq);
+    }
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=20).collect::<Vec<i64>>());
+    let after = chat(db, "c1").await?;
+    assert_eq!((after.next_seq, after.message_count), (21, 20));
+    let (page, has_more) = messages::history(db, "c1", None, 100).await?;
+    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=20).collect::<Vec<i64>>());
+    assert!(!has_more);
+    Ok(())
+}
+
+async fn concurrent_sends_with_one_client_id_store_exactly_one_message(db: &Db) -> Result<()> {
+    new_chat(db, "c1", "alice", 0).await?;
+    let tasks: Vec<_> = (0..10)
+        .map(|n| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let id = format!("m{n}");
+                let new = NewMessage { client_message_id: Some("client-1"), ..message(&id, "c1", "alice", n) };
+                messages::insert_message(&db, new).await
+            })
+        })
+        .collect();
+    let mut stored = Vec::new();
+    let mut answered = Vec::new();
+    for task in tasks {
+        let inserted = task.await.unwrap_or_else(|err| panic!("insert task panicked: {err}"))?;
+        if let Inserted::New(row) = &inserted {
+            stored.push(row.clone());
+        }
+        answered.push(inserted.into_row());
+    }
+    assert_eq!(stored.len(), 1, "exactly one send stores the message");
+    assert!(answered.iter().all(|row| *row == stored[0]), "every send answers with that row");
+    let after = chat(db, "c1").await?;
+    assert_eq!((after.next_seq, after.message_count), (2, 1), "losers give their seq back");
+    Ok(())
+}
+
+async fn append_event_shares_the_seq_counter_and_events_after_merges_both_in_order(
+    db: &Db,
+) -> Result<()> {
+    new_chat(db, "c1", "alice", 0).await?;
+    let payload: &[u8] = &[0, 1, 0xfe, 0xff];
+    assert_eq!(expect_new(messages::insert_message(db, message("m1", "c1", "alice", 1)).await?).seq, 1);
+    assert_eq!(events::append_event(db, "c1", "receipt", payload, at(2)).await?, 2);
+    assert_eq!(expect_new(messages::insert_message(db, message("m3", "c1", "alice", 3)).await?).seq, 3);
+    assert_eq!(events::append_event(db, "c1", "chat_updated", b"{}", at(4)).await?, 4);
+
+    let after = chat(db, "c1").await?;
+    assert_eq!((after.next_seq, after.message_count), (5, 2), "events do not count as messages");
+    assert_eq!(after.last_activity_at, at(4));
+    assert_eq!(messages::last_seq(db, "c1").await?, 4);
+
+    let all = events::events_after(db, "c1", 0, 100).await?;
+    assert_eq!(all.iter().map(Durable::seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert!(matches!(&all[0], Durable::Message(m) if m.id == "m1"));
+    match &all[1] {
+        Durable::Event(e) => {
+            assert_eq!((e.kind.as_str(), e.payload.as_slice(), e.created_at), ("receipt", payload, at(2)));
+        }
+        other => panic!("expected the receipt event, got {other:?}"),
+    }
+    assert!(matches!(&all[2], Durable::Message(m) if m.id == "m3"));
+    assert!(matches!(&all[3], Durable::Event(e) if e.kind == "chat_updated"));
+
+    let window = events::events_after(db, "c1", 1, 2).await?;
+    assert_eq!(window.iter().map(Durable::seq).collect::<Vec<_>>(), vec![2, 3]);
+    assert!(events::events_after(db, "c1", 4, 10).await?.is_empty());
+    assert!(matches!(
+        events::append_event(db, "nope", "receipt", payload, at(5)).await,
+        Err(StorageError::NotFound)
+    ));
+    Ok(())
+}
+
+async fn history_pages_backwards_oldest_first_with_has_more(db: &Db) -> Result<()> {
+    new_chat(db, "c1", "alice", 0).await?;
+    new_chat(db, "other", "alice", 0).await?;
+    messages::insert_message(db, message("x1", "other", "alice", 1)).await?;
+    for n in 1..=7 {
+        let id = format!("m{n}");
+        messages::insert_message(db, message(&id, "c1", "alice", n)).await?;
+    }
+    let seqs = |rows: &[super::MessageRow]| rows.iter().map(|m| m.seq).collect::<Vec<_>>();
+
+    let (page, has_more) = messages::history(db, "c1", None, 3).await?;
+    assert_eq!((seqs(&page), has_more), (vec![5, 6, 7], true));
+    assert_eq!(page[0].id, "m5");
+    let (page, has_more) = messages::history(db, "c1", Some(5), 3).await?;
+    assert_eq!((seqs(&page), has_more), (vec![2, 3, 4], true));
+    let (page, has_more) = messages::history(db, "c1", Some(2), 3).await?;
+    assert_eq!((seqs(&page), has_more), (vec![1], false));
+    let (page, has_more) = messages::history(db, "c1", Some(4), 3).await?;
+    assert_eq!((seqs(&page), has_more), (vec![1, 2, 3], false), "exactly a page left");
+    let (page, has_more) = messages::history(db, "c1", Some(1), 3).await?;
+    assert_eq!((seqs(&page), has_more), (vec![], false));
+    let (page, has_more) = messages::history(db, "empty-chat", None, 3).await?;
+    assert_eq!((seqs(&page), has_more), (vec![], false));
+    Ok(())
+}
+
+async fn list_user_chats_orders_by_last_activity_then_id(db: &Db) -> Result<()> {
+    new_chat(db, "c1", "alice", 1).await?;
+    new_chat(db, "c2", "alice", 2).await?;
+    new_chat(db, "c3", "alice", 2).await?; // ties with c2: the larger id comes first
+    new_chat(db, "c4", "bob", 3).await?;
+    chats::add_member(db, "c4", "alice", at(3)).await?;
+    new_chat(db, "c5", "bob", 4).await?; // not alice's
+    messages::insert_message(db, message("m1", "c1", "alice", 10)).await?;
+
+    let ids = |rows: Vec<super::ChatRow>| rows.into_iter().map(|c| c.id).collect::<Vec<_>>();
+    assert_eq!(ids(chats::list_user_chats(db, "alice", 10).await?), vec!["c1", "c4", "c3", "c2"]);
+    assert_eq!(ids(chats::list_user_chats(db, "alice", 2).await?), vec!["c1", "c4"]);
+    assert_eq!(ids(chats::list_user_chats(db, "carol", 10).await?), Vec::<String>::new());
+
+    // Only chats alice owns count as hers to resume, and only active ones.
+    assert_eq!(chats::latest_active_chat(db, "alice").await?.as_deref(), Some("c1"));
+    chats::end_chat(db, "c1", at(11)).await?;
+    assert_eq!(chats::latest_active_chat(db, "alice").await?.as_deref(), Some("c3"));
+    assert_eq!(chats::latest_active_chat(db, "carol").await?, None);
+    Ok(())
+}
+
+async fn record_receipts_ignores_ids_from_another_chat(db: &Db) -> Result<()> {
+    new_chat(db, "a", "alice", 0).await?;
+    new_chat(db, "b", "alice", 0).await?;
+    messages::insert_message(db, message("m1", "a", "alice", 1)).await?;
+    messages::insert_message(db, message("m2", "a", "alice", 2)).await?;
+    messages::insert_message(db, message("m3", "b", "alice", 3)).await?;
+
+    let asked: Vec<String> = ["m2", "m3", "missing", "m1", "m2"].map(String::from).to_vec();
+    let recorded = events::record_receipts(db, "a", "bob", &asked, at(5)).await?;
+    assert_eq!(recorded, vec!["m2", "m1"]);
+    // Again: existing receipts are ignored, not an error.
+    let again = events::record_receipts(db, "a", "bob", &["m1".to_owned()], at(6)).await?;
+    assert_eq!(again, vec!["m1"]);
+    assert!(events::record_receipts(db, "a", "bob", &[], at(7)).await?.is_empty());
+
+    let stored: Vec<(String, String, NaiveDateTime)> = with_conn!(db, |conn| {
+        read_receipts::table
+            .filter(read_receipts::user_id.eq("bob"))
+            .order(read_receipts::message_id.asc())
+            .select((read_receipts::chat_id, read_receipts::message_id, read_receipts::read_at))
+            .load(conn)
+            .await?
+    });
+    assert_eq!(
+        stored,
+        vec![("a".into(), "m1".into(), at(5)), ("a".into(), "m2".into(), at(5))],
+        "first read wins"
+    );
+    Ok(())
+}
+
+async fn usage_round_trips_and_a_second_insert_keeps_the_first(db: &Db) -> Result<()> {
+    new_chat(db, "c1", "alice", 0).await?;
+    let new = NewUsage {
+        message_id: "m1",
+        chat_id: "c1",
+        user_id: "alice",
+        model: "m-1",
+        prompt_tokens: 120,
+        completion_tokens: 45,
+        estimated: true,
+        ttft_ms: Some(350),
+        total_ms: 2100,
+        now: at(3),
+    };
+    usage::insert_usage(db, new).await?;
+    let again = NewUsage { prompt_tokens: 1, ttft_ms: None, ..new };
+    usage::insert_usage(db, again).await?;
+
+    let row = usage::usage_for_message(db, "m1").await?.ok_or(StorageError::NotFound)?;
+    assert_eq!(
+        (row.message_id.as_str(), row.chat_id.as_str(), row.user_id.as_str(), row.model.as_str()),
+        ("m1", "c1", "alice", "m-1")
+    );
+    assert_eq!((row.prompt_tokens, row.completion_tokens, row.estimated), (120, 45, true));
+    assert_eq!((row.ttft_ms, row.total_ms, row.created_at), (Some(350), 2100, at(3)));
+    assert_eq!(usage::usage_for_message(db, "m2").await?, None);
+    Ok(())
+}
+
+async fn upsert_user_updates_name_and_set_online_needs_a_known_user(db: &Db) -> Result<()> {
+    users::upsert_user(db, "alice", "Alice", at(0)).await?;
+    users::set_online(db, "alice", true, at(1)).await?;
+    users::upsert_user(db, "alice", "Alice L.", at(2)).await?;
+    let user = users::get_user(db, "alice").await?.ok_or(StorageError::NotFound)?;
+    assert_eq!(user.display_name, "Alice L.");
+    assert_eq!((user.created_at, user.last_active_at, user.online), (at(0), at(2), true));
+    assert!(matches!(users::set_online(db, "nobody", true, at(3)).await, Err(StorageError::NotFound)));
+    assert_eq!(users::get_user(db, "nobody").await?, None);
+    Ok(())
+}
+
+/// Not per backend: the URL is refused before any backend is chosen.
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_rejects_an_unknown_url_scheme_with_a_clear_error() {
+    match Db::connect("mysql://root@localhost/chat", 2).await {
+        Err(StorageError::InvalidUrl(msg)) => {
+            assert!(msg.contains("\"mysql\""), "names the scheme: {msg}");
+            assert!(msg.contains("postgres://") && msg.contains("sqlite://"), "says what works: {msg}");
+        }
+        other => panic!("expected InvalidUrl, got {other:?}"),
+    }
+    match Db::connect("sqlite::memory:", 2).await {
+        Err(StorageError::InvalidUrl(msg)) => assert!(msg.contains("in-memory"), "{msg}"),
+        other => panic!("expected InvalidUrl for in-memory SQLite, got {other:?}"),
+    }
+}
+
+#[test]
+fn with_database_replaces_only_the_path() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/postgres", "t_1"),
+        "postgres://postgres@127.0.0.1:5432/t_1"
+    );
+    assert_eq!(with_database("postgresql://u:p@h/db?sslmode=disable", "t_2"), "postgresql://u:p@h/t_2?sslmode=disable");
+    assert_eq!(with_database("postgres://h:1", "t_3"), "postgres://h:1/t_3");
+}

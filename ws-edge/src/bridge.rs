@@ -1,0 +1,240 @@
+//! One WebSocket <-> one gRPC `ChatService.Connect` stream. The bridge is the connection's
+//! only owner: a `select!` loop over browser frames, core events, the heartbeat and shutdown.
+//! It keeps no chat state; everything it forwards is translated by [`crate::frames`].
+//!
+//! The loop is generic over the socket (`Stream` + `Sink` of axum messages), so it is driven
+//! by real sockets in production and end-to-end tests alike.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message};
+use chat_proto::pb::chat::{self as pb, server_event::Event as Out};
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use governor::{Quota, RateLimiter};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::EdgeState;
+use crate::frames::{self, Limits};
+
+/// Events buffered from the browser towards the core.
+const TO_CORE_BUFFER: usize = 64;
+
+/// WebSocket close codes of docs/protocol.md.
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
+    pub const RESTART: u16 = 1012;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// What the upgrade learned about the caller before the socket opened.
+pub enum Admission {
+    /// A valid token (checked at the edge; the core checks again).
+    Token(String),
+    /// No token, or one that failed validation.
+    Refused,
+    /// The edge is at its connection limit.
+    Full,
+}
+
+/// Counts a live connection for the edge's limit and health figures while it lives.
+struct Live(Arc<EdgeState>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Serves one socket until either side ends it.
+pub async fn serve<S>(state: Arc<EdgeState>, mut socket: S, admission: Admission)
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message> + Unpin + Send,
+{
+    let _live = Live(state.clone());
+    let token = match admission {
+        Admission::Token(token) => token,
+        Admission::Refused => {
+            let frame = frames::error_frame(401, "Authentication failed", false, None, None);
+            let _ = socket.send(Message::Text(frame.into())).await;
+            return close_with(&mut socket, close::POLICY, "Authentication failed").await;
+        }
+        Admission::Full => {
+            let frame = frames::error_frame(503, "Too many connections", true, None, None);
+            let _ = socket.send(Message::Text(frame.into())).await;
+            return close_with(&mut socket, close::TRY_AGAIN_LATER, "Too many connections").await;
+        }
+    };
+
+    // Open the core stream; its first event is `session`.
+    let (to_core, rx) = mpsc::channel::<pb::ClientEvent>(TO_CORE_BUFFER);
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    match format!("Bearer {token}").parse() {
+        Ok(value) => {
+            request.metadata_mut().insert("authorization", value);
+        }
+        Err(_) => {
+            let frame = frames::error_frame(401, "Authentication failed", false, None, None);
+            let _ = socket.send(Message::Text(frame.into())).await;
+            return close_with(&mut socket, close::POLICY, "Authentication failed").await;
+        }
+    }
+    let mut from_core = match state.upstream.chat().connect(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            let frame = frames::error_frame(401, "Authentication failed", false, None, None);
+            let _ = socket.send(Message::Text(frame.into())).await;
+            return close_with(&mut socket, close::POLICY, "Authentication failed").await;
+        }
+        Err(status) => {
+            tracing::warn!(code = ?status.code(), "core refused or unreachable");
+            let frame = frames::error_frame(503, "Service unavailable, try again later", true, None, None);
+            let _ = socket.send(Message::Text(frame.into())).await;
+            return close_with(&mut socket, close::TRY_AGAIN_LATER, "Service unavailable").await;
+        }
+    };
+
+    let limits = Limits::default();
+    let per_minute = NonZeroU32::new(state.settings.limits.frames_per_minute).unwrap_or(NonZeroU32::MIN);
+    let rate = RateLimiter::direct(Quota::per_minute(per_minute));
+    let mut strikes = 0u32;
+    let heartbeat = Duration::from_millis(state.settings.limits.heartbeat_interval_ms);
+    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    let mut last_seen = Instant::now();
+
+    let (code, reason) = loop {
+        tokio::select! {
+            () = state.shutdown.cancelled() => break (close::RESTART, "Server restarting"),
+            _ = ticker.tick() => {
+                if last_seen.elapsed() > heartbeat * 2 {
+                    break (close::GOING_AWAY, "Heartbeat timeout");
+                }
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+            incoming = socket.next() => {
+                last_seen = Instant::now();
+                let text = match incoming {
+                    Some(Ok(Message::Text(text))) => text,
+                    Some(Ok(Message::Binary(_))) => {
+                        let frame = frames::error_frame(400, "Binary frames are not supported", false, None, None);
+                        if socket.send(Message::Text(frame.into())).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Ok(Message::Close(_))) | None => return,
+                    Some(Err(err)) => {
+                        if is_too_big(err) {
+                            break (close::TOO_BIG, "Frame too large");
+                        }
+                        return;
+                    }
+                };
+                if text.len() > state.settings.limits.max_frame_bytes {
+                    break (close::TOO_BIG, "Frame too large");
+                }
+                if let Err(not_until) = rate.check() {
+                    strikes += 1;
+                    if strikes >= state.settings.limits.abuse_strikes {
+                        let frame = frames::error_frame(429, "Too many frames: closing", false, None, None);
+                        let _ = socket.send(Message::Text(frame.into())).await;
+                        break (close::POLICY, "Rate limit abuse");
+                    }
+                    let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+                    let frame = rate_limited(wait);
+                    if socket.send(Message::Text(frame.into())).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                strikes = 0;
+                match frames::decode_client_frame(text.as_str(), &limits) {
+                    Ok(event) => {
+                        if to_core.send(event).await.is_err() {
+                            break (close::RESTART, "Server restarting");
+                        }
+                    }
+                    Err(err) => {
+                        if socket.send(Message::Text(err.into_frame().into())).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            event = from_core.next() => match event {
+                Some(Ok(event)) => {
+                    let closing = match &event.event {
+                        Some(Out::Error(e)) => e.close_code,
+                        _ => None,
+                    };
+                    if socket.send(Message::Text(frames::encode_server_event(&event).into())).await.is_err() {
+                        return;
+                    }
+                    if let Some(code) = closing {
+                        let code = u16::try_from(code).unwrap_or(close::POLICY);
+                        break (code, "Closed by server");
+                    }
+                }
+                // The core ended the stream (restart, or this connection was too slow):
+                // the client reconnects and resumes from its last seq.
+                Some(Err(_)) | None => break (close::RESTART, "Reconnect and resume"),
+            },
+        }
+    };
+    close_with(&mut socket, code, reason).await;
+}
+
+fn rate_limited(wait: Duration) -> String {
+    let event = pb::ServerEvent {
+        event: Some(Out::Error(pb::Error {
+            code: 429,
+            message: "Rate limit exceeded".into(),
+            retryable: true,
+            retry_after_ms: Some(wait.as_millis().max(1) as i64),
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    frames::encode_server_event(&event)
+}
+
+/// Whether a read failed because the frame exceeded the configured size.
+fn is_too_big(err: axum::Error) -> bool {
+    let inner = err.into_inner();
+    matches!(
+        inner.downcast_ref::<tokio_tungstenite::tungstenite::Error>(),
+        Some(tokio_tungstenite::tungstenite::Error::Capacity(_))
+    )
+}
+
+async fn close_with<S>(socket: &mut S, code: u16, reason: &str)
+where
+    S: Sink<Message> + Unpin,
+{
+    let frame = CloseFrame { code, reason: reason.into() };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+    let _ = socket.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limited_frames_carry_a_retry_time() {
+        let frame: serde_json::Value = serde_json::from_str(&rate_limited(Duration::from_millis(1500))).unwrap_or_default();
+        assert_eq!(frame["data"]["code"], 429);
+        assert_eq!(frame["data"]["retryAfterMs"], 1500);
+        assert_eq!(frame["data"]["retryable"], true);
+    }
+}

@@ -1,0 +1,59 @@
+//! REST errors: one enum, rendered in one place as `{"error": {"code", "message"}}`.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("Authentication failed")]
+    Unauthenticated,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("Core unavailable")]
+    Unavailable,
+    #[error("Internal error")]
+    Internal,
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl From<tonic::Status> for ApiError {
+    fn from(status: tonic::Status) -> Self {
+        use tonic::Code;
+        match status.code() {
+            Code::Unauthenticated => Self::Unauthenticated,
+            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => Self::BadRequest(status.message().to_string()),
+            Code::PermissionDenied => Self::Forbidden(status.message().to_string()),
+            Code::NotFound => Self::NotFound(status.message().to_string()),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Self::Unavailable,
+            _ => {
+                tracing::error!(code = ?status.code(), "core call failed");
+                Self::Internal
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = serde_json::json!({"error": {"code": status.as_u16(), "message": self.to_string()}});
+        (status, Json(body)).into_response()
+    }
+}

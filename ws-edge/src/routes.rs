@@ -1,0 +1,244 @@
+//! HTTP routes of the edge: the WebSocket upgrade (three paths), REST reads proxied to the
+//! core with the caller's token, health probes, and the chat page.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::{Path, Query, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use chat_proto::pb::chat::{self as pb, server_event::Event as Out};
+use serde_json::{Value, json};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::EdgeState;
+use crate::bridge::{self, Admission};
+use crate::error::ApiError;
+use crate::frames;
+
+/// The chat page, compiled in: no build step, no files to deploy.
+const CHAT_PAGE: &str = include_str!("web/chat.html");
+/// Subprotocol the server selects when the client offers it.
+const SUBPROTOCOL: &str = "chat.v1";
+/// Memory per idle socket: chat frames are small, so tungstenite's 128 KiB default read
+/// buffer would cost far more than the traffic needs.
+const SOCKET_BUFFER: usize = 4 * 1024;
+
+pub async fn chat_page() -> Html<&'static str> {
+    Html(CHAT_PAGE)
+}
+
+/// `GET /ws`, `/chat`, `/api/v1/chat/ws`.
+pub async fn websocket(
+    State(state): State<Arc<EdgeState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !origin_allowed(&state.settings.allowed_origins, &headers) {
+        return (StatusCode::FORBIDDEN, "Origin not allowed").into_response();
+    }
+    let admission = if state.connections.fetch_add(1, Ordering::Relaxed) >= state.settings.limits.max_connections {
+        Admission::Full
+    } else {
+        match socket_token(&headers, &query) {
+            Some(token) if state.verifier.verify(&token).is_ok() => Admission::Token(token),
+            _ => Admission::Refused,
+        }
+    };
+    let max = state.settings.limits.max_frame_bytes;
+    let tracked = state.clone();
+    upgrade
+        .protocols([SUBPROTOCOL])
+        .read_buffer_size(SOCKET_BUFFER)
+        .write_buffer_size(SOCKET_BUFFER)
+        .max_message_size(max)
+        .max_frame_size(max)
+        .on_failed_upgrade(move |_| {
+            tracked.connections.fetch_sub(1, Ordering::Relaxed);
+        })
+        .on_upgrade(move |socket| {
+            let tasks = state.tasks.clone();
+            tasks.track_future(bridge::serve(state, socket, admission))
+        })
+}
+
+/// A token from the query (`token`), `Authorization: Bearer`, or a `bearer.<jwt>` subprotocol.
+fn socket_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
+    if let Some(token) = query.get("token").filter(|t| !t.is_empty()) {
+        return Some(token.clone());
+    }
+    if let Some(token) = bearer_header(headers) {
+        return Some(token);
+    }
+    headers
+        .get_all(header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix("bearer.").map(str::to_string))
+}
+
+fn bearer_header(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+}
+
+/// Browsers send `Origin`; non-browser clients usually do not and are let through.
+fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
+        None => true,
+        Some(origin) => allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)),
+    }
+}
+
+/// The caller's token for a REST call (header or `?token=`), forwarded to the core.
+fn rest_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<String, ApiError> {
+    bearer_header(headers)
+        .or_else(|| query.get("token").cloned())
+        .filter(|t| !t.is_empty())
+        .ok_or(ApiError::Unauthenticated)
+}
+
+fn authorized<T>(state: &EdgeState, token: &str, message: T) -> Result<tonic::Request<T>, ApiError> {
+    state.verifier.verify(token).map_err(|_| ApiError::Unauthenticated)?;
+    let mut request = tonic::Request::new(message);
+    let value = format!("Bearer {token}").parse().map_err(|_| ApiError::Unauthenticated)?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
+fn parse_limit(query: &HashMap<String, String>) -> Result<Option<u32>, ApiError> {
+    query
+        .get("limit")
+        .map(|l| l.parse::<u32>().map_err(|_| ApiError::BadRequest("limit must be a number from 1 to 100".into())))
+        .transpose()
+}
+
+/// `GET /api/sessions`: the caller's sessions, newest activity first.
+pub async fn sessions(
+    State(state): State<Arc<EdgeState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let token = rest_token(&headers, &query)?;
+    let request = authorized(&state, &token, pb::ListSessionsRequest { limit: parse_limit(&query)? })?;
+    let response = state.upstream.chat().list_sessions(request).await?.into_inner();
+    let sessions: Vec<Value> = response.sessions.iter().map(session_json).collect();
+    Ok(Json(json!({ "sessions": sessions })))
+}
+
+/// `GET /api/sessions/{chatId}/messages` and `GET /api/chat/history/{chatId}`.
+pub async fn history(
+    State(state): State<Arc<EdgeState>>,
+    headers: HeaderMap,
+    Path(chat_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let token = rest_token(&headers, &query)?;
+    let message = pb::GetHistoryRequest {
+        chat_id,
+        before: query.get("before").cloned().filter(|b| !b.is_empty()),
+        limit: parse_limit(&query)?,
+    };
+    let request = authorized(&state, &token, message)?;
+    let history = state.upstream.chat().get_history(request).await?.into_inner();
+    Ok(Json(frames::event_data(&Out::History(history))))
+}
+
+/// `GET /api/models`.
+pub async fn models(
+    State(state): State<Arc<EdgeState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let token = rest_token(&headers, &query)?;
+    let request = authorized(&state, &token, pb::ListModelsRequest {})?;
+    let r = state.upstream.chat().list_models(request).await?.into_inner();
+    let named = |id: &str, name: &str| json!({"id": id, "name": name});
+    Ok(Json(json!({
+        "models": r.models.iter().map(|m| named(&m.id, &m.name)).collect::<Vec<_>>(),
+        "defaultModel": r.default_model,
+        "agents": r.agents.iter().map(|a| named(&a.id, &a.name)).collect::<Vec<_>>(),
+    })))
+}
+
+fn session_json(s: &pb::SessionSummary) -> Value {
+    json!({
+        "chatId": s.chat_id,
+        "title": s.title,
+        "status": s.status,
+        "model": s.model,
+        "agentId": s.agent_id,
+        "messageCount": s.message_count,
+        "adminAssisted": s.admin_assisted,
+        "needsHelp": s.needs_help,
+        "startedAt": s.started_at.as_ref().map(frames::rfc3339_string),
+        "lastActivityAt": s.last_activity_at.as_ref().map(frames::rfc3339_string),
+        "endedAt": s.ended_at.as_ref().map(frames::rfc3339_string),
+    })
+}
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the core answers and reports itself (and its database) serving.
+pub async fn readyz(State(state): State<Arc<EdgeState>>) -> Response {
+    let mut health = state.upstream.health();
+    let check = health.check(HealthCheckRequest { service: String::new() });
+    let ready = match tokio::time::timeout(std::time::Duration::from_secs(2), check).await {
+        Ok(Ok(r)) => r.into_inner().status == ServingStatus::Serving as i32,
+        _ => false,
+    };
+    if ready && !state.shutdown.is_cancelled() {
+        (StatusCode::OK, Json(json!({"status": "ready", "core": "serving"}))).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable"}))).into_response()
+    }
+}
+
+/// `GET /ws/health` and `/api/websocket/health`.
+pub async fn ws_health(State(state): State<Arc<EdgeState>>) -> Json<Value> {
+    Json(json!({
+        "status": if state.shutdown.is_cancelled() { "shutting_down" } else { "ok" },
+        "connections": state.connections.load(Ordering::Relaxed),
+        "maxConnections": state.settings.limits.max_connections,
+        "uptimeSeconds": state.started.elapsed().as_secs(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_come_from_query_header_or_subprotocol() {
+        let mut q = HashMap::new();
+        let mut h = HeaderMap::new();
+        assert_eq!(socket_token(&h, &q), None);
+        h.insert(header::SEC_WEBSOCKET_PROTOCOL, "chat.v1, bearer.abc.def".parse().unwrap_or_else(|_| unreachable!()));
+        assert_eq!(socket_token(&h, &q).as_deref(), Some("abc.def"));
+        h.insert(header::AUTHORIZATION, "Bearer hdr".parse().unwrap_or_else(|_| unreachable!()));
+        assert_eq!(socket_token(&h, &q).as_deref(), Some("hdr"));
+        q.insert("token".to_string(), "qry".to_string());
+        assert_eq!(socket_token(&h, &q).as_deref(), Some("qry"));
+    }
+
+    #[test]
+    fn origins_are_checked_only_when_configured() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap_or_else(|_| unreachable!()));
+        assert!(origin_allowed(&[], &h));
+        assert!(!origin_allowed(&["https://app.example".into()], &h));
+        assert!(origin_allowed(&["https://evil.example".into()], &h));
+    }
+}
