@@ -55,7 +55,10 @@ impl Default for AuthSettings {
 impl AuthSettings {
     /// HS256 settings around a secret (tests and `chatctl dev`).
     pub fn hs256(secret: impl Into<String>) -> Self {
-        Self { secret: Some(SecretString::from(secret.into())), ..Self::default() }
+        Self {
+            secret: Some(SecretString::from(secret.into())),
+            ..Self::default()
+        }
     }
 
     fn algorithm(&self) -> Result<Algorithm, AuthConfigError> {
@@ -148,7 +151,9 @@ impl Verifier {
                     )
                 })?;
                 if secret.expose_secret().len() < 16 {
-                    return Err(AuthConfigError("auth.secret must be at least 16 characters".into()));
+                    return Err(AuthConfigError(
+                        "auth.secret must be at least 16 characters".into(),
+                    ));
                 }
                 DecodingKey::from_secret(secret.expose_secret().as_bytes())
             }
@@ -195,7 +200,9 @@ impl Verifier {
         )?;
         let claims = data.claims;
         if claims.sub.is_empty() || claims.sub.len() > 128 {
-            return Err(AuthError::Invalid("sub must have 1 to 128 characters".into()));
+            return Err(AuthError::Invalid(
+                "sub must have 1 to 128 characters".into(),
+            ));
         }
         let mut roles = claims.roles;
         if let Some(role) = claims.role {
@@ -208,7 +215,12 @@ impl Verifier {
             .filter(|n| !n.trim().is_empty())
             .map(|n| n.chars().take(100).collect())
             .unwrap_or_else(|| claims.sub.clone());
-        Ok(Principal { user_id: claims.sub, name, roles, expires_at: claims.exp })
+        Ok(Principal {
+            user_id: claims.sub,
+            name,
+            roles,
+            expires_at: claims.exp,
+        })
     }
 }
 
@@ -284,7 +296,10 @@ impl Minter {
 
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -310,7 +325,9 @@ mod tests {
     fn a_minted_token_verifies_with_its_roles_and_name() {
         let settings = AuthSettings::hs256(SECRET);
         let token = mint(&settings, "u1", &["admin"], 60);
-        let p = Verifier::new(&settings).and_then(|v| Ok(v.verify(&token))).ok();
+        let p = Verifier::new(&settings)
+            .and_then(|v| Ok(v.verify(&token)))
+            .ok();
         let p = p.and_then(Result::ok);
         assert_eq!(p.as_ref().map(|p| p.user_id.as_str()), Some("u1"));
         assert_eq!(p.as_ref().map(|p| p.name.as_str()), Some("Ada"));
@@ -322,8 +339,8 @@ mod tests {
         let settings = AuthSettings::hs256(SECRET);
         let key = EncodingKey::from_secret(SECRET.as_bytes());
         let claims = serde_json::json!({"sub": "u2", "exp": now_secs() + 60, "role": "admin"});
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key)
-            .unwrap_or_default();
+        let token =
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap_or_default();
         let verifier = Verifier::new(&settings).ok();
         let p = verifier.and_then(|v| v.verify(&token).ok());
         assert!(p.is_some_and(|p| p.is_admin()));
@@ -333,7 +350,9 @@ mod tests {
     fn expired_wrong_key_none_and_missing_tokens_are_refused() {
         let settings = AuthSettings::hs256(SECRET);
         let verifier = Verifier::new(&settings).ok();
-        let Some(verifier) = verifier else { panic!("verifier must build") };
+        let Some(verifier) = verifier else {
+            panic!("verifier must build")
+        };
         let expired = {
             let key = EncodingKey::from_secret(SECRET.as_bytes());
             let claims = serde_json::json!({"sub": "u", "exp": now_secs() - 3600});
@@ -343,7 +362,10 @@ mod tests {
 
         let other = AuthSettings::hs256("another-secret-also-long-enough");
         let wrong_key = mint(&other, "u", &[], 60);
-        assert!(matches!(verifier.verify(&wrong_key), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            verifier.verify(&wrong_key),
+            Err(AuthError::Invalid(_))
+        ));
 
         // alg: none with a valid-looking payload and an empty signature.
         let none = format!(
@@ -354,14 +376,20 @@ mod tests {
         assert!(matches!(verifier.verify(&none), Err(AuthError::Invalid(_))));
 
         assert_eq!(verifier.verify(""), Err(AuthError::Missing));
-        assert!(matches!(verifier.verify("not.a.jwt"), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            verifier.verify("not.a.jwt"),
+            Err(AuthError::Invalid(_))
+        ));
 
         let no_exp = {
             let key = EncodingKey::from_secret(SECRET.as_bytes());
             let claims = serde_json::json!({"sub": "u"});
             jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap_or_default()
         };
-        assert!(matches!(verifier.verify(&no_exp), Err(AuthError::Invalid(_))));
+        assert!(matches!(
+            verifier.verify(&no_exp),
+            Err(AuthError::Invalid(_))
+        ));
     }
 
     #[test]
@@ -371,7 +399,9 @@ mod tests {
         settings.audience = Some("chat".into());
         let good = mint(&settings, "u", &[], 60);
         let plain = mint(&AuthSettings::hs256(SECRET), "u", &[], 60);
-        let Ok(verifier) = Verifier::new(&settings) else { panic!("verifier must build") };
+        let Ok(verifier) = Verifier::new(&settings) else {
+            panic!("verifier must build")
+        };
         assert!(verifier.verify(&good).is_ok());
         assert!(verifier.verify(&plain).is_err());
     }
@@ -383,13 +413,17 @@ mod tests {
         let claims = serde_json::json!({"sub": "u", "exp": now_secs() + 60});
         let hs512 =
             jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &key).unwrap_or_default();
-        let Ok(verifier) = Verifier::new(&settings) else { panic!("verifier must build") };
+        let Ok(verifier) = Verifier::new(&settings) else {
+            panic!("verifier must build")
+        };
         assert!(verifier.verify(&hs512).is_err());
     }
 
     #[test]
     fn bad_configuration_is_explained() {
-        let err = Verifier::new(&AuthSettings::default()).err().map(|e| e.to_string());
+        let err = Verifier::new(&AuthSettings::default())
+            .err()
+            .map(|e| e.to_string());
         assert!(err.is_some_and(|e| e.contains("CHAT_AUTH__SECRET")));
         let mut s = AuthSettings::hs256(SECRET);
         s.algorithm = "HS999".into();
@@ -401,7 +435,10 @@ mod tests {
         let bytes = s.as_bytes();
         let mut out = String::new();
         for chunk in bytes.chunks(3) {
-            let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, b)| acc | (*b as u32) << (16 - 8 * i));
             let chars = chunk.len() + 1;
             for i in 0..chars {
                 out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);

@@ -5,7 +5,10 @@ use chat_auth::{AuthError, Principal, Verifier};
 use tonic::metadata::MetadataMap;
 
 /// The caller of a gRPC call, or `UNAUTHENTICATED` ("Authentication failed", never the cause).
-pub fn authenticate(verifier: &Verifier, metadata: &MetadataMap) -> Result<Principal, tonic::Status> {
+pub fn authenticate(
+    verifier: &Verifier,
+    metadata: &MetadataMap,
+) -> Result<Principal, tonic::Status> {
     let token = bearer(metadata).ok_or(AuthError::Missing);
     token.and_then(|t| verifier.verify(t)).map_err(|err| {
         tracing::debug!(reason = %err, "call refused");
@@ -14,13 +17,22 @@ pub fn authenticate(verifier: &Verifier, metadata: &MetadataMap) -> Result<Princ
 }
 
 /// An admin caller, or `PERMISSION_DENIED`.
-pub fn authenticate_admin(verifier: &Verifier, metadata: &MetadataMap) -> Result<Principal, tonic::Status> {
+pub fn authenticate_admin(
+    verifier: &Verifier,
+    metadata: &MetadataMap,
+) -> Result<Principal, tonic::Status> {
     let who = authenticate(verifier, metadata)?;
-    if who.is_admin() { Ok(who) } else { Err(tonic::Status::permission_denied("Admin role required")) }
+    if who.is_admin() {
+        Ok(who)
+    } else {
+        Err(tonic::Status::permission_denied("Admin role required"))
+    }
 }
 
 fn bearer(metadata: &MetadataMap) -> Option<&str> {
     let value = metadata.get("authorization")?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }

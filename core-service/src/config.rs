@@ -49,7 +49,10 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { url: "sqlite://data/chat.db".into(), max_connections: 8 }
+        Self {
+            url: "sqlite://data/chat.db".into(),
+            max_connections: 8,
+        }
     }
 }
 
@@ -109,8 +112,9 @@ impl Settings {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("CHAT_").split("__"));
-        let mut settings: Settings =
-            figment.extract().map_err(|e| format!("invalid configuration: {e}"))?;
+        let mut settings: Settings = figment
+            .extract()
+            .map_err(|e| format!("invalid configuration: {e}"))?;
         settings.llm.apply_env(|name| std::env::var(name).ok());
         Ok(settings)
     }

@@ -10,7 +10,10 @@ use crate::storage::StorageError;
 pub enum ChatError {
     /// 400: a field is missing or invalid.
     #[error("{message}")]
-    Invalid { message: String, field: Option<&'static str> },
+    Invalid {
+        message: String,
+        field: Option<&'static str>,
+    },
     /// 401: no valid token.
     #[error("Authentication failed")]
     Unauthenticated,
@@ -25,7 +28,10 @@ pub enum ChatError {
     Conflict(String),
     /// 413: content or a field is larger than allowed.
     #[error("{message}")]
-    TooLarge { message: String, field: Option<&'static str> },
+    TooLarge {
+        message: String,
+        field: Option<&'static str>,
+    },
     /// 429.
     #[error("Rate limit exceeded")]
     RateLimited { retry_after_ms: i64 },
@@ -39,7 +45,10 @@ pub enum ChatError {
 
 impl ChatError {
     pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
-        Self::Invalid { message: message.into(), field: Some(field) }
+        Self::Invalid {
+            message: message.into(),
+            field: Some(field),
+        }
     }
 
     pub fn no_chat() -> Self {
@@ -72,7 +81,9 @@ impl ChatError {
         }
         let code = self.code();
         let (field, retry_after_ms) = match &self {
-            Self::Invalid { field, .. } | Self::TooLarge { field, .. } => (field.map(String::from), None),
+            Self::Invalid { field, .. } | Self::TooLarge { field, .. } => {
+                (field.map(String::from), None)
+            }
             Self::RateLimited { retry_after_ms } => (None, Some(*retry_after_ms)),
             _ => (None, None),
         };
@@ -116,7 +127,9 @@ impl From<ChatError> for tonic::Status {
             }
         };
         let mut status = tonic::Status::new(code, err.to_string());
-        if let ChatError::Invalid { field: Some(f), .. } | ChatError::TooLarge { field: Some(f), .. } = &err {
+        if let ChatError::Invalid { field: Some(f), .. }
+        | ChatError::TooLarge { field: Some(f), .. } = &err
+        {
             if let Ok(v) = f.parse() {
                 status.metadata_mut().insert("x-field", v);
             }

@@ -33,7 +33,10 @@ pub enum StartupError {
     #[error("database: {0}")]
     Database(#[from] crate::storage::StorageError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -50,10 +53,14 @@ impl Application {
         let db = Db::connect(&settings.database.url, settings.database.max_connections).await?;
         db.migrate().await?;
         let llm = Llm::new(&settings.llm).map_err(StartupError::Config)?;
-        let verifier = chat_auth::Verifier::new(&settings.auth).map_err(|e| StartupError::Config(e.to_string()))?;
+        let verifier = chat_auth::Verifier::new(&settings.auth)
+            .map_err(|e| StartupError::Config(e.to_string()))?;
         let listener = TcpListener::bind(settings.grpc_addr)
             .await
-            .map_err(|source| StartupError::Bind { addr: settings.grpc_addr, source })?;
+            .map_err(|source| StartupError::Bind {
+                addr: settings.grpc_addr,
+                source,
+            })?;
         let engine = Arc::new(Engine::new(db, llm, settings.chat.clone(), verifier));
         tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.grpc_addr, source })?, backend = engine.db.backend(), "chat-core ready");
         Ok(Self { listener, engine })
@@ -61,7 +68,9 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         // A bound listener always has a local address.
-        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     pub fn engine(&self) -> Arc<Engine> {
@@ -72,8 +81,12 @@ impl Application {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
         let Self { listener, engine } = self;
         let (reporter, health) = tonic_health::server::health_reporter();
-        reporter.set_service_status(HEALTH_SERVICE, ServingStatus::Serving).await;
-        reporter.set_service_status("", ServingStatus::Serving).await;
+        reporter
+            .set_service_status(HEALTH_SERVICE, ServingStatus::Serving)
+            .await;
+        reporter
+            .set_service_status("", ServingStatus::Serving)
+            .await;
         let watchdog = tokio::spawn(watch_database(engine.clone(), reporter, shutdown.clone()));
 
         let stopping = {
@@ -96,7 +109,10 @@ impl Application {
             .await;
         // Phase 3: let replies in flight finish and be stored, within a grace period.
         engine.tasks.close();
-        if tokio::time::timeout(REPLY_GRACE, engine.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(REPLY_GRACE, engine.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("replies still running after the grace period; exiting anyway");
         }
         // Phase 4: stop background work and return.
@@ -107,7 +123,11 @@ impl Application {
 }
 
 /// Keeps readiness honest: NOT_SERVING while the database does not answer.
-async fn watch_database(engine: Arc<Engine>, reporter: tonic_health::server::HealthReporter, shutdown: CancellationToken) {
+async fn watch_database(
+    engine: Arc<Engine>,
+    reporter: tonic_health::server::HealthReporter,
+    shutdown: CancellationToken,
+) {
     let mut healthy = true;
     loop {
         tokio::select! {
@@ -117,7 +137,11 @@ async fn watch_database(engine: Arc<Engine>, reporter: tonic_health::server::Hea
         let ok = engine.db.ping().await.is_ok();
         if ok != healthy {
             healthy = ok;
-            let status = if ok { ServingStatus::Serving } else { ServingStatus::NotServing };
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
             if !ok {
                 tracing::error!("database unreachable: readiness is NOT_SERVING");
             }

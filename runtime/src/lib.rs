@@ -15,7 +15,10 @@ pub struct LogSettings {
 
 impl Default for LogSettings {
     fn default() -> Self {
-        Self { format: "pretty".into(), filter: "info".into() }
+        Self {
+            format: "pretty".into(),
+            filter: "info".into(),
+        }
     }
 }
 
@@ -34,7 +37,11 @@ pub fn init_tracing(log: &LogSettings) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = if log.format == "json" { builder.json().try_init() } else { builder.try_init() };
+    let _ = if log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// Resolves on SIGINT or SIGTERM.

@@ -137,7 +137,11 @@ pub async fn spawn(script: FakeScript) -> FakeLlm {
             eprintln!("the fake LLM stopped: {err}");
         }
     });
-    FakeLlm { addr, shared, server }
+    FakeLlm {
+        addr,
+        shared,
+        server,
+    }
 }
 
 impl FakeLlm {
@@ -211,7 +215,11 @@ async fn messages(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 
 fn answer(shared: &Arc<Shared>, api: Api, body: &[u8]) -> Response {
     let request: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let model = request.get("model").and_then(Value::as_str).unwrap_or("fake-model").to_owned();
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("fake-model")
+        .to_owned();
     let index = {
         let mut requests = lock(&shared.requests);
         requests.push(request);
@@ -227,7 +235,10 @@ fn answer(shared: &Arc<Shared>, api: Api, body: &[u8]) -> Response {
         Api::OpenAi => openai_events(&script, &model),
         Api::Anthropic => anthropic_events(&script, &model),
     };
-    let guard = DisconnectGuard { shared: Arc::clone(shared), finished: AtomicBool::new(false) };
+    let guard = DisconnectGuard {
+        shared: Arc::clone(shared),
+        finished: AtomicBool::new(false),
+    };
     let stream = paced(events, &script, guard);
     // Keep-alive comments while hanging make a vanished client show up as a failed write.
     Sse::new(stream)
@@ -242,13 +253,19 @@ fn failure(api: Api, status: u16) -> Response {
     let body = match api {
         Api::OpenAi => json!({"error": {"message": message, "type": "server_error", "code": null}}),
         Api::Anthropic => {
-            let kind = if status == StatusCode::TOO_MANY_REQUESTS { "rate_limit_error" } else { "api_error" };
+            let kind = if status == StatusCode::TOO_MANY_REQUESTS {
+                "rate_limit_error"
+            } else {
+                "api_error"
+            };
             json!({"type": "error", "error": {"type": kind, "message": message}})
         }
     };
     let mut response = (status, axum::Json(body)).into_response();
     if status == StatusCode::TOO_MANY_REQUESTS {
-        response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("0"));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("0"));
     }
     response
 }
@@ -366,12 +383,14 @@ fn paced(
     let delay = script.delay;
     let hang_after = script.hang_after;
     let before = stream::iter(events.before);
-    let chunks = stream::iter(events.chunks.into_iter().enumerate()).then(move |(index, event)| async move {
-        if index > 0 && !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        event
-    });
+    let chunks = stream::iter(events.chunks.into_iter().enumerate()).then(
+        move |(index, event)| async move {
+            if index > 0 && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            event
+        },
+    );
     let chunks = chunks.take(hang_after.unwrap_or(usize::MAX));
     let after = match hang_after {
         Some(_) => stream::pending().left_stream(),
@@ -422,21 +441,29 @@ mod tests {
                 word_delay_ms: None,
             },
         );
-        settings.models.push(ModelSettings::new("fake", "fake", "fake-upstream"));
+        settings
+            .models
+            .push(ModelSettings::new("fake", "fake", "fake-upstream"));
         Llm::new(&settings).expect("valid settings")
     }
 
     fn prompt() -> Prompt {
         Prompt {
             system: "Be brief.".to_owned(),
-            turns: vec![Turn { role: TurnRole::User, content: "Hi".to_owned() }],
+            turns: vec![Turn {
+                role: TurnRole::User,
+                content: "Hi".to_owned(),
+            }],
         }
     }
 
     async fn text_and_usage(llm: &Llm) -> (String, Option<Delta>, u32) {
         let reply = llm.open("fake", prompt()).await.expect("opened");
-        let items: Vec<Delta> =
-            reply.stream.map(|item| item.expect("no stream error")).collect().await;
+        let items: Vec<Delta> = reply
+            .stream
+            .map(|item| item.expect("no stream error"))
+            .collect()
+            .await;
         let text = items
             .iter()
             .filter_map(|delta| match delta {
@@ -444,19 +471,27 @@ mod tests {
                 Delta::Usage { .. } => None,
             })
             .collect();
-        let usage = items.into_iter().find(|delta| matches!(delta, Delta::Usage { .. }));
+        let usage = items
+            .into_iter()
+            .find(|delta| matches!(delta, Delta::Usage { .. }));
         (text, usage, reply.attempts)
     }
 
     #[tokio::test]
     async fn the_openai_stream_is_what_the_core_parses() {
         let fake = spawn(FakeScript::reply(&["Hel", "lo!"]).with_usage(7, 2)).await;
-        let llm = llm(ProviderKind::OpenAi, fake.openai_base_url());
+        let llm = llm(ProviderKind::Openai, fake.openai_base_url());
 
         let (text, usage, attempts) = text_and_usage(&llm).await;
 
         assert_eq!(text, "Hello!");
-        assert_eq!(usage, Some(Delta::Usage { prompt_tokens: 7, completion_tokens: 2 }));
+        assert_eq!(
+            usage,
+            Some(Delta::Usage {
+                prompt_tokens: 7,
+                completion_tokens: 2
+            })
+        );
         assert_eq!(attempts, 1);
         assert_eq!(fake.requests()[0]["model"], "fake-upstream");
         assert!(!fake.client_disconnected());
@@ -470,14 +505,20 @@ mod tests {
         let (text, usage, _) = text_and_usage(&llm).await;
 
         assert_eq!(text, "Bonjour");
-        assert_eq!(usage, Some(Delta::Usage { prompt_tokens: 9, completion_tokens: 3 }));
+        assert_eq!(
+            usage,
+            Some(Delta::Usage {
+                prompt_tokens: 9,
+                completion_tokens: 3
+            })
+        );
         assert_eq!(fake.requests()[0]["messages"][0]["content"], "Hi");
     }
 
     #[tokio::test]
     async fn scripted_failures_come_first_and_are_retried() {
         let fake = spawn(FakeScript::reply(&["ok"]).failing_first(&[503, 429])).await;
-        let llm = llm(ProviderKind::OpenAi, fake.openai_base_url());
+        let llm = llm(ProviderKind::Openai, fake.openai_base_url());
 
         let (text, _, attempts) = text_and_usage(&llm).await;
 
@@ -488,8 +529,14 @@ mod tests {
     #[tokio::test]
     async fn a_hanging_reply_notices_the_client_leaving() {
         for (kind, fake) in [
-            (ProviderKind::OpenAi, spawn(FakeScript::reply(&["one", "two"]).hanging_after(1)).await),
-            (ProviderKind::Anthropic, spawn(FakeScript::reply(&["one", "two"]).hanging_after(1)).await),
+            (
+                ProviderKind::Openai,
+                spawn(FakeScript::reply(&["one", "two"]).hanging_after(1)).await,
+            ),
+            (
+                ProviderKind::Anthropic,
+                spawn(FakeScript::reply(&["one", "two"]).hanging_after(1)).await,
+            ),
         ] {
             let base_url = match kind {
                 ProviderKind::Anthropic => fake.anthropic_base_url(),
@@ -497,7 +544,10 @@ mod tests {
             };
             let llm = llm(kind, base_url);
             let mut reply = llm.open("fake", prompt()).await.expect("opened");
-            assert_eq!(reply.stream.next().await, Some(Ok(Delta::Text("one".to_owned()))));
+            assert_eq!(
+                reply.stream.next().await,
+                Some(Ok(Delta::Text("one".to_owned())))
+            );
             assert!(!fake.wait_for_disconnect(Duration::from_millis(100)).await);
 
             drop(reply);
@@ -509,7 +559,7 @@ mod tests {
     #[tokio::test]
     async fn the_script_can_change_between_turns() {
         let fake = spawn(FakeScript::default()).await;
-        let llm = llm(ProviderKind::OpenAi, fake.openai_base_url());
+        let llm = llm(ProviderKind::Openai, fake.openai_base_url());
         assert_eq!(text_and_usage(&llm).await.0, FakeScript::default().text());
 
         fake.set_script(FakeScript::reply(&["second"]));

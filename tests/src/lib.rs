@@ -1,2 +1,438 @@
-//! placeholder
+//! Harness for the end-to-end tests: [`spawn_stack`] starts the real core and edge on random
+//! loopback ports (the edge talking to the core over real gRPC), on SQLite or on a fresh
+//! PostgreSQL database, optionally against a [`fake_llm`] server that speaks the providers'
+//! real streaming wire formats. Tests drive it through real WebSockets ([`Ws`]) and real gRPC.
+
 pub mod fake_llm;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use chat_auth::{AuthSettings, MintRequest, Minter};
+use chat_core::llm::{LlmSettings, ModelSettings, ProviderKind, ProviderSettings};
+use chat_core::storage::Db;
+use chat_core::{Application, Settings};
+use chat_edge::{Edge, EdgeSettings};
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+/// The HS256 secret every test stack uses.
+pub const SECRET: &str = "end-to-end-test-secret-0123456789";
+/// How long a test waits for an expected frame before failing.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Which model the stack's default chat uses.
+pub enum Llm {
+    /// The built-in demo model, with no delay between words.
+    Demo,
+    /// An OpenAI-compatible provider at the fake server.
+    OpenAi(fake_llm::FakeScript),
+    /// An Anthropic provider at the fake server.
+    Anthropic(fake_llm::FakeScript),
+}
+
+/// What to start.
+pub struct StackOptions {
+    pub backend: Backend,
+    pub llm: Llm,
+    /// Last changes to the core's settings before it starts.
+    pub tweak_core: Box<dyn FnOnce(&mut Settings) + Send>,
+    /// Last changes to the edge's settings before it starts.
+    pub tweak_edge: Box<dyn FnOnce(&mut EdgeSettings) + Send>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Sqlite,
+            llm: Llm::Demo,
+            tweak_core: Box::new(|_| {}),
+            tweak_edge: Box::new(|_| {}),
+        }
+    }
+}
+
+impl StackOptions {
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    pub fn llm(mut self, llm: Llm) -> Self {
+        self.llm = llm;
+        self
+    }
+
+    pub fn core(mut self, f: impl FnOnce(&mut Settings) + Send + 'static) -> Self {
+        self.tweak_core = Box::new(f);
+        self
+    }
+
+    pub fn edge(mut self, f: impl FnOnce(&mut EdgeSettings) + Send + 'static) -> Self {
+        self.tweak_edge = Box::new(f);
+        self
+    }
+}
+
+/// A running core + edge. Dropping it shuts both down.
+pub struct Stack {
+    pub edge_addr: SocketAddr,
+    pub core_addr: SocketAddr,
+    /// The core's database, for asserting what was stored.
+    pub db: Db,
+    pub fake: Option<fake_llm::FakeLlm>,
+    minter: Minter,
+    shutdown: CancellationToken,
+    core_task: Option<tokio::task::JoinHandle<()>>,
+    edge_task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts a stack with default options (SQLite, demo model).
+pub async fn spawn_default() -> Stack {
+    spawn_stack(StackOptions::default()).await
+}
+
+/// Starts the real core and edge on port 0. Panics (failing the test) with a clear message
+/// when something cannot start, PostgreSQL included.
+pub async fn spawn_stack(opts: StackOptions) -> Stack {
+    if std::env::var_os("RUST_LOG").is_some() {
+        chat_runtime::init_tracing(&chat_runtime::LogSettings::default());
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let database_url = match opts.backend {
+        Backend::Sqlite => format!("sqlite://{}", dir.path().join("chat.db").display()),
+        Backend::Postgres => fresh_postgres_database().await,
+    };
+    let auth = AuthSettings::hs256(SECRET);
+
+    let mut llm = LlmSettings::default();
+    if let Some(demo) = llm.providers.get_mut("demo") {
+        demo.word_delay_ms = Some(0);
+    }
+    let fake = match opts.llm {
+        Llm::Demo => None,
+        Llm::OpenAi(script) => {
+            let fake = fake_llm::spawn(script).await;
+            add_model(
+                &mut llm,
+                "fake-openai",
+                ProviderKind::Openai,
+                fake.openai_base_url(),
+            );
+            Some(fake)
+        }
+        Llm::Anthropic(script) => {
+            let fake = fake_llm::spawn(script).await;
+            add_model(
+                &mut llm,
+                "fake-anthropic",
+                ProviderKind::Anthropic,
+                fake.anthropic_base_url(),
+            );
+            Some(fake)
+        }
+    };
+
+    let mut core = Settings::default();
+    core.grpc_addr = "127.0.0.1:0".parse().expect("addr");
+    core.database.url = database_url;
+    core.auth = auth.clone();
+    core.llm = llm;
+    (opts.tweak_core)(&mut core);
+    let core_app = Application::build(core).await.expect("core starts");
+    let core_addr = core_app.local_addr();
+    let db = core_app.engine().db.clone();
+
+    let mut edge = EdgeSettings::default();
+    edge.http_addr = "127.0.0.1:0".parse().expect("addr");
+    edge.core_url = format!("http://{core_addr}");
+    edge.core_channels = 2;
+    edge.auth = auth.clone();
+    (opts.tweak_edge)(&mut edge);
+    let edge_app = Edge::build(edge).await.expect("edge starts");
+    let edge_addr = edge_app.local_addr();
+
+    let shutdown = CancellationToken::new();
+    let core_task = tokio::spawn({
+        let token = shutdown.clone();
+        async move {
+            if let Err(err) = core_app.run(token).await {
+                panic!("core failed: {err}");
+            }
+        }
+    });
+    let edge_task = tokio::spawn({
+        let token = shutdown.clone();
+        async move {
+            if let Err(err) = edge_app.run(token).await {
+                panic!("edge failed: {err}");
+            }
+        }
+    });
+    Stack {
+        edge_addr,
+        core_addr,
+        db,
+        fake,
+        minter: Minter::new(&auth).expect("minter"),
+        shutdown,
+        core_task: Some(core_task),
+        edge_task: Some(edge_task),
+        _dir: dir,
+    }
+}
+
+fn add_model(llm: &mut LlmSettings, provider: &str, kind: ProviderKind, base_url: String) {
+    llm.providers.insert(
+        provider.into(),
+        ProviderSettings {
+            kind,
+            base_url: Some(base_url),
+            api_key: Some("test-key".to_string().into()),
+            api_key_env: None,
+            word_delay_ms: None,
+        },
+    );
+    let mut model = ModelSettings::new(provider, provider, "upstream-model");
+    model.name = format!("Fake {provider}");
+    llm.models.push(model);
+    llm.default_model = provider.into();
+    llm.connect_timeout_ms = 2_000;
+    llm.first_token_timeout_ms = 5_000;
+    llm.idle_timeout_ms = 5_000;
+    llm.retry.base_delay_ms = 10;
+    llm.retry.max_delay_ms = 50;
+}
+
+impl Stack {
+    /// A token for `user` with `roles`, valid for an hour.
+    pub fn token(&self, user: &str, roles: &[&str]) -> String {
+        self.token_for(user, roles, 3600)
+    }
+
+    pub fn token_for(&self, user: &str, roles: &[&str], ttl_secs: u64) -> String {
+        self.minter
+            .mint(&MintRequest {
+                user_id: user.into(),
+                name: Some(format!("{user} name")),
+                roles: roles.iter().map(|r| r.to_string()).collect(),
+                ttl_secs,
+            })
+            .expect("mint")
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.edge_addr)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.edge_addr)
+    }
+
+    /// Connects with `?token=` and reads the `session` frame.
+    pub async fn connect(&self, user: &str) -> (Ws, Value) {
+        let mut ws = Ws::open(&format!(
+            "{}?token={}",
+            self.ws_url(),
+            self.token(user, &[])
+        ))
+        .await;
+        let session = ws.recv_type("session").await;
+        (ws, session)
+    }
+
+    /// A gRPC channel to the core.
+    pub async fn grpc(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{}", self.core_addr))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("core reachable")
+    }
+
+    /// Shuts both servers down and waits for them.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.edge_task.take() {
+            let _ = t.await;
+        }
+        if let Some(t) = self.core_task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A test WebSocket client speaking the JSON protocol.
+pub struct Ws {
+    pub inner: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Ws {
+    pub async fn open(url: &str) -> Self {
+        let (inner, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connects");
+        Self { inner }
+    }
+
+    /// Opens with a prepared request (headers, subprotocols); returns the HTTP response too.
+    pub async fn open_request(
+        request: impl IntoClientRequest + Unpin,
+    ) -> Result<
+        (
+            Self,
+            tokio_tungstenite::tungstenite::handshake::client::Response,
+        ),
+        tokio_tungstenite::tungstenite::Error,
+    > {
+        let (inner, response) = tokio_tungstenite::connect_async(request).await?;
+        Ok((Self { inner }, response))
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.inner
+            .send(Message::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    /// A `message` frame with content and a client message id.
+    pub async fn send_message(&mut self, chat_id: Option<&str>, content: &str, message_id: &str) {
+        let mut data = json!({"content": content, "messageId": message_id});
+        if let Some(chat) = chat_id {
+            data["chatId"] = chat.into();
+        }
+        self.send(json!({"type": "message", "data": data})).await;
+    }
+
+    /// The next JSON frame (pings skipped). Panics on close or after [`WAIT`].
+    pub async fn recv(&mut self) -> Value {
+        match self.next_frame().await {
+            Frame::Json(v) => v,
+            Frame::Closed(code) => {
+                panic!("connection closed ({code:?}) while a frame was expected")
+            }
+        }
+    }
+
+    /// Frames until one of `ty` (the others are returned in order through `skipped`).
+    pub async fn recv_type(&mut self, ty: &str) -> Value {
+        self.recv_type_collect(ty).await.0
+    }
+
+    pub async fn recv_type_collect(&mut self, ty: &str) -> (Value, Vec<Value>) {
+        let mut skipped = Vec::new();
+        loop {
+            let frame = self.recv().await;
+            if frame["type"] == ty {
+                return (frame, skipped);
+            }
+            skipped.push(frame);
+        }
+    }
+
+    /// Every frame until the assistant's `typing: false` for a chat (the end of a reply).
+    pub async fn recv_reply(&mut self) -> Vec<Value> {
+        let mut frames = Vec::new();
+        loop {
+            let frame = self.recv().await;
+            let done = frame["type"] == "typing"
+                && frame["data"]["userId"] == "assistant"
+                && frame["data"]["isTyping"] == false;
+            frames.push(frame);
+            if done {
+                return frames;
+            }
+        }
+    }
+
+    /// Waits for the server's close frame and returns its code (None when closed without one).
+    pub async fn recv_close(&mut self) -> Option<u16> {
+        loop {
+            match self.next_frame().await {
+                Frame::Closed(code) => return code,
+                Frame::Json(_) => continue,
+            }
+        }
+    }
+
+    /// Asserts nothing but pings arrives for `quiet`.
+    pub async fn expect_silence(&mut self, quiet: Duration) {
+        if let Ok(frame) = tokio::time::timeout(quiet, self.next_frame()).await {
+            panic!("expected silence, got {frame:?}");
+        }
+    }
+
+    async fn next_frame(&mut self) -> Frame {
+        loop {
+            let next = tokio::time::timeout(WAIT, self.inner.next())
+                .await
+                .expect("timed out waiting for a frame");
+            match next {
+                Some(Ok(Message::Text(text))) => {
+                    return Frame::Json(
+                        serde_json::from_str(text.as_str()).expect("server sends JSON"),
+                    );
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Frame::Closed(frame.map(|f| u16::from(f.code)));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Frame::Closed(None),
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Frame {
+    Json(Value),
+    Closed(Option<u16>),
+}
+
+/// A new, migrated-on-start database on the throwaway PostgreSQL server of this test run.
+/// `TEST_DATABASE_URL` (a server URL) is set by `scripts/test.sh`, which starts the server.
+pub async fn fresh_postgres_database() -> String {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    let server = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
+        panic!(
+            "TEST_DATABASE_URL is not set: run the tests with scripts/test.sh, which starts a \
+             throwaway PostgreSQL (needs the Debian postgresql-15 package), or point \
+             TEST_DATABASE_URL at a PostgreSQL server"
+        )
+    });
+    let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = AsyncPgConnection::establish(&server)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach PostgreSQL at TEST_DATABASE_URL: {e}"));
+    diesel::sql_query(format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create database");
+    match server.rfind('/') {
+        Some(slash) if slash > "postgres://".len() => format!("{}/{name}", &server[..slash]),
+        _ => format!("{server}/{name}"),
+    }
+}

@@ -49,7 +49,9 @@ struct Live(Arc<EdgeState>);
 
 impl Drop for Live {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -95,14 +97,21 @@ where
         }
         Err(status) => {
             tracing::warn!(code = ?status.code(), "core refused or unreachable");
-            let frame = frames::error_frame(503, "Service unavailable, try again later", true, None, None);
+            let frame = frames::error_frame(
+                503,
+                "Service unavailable, try again later",
+                true,
+                None,
+                None,
+            );
             let _ = socket.send(Message::Text(frame.into())).await;
             return close_with(&mut socket, close::TRY_AGAIN_LATER, "Service unavailable").await;
         }
     };
 
     let limits = Limits::default();
-    let per_minute = NonZeroU32::new(state.settings.limits.frames_per_minute).unwrap_or(NonZeroU32::MIN);
+    let per_minute =
+        NonZeroU32::new(state.settings.limits.frames_per_minute).unwrap_or(NonZeroU32::MIN);
     let rate = RateLimiter::direct(Quota::per_minute(per_minute));
     let mut strikes = 0u32;
     let heartbeat = Duration::from_millis(state.settings.limits.heartbeat_interval_ms);
@@ -221,7 +230,10 @@ async fn close_with<S>(socket: &mut S, code: u16, reason: &str)
 where
     S: Sink<Message> + Unpin,
 {
-    let frame = CloseFrame { code, reason: reason.into() };
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
     let _ = socket.send(Message::Close(Some(frame))).await;
     let _ = socket.close().await;
 }
@@ -232,7 +244,8 @@ mod tests {
 
     #[test]
     fn rate_limited_frames_carry_a_retry_time() {
-        let frame: serde_json::Value = serde_json::from_str(&rate_limited(Duration::from_millis(1500))).unwrap_or_default();
+        let frame: serde_json::Value =
+            serde_json::from_str(&rate_limited(Duration::from_millis(1500))).unwrap_or_default();
         assert_eq!(frame["data"]["code"], 429);
         assert_eq!(frame["data"]["retryAfterMs"], 1500);
         assert_eq!(frame["data"]["retryable"], true);

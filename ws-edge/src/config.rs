@@ -84,20 +84,29 @@ impl EdgeSettings {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("CHAT_EDGE_").split("__"));
-        figment.extract().map_err(|e| format!("invalid configuration: {e}"))
+        figment
+            .extract()
+            .map_err(|e| format!("invalid configuration: {e}"))
     }
 
     pub fn validate(&self) -> Result<(), String> {
         chat_auth::Verifier::new(&self.auth).map_err(|e| e.to_string())?;
         self.log.validate()?;
         if !(self.core_url.starts_with("http://") || self.core_url.starts_with("https://")) {
-            return Err(format!("core_url {:?} must start with http:// or https://", self.core_url));
+            return Err(format!(
+                "core_url {:?} must start with http:// or https://",
+                self.core_url
+            ));
         }
         if self.core_channels == 0 || self.core_channels > 64 {
             return Err("core_channels must be between 1 and 64".into());
         }
         let l = &self.limits;
-        if l.max_frame_bytes < 1024 || l.max_connections == 0 || l.frames_per_minute == 0 || l.heartbeat_interval_ms < 1000 {
+        if l.max_frame_bytes < 1024
+            || l.max_connections == 0
+            || l.frames_per_minute == 0
+            || l.heartbeat_interval_ms < 1000
+        {
             return Err("limits: max_frame_bytes >= 1024, max_connections > 0, frames_per_minute > 0, heartbeat_interval_ms >= 1000".into());
         }
         Ok(())

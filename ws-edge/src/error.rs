@@ -38,7 +38,9 @@ impl From<tonic::Status> for ApiError {
         use tonic::Code;
         match status.code() {
             Code::Unauthenticated => Self::Unauthenticated,
-            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => Self::BadRequest(status.message().to_string()),
+            Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => {
+                Self::BadRequest(status.message().to_string())
+            }
             Code::PermissionDenied => Self::Forbidden(status.message().to_string()),
             Code::NotFound => Self::NotFound(status.message().to_string()),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Self::Unavailable,
@@ -53,7 +55,8 @@ impl From<tonic::Status> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body = serde_json::json!({"error": {"code": status.as_u16(), "message": self.to_string()}});
+        let body =
+            serde_json::json!({"error": {"code": status.as_u16(), "message": self.to_string()}});
         (status, Json(body)).into_response()
     }
 }

@@ -91,7 +91,9 @@ impl Edge {
 
     pub fn local_addr(&self) -> SocketAddr {
         // A bound listener always has a local address.
-        self.listener.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
     /// Serves until `shutdown` is cancelled.

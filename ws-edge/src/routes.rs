@@ -41,7 +41,9 @@ pub async fn websocket(
     if !origin_allowed(&state.settings.allowed_origins, &headers) {
         return (StatusCode::FORBIDDEN, "Origin not allowed").into_response();
     }
-    let admission = if state.connections.fetch_add(1, Ordering::Relaxed) >= state.settings.limits.max_connections {
+    let admission = if state.connections.fetch_add(1, Ordering::Relaxed)
+        >= state.settings.limits.max_connections
+    {
         Admission::Full
     } else {
         match socket_token(&headers, &query) {
@@ -85,7 +87,9 @@ fn socket_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<
 fn bearer_header(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim().to_string())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_string())
 }
 
 /// Browsers send `Origin`; non-browser clients usually do not and are let through.
@@ -95,7 +99,9 @@ fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
     }
     match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
         None => true,
-        Some(origin) => allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)),
+        Some(origin) => allowed
+            .iter()
+            .any(|a| a == "*" || a.eq_ignore_ascii_case(origin)),
     }
 }
 
@@ -107,10 +113,19 @@ fn rest_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<St
         .ok_or(ApiError::Unauthenticated)
 }
 
-fn authorized<T>(state: &EdgeState, token: &str, message: T) -> Result<tonic::Request<T>, ApiError> {
-    state.verifier.verify(token).map_err(|_| ApiError::Unauthenticated)?;
+fn authorized<T>(
+    state: &EdgeState,
+    token: &str,
+    message: T,
+) -> Result<tonic::Request<T>, ApiError> {
+    state
+        .verifier
+        .verify(token)
+        .map_err(|_| ApiError::Unauthenticated)?;
     let mut request = tonic::Request::new(message);
-    let value = format!("Bearer {token}").parse().map_err(|_| ApiError::Unauthenticated)?;
+    let value = format!("Bearer {token}")
+        .parse()
+        .map_err(|_| ApiError::Unauthenticated)?;
     request.metadata_mut().insert("authorization", value);
     Ok(request)
 }
@@ -118,7 +133,10 @@ fn authorized<T>(state: &EdgeState, token: &str, message: T) -> Result<tonic::Re
 fn parse_limit(query: &HashMap<String, String>) -> Result<Option<u32>, ApiError> {
     query
         .get("limit")
-        .map(|l| l.parse::<u32>().map_err(|_| ApiError::BadRequest("limit must be a number from 1 to 100".into())))
+        .map(|l| {
+            l.parse::<u32>()
+                .map_err(|_| ApiError::BadRequest("limit must be a number from 1 to 100".into()))
+        })
         .transpose()
 }
 
@@ -129,8 +147,19 @@ pub async fn sessions(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let token = rest_token(&headers, &query)?;
-    let request = authorized(&state, &token, pb::ListSessionsRequest { limit: parse_limit(&query)? })?;
-    let response = state.upstream.chat().list_sessions(request).await?.into_inner();
+    let request = authorized(
+        &state,
+        &token,
+        pb::ListSessionsRequest {
+            limit: parse_limit(&query)?,
+        },
+    )?;
+    let response = state
+        .upstream
+        .chat()
+        .list_sessions(request)
+        .await?
+        .into_inner();
     let sessions: Vec<Value> = response.sessions.iter().map(session_json).collect();
     Ok(Json(json!({ "sessions": sessions })))
 }
@@ -149,7 +178,12 @@ pub async fn history(
         limit: parse_limit(&query)?,
     };
     let request = authorized(&state, &token, message)?;
-    let history = state.upstream.chat().get_history(request).await?.into_inner();
+    let history = state
+        .upstream
+        .chat()
+        .get_history(request)
+        .await?
+        .into_inner();
     Ok(Json(frames::event_data(&Out::History(history))))
 }
 
@@ -161,7 +195,12 @@ pub async fn models(
 ) -> Result<Json<Value>, ApiError> {
     let token = rest_token(&headers, &query)?;
     let request = authorized(&state, &token, pb::ListModelsRequest {})?;
-    let r = state.upstream.chat().list_models(request).await?.into_inner();
+    let r = state
+        .upstream
+        .chat()
+        .list_models(request)
+        .await?
+        .into_inner();
     let named = |id: &str, name: &str| json!({"id": id, "name": name});
     Ok(Json(json!({
         "models": r.models.iter().map(|m| named(&m.id, &m.name)).collect::<Vec<_>>(),
@@ -194,15 +233,25 @@ pub async fn healthz() -> Json<Value> {
 /// `GET /readyz`: the core answers and reports itself (and its database) serving.
 pub async fn readyz(State(state): State<Arc<EdgeState>>) -> Response {
     let mut health = state.upstream.health();
-    let check = health.check(HealthCheckRequest { service: String::new() });
+    let check = health.check(HealthCheckRequest {
+        service: String::new(),
+    });
     let ready = match tokio::time::timeout(std::time::Duration::from_secs(2), check).await {
         Ok(Ok(r)) => r.into_inner().status == ServingStatus::Serving as i32,
         _ => false,
     };
     if ready && !state.shutdown.is_cancelled() {
-        (StatusCode::OK, Json(json!({"status": "ready", "core": "serving"}))).into_response()
+        (
+            StatusCode::OK,
+            Json(json!({"status": "ready", "core": "serving"})),
+        )
+            .into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable"}))).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable"})),
+        )
+            .into_response()
     }
 }
 
@@ -225,9 +274,17 @@ mod tests {
         let mut q = HashMap::new();
         let mut h = HeaderMap::new();
         assert_eq!(socket_token(&h, &q), None);
-        h.insert(header::SEC_WEBSOCKET_PROTOCOL, "chat.v1, bearer.abc.def".parse().unwrap_or_else(|_| unreachable!()));
+        h.insert(
+            header::SEC_WEBSOCKET_PROTOCOL,
+            "chat.v1, bearer.abc.def"
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+        );
         assert_eq!(socket_token(&h, &q).as_deref(), Some("abc.def"));
-        h.insert(header::AUTHORIZATION, "Bearer hdr".parse().unwrap_or_else(|_| unreachable!()));
+        h.insert(
+            header::AUTHORIZATION,
+            "Bearer hdr".parse().unwrap_or_else(|_| unreachable!()),
+        );
         assert_eq!(socket_token(&h, &q).as_deref(), Some("hdr"));
         q.insert("token".to_string(), "qry".to_string());
         assert_eq!(socket_token(&h, &q).as_deref(), Some("qry"));
@@ -236,7 +293,12 @@ mod tests {
     #[test]
     fn origins_are_checked_only_when_configured() {
         let mut h = HeaderMap::new();
-        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap_or_else(|_| unreachable!()));
+        h.insert(
+            header::ORIGIN,
+            "https://evil.example"
+                .parse()
+                .unwrap_or_else(|_| unreachable!()),
+        );
         assert!(origin_allowed(&[], &h));
         assert!(!origin_allowed(&["https://app.example".into()], &h));
         assert!(origin_allowed(&["https://evil.example".into()], &h));

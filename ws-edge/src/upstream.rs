@@ -24,7 +24,10 @@ impl Upstream {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
         let channels = (0..size.max(1)).map(|_| endpoint.connect_lazy()).collect();
-        Ok(Self { channels, next: AtomicUsize::new(0) })
+        Ok(Self {
+            channels,
+            next: AtomicUsize::new(0),
+        })
     }
 
     fn channel(&self) -> Channel {

@@ -38,14 +38,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     core.auth = auth.clone();
     chat_runtime::init_tracing(&core.log);
-    let core_app = Application::build(core.clone()).await.context("starting the core")?;
+    let core_app = Application::build(core.clone())
+        .await
+        .context("starting the core")?;
     let core_addr = core_app.local_addr();
 
     let mut edge = EdgeSettings::load_unchecked(None).map_err(anyhow::Error::msg)?;
     edge.http_addr = SocketAddr::new(loopback, args.port);
     edge.core_url = format!("http://{core_addr}");
     edge.auth = auth.clone();
-    let edge_app = Edge::build(edge).await.map_err(anyhow::Error::msg).context("starting the edge")?;
+    let edge_app = Edge::build(edge)
+        .await
+        .map_err(anyhow::Error::msg)
+        .context("starting the edge")?;
     let edge_addr = edge_app.local_addr();
 
     let minter = Minter::new(&auth)?;
@@ -68,7 +73,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("  websocket:   ws://{edge_addr}/ws");
     println!("  core gRPC:   {core_addr}");
     println!("  database:    {}", core.database.url);
-    println!("  models:      {} (default {})", models.join(", "), core.llm.default_model);
+    println!(
+        "  models:      {} (default {})",
+        models.join(", "),
+        core.llm.default_model
+    );
     println!();
     println!("  demo user token:  {user_token}");
     println!("  admin token:      {admin_token}");

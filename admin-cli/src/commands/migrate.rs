@@ -5,7 +5,11 @@ use chat_core::storage::Db;
 #[derive(clap::Args)]
 pub struct Args {
     /// `sqlite://path/to/file.db` or `postgres://user@host/db`.
-    #[arg(long, env = "CHAT_DATABASE__URL", default_value = "sqlite://data/chat.db")]
+    #[arg(
+        long,
+        env = "CHAT_DATABASE__URL",
+        default_value = "sqlite://data/chat.db"
+    )]
     database_url: String,
 }
 

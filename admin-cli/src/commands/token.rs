@@ -49,7 +49,9 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
 pub fn parse_ttl(raw: &str) -> Result<Duration, String> {
     let raw = raw.trim();
     let (digits, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
-    let n: u64 = digits.parse().map_err(|_| format!("{raw:?} is not a duration like 3600, 30m, 12h or 7d"))?;
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a duration like 3600, 30m, 12h or 7d"))?;
     let secs = match unit {
         "" | "s" => n,
         "m" => n * 60,

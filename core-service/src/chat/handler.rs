@@ -87,23 +87,31 @@ impl Handler {
 
     /// Handles one client event. Returns false when the connection must end.
     async fn dispatch(&mut self, ev: pb::ClientEvent) -> bool {
-        let frame_id = Some(ev.message_id.clone()).filter(|m| !m.is_empty() && m.chars().count() <= MAX_ID_CHARS);
+        let frame_id = Some(ev.message_id.clone())
+            .filter(|m| !m.is_empty() && m.chars().count() <= MAX_ID_CHARS);
         let result = match ev.event {
             Some(In::Message(mut msg)) => {
                 if msg.message_id.is_empty() {
                     msg.message_id = ev.message_id.clone();
                 }
                 let answer_id = Some(msg.message_id.clone()).filter(|m| !m.is_empty());
-                match self.engine.send_message(&self.who, msg, Some(&self.conn)).await {
+                match self
+                    .engine
+                    .send_message(&self.who, msg, Some(&self.conn))
+                    .await
+                {
                     Ok(_) => Ok(()),
                     Err(err) => {
-                        self.conn.push(err.into_event(answer_id.map(|m| excerpt(&m, MAX_ID_CHARS))));
+                        self.conn
+                            .push(err.into_event(answer_id.map(|m| excerpt(&m, MAX_ID_CHARS))));
                         return true;
                     }
                 }
             }
             Some(In::Ping(ping)) => {
-                self.conn.push(event(Out::Pong(pb::Pong { timestamp: ping.timestamp })));
+                self.conn.push(event(Out::Pong(pb::Pong {
+                    timestamp: ping.timestamp,
+                })));
                 Ok(())
             }
             Some(In::History(req)) => self
@@ -120,11 +128,16 @@ impl Handler {
             Some(In::Presence(p)) => self.presence(p).await,
             Some(In::Resume(r)) => self.resume(r).await,
             Some(In::Auth(auth)) => return self.reauthenticate(&auth.token, frame_id).await,
-            Some(In::HelpRequest(_)) | Some(In::Takeover(_)) | Some(In::Release(_)) => Err(ChatError::Invalid {
-                message: "This frame type is not available on this server yet".into(),
+            Some(In::HelpRequest(_)) | Some(In::Takeover(_)) | Some(In::Release(_)) => {
+                Err(ChatError::Invalid {
+                    message: "This frame type is not available on this server yet".into(),
+                    field: Some("type"),
+                })
+            }
+            None => Err(ChatError::Invalid {
+                message: "Unknown message type".into(),
                 field: Some("type"),
             }),
-            None => Err(ChatError::Invalid { message: "Unknown message type".into(), field: Some("type") }),
         };
         if let Err(err) = result {
             self.conn.push(err.into_event(frame_id));
@@ -144,9 +157,18 @@ impl Handler {
                 Ok(())
             }
             A::Create => {
-                let title = u.title.as_deref().map(super::validate::chat_title).transpose()?;
+                let title = u
+                    .title
+                    .as_deref()
+                    .map(super::validate::chat_title)
+                    .transpose()?;
                 let chat = engine
-                    .create_chat(&self.who, title, u.agent_id.as_deref().filter(|a| !a.is_empty()), u.model.as_deref().filter(|m| !m.is_empty()))
+                    .create_chat(
+                        &self.who,
+                        title,
+                        u.agent_id.as_deref().filter(|a| !a.is_empty()),
+                        u.model.as_deref().filter(|m| !m.is_empty()),
+                    )
                     .await?;
                 engine.rooms.join(&chat.id, &self.conn.id);
                 self.conn.push(event(Out::ChatUpdate(pb::ChatUpdated {
@@ -162,35 +184,71 @@ impl Handler {
                 Ok(())
             }
             A::Rename => {
-                let chat = engine.chat_for(&self.who, &ChatId::parse(&u.chat_id, "data.chatId")?).await?;
+                let chat = engine
+                    .chat_for(&self.who, &ChatId::parse(&u.chat_id, "data.chatId")?)
+                    .await?;
                 let title = super::validate::chat_title(u.title.as_deref().unwrap_or_default())?;
                 storage::set_title(&engine.db, &chat.id, &title).await?;
-                engine.publish_change(&chat.id, pb::ChatChanges { title: Some(title), ..Default::default() }).await
+                engine
+                    .publish_change(
+                        &chat.id,
+                        pb::ChatChanges {
+                            title: Some(title),
+                            ..Default::default()
+                        },
+                    )
+                    .await
             }
             A::SelectModel => {
-                let chat = engine.chat_for(&self.who, &ChatId::parse(&u.chat_id, "data.chatId")?).await?;
+                let chat = engine
+                    .chat_for(&self.who, &ChatId::parse(&u.chat_id, "data.chatId")?)
+                    .await?;
                 let model = u.model.as_deref().unwrap_or_default().trim().to_string();
                 if engine.llm.model(&model).is_none() {
                     return Err(ChatError::invalid("data.model", "Unknown model"));
                 }
                 storage::set_model(&engine.db, &chat.id, &model).await?;
-                engine.publish_change(&chat.id, pb::ChatChanges { model: Some(model), ..Default::default() }).await
+                engine
+                    .publish_change(
+                        &chat.id,
+                        pb::ChatChanges {
+                            model: Some(model),
+                            ..Default::default()
+                        },
+                    )
+                    .await
             }
             A::End => {
-                let chat = engine.chat_for(&self.who, &ChatId::parse(&u.chat_id, "data.chatId")?).await?;
+                let chat = engine
+                    .chat_for(&self.who, &ChatId::parse(&u.chat_id, "data.chatId")?)
+                    .await?;
                 if chat.owner_id != self.who.user_id && !self.who.is_admin() {
-                    return Err(ChatError::Forbidden("Only the owner or an admin can end a chat".into()));
+                    return Err(ChatError::Forbidden(
+                        "Only the owner or an admin can end a chat".into(),
+                    ));
                 }
                 if chat.status == "ended" {
                     return Err(ChatError::Conflict("Chat already ended".into()));
                 }
                 storage::end_chat(&engine.db, &chat.id, now()).await?;
-                engine.publish_change(&chat.id, pb::ChatChanges { status: Some("ended".into()), ..Default::default() }).await
+                engine
+                    .publish_change(
+                        &chat.id,
+                        pb::ChatChanges {
+                            status: Some("ended".into()),
+                            ..Default::default()
+                        },
+                    )
+                    .await
             }
             A::AddMember | A::RemoveMember => {
-                let chat = engine.chat_for(&self.who, &ChatId::parse(&u.chat_id, "data.chatId")?).await?;
+                let chat = engine
+                    .chat_for(&self.who, &ChatId::parse(&u.chat_id, "data.chatId")?)
+                    .await?;
                 if chat.owner_id != self.who.user_id && !self.who.is_admin() {
-                    return Err(ChatError::Forbidden("Only the owner or an admin can change members".into()));
+                    return Err(ChatError::Forbidden(
+                        "Only the owner or an admin can change members".into(),
+                    ));
                 }
                 let user = ChatId::parse(u.user_id.as_deref().unwrap_or_default(), "data.userId")?;
                 if action == A::AddMember {
@@ -199,7 +257,10 @@ impl Handler {
                     }
                 } else {
                     if user.as_str() == chat.owner_id {
-                        return Err(ChatError::invalid("data.userId", "The owner cannot be removed"));
+                        return Err(ChatError::invalid(
+                            "data.userId",
+                            "The owner cannot be removed",
+                        ));
                     }
                     if !storage::remove_member(&engine.db, &chat.id, user.as_str()).await? {
                         return Err(ChatError::NotFound("Not a member".into()));
@@ -217,7 +278,10 @@ impl Handler {
     }
 
     async fn typing(&mut self, t: pb::TypingUpdate) -> Result<(), ChatError> {
-        let chat = self.engine.chat_for(&self.who, &ChatId::parse(&t.chat_id, "data.chatId")?).await?;
+        let chat = self
+            .engine
+            .chat_for(&self.who, &ChatId::parse(&t.chat_id, "data.chatId")?)
+            .await?;
         self.engine.limits.check_typing(&self.who.user_id)?;
         let ev = event(Out::Typing(pb::TypingEvent {
             chat_id: chat.id.clone(),
@@ -225,19 +289,34 @@ impl Handler {
             agent_id: None,
             is_typing: t.is_typing,
         }));
-        self.engine.rooms.broadcast(&chat.id, &ev, Some(&self.conn.id));
+        self.engine
+            .rooms
+            .broadcast(&chat.id, &ev, Some(&self.conn.id));
         Ok(())
     }
 
     async fn read_receipt(&mut self, r: pb::ReadReceipt) -> Result<(), ChatError> {
-        let chat = self.engine.chat_for(&self.who, &ChatId::parse(&r.chat_id, "data.chatId")?).await?;
+        let chat = self
+            .engine
+            .chat_for(&self.who, &ChatId::parse(&r.chat_id, "data.chatId")?)
+            .await?;
         if r.message_ids.is_empty() || r.message_ids.len() > 100 {
-            return Err(ChatError::invalid("data.messageIds", "data.messageIds must have 1 to 100 entries"));
+            return Err(ChatError::invalid(
+                "data.messageIds",
+                "data.messageIds must have 1 to 100 entries",
+            ));
         }
         for id in &r.message_ids {
             ChatId::parse(id, "data.messageIds")?;
         }
-        let confirmed = storage::record_receipts(&self.engine.db, &chat.id, &self.who.user_id, &r.message_ids, now()).await?;
+        let confirmed = storage::record_receipts(
+            &self.engine.db,
+            &chat.id,
+            &self.who.user_id,
+            &r.message_ids,
+            now(),
+        )
+        .await?;
         if confirmed.is_empty() {
             return Err(ChatError::NotFound("No such message in this chat".into()));
         }
@@ -247,16 +326,27 @@ impl Handler {
             user_id: self.who.user_id.clone(),
             confirmed: true,
         });
-        self.engine.publish(&chat.id, "read_receipt", ev).await.map(|_| ())
+        self.engine
+            .publish(&chat.id, "read_receipt", ev)
+            .await
+            .map(|_| ())
     }
 
     async fn presence(&mut self, p: pb::PresenceUpdate) -> Result<(), ChatError> {
-        let status = pb::PresenceStatus::try_from(p.status).unwrap_or(pb::PresenceStatus::Unspecified);
-        if !matches!(status, pb::PresenceStatus::Online | pb::PresenceStatus::Away) {
-            return Err(ChatError::invalid("data.status", "data.status must be \"online\" or \"away\""));
+        let status =
+            pb::PresenceStatus::try_from(p.status).unwrap_or(pb::PresenceStatus::Unspecified);
+        if !matches!(
+            status,
+            pb::PresenceStatus::Online | pb::PresenceStatus::Away
+        ) {
+            return Err(ChatError::invalid(
+                "data.status",
+                "data.status must be \"online\" or \"away\"",
+            ));
         }
         storage::upsert_user(&self.engine.db, &self.who.user_id, &self.who.name, now()).await?;
-        self.engine.broadcast_presence(&self.who.user_id, status, Some(&self.conn.id));
+        self.engine
+            .broadcast_presence(&self.who.user_id, status, Some(&self.conn.id));
         Ok(())
     }
 
@@ -265,16 +355,27 @@ impl Handler {
     /// after `lastIndex`, then live events.
     async fn resume(&mut self, r: pb::Resume) -> Result<(), ChatError> {
         if r.chats.len() > 50 {
-            return Err(ChatError::invalid("data.chats", "data.chats must have at most 50 entries"));
+            return Err(ChatError::invalid(
+                "data.chats",
+                "data.chats must have at most 50 entries",
+            ));
         }
         for want in r.chats {
-            let chat = self.engine.chat_for(&self.who, &ChatId::parse(&want.chat_id, "data.chats.chatId")?).await?;
+            let chat = self
+                .engine
+                .chat_for(
+                    &self.who,
+                    &ChatId::parse(&want.chat_id, "data.chats.chatId")?,
+                )
+                .await?;
             let _order = self.engine.seq.lock(&chat.id).await;
             let last = storage::last_seq(&self.engine.db, &chat.id).await?;
             let missed = if want.last_seq < 0 || want.last_seq > last {
                 None
             } else {
-                let events = storage::events_after(&self.engine.db, &chat.id, want.last_seq, MAX_REPLAY + 1).await?;
+                let events =
+                    storage::events_after(&self.engine.db, &chat.id, want.last_seq, MAX_REPLAY + 1)
+                        .await?;
                 (events.len() as i64 <= MAX_REPLAY).then_some(events)
             };
             match missed {
@@ -293,12 +394,20 @@ impl Handler {
             }
             // Chunks and the room join under the reply's chunk lock: the turn pushes and
             // broadcasts each chunk under the same lock, so none is missed or sent twice.
-            let active = self.engine.replies.lock().unwrap_or_else(|p| p.into_inner()).get(&chat.id).cloned();
+            let active = self
+                .engine
+                .replies
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&chat.id)
+                .cloned();
             match active {
                 Some(reply) => {
                     let chunks = reply.chunks.lock().unwrap_or_else(|p| p.into_inner());
                     let from = match &want.streaming {
-                        Some(s) if s.message_id == reply.message_id => usize::try_from(s.last_index + 1).unwrap_or(0),
+                        Some(s) if s.message_id == reply.message_id => {
+                            usize::try_from(s.last_index + 1).unwrap_or(0)
+                        }
                         _ => 0,
                     };
                     for (index, delta) in chunks.iter().enumerate().skip(from) {
@@ -335,7 +444,8 @@ impl Handler {
                 true
             }
             _ => {
-                self.conn.push(ChatError::Unauthenticated.into_event(frame_id));
+                self.conn
+                    .push(ChatError::Unauthenticated.into_event(frame_id));
                 false
             }
         }
@@ -345,7 +455,11 @@ impl Handler {
         let (_chats, left) = self.engine.rooms.unregister(&self.conn.id);
         if left == 0 {
             let _ = storage::set_online(&self.engine.db, &self.who.user_id, false, now()).await;
-            self.engine.broadcast_presence_to_chats(&self.who.user_id, pb::PresenceStatus::Offline, &_chats);
+            self.engine.broadcast_presence_to_chats(
+                &self.who.user_id,
+                pb::PresenceStatus::Offline,
+                &_chats,
+            );
         }
         tracing::debug!(conn = %self.conn.id, "connection closed");
     }
@@ -355,12 +469,17 @@ impl Handler {
 fn replay_event(durable: Durable) -> Option<pb::ServerEvent> {
     match durable {
         Durable::Message(row) => Some(message_event(&row)),
-        Durable::Event(row) => pb::ServerEvent::decode(row.payload.as_slice()).ok().map(|ev| with_seq(ev, row.seq)),
+        Durable::Event(row) => pb::ServerEvent::decode(row.payload.as_slice())
+            .ok()
+            .map(|ev| with_seq(ev, row.seq)),
     }
 }
 
 /// Time until a token's `exp` (zero when passed).
 fn token_remaining(expires_at: u64) -> Duration {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     Duration::from_secs(expires_at.saturating_sub(now))
 }

@@ -83,7 +83,11 @@ impl Engine {
     }
 
     /// The `session` event that opens every stream.
-    pub async fn session_event(&self, who: &Principal, connection_id: &str) -> Result<pb::ServerEvent, ChatError> {
+    pub async fn session_event(
+        &self,
+        who: &Principal,
+        connection_id: &str,
+    ) -> Result<pb::ServerEvent, ChatError> {
         storage::upsert_user(&self.db, &who.user_id, &who.name, now()).await?;
         let active = storage::latest_active_chat(&self.db, &who.user_id).await?;
         let catalogue = self.catalogue();
@@ -111,21 +115,29 @@ impl Engine {
                 .llm
                 .models()
                 .iter()
-                .map(|m| pb::ModelInfo { id: m.id.clone(), name: m.name.clone() })
+                .map(|m| pb::ModelInfo {
+                    id: m.id.clone(),
+                    name: m.name.clone(),
+                })
                 .collect(),
             default_model: self.llm.settings().default_model.clone(),
             agents: self
                 .llm
                 .agents()
                 .iter()
-                .map(|a| pb::AgentInfo { id: a.id.clone(), name: a.name.clone() })
+                .map(|a| pb::AgentInfo {
+                    id: a.id.clone(),
+                    name: a.name.clone(),
+                })
                 .collect(),
         }
     }
 
     /// Loads a chat the caller may read and write: a member, or an admin.
     pub async fn chat_for(&self, who: &Principal, chat_id: &ChatId) -> Result<ChatRow, ChatError> {
-        let chat = storage::get_chat(&self.db, chat_id.as_str()).await?.ok_or_else(ChatError::no_chat)?;
+        let chat = storage::get_chat(&self.db, chat_id.as_str())
+            .await?
+            .ok_or_else(ChatError::no_chat)?;
         if who.is_admin() || storage::is_member(&self.db, &chat.id, &who.user_id).await? {
             Ok(chat)
         } else {
@@ -149,7 +161,10 @@ impl Engine {
         let context = validate::context_json(req.context.as_ref())?;
         if let Some(first) = req.attachments.first() {
             // Uploads are not part of this build: no file id can exist yet.
-            return Err(ChatError::NotFound(format!("File not found: {}", validate::excerpt(first, 64))));
+            return Err(ChatError::NotFound(format!(
+                "File not found: {}",
+                validate::excerpt(first, 64)
+            )));
         }
         let agent_id = match req.agent_id.trim() {
             "" => None,
@@ -161,19 +176,34 @@ impl Engine {
         // Idempotency first: a resend must not create a second chat either.
         let chat = match req.chat_id.trim() {
             "" => {
-                if let Some(prior) = storage::find_by_client_id(&self.db, &who.user_id, client_id.as_str()).await? {
-                    return Ok(ack(&prior, client_id.as_str(), true));
+                if let Some(prior) =
+                    storage::find_by_client_id(&self.db, &who.user_id, client_id.as_str()).await?
+                {
+                    return Ok(self.acknowledge_duplicate(&prior, &client_id, conn));
                 }
-                self.create_chat(who, Some(validate::title_from(text.as_str())), agent_id.as_deref(), None).await?
+                self.create_chat(
+                    who,
+                    Some(validate::title_from(text.as_str())),
+                    agent_id.as_deref(),
+                    None,
+                )
+                .await?
             }
-            raw => self.chat_for(who, &ChatId::parse(raw, "data.chatId")?).await?,
+            raw => {
+                self.chat_for(who, &ChatId::parse(raw, "data.chatId")?)
+                    .await?
+            }
         };
         if let Some(conn) = conn {
             self.rooms.join(&chat.id, &conn.id);
         }
 
         let message_id = new_id();
-        let metadata = StoredMetadata { context, ..Default::default() }.to_json();
+        let metadata = StoredMetadata {
+            context,
+            ..Default::default()
+        }
+        .to_json();
         let (row, duplicate) = {
             let _order = self.seq.lock(&chat.id).await;
             let inserted = storage::insert_message(
@@ -198,10 +228,11 @@ impl Engine {
                 storage::Inserted::New(row) => {
                     // The ack goes first, so the sender knows its message before seeing it.
                     if let Some(conn) = conn {
-                        conn.push(with_seq(
-                            event(pb::server_event::Event::Ack(ack(&row, client_id.as_str(), false))),
-                            row.seq,
-                        ));
+                        conn.push(event(pb::server_event::Event::Ack(ack(
+                            &row,
+                            client_id.as_str(),
+                            false,
+                        ))));
                     }
                     let mut ev = message_event(&row);
                     if let Some(pb::server_event::Event::Message(m)) = ev.event.as_mut() {
@@ -212,16 +243,28 @@ impl Engine {
                 }
             }
         };
-        let reply = ack(&row, client_id.as_str(), duplicate);
         if duplicate {
-            if let Some(conn) = conn {
-                conn.push(event(pb::server_event::Event::Ack(reply.clone())));
-            }
-            return Ok(reply);
+            return Ok(self.acknowledge_duplicate(&row, &client_id, conn));
         }
         storage::upsert_user(&self.db, &who.user_id, &who.name, now()).await?;
+        let reply = ack(&row, client_id.as_str(), false);
         turn::spawn(self.clone(), chat, row, who.user_id.clone());
         Ok(reply)
+    }
+
+    /// A resend of a stored message: acked again with the original id and `seq`, nothing else.
+    fn acknowledge_duplicate(
+        &self,
+        prior: &MessageRow,
+        client_id: &ClientMessageId,
+        conn: Option<&Conn>,
+    ) -> pb::Ack {
+        let reply = ack(prior, client_id.as_str(), true);
+        if let Some(conn) = conn {
+            self.rooms.join(&prior.chat_id, &conn.id);
+            conn.push(event(pb::server_event::Event::Ack(reply.clone())));
+        }
+        reply
     }
 
     /// Creates an empty chat owned by `who`.
@@ -234,20 +277,35 @@ impl Engine {
     ) -> Result<ChatRow, ChatError> {
         let settings = self.llm.settings();
         let agent_id = agent_id.unwrap_or(&settings.default_agent);
-        let agent = self.llm.agent(agent_id).ok_or_else(|| ChatError::invalid("data.agentId", "Unknown agent"))?;
+        let agent = self
+            .llm
+            .agent(agent_id)
+            .ok_or_else(|| ChatError::invalid("data.agentId", "Unknown agent"))?;
         let model = match model {
             Some(m) => {
-                self.llm.model(m).ok_or_else(|| ChatError::invalid("data.model", "Unknown model"))?;
+                self.llm
+                    .model(m)
+                    .ok_or_else(|| ChatError::invalid("data.model", "Unknown model"))?;
                 m.to_string()
             }
-            None => agent.default_model.clone().unwrap_or_else(|| settings.default_model.clone()),
+            None => agent
+                .default_model
+                .clone()
+                .unwrap_or_else(|| settings.default_model.clone()),
         };
         storage::upsert_user(&self.db, &who.user_id, &who.name, now()).await?;
         let id = new_id();
         let title = title.unwrap_or_else(|| "New chat".to_string());
         Ok(storage::create_chat(
             &self.db,
-            storage::NewChat { id: &id, owner_id: &who.user_id, title: &title, agent_id, model: &model, now: now() },
+            storage::NewChat {
+                id: &id,
+                owner_id: &who.user_id,
+                title: &title,
+                agent_id,
+                model: &model,
+                now: now(),
+            },
         )
         .await?)
     }
@@ -260,13 +318,20 @@ impl Engine {
         before: Option<&str>,
         limit: Option<u32>,
     ) -> Result<pb::History, ChatError> {
-        let chat = self.chat_for(who, &ChatId::parse(chat_id, "data.chatId")?).await?;
+        let chat = self
+            .chat_for(who, &ChatId::parse(chat_id, "data.chatId")?)
+            .await?;
         let before = validate::cursor(before)?;
         let limit = validate::page_limit(limit)?;
         self.history_of(&chat.id, before, limit).await
     }
 
-    async fn history_of(&self, chat_id: &str, before: Option<i64>, limit: i64) -> Result<pb::History, ChatError> {
+    async fn history_of(
+        &self,
+        chat_id: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<pb::History, ChatError> {
         let (rows, has_more) = storage::history(&self.db, chat_id, before, limit).await?;
         let last_seq = storage::last_seq(&self.db, chat_id).await?;
         Ok(pb::History {
@@ -282,7 +347,9 @@ impl Engine {
     /// Subscribes a connection to a chat and sends it the latest history, atomically with
     /// respect to new events: everything after the history's `lastSeq` arrives live.
     pub async fn join(&self, who: &Principal, chat_id: &str, conn: &Conn) -> Result<(), ChatError> {
-        let chat = self.chat_for(who, &ChatId::parse(chat_id, "data.chatId")?).await?;
+        let chat = self
+            .chat_for(who, &ChatId::parse(chat_id, "data.chatId")?)
+            .await?;
         let _order = self.seq.lock(&chat.id).await;
         let history = self.history_of(&chat.id, None, 50).await?;
         conn.push(event(pb::server_event::Event::History(history)));
@@ -295,8 +362,15 @@ impl Engine {
 
     /// Stops the reply being generated in a chat; its partial text is kept as `stopped`.
     pub async fn stop(&self, who: &Principal, chat_id: &str) -> Result<(), ChatError> {
-        let chat = self.chat_for(who, &ChatId::parse(chat_id, "data.chatId")?).await?;
-        let active = self.replies.lock().unwrap_or_else(|p| p.into_inner()).get(&chat.id).cloned();
+        let chat = self
+            .chat_for(who, &ChatId::parse(chat_id, "data.chatId")?)
+            .await?;
+        let active = self
+            .replies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&chat.id)
+            .cloned();
         if let Some(reply) = active {
             reply.cancel.cancel();
         }
@@ -304,37 +378,66 @@ impl Engine {
     }
 
     /// Stores a durable non-message event with the chat's next `seq` and delivers it.
-    pub async fn publish(&self, chat_id: &str, kind: &str, ev: pb::server_event::Event) -> Result<i64, ChatError> {
+    pub async fn publish(
+        &self,
+        chat_id: &str,
+        kind: &str,
+        ev: pb::server_event::Event,
+    ) -> Result<i64, ChatError> {
         use prost::Message as _;
         let _order = self.seq.lock(chat_id).await;
         let live = event(ev);
-        let seq = storage::append_event(&self.db, chat_id, kind, &live.encode_to_vec(), now()).await?;
+        let seq =
+            storage::append_event(&self.db, chat_id, kind, &live.encode_to_vec(), now()).await?;
         self.rooms.broadcast(chat_id, &with_seq(live, seq), None);
         Ok(seq)
     }
 
     /// A durable `chat_update` with only the changed fields.
-    pub async fn publish_change(&self, chat_id: &str, changes: pb::ChatChanges) -> Result<(), ChatError> {
-        let ev = pb::server_event::Event::ChatUpdate(pb::ChatUpdated { chat_id: chat_id.to_string(), updates: Some(changes) });
+    pub async fn publish_change(
+        &self,
+        chat_id: &str,
+        changes: pb::ChatChanges,
+    ) -> Result<(), ChatError> {
+        let ev = pb::server_event::Event::ChatUpdate(pb::ChatUpdated {
+            chat_id: chat_id.to_string(),
+            updates: Some(changes),
+        });
         self.publish(chat_id, "chat_update", ev).await.map(|_| ())
     }
 
     /// Tells every chat the user is present in about the user's presence.
-    pub fn broadcast_presence(&self, user_id: &str, status: pb::PresenceStatus, skip: Option<&str>) {
+    pub fn broadcast_presence(
+        &self,
+        user_id: &str,
+        status: pb::PresenceStatus,
+        skip: Option<&str>,
+    ) {
         for chat_id in self.rooms.user_chats(user_id) {
-            self.rooms.broadcast(&chat_id, &presence(user_id, status, &chat_id), skip);
+            self.rooms
+                .broadcast(&chat_id, &presence(user_id, status, &chat_id), skip);
         }
     }
 
     /// Presence to the given chats (used when the user's last connection has already left).
-    pub fn broadcast_presence_to_chats(&self, user_id: &str, status: pb::PresenceStatus, chats: &[String]) {
+    pub fn broadcast_presence_to_chats(
+        &self,
+        user_id: &str,
+        status: pb::PresenceStatus,
+        chats: &[String],
+    ) {
         for chat_id in chats {
-            self.rooms.broadcast(chat_id, &presence(user_id, status, chat_id), None);
+            self.rooms
+                .broadcast(chat_id, &presence(user_id, status, chat_id), None);
         }
     }
 
     /// The caller's chats, newest activity first.
-    pub async fn list_sessions(&self, who: &Principal, limit: Option<u32>) -> Result<Vec<pb::SessionSummary>, ChatError> {
+    pub async fn list_sessions(
+        &self,
+        who: &Principal,
+        limit: Option<u32>,
+    ) -> Result<Vec<pb::SessionSummary>, ChatError> {
         let limit = validate::page_limit(limit)?;
         let rows = storage::list_user_chats(&self.db, &who.user_id, limit).await?;
         Ok(rows.iter().map(session_summary).collect())
@@ -388,7 +491,11 @@ pub fn now() -> NaiveDateTime {
 
 /// A server event stamped with the current time.
 pub fn event(ev: pb::server_event::Event) -> pb::ServerEvent {
-    pb::ServerEvent { timestamp_ms: Utc::now().timestamp_millis(), seq: None, event: Some(ev) }
+    pb::ServerEvent {
+        timestamp_ms: Utc::now().timestamp_millis(),
+        seq: None,
+        event: Some(ev),
+    }
 }
 
 pub fn with_seq(mut ev: pb::ServerEvent, seq: i64) -> pb::ServerEvent {
@@ -429,7 +536,10 @@ pub fn message_event(row: &MessageRow) -> pb::ServerEvent {
 
 pub fn timestamp(t: NaiveDateTime) -> prost_types::Timestamp {
     let utc = t.and_utc();
-    prost_types::Timestamp { seconds: utc.timestamp(), nanos: utc.timestamp_subsec_nanos() as i32 }
+    prost_types::Timestamp {
+        seconds: utc.timestamp(),
+        nanos: utc.timestamp_subsec_nanos() as i32,
+    }
 }
 
 pub fn message_to_pb(row: &MessageRow) -> pb::ChatMessage {

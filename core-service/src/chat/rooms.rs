@@ -77,8 +77,15 @@ impl Rooms {
     /// connections its user still has.
     pub fn unregister(&self, conn_id: &str) -> (Vec<String>, usize) {
         let mut inner = self.lock();
-        let Some(conn) = inner.conns.remove(conn_id) else { return (Vec::new(), 0) };
-        let chats: Vec<String> = inner.joined.remove(conn_id).unwrap_or_default().into_iter().collect();
+        let Some(conn) = inner.conns.remove(conn_id) else {
+            return (Vec::new(), 0);
+        };
+        let chats: Vec<String> = inner
+            .joined
+            .remove(conn_id)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
         for chat in &chats {
             if let Some(set) = inner.chats.get_mut(chat) {
                 set.remove(conn_id);
@@ -101,9 +108,19 @@ impl Rooms {
     /// Subscribes a connection to a chat's live events. Returns false if it already was.
     pub fn join(&self, chat_id: &str, conn_id: &str) -> bool {
         let mut inner = self.lock();
-        let Some(id) = inner.conns.get(conn_id).map(|c| c.id.clone()) else { return false };
-        inner.joined.entry(id.clone()).or_default().insert(chat_id.to_string());
-        inner.chats.entry(chat_id.to_string()).or_default().insert(id)
+        let Some(id) = inner.conns.get(conn_id).map(|c| c.id.clone()) else {
+            return false;
+        };
+        inner
+            .joined
+            .entry(id.clone())
+            .or_default()
+            .insert(chat_id.to_string());
+        inner
+            .chats
+            .entry(chat_id.to_string())
+            .or_default()
+            .insert(id)
     }
 
     /// Unsubscribes. Returns false if it was not joined.
@@ -112,7 +129,9 @@ impl Rooms {
         if let Some(set) = inner.joined.get_mut(conn_id) {
             set.remove(chat_id);
         }
-        let Some(set) = inner.chats.get_mut(chat_id) else { return false };
+        let Some(set) = inner.chats.get_mut(chat_id) else {
+            return false;
+        };
         let was = set.remove(conn_id);
         if set.is_empty() {
             inner.chats.remove(chat_id);
@@ -121,7 +140,10 @@ impl Rooms {
     }
 
     pub fn is_joined(&self, chat_id: &str, conn_id: &str) -> bool {
-        self.lock().chats.get(chat_id).is_some_and(|s| s.contains(conn_id))
+        self.lock()
+            .chats
+            .get(chat_id)
+            .is_some_and(|s| s.contains(conn_id))
     }
 
     /// Delivers to every connection joined to the chat, except `skip` (a connection id).
@@ -140,7 +162,11 @@ impl Rooms {
             inner
                 .users
                 .get(user_id)
-                .map(|ids| ids.iter().filter_map(|id| inner.conns.get(id).cloned()).collect())
+                .map(|ids| {
+                    ids.iter()
+                        .filter_map(|id| inner.conns.get(id).cloned())
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         for conn in conns {
@@ -171,13 +197,19 @@ impl Rooms {
         inner
             .chats
             .get(chat_id)
-            .map(|ids| ids.iter().filter_map(|id| inner.conns.get(id).cloned()).collect())
+            .map(|ids| {
+                ids.iter()
+                    .filter_map(|id| inner.conns.get(id).cloned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     /// Whether the user has any connection joined to the chat.
     pub fn user_present(&self, chat_id: &str, user_id: &str) -> bool {
-        self.joined_conns(chat_id).iter().any(|c| &*c.user_id == user_id)
+        self.joined_conns(chat_id)
+            .iter()
+            .any(|c| &*c.user_id == user_id)
     }
 
     pub fn connection_count(&self) -> usize {
@@ -223,7 +255,11 @@ impl Sequencer {
             let mut map = self.locks.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(chat_id.to_string()).or_default().clone()
         };
-        SeqGuard { _guard: lock.lock_owned().await, chat_id: chat_id.to_string(), owner: self }
+        SeqGuard {
+            _guard: lock.lock_owned().await,
+            chat_id: chat_id.to_string(),
+            owner: self,
+        }
     }
 
     #[cfg(test)]
@@ -237,7 +273,10 @@ impl Drop for SeqGuard<'_> {
         // Forget the chat's lock when nobody else holds or waits for it: the map's own Arc
         // plus the one inside our guard make two.
         let mut map = self.owner.locks.lock().unwrap_or_else(|p| p.into_inner());
-        if map.get(&self.chat_id).is_some_and(|l| Arc::strong_count(l) <= 2) {
+        if map
+            .get(&self.chat_id)
+            .is_some_and(|l| Arc::strong_count(l) <= 2)
+        {
             map.remove(&self.chat_id);
         }
     }
@@ -249,7 +288,15 @@ mod tests {
 
     fn conn(id: &str, user: &str, cap: usize) -> (Conn, mpsc::Receiver<ServerEvent>) {
         let (tx, rx) = mpsc::channel(cap);
-        (Conn { id: id.into(), user_id: user.into(), tx, kill: CancellationToken::new() }, rx)
+        (
+            Conn {
+                id: id.into(),
+                user_id: user.into(),
+                tx,
+                kill: CancellationToken::new(),
+            },
+            rx,
+        )
     }
 
     #[test]

@@ -42,23 +42,38 @@ struct Outcome {
     error: Option<LlmError>,
 }
 
-async fn run(engine: Arc<Engine>, chat: ChatRow, trigger: MessageRow, requester: String) -> Result<(), storage::StorageError> {
+async fn run(
+    engine: Arc<Engine>,
+    chat: ChatRow,
+    trigger: MessageRow,
+    requester: String,
+) -> Result<(), storage::StorageError> {
     let _one_at_a_time = engine.reply_order.lock(&chat.id).await;
     // The model or agent may have changed while this turn waited for the previous one.
-    let chat = storage::get_chat(&engine.db, &chat.id).await?.unwrap_or(chat);
+    let chat = storage::get_chat(&engine.db, &chat.id)
+        .await?
+        .unwrap_or(chat);
     let message_id = new_id();
     let reply = ActiveReply {
         message_id: message_id.clone(),
         cancel: CancellationToken::new(),
         chunks: Arc::new(Mutex::new(Vec::new())),
     };
-    engine.replies.lock().unwrap_or_else(|p| p.into_inner()).insert(chat.id.clone(), reply.clone());
+    engine
+        .replies
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(chat.id.clone(), reply.clone());
     engine.rooms.broadcast(&chat.id, &typing(&chat, true), None);
 
     let started = Instant::now();
     let prompt = build_prompt(&engine, &chat, &trigger).await?;
     let prompt_estimate = estimate_tokens(&prompt.system)
-        + prompt.turns.iter().map(|t| estimate_tokens(&t.content)).sum::<u32>();
+        + prompt
+            .turns
+            .iter()
+            .map(|t| estimate_tokens(&t.content))
+            .sum::<u32>();
     let outcome = generate(&engine, &chat, prompt, &reply).await;
     let latency = started.elapsed();
 
@@ -68,7 +83,11 @@ async fn run(engine: Arc<Engine>, chat: ChatRow, trigger: MessageRow, requester:
     };
     let (prompt_tokens, completion_tokens, estimated) = match outcome.usage {
         Some((p, c)) => (i64::from(p), i64::from(c), false),
-        None => (i64::from(prompt_estimate), i64::from(estimate_tokens(&outcome.text)), true),
+        None => (
+            i64::from(prompt_estimate),
+            i64::from(estimate_tokens(&outcome.text)),
+            true,
+        ),
     };
     let metadata = StoredMetadata {
         model: Some(outcome.model_id.clone()),
@@ -98,7 +117,11 @@ async fn run(engine: Arc<Engine>, chat: ChatRow, trigger: MessageRow, requester:
             },
         )
         .await;
-        engine.replies.lock().unwrap_or_else(|p| p.into_inner()).remove(&chat.id);
+        engine
+            .replies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&chat.id);
         match inserted {
             Ok(storage::Inserted::New(row) | storage::Inserted::Duplicate(row)) => {
                 engine.rooms.broadcast(&chat.id, &message_event(&row), None);
@@ -107,7 +130,9 @@ async fn run(engine: Arc<Engine>, chat: ChatRow, trigger: MessageRow, requester:
             Err(err) => Err(err),
         }
     };
-    engine.rooms.broadcast(&chat.id, &typing(&chat, false), None);
+    engine
+        .rooms
+        .broadcast(&chat.id, &typing(&chat, false), None);
     let row = stored?;
     storage::insert_usage(
         &engine.db,
@@ -152,7 +177,14 @@ async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &Activ
         engine.llm.settings().default_model.clone()
     };
     let started = Instant::now();
-    let mut out = Outcome { text: String::new(), status: "complete", model_id, usage: None, ttft: None, error: None };
+    let mut out = Outcome {
+        text: String::new(),
+        status: "complete",
+        model_id,
+        usage: None,
+        ttft: None,
+        error: None,
+    };
     let opened = tokio::select! {
         opened = engine.llm.open(&out.model_id, prompt) => opened,
         () = reply.cancel.cancelled() => {
@@ -228,9 +260,16 @@ fn typing(chat: &ChatRow, is_typing: bool) -> pb::ServerEvent {
 
 /// Agent system prompt + the message's context + recent history within the model's token
 /// budget, ending with the triggering message.
-async fn build_prompt(engine: &Engine, chat: &ChatRow, trigger: &MessageRow) -> Result<Prompt, storage::StorageError> {
+async fn build_prompt(
+    engine: &Engine,
+    chat: &ChatRow,
+    trigger: &MessageRow,
+) -> Result<Prompt, storage::StorageError> {
     let settings = engine.llm.settings();
-    let agent = engine.llm.agent(&chat.agent_id).or_else(|| engine.llm.agent(&settings.default_agent));
+    let agent = engine
+        .llm
+        .agent(&chat.agent_id)
+        .or_else(|| engine.llm.agent(&settings.default_agent));
     let mut system = agent.map(|a| a.system_prompt.clone()).unwrap_or_default();
     if let Some(context) = StoredMetadata::parse(&trigger.metadata).context {
         system.push_str("\n\nContext the application attached to the latest message (JSON):\n");
@@ -240,11 +279,21 @@ async fn build_prompt(engine: &Engine, chat: &ChatRow, trigger: &MessageRow) -> 
         .llm
         .model(&chat.model)
         .map_or((8192, 1024), |m| (m.context_window, m.max_output_tokens));
-    let budget = window.saturating_sub(max_output).saturating_sub(estimate_tokens(&system));
+    let budget = window
+        .saturating_sub(max_output)
+        .saturating_sub(estimate_tokens(&system));
 
-    let (rows, _) =
-        storage::history(&engine.db, &chat.id, Some(trigger.seq + 1), engine.settings.prompt_history_messages).await?;
-    Ok(Prompt { system, turns: fit_turns(&rows, budget) })
+    let (rows, _) = storage::history(
+        &engine.db,
+        &chat.id,
+        Some(trigger.seq + 1),
+        engine.settings.prompt_history_messages,
+    )
+    .await?;
+    Ok(Prompt {
+        system,
+        turns: fit_turns(&rows, budget),
+    })
 }
 
 /// History rows to prompt turns: newest first until the budget is spent (the newest always
@@ -263,7 +312,10 @@ fn fit_turns(rows: &[MessageRow], budget: u32) -> Vec<Turn> {
             break;
         }
         used += cost;
-        picked.push(Turn { role, content: row.content.clone() });
+        picked.push(Turn {
+            role,
+            content: row.content.clone(),
+        });
     }
     picked.reverse();
     let mut turns: Vec<Turn> = Vec::with_capacity(picked.len());
@@ -281,7 +333,10 @@ fn fit_turns(rows: &[MessageRow], budget: u32) -> Vec<Turn> {
 }
 
 fn same_role(a: &TurnRole, b: &TurnRole) -> bool {
-    matches!((a, b), (TurnRole::User, TurnRole::User) | (TurnRole::Assistant, TurnRole::Assistant))
+    matches!(
+        (a, b),
+        (TurnRole::User, TurnRole::User) | (TurnRole::Assistant, TurnRole::Assistant)
+    )
 }
 
 #[cfg(test)]
@@ -316,18 +371,30 @@ mod tests {
             row(6, "user", "complete", "c"),
         ];
         let turns = fit_turns(&rows, 10_000);
-        let shape: Vec<(bool, &str)> =
-            turns.iter().map(|t| (matches!(t.role, TurnRole::User), t.content.as_str())).collect();
-        assert_eq!(shape, vec![(true, "a\n\nb"), (false, "partial"), (true, "c")]);
+        let shape: Vec<(bool, &str)> = turns
+            .iter()
+            .map(|t| (matches!(t.role, TurnRole::User), t.content.as_str()))
+            .collect();
+        assert_eq!(
+            shape,
+            vec![(true, "a\n\nb"), (false, "partial"), (true, "c")]
+        );
     }
 
     #[test]
     fn the_budget_keeps_the_newest_turns_and_always_the_last() {
-        let rows = vec![row(1, "user", "complete", &"x".repeat(400)), row(2, "user", "complete", "last")];
+        let rows = vec![
+            row(1, "user", "complete", &"x".repeat(400)),
+            row(2, "user", "complete", "last"),
+        ];
         let turns = fit_turns(&rows, 5);
         assert_eq!(turns.len(), 1);
         assert_eq!(turns[0].content, "last");
         let turns = fit_turns(&rows[..1], 1);
-        assert_eq!(turns.len(), 1, "the newest message is kept even over budget");
+        assert_eq!(
+            turns.len(),
+            1,
+            "the newest message is kept even over budget"
+        );
     }
 }

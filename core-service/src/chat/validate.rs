@@ -21,7 +21,9 @@ pub const MAX_PAGE: u32 = 100;
 fn valid_id(raw: &str) -> bool {
     !raw.is_empty()
         && raw.chars().count() <= MAX_ID_CHARS
-        && raw.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
+        && raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'))
 }
 
 /// A syntactically valid chat id (existence and access are checked against storage).
@@ -35,7 +37,10 @@ impl ChatId {
             return Err(ChatError::invalid(field, format!("{field} is required")));
         }
         if !valid_id(raw) {
-            return Err(ChatError::invalid(field, format!("{field} is not a valid id")));
+            return Err(ChatError::invalid(
+                field,
+                format!("{field} is not a valid id"),
+            ));
         }
         Ok(Self(raw.to_string()))
     }
@@ -55,7 +60,10 @@ impl ClientMessageId {
             return Err(ChatError::invalid(field, format!("{field} is required")));
         }
         if raw.chars().count() > MAX_ID_CHARS || raw.chars().any(char::is_control) {
-            return Err(ChatError::invalid(field, format!("{field} must be at most {MAX_ID_CHARS} printable characters")));
+            return Err(ChatError::invalid(
+                field,
+                format!("{field} must be at most {MAX_ID_CHARS} printable characters"),
+            ));
         }
         Ok(Self(raw.to_string()))
     }
@@ -73,7 +81,10 @@ impl MessageText {
     pub fn parse(raw: &str, max_chars: u32) -> Result<Self, ChatError> {
         let text = raw.trim();
         if text.is_empty() {
-            return Err(ChatError::invalid("data.content", "data.content must not be empty"));
+            return Err(ChatError::invalid(
+                "data.content",
+                "data.content must not be empty",
+            ));
         }
         let chars = text.chars().count();
         if chars > max_chars as usize {
@@ -91,13 +102,18 @@ impl MessageText {
 }
 
 /// The per-message context object as JSON, at most 8 KiB.
-pub fn context_json(ctx: Option<&prost_types::Struct>) -> Result<Option<serde_json::Value>, ChatError> {
+pub fn context_json(
+    ctx: Option<&prost_types::Struct>,
+) -> Result<Option<serde_json::Value>, ChatError> {
     let Some(ctx) = ctx else { return Ok(None) };
     if ctx.fields.is_empty() {
         return Ok(None);
     }
     let value = serde_json::Value::Object(
-        ctx.fields.iter().map(|(k, v)| (k.clone(), struct_value_to_json(v))).collect(),
+        ctx.fields
+            .iter()
+            .map(|(k, v)| (k.clone(), struct_value_to_json(v)))
+            .collect(),
     );
     let size = value.to_string().len();
     if size > MAX_CONTEXT_BYTES {
@@ -115,12 +131,17 @@ pub fn struct_value_to_json(v: &prost_types::Value) -> serde_json::Value {
     match &v.kind {
         None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
         Some(Kind::BoolValue(b)) => (*b).into(),
-        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, Into::into),
+        Some(Kind::NumberValue(n)) => {
+            serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, Into::into)
+        }
         Some(Kind::StringValue(s)) => s.clone().into(),
         Some(Kind::ListValue(l)) => l.values.iter().map(struct_value_to_json).collect(),
-        Some(Kind::StructValue(s)) => {
-            serde_json::Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), struct_value_to_json(v))).collect())
-        }
+        Some(Kind::StructValue(s)) => serde_json::Value::Object(
+            s.fields
+                .iter()
+                .map(|(k, v)| (k.clone(), struct_value_to_json(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -142,13 +163,20 @@ pub fn page_limit(limit: Option<u32>) -> Result<i64, ChatError> {
     match limit {
         None => Ok(DEFAULT_PAGE),
         Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(i64::from(n)),
-        Some(_) => Err(ChatError::invalid("data.limit", "data.limit must be between 1 and 100")),
+        Some(_) => Err(ChatError::invalid(
+            "data.limit",
+            "data.limit must be between 1 and 100",
+        )),
     }
 }
 
 /// A chat title from its first message: the first line, at most 60 characters.
 pub fn title_from(content: &str) -> String {
-    let line = content.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("New chat");
+    let line = content
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("New chat");
     let mut title: String = line.chars().take(60).collect();
     if line.chars().count() > 60 {
         title.push('…');
@@ -160,10 +188,16 @@ pub fn title_from(content: &str) -> String {
 pub fn chat_title(raw: &str) -> Result<String, ChatError> {
     let title = raw.trim();
     if title.is_empty() {
-        return Err(ChatError::invalid("data.title", "data.title must not be empty"));
+        return Err(ChatError::invalid(
+            "data.title",
+            "data.title must not be empty",
+        ));
     }
     if title.chars().count() > 100 || title.chars().any(char::is_control) {
-        return Err(ChatError::invalid("data.title", "data.title must be at most 100 characters on one line"));
+        return Err(ChatError::invalid(
+            "data.title",
+            "data.title must be at most 100 characters on one line",
+        ));
     }
     Ok(title.to_string())
 }
@@ -202,7 +236,9 @@ impl RateLimits {
 fn check(limiter: &KeyedLimiter, key: &str) -> Result<(), ChatError> {
     limiter.check_key(&key.to_string()).map_err(|not_until| {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
-        ChatError::RateLimited { retry_after_ms: wait.as_millis().max(1) as i64 }
+        ChatError::RateLimited {
+            retry_after_ms: wait.as_millis().max(1) as i64,
+        }
     })
 }
 
@@ -212,10 +248,19 @@ mod tests {
 
     #[test]
     fn content_is_trimmed_and_bounded_in_characters_not_bytes() {
-        assert_eq!(MessageText::parse("  hi \n", 10).ok().map(|t| t.0), Some("hi".to_string()));
-        assert!(matches!(MessageText::parse("   ", 10), Err(ChatError::Invalid { .. })));
+        assert_eq!(
+            MessageText::parse("  hi \n", 10).ok().map(|t| t.0),
+            Some("hi".to_string())
+        );
+        assert!(matches!(
+            MessageText::parse("   ", 10),
+            Err(ChatError::Invalid { .. })
+        ));
         assert!(MessageText::parse(&"é".repeat(10), 10).is_ok());
-        assert!(matches!(MessageText::parse(&"é".repeat(11), 10), Err(ChatError::TooLarge { .. })));
+        assert!(matches!(
+            MessageText::parse(&"é".repeat(11), 10),
+            Err(ChatError::TooLarge { .. })
+        ));
     }
 
     #[test]
@@ -247,12 +292,17 @@ mod tests {
 
     #[test]
     fn the_message_limit_answers_429_with_a_retry_time() {
-        let settings = ChatSettings { user_messages_per_minute: 2, ..ChatSettings::default() };
+        let settings = ChatSettings {
+            user_messages_per_minute: 2,
+            ..ChatSettings::default()
+        };
         let limits = RateLimits::new(&settings);
         assert!(limits.check_message("u1").is_ok());
         assert!(limits.check_message("u1").is_ok());
         match limits.check_message("u1") {
-            Err(ChatError::RateLimited { retry_after_ms }) => assert!(retry_after_ms > 0 && retry_after_ms <= 30_000),
+            Err(ChatError::RateLimited { retry_after_ms }) => {
+                assert!(retry_after_ms > 0 && retry_after_ms <= 30_000)
+            }
             other => panic!("expected 429, got {other:?}"),
         }
         assert!(limits.check_message("u2").is_ok(), "limits are per user");

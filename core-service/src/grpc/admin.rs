@@ -26,7 +26,9 @@ impl AdminApi {
 
     fn later<T>(&self, metadata: &tonic::metadata::MetadataMap, call: &str) -> Result<T, Status> {
         authenticate_admin(&self.engine.verifier, metadata)?;
-        Err(Status::unimplemented(format!("AdminService.{call} is not available on this server yet")))
+        Err(Status::unimplemented(format!(
+            "AdminService.{call} is not available on this server yet"
+        )))
     }
 }
 
@@ -36,27 +38,45 @@ type ChangeStream = Pin<Box<dyn Stream<Item = Result<pb::SessionChange, Status>>
 impl AdminService for AdminApi {
     type WatchSessionsStream = ChangeStream;
 
-    async fn list_sessions(&self, r: Request<pb::ListSessionsRequest>) -> Result<Response<pb::ListSessionsResponse>, Status> {
+    async fn list_sessions(
+        &self,
+        r: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         self.later(r.metadata(), "ListSessions")
     }
 
-    async fn get_session(&self, r: Request<pb::GetSessionRequest>) -> Result<Response<pb::SessionDetail>, Status> {
+    async fn get_session(
+        &self,
+        r: Request<pb::GetSessionRequest>,
+    ) -> Result<Response<pb::SessionDetail>, Status> {
         self.later(r.metadata(), "GetSession")
     }
 
-    async fn get_usage(&self, r: Request<pb::GetUsageRequest>) -> Result<Response<pb::GetUsageResponse>, Status> {
+    async fn get_usage(
+        &self,
+        r: Request<pb::GetUsageRequest>,
+    ) -> Result<Response<pb::GetUsageResponse>, Status> {
         self.later(r.metadata(), "GetUsage")
     }
 
-    async fn watch_sessions(&self, r: Request<pb::WatchSessionsRequest>) -> Result<Response<ChangeStream>, Status> {
+    async fn watch_sessions(
+        &self,
+        r: Request<pb::WatchSessionsRequest>,
+    ) -> Result<Response<ChangeStream>, Status> {
         self.later(r.metadata(), "WatchSessions")
     }
 
-    async fn takeover(&self, r: Request<pb::TakeoverRequest>) -> Result<Response<pb::TakeoverResponse>, Status> {
+    async fn takeover(
+        &self,
+        r: Request<pb::TakeoverRequest>,
+    ) -> Result<Response<pb::TakeoverResponse>, Status> {
         self.later(r.metadata(), "Takeover")
     }
 
-    async fn release(&self, r: Request<pb::ReleaseRequest>) -> Result<Response<pb::ReleaseResponse>, Status> {
+    async fn release(
+        &self,
+        r: Request<pb::ReleaseRequest>,
+    ) -> Result<Response<pb::ReleaseResponse>, Status> {
         self.later(r.metadata(), "Release")
     }
 }

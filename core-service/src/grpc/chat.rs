@@ -34,7 +34,10 @@ impl ChatService for ChatApi {
     type ConnectStream = EventStream;
 
     /// Spawns the connection's [`Handler`] and returns its bounded outbox as the response.
-    async fn connect(&self, request: Request<Streaming<pb::ClientEvent>>) -> Result<Response<EventStream>, Status> {
+    async fn connect(
+        &self,
+        request: Request<Streaming<pb::ClientEvent>>,
+    ) -> Result<Response<EventStream>, Status> {
         let who = authenticate(&self.engine.verifier, request.metadata())?;
         if self.engine.shutdown.is_cancelled() {
             return Err(Status::unavailable("Shutting down"));
@@ -50,30 +53,54 @@ impl ChatService for ChatApi {
         let span = tracing::info_span!("conn", conn = %id, user = %who.user_id);
         let handler = Handler::new(self.engine.clone(), who, conn);
         let inbound = request.into_inner();
-        self.engine.tasks.spawn(handler.run(inbound).instrument(span));
+        self.engine
+            .tasks
+            .spawn(handler.run(inbound).instrument(span));
         Ok(Response::new(ReceiverStream::new(rx).map(Ok).boxed()))
     }
 
-    async fn list_sessions(&self, request: Request<pb::ListSessionsRequest>) -> Result<Response<pb::ListSessionsResponse>, Status> {
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
         let who = authenticate(&self.engine.verifier, request.metadata())?;
-        let sessions = self.engine.list_sessions(&who, request.get_ref().limit).await?;
+        let sessions = self
+            .engine
+            .list_sessions(&who, request.get_ref().limit)
+            .await?;
         Ok(Response::new(pb::ListSessionsResponse { sessions }))
     }
 
-    async fn get_history(&self, request: Request<pb::GetHistoryRequest>) -> Result<Response<pb::History>, Status> {
+    async fn get_history(
+        &self,
+        request: Request<pb::GetHistoryRequest>,
+    ) -> Result<Response<pb::History>, Status> {
         let who = authenticate(&self.engine.verifier, request.metadata())?;
         let req = request.into_inner();
-        Ok(Response::new(self.engine.history(&who, &req.chat_id, req.before.as_deref(), req.limit).await?))
+        Ok(Response::new(
+            self.engine
+                .history(&who, &req.chat_id, req.before.as_deref(), req.limit)
+                .await?,
+        ))
     }
 
-    async fn list_models(&self, request: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
+    async fn list_models(
+        &self,
+        request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
         authenticate(&self.engine.verifier, request.metadata())?;
         Ok(Response::new(self.engine.catalogue()))
     }
 
-    async fn post_message(&self, request: Request<pb::SendMessage>) -> Result<Response<pb::Ack>, Status> {
+    async fn post_message(
+        &self,
+        request: Request<pb::SendMessage>,
+    ) -> Result<Response<pb::Ack>, Status> {
         let who = authenticate(&self.engine.verifier, request.metadata())?;
-        Ok(Response::new(self.engine.send_message(&who, request.into_inner(), None).await?))
+        Ok(Response::new(
+            self.engine
+                .send_message(&who, request.into_inner(), None)
+                .await?,
+        ))
     }
 }
-

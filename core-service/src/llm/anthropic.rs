@@ -45,7 +45,9 @@ impl Provider for AnthropicProvider {
                 .json(&body);
             let response = sse::send(request).await?;
             let mut usage = UsageSoFar::default();
-            Ok(sse::deltas(response, move |event| parse_event(event, &mut usage)))
+            Ok(sse::deltas(response, move |event| {
+                parse_event(event, &mut usage)
+            }))
         })
     }
 }
@@ -132,7 +134,9 @@ struct MessageStart {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum BlockDelta {
-    TextDelta { text: String },
+    TextDelta {
+        text: String,
+    },
     #[serde(other)]
     Other,
 }
@@ -152,8 +156,17 @@ struct Usage {
 impl Usage {
     /// All prompt tokens, cached ones included.
     fn input(&self) -> Option<u32> {
-        let parts = [self.input_tokens, self.cache_creation_input_tokens, self.cache_read_input_tokens];
-        parts.iter().any(Option::is_some).then(|| parts.iter().flatten().fold(0_u32, |a, b| a.saturating_add(*b)))
+        let parts = [
+            self.input_tokens,
+            self.cache_creation_input_tokens,
+            self.cache_read_input_tokens,
+        ];
+        parts.iter().any(Option::is_some).then(|| {
+            parts
+                .iter()
+                .flatten()
+                .fold(0_u32, |a, b| a.saturating_add(*b))
+        })
     }
 }
 
@@ -165,7 +178,10 @@ struct ErrorBody {
     message: Option<String>,
 }
 
-fn parse_event(event: &eventsource_stream::Event, usage: &mut UsageSoFar) -> Result<Step, LlmError> {
+fn parse_event(
+    event: &eventsource_stream::Event,
+    usage: &mut UsageSoFar,
+) -> Result<Step, LlmError> {
     let data = event.data.trim();
     if data.is_empty() {
         return Ok(Step::Deltas(Vec::new()));
@@ -178,10 +194,12 @@ fn parse_event(event: &eventsource_stream::Event, usage: &mut UsageSoFar) -> Res
             }
             Step::Deltas(Vec::new())
         }
-        StreamEvent::ContentBlockDelta { delta: BlockDelta::TextDelta { text } } if !text.is_empty() => {
-            Step::Deltas(vec![Delta::Text(text)])
-        }
-        StreamEvent::MessageDelta { usage: Some(delta_usage) } => {
+        StreamEvent::ContentBlockDelta {
+            delta: BlockDelta::TextDelta { text },
+        } if !text.is_empty() => Step::Deltas(vec![Delta::Text(text)]),
+        StreamEvent::MessageDelta {
+            usage: Some(delta_usage),
+        } => {
             // Newer API versions repeat the input count here; prefer it when present.
             if let Some(input) = delta_usage.input() {
                 usage.input = input;
@@ -200,9 +218,9 @@ fn parse_event(event: &eventsource_stream::Event, usage: &mut UsageSoFar) -> Res
             };
             return Err(LlmError::Upstream(message));
         }
-        StreamEvent::ContentBlockDelta { .. } | StreamEvent::MessageDelta { usage: None } | StreamEvent::Other => {
-            Step::Deltas(Vec::new())
-        }
+        StreamEvent::ContentBlockDelta { .. }
+        | StreamEvent::MessageDelta { usage: None }
+        | StreamEvent::Other => Step::Deltas(Vec::new()),
     })
 }
 
@@ -220,10 +238,22 @@ mod tests {
             prompt: Prompt {
                 system: "Be brief.".to_owned(),
                 turns: vec![
-                    Turn { role: TurnRole::Assistant, content: "Welcome!".to_owned() },
-                    Turn { role: TurnRole::User, content: "Hi".to_owned() },
-                    Turn { role: TurnRole::Assistant, content: String::new() },
-                    Turn { role: TurnRole::User, content: "Tell me a joke".to_owned() },
+                    Turn {
+                        role: TurnRole::Assistant,
+                        content: "Welcome!".to_owned(),
+                    },
+                    Turn {
+                        role: TurnRole::User,
+                        content: "Hi".to_owned(),
+                    },
+                    Turn {
+                        role: TurnRole::Assistant,
+                        content: String::new(),
+                    },
+                    Turn {
+                        role: TurnRole::User,
+                        content: "Tell me a joke".to_owned(),
+                    },
                 ],
             },
             max_output_tokens: 64,
@@ -231,14 +261,27 @@ mod tests {
     }
 
     fn provider(server: &testing::TestServer) -> AnthropicProvider {
-        AnthropicProvider::new(reqwest::Client::new(), &server.base_url(), SecretString::from("ak-test"))
+        AnthropicProvider::new(
+            reqwest::Client::new(),
+            &server.base_url(),
+            SecretString::from("ak-test"),
+        )
     }
 
     #[tokio::test]
     async fn a_stream_parses_into_text_and_usage() {
-        let server = testing::spawn(vec![Reply::anthropic(&["Why ", "did the ", "chicken"], (21, 5))]).await;
+        let server = testing::spawn(vec![Reply::anthropic(
+            &["Why ", "did the ", "chicken"],
+            (21, 5),
+        )])
+        .await;
 
-        let deltas: Vec<_> = provider(&server).open(request()).await.expect("opened").collect().await;
+        let deltas: Vec<_> = provider(&server)
+            .open(request())
+            .await
+            .expect("opened")
+            .collect()
+            .await;
 
         let text: String = deltas
             .iter()
@@ -248,13 +291,22 @@ mod tests {
             })
             .collect();
         assert_eq!(text, "Why did the chicken");
-        assert_eq!(deltas.last(), Some(&Ok(Delta::Usage { prompt_tokens: 21, completion_tokens: 5 })));
+        assert_eq!(
+            deltas.last(),
+            Some(&Ok(Delta::Usage {
+                prompt_tokens: 21,
+                completion_tokens: 5
+            }))
+        );
         assert!(deltas.iter().all(Result::is_ok));
 
         let seen = &server.requests()[0];
         assert_eq!(seen.path, "/v1/messages");
         assert_eq!(seen.header("x-api-key").as_deref(), Some("ak-test"));
-        assert_eq!(seen.header("anthropic-version").as_deref(), Some("2023-06-01"));
+        assert_eq!(
+            seen.header("anthropic-version").as_deref(),
+            Some("2023-06-01")
+        );
         assert_eq!(
             seen.body,
             serde_json::json!({
@@ -273,24 +325,47 @@ mod tests {
     #[tokio::test]
     async fn unknown_events_and_delta_types_are_skipped() {
         let events = vec![
-            testing::named("message_start", r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":3,"cache_read_input_tokens":4,"output_tokens":1},"extra":1}}"#),
-            testing::named("content_block_start", r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#),
-            testing::named("content_block_delta", r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#),
+            testing::named(
+                "message_start",
+                r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":3,"cache_read_input_tokens":4,"output_tokens":1},"extra":1}}"#,
+            ),
+            testing::named(
+                "content_block_start",
+                r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#,
+            ),
+            testing::named(
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,
+            ),
             testing::named("ping", r#"{"type": "ping"}"#),
             testing::named("brand_new_event", r#"{"type":"brand_new_event","x":[1,2]}"#),
-            testing::named("content_block_delta", r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"Hi"}}"#),
-            testing::named("message_delta", r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":2}}"#),
+            testing::named(
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"Hi"}}"#,
+            ),
+            testing::named(
+                "message_delta",
+                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":2}}"#,
+            ),
             testing::named("message_stop", r#"{"type":"message_stop"}"#),
         ];
         let server = testing::spawn(vec![Reply::sse(events)]).await;
 
-        let deltas: Vec<_> = provider(&server).open(request()).await.expect("opened").collect().await;
+        let deltas: Vec<_> = provider(&server)
+            .open(request())
+            .await
+            .expect("opened")
+            .collect()
+            .await;
 
         assert_eq!(
             deltas,
             vec![
                 Ok(Delta::Text("Hi".to_owned())),
-                Ok(Delta::Usage { prompt_tokens: 7, completion_tokens: 2 }),
+                Ok(Delta::Usage {
+                    prompt_tokens: 7,
+                    completion_tokens: 2
+                }),
             ]
         );
     }
@@ -298,14 +373,30 @@ mod tests {
     #[tokio::test]
     async fn an_error_event_becomes_an_upstream_error() {
         let events = vec![
-            testing::named("message_start", r#"{"type":"message_start","message":{"usage":{"input_tokens":3}}}"#),
-            testing::named("error", r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
+            testing::named(
+                "message_start",
+                r#"{"type":"message_start","message":{"usage":{"input_tokens":3}}}"#,
+            ),
+            testing::named(
+                "error",
+                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
+            ),
         ];
         let server = testing::spawn(vec![Reply::sse(events)]).await;
 
-        let deltas: Vec<_> = provider(&server).open(request()).await.expect("opened").collect().await;
+        let deltas: Vec<_> = provider(&server)
+            .open(request())
+            .await
+            .expect("opened")
+            .collect()
+            .await;
 
-        assert_eq!(deltas, vec![Err(LlmError::Upstream("overloaded_error: Overloaded".to_owned()))]);
+        assert_eq!(
+            deltas,
+            vec![Err(LlmError::Upstream(
+                "overloaded_error: Overloaded".to_owned()
+            ))]
+        );
     }
 
     #[tokio::test]
@@ -317,11 +408,17 @@ mod tests {
         )])
         .await;
 
-        let Err(err) = provider(&server).open(request()).await else { panic!("expected an error") };
+        let Err(err) = provider(&server).open(request()).await else {
+            panic!("expected an error")
+        };
 
         assert_eq!(
             err,
-            LlmError::Status { status: 401, retry_after: None, message: "invalid x-api-key".to_owned() }
+            LlmError::Status {
+                status: 401,
+                retry_after: None,
+                message: "invalid x-api-key".to_owned()
+            }
         );
         assert!(!err.is_retryable());
     }

@@ -10,7 +10,9 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt as _};
 
-use super::{Delta, DeltaStream, LlmError, Prompt, Provider, ProviderRequest, TurnRole, estimate_tokens};
+use super::{
+    Delta, DeltaStream, LlmError, Prompt, Provider, ProviderRequest, TurnRole, estimate_tokens,
+};
 
 /// How much of the user's message the demo quotes back.
 const QUOTE_CHARS: usize = 200;
@@ -59,16 +61,25 @@ impl Provider for DemoProvider {
     fn open(&self, req: ProviderRequest) -> BoxFuture<'_, Result<DeltaStream, LlmError>> {
         let text = reply_text(&req.prompt);
         let prompt_tokens = estimate_tokens(&req.prompt.system).saturating_add(
-            req.prompt.turns.iter().map(|turn| estimate_tokens(&turn.content)).fold(0, u32::saturating_add),
+            req.prompt
+                .turns
+                .iter()
+                .map(|turn| estimate_tokens(&turn.content))
+                .fold(0, u32::saturating_add),
         );
-        let usage = Delta::Usage { prompt_tokens, completion_tokens: estimate_tokens(&text) };
+        let usage = Delta::Usage {
+            prompt_tokens,
+            completion_tokens: estimate_tokens(&text),
+        };
         let delay = self.word_delay;
-        let words = stream::iter(words(&text).into_iter().enumerate()).then(move |(index, word)| async move {
-            if index > 0 && !delay.is_zero() {
-                tokio::time::sleep(delay).await;
-            }
-            Ok(Delta::Text(word))
-        });
+        let words = stream::iter(words(&text).into_iter().enumerate()).then(
+            move |(index, word)| async move {
+                if index > 0 && !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                Ok(Delta::Text(word))
+            },
+        );
         let stream: DeltaStream = words.chain(stream::once(async move { Ok(usage) })).boxed();
         Box::pin(async move { Ok(stream) })
     }
@@ -85,15 +96,24 @@ mod tests {
             upstream_model: "demo".to_owned(),
             prompt: Prompt {
                 system: "You are helpful.".to_owned(),
-                turns: vec![Turn { role: TurnRole::User, content: message.to_owned() }],
+                turns: vec![Turn {
+                    role: TurnRole::User,
+                    content: message.to_owned(),
+                }],
             },
             max_output_tokens: 100,
         }
     }
 
     async fn run(message: &str) -> Vec<Delta> {
-        let stream = DemoProvider::new(Duration::ZERO).open(request(message)).await.expect("opened");
-        stream.map(|delta| delta.expect("demo never fails")).collect().await
+        let stream = DemoProvider::new(Duration::ZERO)
+            .open(request(message))
+            .await
+            .expect("opened");
+        stream
+            .map(|delta| delta.expect("demo never fails"))
+            .collect()
+            .await
     }
 
     #[tokio::test]
@@ -119,7 +139,8 @@ mod tests {
         assert_eq!(
             first.last(),
             Some(&Delta::Usage {
-                prompt_tokens: estimate_tokens("You are helpful.") + estimate_tokens("What is   the\nweather?"),
+                prompt_tokens: estimate_tokens("You are helpful.")
+                    + estimate_tokens("What is   the\nweather?"),
                 completion_tokens: estimate_tokens(&text),
             })
         );
@@ -136,7 +157,10 @@ mod tests {
     #[tokio::test]
     async fn the_demo_paces_its_words() {
         let started = std::time::Instant::now();
-        let stream = DemoProvider::new(Duration::from_millis(5)).open(request("hi")).await.expect("opened");
+        let stream = DemoProvider::new(Duration::from_millis(5))
+            .open(request("hi"))
+            .await
+            .expect("opened");
         let deltas: Vec<_> = stream.collect().await;
         let words = u32::try_from(deltas.len() - 1).expect("few words"); // the last item is the usage
         assert!(started.elapsed() >= Duration::from_millis(5) * (words - 1));

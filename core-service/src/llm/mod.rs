@@ -56,7 +56,10 @@ pub enum Delta {
     /// The next piece of the reply text (never empty).
     Text(String),
     /// Token usage as the provider reported it (once, near the end, when it does).
-    Usage { prompt_tokens: u32, completion_tokens: u32 },
+    Usage {
+        prompt_tokens: u32,
+        completion_tokens: u32,
+    },
 }
 
 /// A streamed reply. Ends after the last delta or after the first error.
@@ -87,7 +90,11 @@ pub enum LlmError {
     Connect(String),
     /// The provider answered with a non-2xx status.
     #[error("model provider answered {status}: {message}")]
-    Status { status: u16, retry_after: Option<Duration>, message: String },
+    Status {
+        status: u16,
+        retry_after: Option<Duration>,
+        message: String,
+    },
     /// The provider's stream could not be understood.
     #[error("unexpected data from the model provider: {0}")]
     Protocol(String),
@@ -169,7 +176,9 @@ pub struct Llm {
 
 impl std::fmt::Debug for Llm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Llm").field("settings", &self.settings).finish_non_exhaustive()
+        f.debug_struct("Llm")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -226,10 +235,16 @@ impl Llm {
             };
             catalogue.insert(
                 model.id.clone(),
-                Entry { provider: Arc::clone(provider), model: model.clone() },
+                Entry {
+                    provider: Arc::clone(provider),
+                    model: model.clone(),
+                },
             );
         }
-        Ok(Llm { settings: settings.clone(), catalogue })
+        Ok(Llm {
+            settings: settings.clone(),
+            catalogue,
+        })
     }
 
     pub fn model(&self, id: &str) -> Option<&ModelSettings> {
@@ -330,7 +345,10 @@ impl Llm {
                 // Retry-After wins over the backoff; jitter may push either past the cap.
                 let delay = delay?;
                 let wanted = match err {
-                    LlmError::Status { retry_after: Some(after), .. } => *after,
+                    LlmError::Status {
+                        retry_after: Some(after),
+                        ..
+                    } => *after,
                     _ => delay,
                 };
                 Some(wanted.min(max_delay))
@@ -413,9 +431,12 @@ fn build_provider(
 ) -> Result<Arc<dyn Provider>, String> {
     let key = resolve_key(name, settings)?;
     Ok(match settings.kind {
-        ProviderKind::OpenAi => Arc::new(openai::OpenAiProvider::new(
+        ProviderKind::Openai => Arc::new(openai::OpenAiProvider::new(
             client.clone(),
-            settings.base_url.as_deref().unwrap_or(settings::OPENAI_DEFAULT_BASE_URL),
+            settings
+                .base_url
+                .as_deref()
+                .unwrap_or(settings::OPENAI_DEFAULT_BASE_URL),
             key,
         )),
         ProviderKind::Anthropic => {
@@ -424,12 +445,17 @@ fn build_provider(
             };
             Arc::new(anthropic::AnthropicProvider::new(
                 client.clone(),
-                settings.base_url.as_deref().unwrap_or(settings::ANTHROPIC_DEFAULT_BASE_URL),
+                settings
+                    .base_url
+                    .as_deref()
+                    .unwrap_or(settings::ANTHROPIC_DEFAULT_BASE_URL),
                 key,
             ))
         }
         ProviderKind::Demo => Arc::new(demo::DemoProvider::new(Duration::from_millis(
-            settings.word_delay_ms.unwrap_or(settings::DEMO_DEFAULT_WORD_DELAY_MS),
+            settings
+                .word_delay_ms
+                .unwrap_or(settings::DEMO_DEFAULT_WORD_DELAY_MS),
         ))),
     })
 }
@@ -439,7 +465,9 @@ fn resolve_key(name: &str, settings: &ProviderSettings) -> Result<Option<SecretS
     if let Some(key) = &settings.api_key {
         return Ok(Some(key.clone()));
     }
-    let Some(var) = &settings.api_key_env else { return Ok(None) };
+    let Some(var) = &settings.api_key_env else {
+        return Ok(None);
+    };
     match std::env::var(var) {
         Ok(value) if !value.trim().is_empty() => Ok(Some(SecretString::from(value))),
         _ => Err(format!(
@@ -489,8 +517,17 @@ pub(crate) mod testing {
     /// How the server answers one request.
     #[derive(Clone)]
     pub(crate) enum Reply {
-        Status { status: u16, retry_after: Option<String>, body: String },
-        Sse { frames: Arc<Vec<String>>, delay: Duration, hang_after: Option<usize>, abort_after: Option<usize> },
+        Status {
+            status: u16,
+            retry_after: Option<String>,
+            body: String,
+        },
+        Sse {
+            frames: Arc<Vec<String>>,
+            delay: Duration,
+            hang_after: Option<usize>,
+            abort_after: Option<usize>,
+        },
     }
 
     /// `data: {json}` as one SSE frame.
@@ -505,7 +542,12 @@ pub(crate) mod testing {
 
     impl Reply {
         pub(crate) fn sse(frames: Vec<String>) -> Reply {
-            Reply::Sse { frames: Arc::new(frames), delay: Duration::ZERO, hang_after: None, abort_after: None }
+            Reply::Sse {
+                frames: Arc::new(frames),
+                delay: Duration::ZERO,
+                hang_after: None,
+                abort_after: None,
+            }
         }
 
         /// An OpenAI stream: one chunk per text piece, a finish chunk, the usage chunk, [DONE].
@@ -516,7 +558,9 @@ pub(crate) mod testing {
                     data(&serde_json::json!({"choices": [{"index": 0, "delta": {"content": chunk}, "finish_reason": null}]}).to_string())
                 })
                 .collect();
-            frames.push(data(r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#));
+            frames.push(data(
+                r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            ));
             frames.push(data(
                 &serde_json::json!({"choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion}}).to_string(),
             ));
@@ -534,14 +578,21 @@ pub(crate) mod testing {
             frames.extend(chunks.iter().map(|chunk| {
                 named("content_block_delta", &serde_json::json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": chunk}}).to_string())
             }));
-            frames.push(named("content_block_stop", r#"{"type":"content_block_stop","index":0}"#));
+            frames.push(named(
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":0}"#,
+            ));
             frames.push(named("message_delta", &serde_json::json!({"type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": null}, "usage": {"output_tokens": output}}).to_string()));
             frames.push(named("message_stop", r#"{"type":"message_stop"}"#));
             Reply::sse(frames)
         }
 
         pub(crate) fn status(status: u16, retry_after: Option<&str>, body: &str) -> Reply {
-            Reply::Status { status, retry_after: retry_after.map(str::to_owned), body: body.to_owned() }
+            Reply::Status {
+                status,
+                retry_after: retry_after.map(str::to_owned),
+                body: body.to_owned(),
+            }
         }
 
         /// After `n` frames, send nothing but SSE comments (so a vanished client is noticed on
@@ -573,7 +624,10 @@ pub(crate) mod testing {
 
     impl Seen {
         pub(crate) fn header(&self, name: &str) -> Option<String> {
-            self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+            self.headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
         }
     }
 
@@ -641,35 +695,66 @@ pub(crate) mod testing {
             disconnected: AtomicBool::new(false),
             notify: tokio::sync::Notify::new(),
         });
-        let app = axum::Router::new().fallback(handle).with_state(Arc::clone(&shared));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(Arc::clone(&shared));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let addr = listener.local_addr().expect("local addr");
         tokio::spawn(async move { axum::serve(listener, app).await });
         TestServer { addr, shared }
     }
 
-    async fn handle(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    async fn handle(
+        State(shared): State<Arc<Shared>>,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
         let reply = {
             let mut replies = shared.replies.lock().expect("lock");
-            if replies.len() > 1 { replies.pop_front() } else { replies.front().cloned() }
+            if replies.len() > 1 {
+                replies.pop_front()
+            } else {
+                replies.front().cloned()
+            }
         };
         shared.seen.lock().expect("lock").push(Seen {
             path: uri.path().to_owned(),
-            authorization: headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned),
+            authorization: headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
             body: serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
             headers,
         });
         match reply {
             None => StatusCode::NOT_FOUND.into_response(),
-            Some(Reply::Status { status, retry_after, body }) => {
-                let mut response = (StatusCode::from_u16(status).expect("status"), body).into_response();
+            Some(Reply::Status {
+                status,
+                retry_after,
+                body,
+            }) => {
+                let mut response =
+                    (StatusCode::from_u16(status).expect("status"), body).into_response();
                 if let Some(after) = retry_after {
-                    response.headers_mut().insert(header::RETRY_AFTER, after.parse().expect("header"));
+                    response
+                        .headers_mut()
+                        .insert(header::RETRY_AFTER, after.parse().expect("header"));
                 }
                 response
             }
-            Some(Reply::Sse { frames, delay, hang_after, abort_after }) => {
-                let guard = BodyGuard { shared, finished: std::cell::Cell::new(false) };
+            Some(Reply::Sse {
+                frames,
+                delay,
+                hang_after,
+                abort_after,
+            }) => {
+                let guard = BodyGuard {
+                    shared,
+                    finished: std::cell::Cell::new(false),
+                };
                 let body = stream::unfold((0_usize, guard), move |(index, guard)| {
                     let frames = Arc::clone(&frames);
                     async move {
@@ -685,7 +770,10 @@ pub(crate) mod testing {
                         }
                         if hang_after.is_some_and(|n| index >= n) {
                             tokio::time::sleep(Duration::from_millis(25)).await;
-                            return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), (index, guard)));
+                            return Some((
+                                Ok(Bytes::from_static(b": keep-alive\n\n")),
+                                (index, guard),
+                            ));
                         }
                         let Some(frame) = frames.get(index) else {
                             guard.finished.set(true);
@@ -716,15 +804,25 @@ mod tests {
     fn prompt() -> Prompt {
         Prompt {
             system: "Be brief.".to_owned(),
-            turns: vec![Turn { role: TurnRole::User, content: "Hello?".to_owned() }],
+            turns: vec![Turn {
+                role: TurnRole::User,
+                content: "Hello?".to_owned(),
+            }],
         }
     }
 
     /// Model `primary` on `primary`, optionally falling back to `backup` on `backup`; fast
     /// retries and timeouts.
-    fn settings(primary: &testing::TestServer, backup: Option<&testing::TestServer>) -> LlmSettings {
+    fn settings(
+        primary: &testing::TestServer,
+        backup: Option<&testing::TestServer>,
+    ) -> LlmSettings {
         let mut settings = LlmSettings::default();
-        settings.retry = RetrySettings { max_attempts: 3, base_delay_ms: 5, max_delay_ms: 50 };
+        settings.retry = RetrySettings {
+            max_attempts: 3,
+            base_delay_ms: 5,
+            max_delay_ms: 50,
+        };
         settings.first_token_timeout_ms = 1_000;
         settings.idle_timeout_ms = 1_000;
         let mut servers = vec![("primary", primary)];
@@ -733,7 +831,7 @@ mod tests {
             settings.providers.insert(
                 name.to_owned(),
                 ProviderSettings {
-                    kind: ProviderKind::OpenAi,
+                    kind: ProviderKind::Openai,
                     base_url: Some(format!("{}/v1", server.base_url())),
                     api_key: None,
                     api_key_env: None,
@@ -776,7 +874,13 @@ mod tests {
         assert_eq!((reply.model_id.as_str(), reply.attempts), ("primary", 2));
         let (text, items) = drain(reply.stream).await;
         assert_eq!(text, "Hi there");
-        assert_eq!(items.last(), Some(&Ok(Delta::Usage { prompt_tokens: 4, completion_tokens: 2 })));
+        assert_eq!(
+            items.last(),
+            Some(&Ok(Delta::Usage {
+                prompt_tokens: 4,
+                completion_tokens: 2
+            }))
+        );
         assert_eq!(server.request_count(), 2);
         assert_eq!(server.requests()[1].body["model"], "primary-upstream");
     }
@@ -788,7 +892,10 @@ mod tests {
 
         let err = llm.open("primary", prompt()).await.expect_err("fails");
 
-        assert!(matches!(err, LlmError::Status { status: 502, .. }), "{err:?}");
+        assert!(
+            matches!(err, LlmError::Status { status: 502, .. }),
+            "{err:?}"
+        );
         assert_eq!(server.request_count(), 3);
     }
 
@@ -808,8 +915,14 @@ mod tests {
         let reply = llm.open("primary", prompt()).await.expect("opened");
 
         let waited = started.elapsed();
-        assert!(waited >= Duration::from_millis(300), "retried after {waited:?}");
-        assert!(waited < Duration::from_millis(1_500), "retried after {waited:?}");
+        assert!(
+            waited >= Duration::from_millis(300),
+            "retried after {waited:?}"
+        );
+        assert!(
+            waited < Duration::from_millis(1_500),
+            "retried after {waited:?}"
+        );
         assert_eq!(reply.attempts, 2);
     }
 
@@ -821,13 +934,21 @@ mod tests {
         ])
         .await;
         let mut settings = settings(&server, None);
-        settings.retry = RetrySettings { max_attempts: 3, base_delay_ms: 5_000, max_delay_ms: 8_000 };
+        settings.retry = RetrySettings {
+            max_attempts: 3,
+            base_delay_ms: 5_000,
+            max_delay_ms: 8_000,
+        };
         let llm = Llm::new(&settings).expect("valid");
 
         let started = std::time::Instant::now();
         let reply = llm.open("primary", prompt()).await.expect("opened");
 
-        assert!(started.elapsed() < Duration::from_secs(1), "waited {:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "waited {:?}",
+            started.elapsed()
+        );
         assert_eq!(reply.attempts, 2);
     }
 
@@ -842,20 +963,33 @@ mod tests {
 
         let err = llm.open("primary", prompt()).await.expect_err("fails");
 
-        assert_eq!(err, LlmError::Status { status: 400, retry_after: None, message: "bad request".to_owned() });
+        assert_eq!(
+            err,
+            LlmError::Status {
+                status: 400,
+                retry_after: None,
+                message: "bad request".to_owned()
+            }
+        );
         assert_eq!(server.request_count(), 1);
     }
 
     #[tokio::test]
     async fn a_failure_after_the_first_token_is_not_retried_and_ends_the_stream() {
-        let server = testing::spawn(vec![Reply::openai(&["Part", "ial", "never"], (1, 1)).abort_after(2)]).await;
+        let server = testing::spawn(vec![
+            Reply::openai(&["Part", "ial", "never"], (1, 1)).abort_after(2),
+        ])
+        .await;
         let llm = Llm::new(&settings(&server, None)).expect("valid");
 
         let reply = llm.open("primary", prompt()).await.expect("opened");
         let (text, items) = drain(reply.stream).await;
 
         assert_eq!(text, "Partial");
-        assert!(matches!(items.last(), Some(Err(LlmError::Connect(_)))), "{items:?}");
+        assert!(
+            matches!(items.last(), Some(Err(LlmError::Connect(_)))),
+            "{items:?}"
+        );
         assert_eq!(reply.attempts, 1);
         assert_eq!(server.request_count(), 1);
     }
@@ -910,7 +1044,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_idle_timeout_ends_a_stalled_stream() {
-        let server = testing::spawn(vec![Reply::openai(&["Hello", "never"], (1, 1)).hang_after(1)]).await;
+        let server = testing::spawn(vec![
+            Reply::openai(&["Hello", "never"], (1, 1)).hang_after(1),
+        ])
+        .await;
         let mut settings = settings(&server, None);
         settings.idle_timeout_ms = 200;
         let llm = Llm::new(&settings).expect("valid");
@@ -929,11 +1066,17 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_stream_closes_the_upstream_connection() {
-        let server = testing::spawn(vec![Reply::openai(&["Hello", " world"], (1, 1)).hang_after(1)]).await;
+        let server = testing::spawn(vec![
+            Reply::openai(&["Hello", " world"], (1, 1)).hang_after(1),
+        ])
+        .await;
         let llm = Llm::new(&settings(&server, None)).expect("valid");
 
         let mut reply = llm.open("primary", prompt()).await.expect("opened");
-        assert_eq!(reply.stream.next().await, Some(Ok(Delta::Text("Hello".to_owned()))));
+        assert_eq!(
+            reply.stream.next().await,
+            Some(Ok(Delta::Text("Hello".to_owned())))
+        );
         assert!(!server.disconnected_within(Duration::from_millis(100)).await);
         drop(reply);
 
@@ -955,12 +1098,18 @@ mod tests {
         }
         let llm = Llm::new(&settings).expect("valid");
         assert_eq!(llm.models().len(), 1);
-        assert_eq!(llm.agent("therapist").map(|a| a.name.as_str()), Some("Therapist"));
+        assert_eq!(
+            llm.agent("therapist").map(|a| a.name.as_str()),
+            Some("Therapist")
+        );
 
         let reply = llm.open("demo", prompt()).await.expect("opened");
 
         let (text, items) = drain(reply.stream).await;
-        assert!(text.starts_with("This is the built-in demo model"), "{text}");
+        assert!(
+            text.starts_with("This is the built-in demo model"),
+            "{text}"
+        );
         assert!(text.contains("You said: \"Hello?\""), "{text}");
         assert!(matches!(items.last(), Some(Ok(Delta::Usage { .. }))));
     }
@@ -977,11 +1126,19 @@ mod tests {
 
     #[tokio::test]
     async fn deltas_before_the_first_token_are_replayed_in_order() {
-        let usage = Delta::Usage { prompt_tokens: 3, completion_tokens: 0 };
-        let scripted: Arc<dyn Provider> =
-            Arc::new(Scripted(vec![Ok(usage.clone()), Ok(Delta::Text("Hi".to_owned()))]));
-        let llm = Llm::with_providers(&LlmSettings::default(), BTreeMap::from([("demo".to_owned(), scripted)]))
-            .expect("valid");
+        let usage = Delta::Usage {
+            prompt_tokens: 3,
+            completion_tokens: 0,
+        };
+        let scripted: Arc<dyn Provider> = Arc::new(Scripted(vec![
+            Ok(usage.clone()),
+            Ok(Delta::Text("Hi".to_owned())),
+        ]));
+        let llm = Llm::with_providers(
+            &LlmSettings::default(),
+            BTreeMap::from([("demo".to_owned(), scripted)]),
+        )
+        .expect("valid");
 
         let reply = llm.open("demo", prompt()).await.expect("opened");
 
@@ -991,10 +1148,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_reply_without_text_is_returned_as_is() {
-        let usage = Delta::Usage { prompt_tokens: 3, completion_tokens: 0 };
+        let usage = Delta::Usage {
+            prompt_tokens: 3,
+            completion_tokens: 0,
+        };
         let scripted: Arc<dyn Provider> = Arc::new(Scripted(vec![Ok(usage.clone())]));
-        let llm = Llm::with_providers(&LlmSettings::default(), BTreeMap::from([("demo".to_owned(), scripted)]))
-            .expect("valid");
+        let llm = Llm::with_providers(
+            &LlmSettings::default(),
+            BTreeMap::from([("demo".to_owned(), scripted)]),
+        )
+        .expect("valid");
 
         let reply = llm.open("demo", prompt()).await.expect("opened");
 
@@ -1014,18 +1177,42 @@ mod tests {
                 word_delay_ms: None,
             },
         );
-        settings.models.push(ModelSettings::new("claude", "claude", "claude-sonnet-4-5"));
+        settings
+            .models
+            .push(ModelSettings::new("claude", "claude", "claude-sonnet-4-5"));
         let err = Llm::new(&settings).expect_err("no key");
-        assert!(err.contains("CHAT_TEST_SURELY_UNSET_ANTHROPIC_KEY"), "{err}");
+        assert!(
+            err.contains("CHAT_TEST_SURELY_UNSET_ANTHROPIC_KEY"),
+            "{err}"
+        );
     }
 
     #[test]
     fn retryable_errors_are_the_transient_ones() {
-        let status = |status| LlmError::Status { status, retry_after: None, message: String::new() };
-        for err in [LlmError::Connect("x".into()), status(429), status(500), status(503), status(529), LlmError::FirstTokenTimeout] {
+        let status = |status| LlmError::Status {
+            status,
+            retry_after: None,
+            message: String::new(),
+        };
+        for err in [
+            LlmError::Connect("x".into()),
+            status(429),
+            status(500),
+            status(503),
+            status(529),
+            LlmError::FirstTokenTimeout,
+        ] {
             assert!(err.is_retryable(), "{err:?}");
         }
-        for err in [status(400), status(401), status(404), status(501), LlmError::Upstream("x".into()), LlmError::IdleTimeout, LlmError::Protocol("x".into())] {
+        for err in [
+            status(400),
+            status(401),
+            status(404),
+            status(501),
+            LlmError::Upstream("x".into()),
+            LlmError::IdleTimeout,
+            LlmError::Protocol("x".into()),
+        ] {
             assert!(!err.is_retryable(), "{err:?}");
         }
         assert_eq!(status(429).kind(), "rate_limited");

@@ -69,8 +69,10 @@ struct StreamOptions {
 }
 
 fn request_body(req: &ProviderRequest) -> ChatRequest<'_> {
-    let system = (!req.prompt.system.is_empty())
-        .then(|| Message { role: "system", content: &req.prompt.system });
+    let system = (!req.prompt.system.is_empty()).then(|| Message {
+        role: "system",
+        content: &req.prompt.system,
+    });
     let turns = req.prompt.turns.iter().map(|turn| Message {
         role: match turn.role {
             TurnRole::User => "user",
@@ -82,7 +84,9 @@ fn request_body(req: &ProviderRequest) -> ChatRequest<'_> {
         model: &req.upstream_model,
         messages: system.into_iter().chain(turns).collect(),
         stream: true,
-        stream_options: StreamOptions { include_usage: true },
+        stream_options: StreamOptions {
+            include_usage: true,
+        },
         max_tokens: req.max_output_tokens,
     }
 }
@@ -191,9 +195,18 @@ mod tests {
             prompt: Prompt {
                 system: "Be brief.".to_owned(),
                 turns: vec![
-                    Turn { role: TurnRole::User, content: "Hi".to_owned() },
-                    Turn { role: TurnRole::Assistant, content: "Hello!".to_owned() },
-                    Turn { role: TurnRole::User, content: "Tell me a joke".to_owned() },
+                    Turn {
+                        role: TurnRole::User,
+                        content: "Hi".to_owned(),
+                    },
+                    Turn {
+                        role: TurnRole::Assistant,
+                        content: "Hello!".to_owned(),
+                    },
+                    Turn {
+                        role: TurnRole::User,
+                        content: "Tell me a joke".to_owned(),
+                    },
                 ],
             },
             max_output_tokens: 64,
@@ -206,7 +219,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_parses_into_text_and_usage() {
-        let server = testing::spawn(vec![Reply::openai(&["Why ", "did the ", "chicken"], (11, 3))]).await;
+        let server = testing::spawn(vec![Reply::openai(
+            &["Why ", "did the ", "chicken"],
+            (11, 3),
+        )])
+        .await;
         let provider = OpenAiProvider::new(
             reqwest::Client::new(),
             &format!("{}/v1/", server.base_url()),
@@ -225,7 +242,10 @@ mod tests {
         assert_eq!(text, "Why did the chicken");
         assert_eq!(
             deltas.last(),
-            Some(&Ok(Delta::Usage { prompt_tokens: 11, completion_tokens: 3 }))
+            Some(&Ok(Delta::Usage {
+                prompt_tokens: 11,
+                completion_tokens: 3
+            }))
         );
         assert!(deltas.iter().all(Result::is_ok));
 
@@ -252,8 +272,11 @@ mod tests {
     #[tokio::test]
     async fn no_key_means_no_authorization_header() {
         let server = testing::spawn(vec![Reply::openai(&["ok"], (1, 1))]).await;
-        let provider =
-            OpenAiProvider::new(reqwest::Client::new(), &format!("{}/v1", server.base_url()), None);
+        let provider = OpenAiProvider::new(
+            reqwest::Client::new(),
+            &format!("{}/v1", server.base_url()),
+            None,
+        );
         let _ = collect(provider.open(request()).await.expect("opened")).await;
         assert_eq!(server.requests()[0].authorization, None);
     }
@@ -270,9 +293,15 @@ mod tests {
             r#"{"choices":null,"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":0}}}"#,
             "[DONE]",
         ];
-        let server = testing::spawn(vec![Reply::sse(events.iter().map(|e| testing::data(e)).collect())]).await;
-        let provider =
-            OpenAiProvider::new(reqwest::Client::new(), &format!("{}/v1", server.base_url()), None);
+        let server = testing::spawn(vec![Reply::sse(
+            events.iter().map(|e| testing::data(e)).collect(),
+        )])
+        .await;
+        let provider = OpenAiProvider::new(
+            reqwest::Client::new(),
+            &format!("{}/v1", server.base_url()),
+            None,
+        );
 
         let deltas = collect(provider.open(request()).await.expect("opened")).await;
 
@@ -281,7 +310,10 @@ mod tests {
             vec![
                 Ok(Delta::Text("Hel".to_owned())),
                 Ok(Delta::Text("lo".to_owned())),
-                Ok(Delta::Usage { prompt_tokens: 5, completion_tokens: 2 }),
+                Ok(Delta::Usage {
+                    prompt_tokens: 5,
+                    completion_tokens: 2
+                }),
             ]
         );
     }
@@ -294,8 +326,11 @@ mod tests {
             testing::data(r#"{"choices":[{"index":0,"delta":{"content":"never"}}]}"#),
         ];
         let server = testing::spawn(vec![Reply::sse(events)]).await;
-        let provider =
-            OpenAiProvider::new(reqwest::Client::new(), &format!("{}/v1", server.base_url()), None);
+        let provider = OpenAiProvider::new(
+            reqwest::Client::new(),
+            &format!("{}/v1", server.base_url()),
+            None,
+        );
 
         let deltas = collect(provider.open(request()).await.expect("opened")).await;
 
@@ -316,10 +351,15 @@ mod tests {
             r#"{"error":{"message":"Rate limit reached","type":"requests"}}"#,
         )])
         .await;
-        let provider =
-            OpenAiProvider::new(reqwest::Client::new(), &format!("{}/v1", server.base_url()), None);
+        let provider = OpenAiProvider::new(
+            reqwest::Client::new(),
+            &format!("{}/v1", server.base_url()),
+            None,
+        );
 
-        let Err(err) = provider.open(request()).await else { panic!("expected an error") };
+        let Err(err) = provider.open(request()).await else {
+            panic!("expected an error")
+        };
 
         assert_eq!(
             err,
@@ -334,9 +374,15 @@ mod tests {
     #[tokio::test]
     async fn invalid_json_is_a_protocol_error() {
         let server = testing::spawn(vec![Reply::sse(vec![testing::data("{not json")])]).await;
-        let provider =
-            OpenAiProvider::new(reqwest::Client::new(), &format!("{}/v1", server.base_url()), None);
+        let provider = OpenAiProvider::new(
+            reqwest::Client::new(),
+            &format!("{}/v1", server.base_url()),
+            None,
+        );
         let deltas = collect(provider.open(request()).await.expect("opened")).await;
-        assert!(matches!(deltas.as_slice(), [Err(LlmError::Protocol(_))]), "{deltas:?}");
+        assert!(
+            matches!(deltas.as_slice(), [Err(LlmError::Protocol(_))]),
+            "{deltas:?}"
+        );
     }
 }

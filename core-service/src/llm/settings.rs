@@ -56,7 +56,7 @@ pub struct LlmSettings {
 #[serde(rename_all = "lowercase")]
 pub enum ProviderKind {
     /// Any OpenAI-compatible Chat Completions server (OpenAI, Ollama, vLLM, llama.cpp, LiteLLM).
-    OpenAi,
+    Openai,
     /// The Anthropic Messages API.
     Anthropic,
     /// The built-in offline demo.
@@ -189,7 +189,11 @@ pub struct RetrySettings {
 
 impl Default for RetrySettings {
     fn default() -> Self {
-        RetrySettings { max_attempts: 3, base_delay_ms: 500, max_delay_ms: 8_000 }
+        RetrySettings {
+            max_attempts: 3,
+            base_delay_ms: 500,
+            max_delay_ms: 8_000,
+        }
     }
 }
 
@@ -266,7 +270,7 @@ impl LlmSettings {
         );
         self.add_env_provider(
             "openai",
-            ProviderKind::OpenAi,
+            ProviderKind::Openai,
             get("OPENAI_API_KEY"),
             get("OPENAI_BASE_URL"),
             OPENAI_DEFAULT_BASE_URL,
@@ -369,7 +373,10 @@ impl LlmSettings {
                 ));
             }
             if model.upstream.trim().is_empty() {
-                problems.push(format!("model \"{}\": upstream must not be empty", model.id));
+                problems.push(format!(
+                    "model \"{}\": upstream must not be empty",
+                    model.id
+                ));
             }
             if model.max_output_tokens == 0 || model.context_window == 0 {
                 problems.push(format!(
@@ -388,7 +395,11 @@ impl LlmSettings {
         }
         problems.extend(self.fallback_cycles());
 
-        if !self.models.iter().any(|model| model.id == self.default_model) {
+        if !self
+            .models
+            .iter()
+            .any(|model| model.id == self.default_model)
+        {
             problems.push(format!(
                 "llm.default_model \"{}\" is not a model id (known: {})",
                 self.default_model,
@@ -412,21 +423,36 @@ impl LlmSettings {
                 ));
             }
         }
-        if !self.agents.iter().any(|agent| agent.id == self.default_agent) {
+        if !self
+            .agents
+            .iter()
+            .any(|agent| agent.id == self.default_agent)
+        {
             problems.push(format!(
                 "llm.default_agent \"{}\" is not an agent id (known: {})",
                 self.default_agent,
-                self.agents.iter().map(|a| a.id.as_str()).collect::<Vec<_>>().join(", ")
+                self.agents
+                    .iter()
+                    .map(|a| a.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ));
         }
 
-        if problems.is_empty() { Ok(()) } else { Err(problems.join("; ")) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems.join("; "))
+        }
     }
 
     /// One message per fallback chain that loops back on itself.
     fn fallback_cycles(&self) -> Vec<String> {
         let next = |id: &str| {
-            self.models.iter().find(|model| model.id == id).and_then(|model| model.fallback.clone())
+            self.models
+                .iter()
+                .find(|model| model.id == id)
+                .and_then(|model| model.fallback.clone())
         };
         let mut reported: BTreeSet<String> = BTreeSet::new();
         let mut problems = Vec::new();
@@ -458,7 +484,11 @@ impl LlmSettings {
     }
 
     fn model_ids(&self) -> String {
-        self.models.iter().map(|m| m.id.as_str()).collect::<Vec<_>>().join(", ")
+        self.models
+            .iter()
+            .map(|m| m.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -470,18 +500,22 @@ fn validate_provider(name: &str, provider: &ProviderSettings, problems: &mut Vec
                 "provider \"{name}\": base_url must be http or https, not \"{}\"",
                 url.scheme()
             )),
-            Err(err) => {
-                problems.push(format!("provider \"{name}\": base_url \"{base_url}\" is invalid: {err}"))
-            }
+            Err(err) => problems.push(format!(
+                "provider \"{name}\": base_url \"{base_url}\" is invalid: {err}"
+            )),
         }
     }
     if provider.api_key.is_some() && provider.api_key_env.is_some() {
-        problems.push(format!("provider \"{name}\": set api_key or api_key_env, not both"));
+        problems.push(format!(
+            "provider \"{name}\": set api_key or api_key_env, not both"
+        ));
     }
     if let Some(var) = &provider.api_key_env
         && var.trim().is_empty()
     {
-        problems.push(format!("provider \"{name}\": api_key_env must not be empty"));
+        problems.push(format!(
+            "provider \"{name}\": api_key_env must not be empty"
+        ));
     }
     match provider.kind {
         // Anthropic always wants a key; OpenAI-compatible local servers (Ollama, llama.cpp)
@@ -492,12 +526,16 @@ fn validate_provider(name: &str, provider: &ProviderSettings, problems: &mut Vec
             ));
         }
         ProviderKind::Demo if provider.base_url.is_some() || provider.api_key.is_some() => {
-            problems.push(format!("provider \"{name}\" (demo) takes no base_url or api_key"));
+            problems.push(format!(
+                "provider \"{name}\" (demo) takes no base_url or api_key"
+            ));
         }
         _ => {}
     }
     if provider.word_delay_ms.is_some() && provider.kind != ProviderKind::Demo {
-        problems.push(format!("provider \"{name}\": word_delay_ms is for demo providers only"));
+        problems.push(format!(
+            "provider \"{name}\": word_delay_ms is for demo providers only"
+        ));
     }
 }
 
@@ -508,8 +546,10 @@ mod tests {
     use secrecy::ExposeSecret;
 
     fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let vars: Vec<(String, String)> =
-            vars.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
         move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
     }
 
@@ -540,8 +580,14 @@ mod tests {
         }))
         .expect("valid table");
         let model = &settings.models[0];
-        assert_eq!((model.name.as_str(), model.upstream.as_str()), ("llama3", "llama3"));
-        assert_eq!((model.context_window, model.max_output_tokens), (8192, 1024));
+        assert_eq!(
+            (model.name.as_str(), model.upstream.as_str()),
+            ("llama3", "llama3")
+        );
+        assert_eq!(
+            (model.context_window, model.max_output_tokens),
+            (8192, 1024)
+        );
         // A keyless OpenAI-compatible server is fine.
         assert_eq!(settings.validate(), Ok(()));
     }
@@ -570,7 +616,9 @@ mod tests {
                 word_delay_ms: None,
             },
         );
-        settings.models.push(ModelSettings::new("demo", "demo", "demo"));
+        settings
+            .models
+            .push(ModelSettings::new("demo", "demo", "demo"));
         let mut orphan = ModelSettings::new("orphan", "opnai", "gpt");
         orphan.fallback = Some("missing".to_owned());
         settings.models.push(orphan);
@@ -586,7 +634,10 @@ mod tests {
             "llm.default_model \"nope\" is not a model id",
             "llm.default_agent \"ghost\" is not an agent id",
         ] {
-            assert!(message.contains(expected), "missing {expected:?} in {message}");
+            assert!(
+                message.contains(expected),
+                "missing {expected:?} in {message}"
+            );
         }
     }
 
@@ -599,7 +650,10 @@ mod tests {
             settings.models.push(model);
         }
         let message = settings.validate().expect_err("cycle");
-        assert!(message.contains("fallback chain loops: a -> b -> c -> a"), "{message}");
+        assert!(
+            message.contains("fallback chain loops: a -> b -> c -> a"),
+            "{message}"
+        );
         assert_eq!(message.matches("loops").count(), 1, "{message}");
     }
 
@@ -615,14 +669,27 @@ mod tests {
     #[test]
     fn apply_env_adds_openai_as_the_default_and_keeps_the_demo() {
         let mut settings = LlmSettings::default();
-        settings.apply_env(env(&[("OPENAI_API_KEY", "sk-test"), ("OPENAI_MODEL", "gpt-4.1")]));
+        settings.apply_env(env(&[
+            ("OPENAI_API_KEY", "sk-test"),
+            ("OPENAI_MODEL", "gpt-4.1"),
+        ]));
 
         let provider = &settings.providers["openai"];
-        assert_eq!(provider.kind, ProviderKind::OpenAi);
+        assert_eq!(provider.kind, ProviderKind::Openai);
         assert_eq!(provider.base_url.as_deref(), Some(OPENAI_DEFAULT_BASE_URL));
-        assert_eq!(provider.api_key.as_ref().map(|k| k.expose_secret()), Some("sk-test"));
-        let model = settings.models.iter().find(|m| m.id == "gpt-4o-mini").expect("model added");
-        assert_eq!((model.provider.as_str(), model.upstream.as_str()), ("openai", "gpt-4.1"));
+        assert_eq!(
+            provider.api_key.as_ref().map(|k| k.expose_secret()),
+            Some("sk-test")
+        );
+        let model = settings
+            .models
+            .iter()
+            .find(|m| m.id == "gpt-4o-mini")
+            .expect("model added");
+        assert_eq!(
+            (model.provider.as_str(), model.upstream.as_str()),
+            ("openai", "gpt-4.1")
+        );
         assert_eq!(settings.default_model, "gpt-4o-mini");
         assert!(settings.models.iter().any(|m| m.id == "demo"));
         assert_eq!(settings.validate(), Ok(()));
@@ -633,7 +700,10 @@ mod tests {
         let mut settings = LlmSettings::default();
         settings.apply_env(env(&[("OPENAI_BASE_URL", "http://127.0.0.1:11434/v1")]));
         let provider = &settings.providers["openai"];
-        assert_eq!(provider.base_url.as_deref(), Some("http://127.0.0.1:11434/v1"));
+        assert_eq!(
+            provider.base_url.as_deref(),
+            Some("http://127.0.0.1:11434/v1")
+        );
         assert!(provider.api_key.is_none());
         assert_eq!(settings.validate(), Ok(()));
     }
@@ -643,12 +713,22 @@ mod tests {
         let mut settings = LlmSettings::default();
         settings.apply_env(env(&[("ANTHROPIC_API_KEY", "ak")]));
         assert_eq!(settings.default_model, "claude");
-        assert_eq!(settings.providers["anthropic"].base_url.as_deref(), Some(ANTHROPIC_DEFAULT_BASE_URL));
-        let claude = settings.models.iter().find(|m| m.id == "claude").expect("model added");
+        assert_eq!(
+            settings.providers["anthropic"].base_url.as_deref(),
+            Some(ANTHROPIC_DEFAULT_BASE_URL)
+        );
+        let claude = settings
+            .models
+            .iter()
+            .find(|m| m.id == "claude")
+            .expect("model added");
         assert_eq!(claude.upstream, "claude-sonnet-4-5");
 
         let mut both = LlmSettings::default();
-        both.apply_env(env(&[("ANTHROPIC_API_KEY", "ak"), ("OPENAI_API_KEY", "ok")]));
+        both.apply_env(env(&[
+            ("ANTHROPIC_API_KEY", "ak"),
+            ("OPENAI_API_KEY", "ok"),
+        ]));
         assert_eq!(both.default_model, "gpt-4o-mini");
         assert_eq!(both.validate(), Ok(()));
     }
@@ -659,7 +739,7 @@ mod tests {
         settings.providers.insert(
             "openai".to_owned(),
             ProviderSettings {
-                kind: ProviderKind::OpenAi,
+                kind: ProviderKind::Openai,
                 base_url: Some("http://proxy.internal/v1".to_owned()),
                 api_key: None,
                 api_key_env: None,
@@ -667,7 +747,10 @@ mod tests {
             },
         );
         settings.apply_env(env(&[("OPENAI_API_KEY", "sk"), ("OPENAI_BASE_URL", "")]));
-        assert_eq!(settings.providers["openai"].base_url.as_deref(), Some("http://proxy.internal/v1"));
+        assert_eq!(
+            settings.providers["openai"].base_url.as_deref(),
+            Some("http://proxy.internal/v1")
+        );
         assert_eq!(settings.default_model, "demo");
         assert_eq!(settings.models.len(), 1);
     }

@@ -32,7 +32,10 @@ pub(crate) enum Step {
 /// [`LlmError::Connect`] when the request cannot be sent, [`LlmError::Status`] for a non-2xx
 /// answer.
 pub(crate) async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Response, LlmError> {
-    let response = request.send().await.map_err(|err| LlmError::Connect(describe(err)))?;
+    let response = request
+        .send()
+        .await
+        .map_err(|err| LlmError::Connect(describe(err)))?;
     let status = response.status();
     if status.is_success() {
         return Ok(response);
@@ -43,7 +46,11 @@ pub(crate) async fn send(request: reqwest::RequestBuilder) -> Result<reqwest::Re
         .and_then(|value| value.to_str().ok())
         .and_then(parse_retry_after);
     let message = error_excerpt(response).await;
-    Err(LlmError::Status { status: status.as_u16(), retry_after, message })
+    Err(LlmError::Status {
+        status: status.as_u16(),
+        retry_after,
+        message,
+    })
 }
 
 /// Retry-After in seconds (integer or decimal). The HTTP-date form is ignored: the backoff
@@ -92,7 +99,11 @@ async fn error_excerpt(mut response: reqwest::Response) -> String {
 }
 
 fn response_reason(response: &reqwest::Response) -> String {
-    response.status().canonical_reason().unwrap_or("no details").to_owned()
+    response
+        .status()
+        .canonical_reason()
+        .unwrap_or("no details")
+        .to_owned()
 }
 
 /// A transport error without its URL (the URL is harmless today, but some gateways put keys in
@@ -135,7 +146,12 @@ where
         .eventsource()
         .map(|event| event.map_err(stream_error))
         .boxed();
-    let state = State { events, parse, pending: VecDeque::new(), finished: false };
+    let state = State {
+        events,
+        parse,
+        pending: VecDeque::new(),
+        finished: false,
+    };
     stream::unfold(state, |mut state| async move {
         loop {
             if let Some(delta) = state.pending.pop_front() {
@@ -167,14 +183,21 @@ fn stream_error(err: EventStreamError<reqwest::Error>) -> LlmError {
     match err {
         // The connection broke mid-body: as retryable as a failed connect, before the first
         // token; after it, the caller does not retry anyway.
-        EventStreamError::Transport(err) => LlmError::Connect(format!("stream interrupted: {}", describe(err))),
-        EventStreamError::Utf8(err) => LlmError::Protocol(format!("invalid UTF-8 in the stream: {err}")),
+        EventStreamError::Transport(err) => {
+            LlmError::Connect(format!("stream interrupted: {}", describe(err)))
+        }
+        EventStreamError::Utf8(err) => {
+            LlmError::Protocol(format!("invalid UTF-8 in the stream: {err}"))
+        }
         EventStreamError::Parser(err) => LlmError::Protocol(format!("invalid event stream: {err}")),
     }
 }
 
 /// Parses one event's JSON payload, naming the provider in the error.
-pub(crate) fn json<T: serde::de::DeserializeOwned>(provider: &str, data: &str) -> Result<T, LlmError> {
+pub(crate) fn json<T: serde::de::DeserializeOwned>(
+    provider: &str,
+    data: &str,
+) -> Result<T, LlmError> {
     serde_json::from_str(data).map_err(|err| {
         // serde's messages may quote values, i.e. reply text: keep only the class and place.
         LlmError::Protocol(format!(

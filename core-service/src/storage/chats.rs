@@ -202,5 +202,9 @@ diesel::define_sql_function! {
 }
 
 fn found(rows: usize) -> Result<()> {
-    if rows == 0 { Err(StorageError::NotFound) } else { Ok(()) }
+    if rows == 0 {
+        Err(StorageError::NotFound)
+    } else {
+        Ok(())
+    }
 }

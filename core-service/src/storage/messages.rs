@@ -141,7 +141,11 @@ pub async fn insert_message(db: &Db, new: NewMessage<'_>) -> Result<Inserted> {
 }
 
 /// The message `sender_id` sent with this idempotency key, in any chat, if any.
-pub async fn find_by_client_id(db: &Db, sender_id: &str, client_id: &str) -> Result<Option<MessageRow>> {
+pub async fn find_by_client_id(
+    db: &Db,
+    sender_id: &str,
+    client_id: &str,
+) -> Result<Option<MessageRow>> {
     with_conn!(db, |conn| {
         Ok(messages::table
             .filter(messages::sender_id.eq(sender_id))

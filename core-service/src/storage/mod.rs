@@ -2,7 +2,7 @@
 //! receipts and token usage, on SQLite (single node, development) or PostgreSQL (production).
 //!
 //! [`Db`] owns one bb8 pool for whichever backend the URL names. Every query is written once,
-//! inside [`with_conn!`] or [`with_tx!`], which expand the body for each backend's connection
+//! inside `with_conn!` or `with_tx!`, which expand the body for each backend's connection
 //! type, so both get type-checked against the one hand-written [`schema`]. Storage is plain
 //! async functions grouped by table ([`users`], [`chats`], [`messages`], [`events`],
 //! [`usage`]); the chat engine owns the decisions, this module only keeps the invariants that
@@ -133,7 +133,10 @@ pub enum StorageError {
     InvalidUrl(String),
     /// The directory for a SQLite file could not be created.
     #[error("cannot create database directory {path}: {source}")]
-    CreateDir { path: String, source: std::io::Error },
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
     /// Opening a connection failed (bad credentials, server down, unreadable file).
     #[error("database connection failed: {0}")]
     Connect(#[from] PoolError),
@@ -353,19 +356,31 @@ mod url_tests {
             parse_url("sqlite:///var/lib/chat.db").ok(),
             Some(Target::SqliteFile("/var/lib/chat.db".into()))
         );
-        assert_eq!(parse_url("chat.db").ok(), Some(Target::SqliteFile("chat.db".into())));
+        assert_eq!(
+            parse_url("chat.db").ok(),
+            Some(Target::SqliteFile("chat.db".into()))
+        );
     }
 
     #[test]
     fn in_memory_sqlite_is_rejected() {
-        for url in ["sqlite::memory:", ":memory:", "sqlite://:memory:", "sqlite://", ""] {
+        for url in [
+            "sqlite::memory:",
+            ":memory:",
+            "sqlite://:memory:",
+            "sqlite://",
+            "",
+        ] {
             assert!(parse_url(url).is_err(), "{url} should be rejected");
         }
     }
 
     #[test]
     fn postgres_urls_pass_through() {
-        for url in ["postgres://u@h/db", "postgresql://u@h:5433/db?sslmode=disable"] {
+        for url in [
+            "postgres://u@h/db",
+            "postgresql://u@h:5433/db?sslmode=disable",
+        ] {
             assert_eq!(parse_url(url).ok(), Some(Target::Postgres(url.into())));
         }
     }

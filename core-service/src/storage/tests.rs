@@ -64,7 +64,10 @@ async fn sqlite_db() -> Result<TestDb> {
     let url = format!("sqlite://{}", dir.path().join("nested/chat.db").display());
     let db = Db::connect(&url, POOL_SIZE).await?;
     db.migrate().await?;
-    Ok(TestDb { db, _dir: Some(dir) })
+    Ok(TestDb {
+        db,
+        _dir: Some(dir),
+    })
 }
 
 async fn postgres_db() -> Result<TestDb> {
@@ -113,7 +116,14 @@ fn at(secs: i64) -> NaiveDateTime {
 async fn new_chat(db: &Db, id: &str, owner: &str, secs: i64) -> Result<super::ChatRow> {
     chats::create_chat(
         db,
-        NewChat { id, owner_id: owner, title: "A chat", agent_id: "agent", model: "m-1", now: at(secs) },
+        NewChat {
+            id,
+            owner_id: owner,
+            title: "A chat",
+            agent_id: "agent",
+            model: "m-1",
+            now: at(secs),
+        },
     )
     .await
 }
@@ -169,13 +179,19 @@ async fn create_chat_makes_the_owner_a_member(db: &Db) -> Result<()> {
     let created = new_chat(db, "c1", "alice", 0).await?;
     assert_eq!(created.status, "active");
     assert_eq!((created.next_seq, created.message_count), (1, 0));
-    assert_eq!((created.started_at, created.last_activity_at), (at(0), at(0)));
+    assert_eq!(
+        (created.started_at, created.last_activity_at),
+        (at(0), at(0))
+    );
     assert_eq!(chats::get_chat(db, "c1").await?, Some(created));
     assert!(chats::is_member(db, "c1", "alice").await?);
     assert!(!chats::is_member(db, "c1", "bob").await?);
 
     assert!(chats::add_member(db, "c1", "bob", at(1)).await?);
-    assert!(!chats::add_member(db, "c1", "bob", at(2)).await?, "second add is a no-op");
+    assert!(
+        !chats::add_member(db, "c1", "bob", at(2)).await?,
+        "second add is a no-op"
+    );
     assert_eq!(chats::member_ids(db, "c1").await?, vec!["alice", "bob"]);
     assert!(chats::remove_member(db, "c1", "bob").await?);
     assert!(!chats::remove_member(db, "c1", "bob").await?);
@@ -190,10 +206,22 @@ async fn create_chat_makes_the_owner_a_member(db: &Db) -> Result<()> {
     chats::end_chat(db, "c1", at(5)).await?;
     chats::end_chat(db, "c1", at(9)).await?;
     let ended = chat(db, "c1").await?;
-    assert_eq!((ended.title.as_str(), ended.model.as_str()), ("Renamed", "m-2"));
-    assert_eq!((ended.status.as_str(), ended.ended_at), ("ended", Some(at(5))));
-    assert!(matches!(chats::set_title(db, "nope", "x").await, Err(StorageError::NotFound)));
-    assert!(new_chat(db, "c1", "alice", 0).await.is_err(), "chat ids are unique");
+    assert_eq!(
+        (ended.title.as_str(), ended.model.as_str()),
+        ("Renamed", "m-2")
+    );
+    assert_eq!(
+        (ended.status.as_str(), ended.ended_at),
+        ("ended", Some(at(5)))
+    );
+    assert!(matches!(
+        chats::set_title(db, "nope", "x").await,
+        Err(StorageError::NotFound)
+    ));
+    assert!(
+        new_chat(db, "c1", "alice", 0).await.is_err(),
+        "chat ids are unique"
+    );
     Ok(())
 }
 
@@ -216,7 +244,10 @@ async fn insert_message_assigns_seq_1_2_3_and_bumps_counters(db: &Db) -> Result<
         messages::insert_message(db, message("m9", "nope", "alice", 20)).await,
         Err(StorageError::NotFound)
     ));
-    assert!(matches!(messages::last_seq(db, "nope").await, Err(StorageError::NotFound)));
+    assert!(matches!(
+        messages::last_seq(db, "nope").await,
+        Err(StorageError::NotFound)
+    ));
     Ok(())
 }
 
@@ -224,7 +255,10 @@ async fn duplicate_client_message_id_returns_the_original_row_and_writes_nothing
     db: &Db,
 ) -> Result<()> {
     new_chat(db, "c1", "alice", 0).await?;
-    let first = NewMessage { client_message_id: Some("client-1"), ..message("m1", "c1", "alice", 1) };
+    let first = NewMessage {
+        client_message_id: Some("client-1"),
+        ..message("m1", "c1", "alice", 1)
+    };
     let original = expect_new(messages::insert_message(db, first).await?);
     assert_eq!(original.client_message_id.as_deref(), Some("client-1"));
 
@@ -246,13 +280,31 @@ async fn duplicate_client_message_id_returns_the_original_row_and_writes_nothing
 
 async fn same_client_id_from_two_different_senders_is_not_a_duplicate(db: &Db) -> Result<()> {
     new_chat(db, "c1", "alice", 0).await?;
-    let from_alice = NewMessage { client_message_id: Some("same"), ..message("m1", "c1", "alice", 1) };
-    let from_bob = NewMessage { client_message_id: Some("same"), ..message("m2", "c1", "bob", 2) };
-    assert_eq!(expect_new(messages::insert_message(db, from_alice).await?).seq, 1);
-    assert_eq!(expect_new(messages::insert_message(db, from_bob).await?).seq, 2);
+    let from_alice = NewMessage {
+        client_message_id: Some("same"),
+        ..message("m1", "c1", "alice", 1)
+    };
+    let from_bob = NewMessage {
+        client_message_id: Some("same"),
+        ..message("m2", "c1", "bob", 2)
+    };
+    assert_eq!(
+        expect_new(messages::insert_message(db, from_alice).await?).seq,
+        1
+    );
+    assert_eq!(
+        expect_new(messages::insert_message(db, from_bob).await?).seq,
+        2
+    );
     // Messages without a client id never collide either (NULLs are distinct).
-    assert_eq!(expect_new(messages::insert_message(db, message("m3", "c1", "bob", 3)).await?).seq, 3);
-    assert_eq!(expect_new(messages::insert_message(db, message("m4", "c1", "bob", 4)).await?).seq, 4);
+    assert_eq!(
+        expect_new(messages::insert_message(db, message("m3", "c1", "bob", 3)).await?).seq,
+        3
+    );
+    assert_eq!(
+        expect_new(messages::insert_message(db, message("m4", "c1", "bob", 4)).await?).seq,
+        4
+    );
     Ok(())
 }
 
@@ -277,7 +329,9 @@ async fn twenty_concurrent_inserts_on_one_chat_get_seqs_1_to_20_without_gaps(
         .collect();
     let mut seqs = Vec::new();
     for task in tasks {
-        let inserted = task.await.unwrap_or_else(|err| panic!("insert task panicked: {err}"))?;
+        let inserted = task
+            .await
+            .unwrap_or_else(|err| panic!("insert task panicked: {err}"))?;
         seqs.push(expect_new(inserted).seq);
     }
     seqs.sort_unstable();
@@ -285,7 +339,10 @@ async fn twenty_concurrent_inserts_on_one_chat_get_seqs_1_to_20_without_gaps(
     let after = chat(db, "c1").await?;
     assert_eq!((after.next_seq, after.message_count), (21, 20));
     let (page, has_more) = messages::history(db, "c1", None, 100).await?;
-    assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), (1..=20).collect::<Vec<i64>>());
+    assert_eq!(
+        page.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        (1..=20).collect::<Vec<i64>>()
+    );
     assert!(!has_more);
     Ok(())
 }
@@ -297,7 +354,10 @@ async fn concurrent_sends_with_one_client_id_store_exactly_one_message(db: &Db) 
             let db = db.clone();
             tokio::spawn(async move {
                 let id = format!("m{n}");
-                let new = NewMessage { client_message_id: Some("client-1"), ..message(&id, "c1", "alice", n) };
+                let new = NewMessage {
+                    client_message_id: Some("client-1"),
+                    ..message(&id, "c1", "alice", n)
+                };
                 messages::insert_message(&db, new).await
             })
         })
@@ -305,16 +365,25 @@ async fn concurrent_sends_with_one_client_id_store_exactly_one_message(db: &Db) 
     let mut stored = Vec::new();
     let mut answered = Vec::new();
     for task in tasks {
-        let inserted = task.await.unwrap_or_else(|err| panic!("insert task panicked: {err}"))?;
+        let inserted = task
+            .await
+            .unwrap_or_else(|err| panic!("insert task panicked: {err}"))?;
         if let Inserted::New(row) = &inserted {
             stored.push(row.clone());
         }
         answered.push(inserted.into_row());
     }
     assert_eq!(stored.len(), 1, "exactly one send stores the message");
-    assert!(answered.iter().all(|row| *row == stored[0]), "every send answers with that row");
+    assert!(
+        answered.iter().all(|row| *row == stored[0]),
+        "every send answers with that row"
+    );
     let after = chat(db, "c1").await?;
-    assert_eq!((after.next_seq, after.message_count), (2, 1), "losers give their seq back");
+    assert_eq!(
+        (after.next_seq, after.message_count),
+        (2, 1),
+        "losers give their seq back"
+    );
     Ok(())
 }
 
@@ -323,22 +392,44 @@ async fn append_event_shares_the_seq_counter_and_events_after_merges_both_in_ord
 ) -> Result<()> {
     new_chat(db, "c1", "alice", 0).await?;
     let payload: &[u8] = &[0, 1, 0xfe, 0xff];
-    assert_eq!(expect_new(messages::insert_message(db, message("m1", "c1", "alice", 1)).await?).seq, 1);
-    assert_eq!(events::append_event(db, "c1", "receipt", payload, at(2)).await?, 2);
-    assert_eq!(expect_new(messages::insert_message(db, message("m3", "c1", "alice", 3)).await?).seq, 3);
-    assert_eq!(events::append_event(db, "c1", "chat_updated", b"{}", at(4)).await?, 4);
+    assert_eq!(
+        expect_new(messages::insert_message(db, message("m1", "c1", "alice", 1)).await?).seq,
+        1
+    );
+    assert_eq!(
+        events::append_event(db, "c1", "receipt", payload, at(2)).await?,
+        2
+    );
+    assert_eq!(
+        expect_new(messages::insert_message(db, message("m3", "c1", "alice", 3)).await?).seq,
+        3
+    );
+    assert_eq!(
+        events::append_event(db, "c1", "chat_updated", b"{}", at(4)).await?,
+        4
+    );
 
     let after = chat(db, "c1").await?;
-    assert_eq!((after.next_seq, after.message_count), (5, 2), "events do not count as messages");
+    assert_eq!(
+        (after.next_seq, after.message_count),
+        (5, 2),
+        "events do not count as messages"
+    );
     assert_eq!(after.last_activity_at, at(4));
     assert_eq!(messages::last_seq(db, "c1").await?, 4);
 
     let all = events::events_after(db, "c1", 0, 100).await?;
-    assert_eq!(all.iter().map(Durable::seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+    assert_eq!(
+        all.iter().map(Durable::seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
     assert!(matches!(&all[0], Durable::Message(m) if m.id == "m1"));
     match &all[1] {
         Durable::Event(e) => {
-            assert_eq!((e.kind.as_str(), e.payload.as_slice(), e.created_at), ("receipt", payload, at(2)));
+            assert_eq!(
+                (e.kind.as_str(), e.payload.as_slice(), e.created_at),
+                ("receipt", payload, at(2))
+            );
         }
         other => panic!("expected the receipt event, got {other:?}"),
     }
@@ -346,7 +437,10 @@ async fn append_event_shares_the_seq_counter_and_events_after_merges_both_in_ord
     assert!(matches!(&all[3], Durable::Event(e) if e.kind == "chat_updated"));
 
     let window = events::events_after(db, "c1", 1, 2).await?;
-    assert_eq!(window.iter().map(Durable::seq).collect::<Vec<_>>(), vec![2, 3]);
+    assert_eq!(
+        window.iter().map(Durable::seq).collect::<Vec<_>>(),
+        vec![2, 3]
+    );
     assert!(events::events_after(db, "c1", 4, 10).await?.is_empty());
     assert!(matches!(
         events::append_event(db, "nope", "receipt", payload, at(5)).await,
@@ -373,7 +467,11 @@ async fn history_pages_backwards_oldest_first_with_has_more(db: &Db) -> Result<(
     let (page, has_more) = messages::history(db, "c1", Some(2), 3).await?;
     assert_eq!((seqs(&page), has_more), (vec![1], false));
     let (page, has_more) = messages::history(db, "c1", Some(4), 3).await?;
-    assert_eq!((seqs(&page), has_more), (vec![1, 2, 3], false), "exactly a page left");
+    assert_eq!(
+        (seqs(&page), has_more),
+        (vec![1, 2, 3], false),
+        "exactly a page left"
+    );
     let (page, has_more) = messages::history(db, "c1", Some(1), 3).await?;
     assert_eq!((seqs(&page), has_more), (vec![], false));
     let (page, has_more) = messages::history(db, "empty-chat", None, 3).await?;
@@ -391,14 +489,29 @@ async fn list_user_chats_orders_by_last_activity_then_id(db: &Db) -> Result<()> 
     messages::insert_message(db, message("m1", "c1", "alice", 10)).await?;
 
     let ids = |rows: Vec<super::ChatRow>| rows.into_iter().map(|c| c.id).collect::<Vec<_>>();
-    assert_eq!(ids(chats::list_user_chats(db, "alice", 10).await?), vec!["c1", "c4", "c3", "c2"]);
-    assert_eq!(ids(chats::list_user_chats(db, "alice", 2).await?), vec!["c1", "c4"]);
-    assert_eq!(ids(chats::list_user_chats(db, "carol", 10).await?), Vec::<String>::new());
+    assert_eq!(
+        ids(chats::list_user_chats(db, "alice", 10).await?),
+        vec!["c1", "c4", "c3", "c2"]
+    );
+    assert_eq!(
+        ids(chats::list_user_chats(db, "alice", 2).await?),
+        vec!["c1", "c4"]
+    );
+    assert_eq!(
+        ids(chats::list_user_chats(db, "carol", 10).await?),
+        Vec::<String>::new()
+    );
 
     // Only chats alice owns count as hers to resume, and only active ones.
-    assert_eq!(chats::latest_active_chat(db, "alice").await?.as_deref(), Some("c1"));
+    assert_eq!(
+        chats::latest_active_chat(db, "alice").await?.as_deref(),
+        Some("c1")
+    );
     chats::end_chat(db, "c1", at(11)).await?;
-    assert_eq!(chats::latest_active_chat(db, "alice").await?.as_deref(), Some("c3"));
+    assert_eq!(
+        chats::latest_active_chat(db, "alice").await?.as_deref(),
+        Some("c3")
+    );
     assert_eq!(chats::latest_active_chat(db, "carol").await?, None);
     Ok(())
 }
@@ -410,25 +523,38 @@ async fn record_receipts_ignores_ids_from_another_chat(db: &Db) -> Result<()> {
     messages::insert_message(db, message("m2", "a", "alice", 2)).await?;
     messages::insert_message(db, message("m3", "b", "alice", 3)).await?;
 
-    let asked: Vec<String> = ["m2", "m3", "missing", "m1", "m2"].map(String::from).to_vec();
+    let asked: Vec<String> = ["m2", "m3", "missing", "m1", "m2"]
+        .map(String::from)
+        .to_vec();
     let recorded = events::record_receipts(db, "a", "bob", &asked, at(5)).await?;
     assert_eq!(recorded, vec!["m2", "m1"]);
     // Again: existing receipts are ignored, not an error.
     let again = events::record_receipts(db, "a", "bob", &["m1".to_owned()], at(6)).await?;
     assert_eq!(again, vec!["m1"]);
-    assert!(events::record_receipts(db, "a", "bob", &[], at(7)).await?.is_empty());
+    assert!(
+        events::record_receipts(db, "a", "bob", &[], at(7))
+            .await?
+            .is_empty()
+    );
 
     let stored: Vec<(String, String, NaiveDateTime)> = with_conn!(db, |conn| {
         read_receipts::table
             .filter(read_receipts::user_id.eq("bob"))
             .order(read_receipts::message_id.asc())
-            .select((read_receipts::chat_id, read_receipts::message_id, read_receipts::read_at))
+            .select((
+                read_receipts::chat_id,
+                read_receipts::message_id,
+                read_receipts::read_at,
+            ))
             .load(conn)
             .await?
     });
     assert_eq!(
         stored,
-        vec![("a".into(), "m1".into(), at(5)), ("a".into(), "m2".into(), at(5))],
+        vec![
+            ("a".into(), "m1".into(), at(5)),
+            ("a".into(), "m2".into(), at(5))
+        ],
         "first read wins"
     );
     Ok(())
@@ -449,16 +575,33 @@ async fn usage_round_trips_and_a_second_insert_keeps_the_first(db: &Db) -> Resul
         now: at(3),
     };
     usage::insert_usage(db, new).await?;
-    let again = NewUsage { prompt_tokens: 1, ttft_ms: None, ..new };
+    let again = NewUsage {
+        prompt_tokens: 1,
+        ttft_ms: None,
+        ..new
+    };
     usage::insert_usage(db, again).await?;
 
-    let row = usage::usage_for_message(db, "m1").await?.ok_or(StorageError::NotFound)?;
+    let row = usage::usage_for_message(db, "m1")
+        .await?
+        .ok_or(StorageError::NotFound)?;
     assert_eq!(
-        (row.message_id.as_str(), row.chat_id.as_str(), row.user_id.as_str(), row.model.as_str()),
+        (
+            row.message_id.as_str(),
+            row.chat_id.as_str(),
+            row.user_id.as_str(),
+            row.model.as_str()
+        ),
         ("m1", "c1", "alice", "m-1")
     );
-    assert_eq!((row.prompt_tokens, row.completion_tokens, row.estimated), (120, 45, true));
-    assert_eq!((row.ttft_ms, row.total_ms, row.created_at), (Some(350), 2100, at(3)));
+    assert_eq!(
+        (row.prompt_tokens, row.completion_tokens, row.estimated),
+        (120, 45, true)
+    );
+    assert_eq!(
+        (row.ttft_ms, row.total_ms, row.created_at),
+        (Some(350), 2100, at(3))
+    );
     assert_eq!(usage::usage_for_message(db, "m2").await?, None);
     Ok(())
 }
@@ -467,10 +610,18 @@ async fn upsert_user_updates_name_and_set_online_needs_a_known_user(db: &Db) -> 
     users::upsert_user(db, "alice", "Alice", at(0)).await?;
     users::set_online(db, "alice", true, at(1)).await?;
     users::upsert_user(db, "alice", "Alice L.", at(2)).await?;
-    let user = users::get_user(db, "alice").await?.ok_or(StorageError::NotFound)?;
+    let user = users::get_user(db, "alice")
+        .await?
+        .ok_or(StorageError::NotFound)?;
     assert_eq!(user.display_name, "Alice L.");
-    assert_eq!((user.created_at, user.last_active_at, user.online), (at(0), at(2), true));
-    assert!(matches!(users::set_online(db, "nobody", true, at(3)).await, Err(StorageError::NotFound)));
+    assert_eq!(
+        (user.created_at, user.last_active_at, user.online),
+        (at(0), at(2), true)
+    );
+    assert!(matches!(
+        users::set_online(db, "nobody", true, at(3)).await,
+        Err(StorageError::NotFound)
+    ));
     assert_eq!(users::get_user(db, "nobody").await?, None);
     Ok(())
 }
@@ -481,7 +632,10 @@ async fn connect_rejects_an_unknown_url_scheme_with_a_clear_error() {
     match Db::connect("mysql://root@localhost/chat", 2).await {
         Err(StorageError::InvalidUrl(msg)) => {
             assert!(msg.contains("\"mysql\""), "names the scheme: {msg}");
-            assert!(msg.contains("postgres://") && msg.contains("sqlite://"), "says what works: {msg}");
+            assert!(
+                msg.contains("postgres://") && msg.contains("sqlite://"),
+                "says what works: {msg}"
+            );
         }
         other => panic!("expected InvalidUrl, got {other:?}"),
     }
@@ -497,6 +651,9 @@ fn with_database_replaces_only_the_path() {
         with_database("postgres://postgres@127.0.0.1:5432/postgres", "t_1"),
         "postgres://postgres@127.0.0.1:5432/t_1"
     );
-    assert_eq!(with_database("postgresql://u:p@h/db?sslmode=disable", "t_2"), "postgresql://u:p@h/t_2?sslmode=disable");
+    assert_eq!(
+        with_database("postgresql://u:p@h/db?sslmode=disable", "t_2"),
+        "postgresql://u:p@h/t_2?sslmode=disable"
+    );
     assert_eq!(with_database("postgres://h:1", "t_3"), "postgres://h:1/t_3");
 }

@@ -25,7 +25,10 @@ pub async fn upsert_user(db: &Db, id: &str, display_name: &str, now: NaiveDateTi
             ))
             .on_conflict(users::id)
             .do_update()
-            .set((users::display_name.eq(display_name), users::last_active_at.eq(now)))
+            .set((
+                users::display_name.eq(display_name),
+                users::last_active_at.eq(now),
+            ))
             .execute(conn)
             .await?;
         Ok(())
