@@ -173,7 +173,12 @@ impl Verifier {
             }
         };
         let mut validation = Validation::new(algorithm);
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured `iss`/`aud` is only enforced when the claim is also required: a token
+        // without the claim would otherwise pass.
+        let mut required = vec!["exp", "sub"];
+        required.extend(settings.issuer.as_ref().map(|_| "iss"));
+        required.extend(settings.audience.as_ref().map(|_| "aud"));
+        validation.set_required_spec_claims(&required);
         validation.leeway = settings.leeway_secs;
         match &settings.issuer {
             Some(iss) => validation.set_issuer(&[iss]),

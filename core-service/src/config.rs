@@ -74,6 +74,8 @@ pub struct ChatSettings {
     pub user_messages_per_minute: u32,
     /// Typing events per minute per user.
     pub typing_per_minute: u32,
+    /// Live connections per user on this core; one more is refused with close 1013.
+    pub max_connections_per_user: usize,
 }
 
 impl Default for ChatSettings {
@@ -86,6 +88,7 @@ impl Default for ChatSettings {
             outbound_buffer: 256,
             user_messages_per_minute: 30,
             typing_per_minute: 10,
+            max_connections_per_user: 5,
         }
     }
 }
@@ -127,8 +130,8 @@ impl Settings {
         if c.max_message_chars == 0 || c.max_frame_bytes < 1024 || c.heartbeat_interval_ms < 1000 {
             return Err("chat: max_message_chars must be > 0, max_frame_bytes >= 1024, heartbeat_interval_ms >= 1000".into());
         }
-        if c.outbound_buffer < 8 || c.user_messages_per_minute == 0 || c.typing_per_minute == 0 {
-            return Err("chat: outbound_buffer must be >= 8 and rates > 0".into());
+        if c.outbound_buffer < 8 || c.user_messages_per_minute == 0 || c.typing_per_minute == 0 || c.max_connections_per_user == 0 {
+            return Err("chat: outbound_buffer must be >= 8, rates and max_connections_per_user > 0".into());
         }
         if self.database.max_connections == 0 {
             return Err("database.max_connections must be > 0".into());

@@ -43,6 +43,17 @@ impl Handler {
         S: Stream<Item = Result<pb::ClientEvent, tonic::Status>> + Unpin + Send,
     {
         let users_connections = self.engine.rooms.register(self.conn.clone());
+        if users_connections > self.engine.settings.max_connections_per_user {
+            self.conn.push(event(Out::Error(pb::Error {
+                code: 429,
+                message: "Too many connections for this user".into(),
+                retryable: true,
+                close_code: Some(1013),
+                ..Default::default()
+            })));
+            self.engine.rooms.unregister(&self.conn.id);
+            return;
+        }
         match self.engine.session_event(&self.who, &self.conn.id).await {
             Ok(session) => {
                 self.conn.push(session);
