@@ -130,8 +130,14 @@ impl Settings {
         if c.max_message_chars == 0 || c.max_frame_bytes < 1024 || c.heartbeat_interval_ms < 1000 {
             return Err("chat: max_message_chars must be > 0, max_frame_bytes >= 1024, heartbeat_interval_ms >= 1000".into());
         }
-        if c.outbound_buffer < 8 || c.user_messages_per_minute == 0 || c.typing_per_minute == 0 || c.max_connections_per_user == 0 {
-            return Err("chat: outbound_buffer must be >= 8, rates and max_connections_per_user > 0".into());
+        if c.outbound_buffer < 8
+            || c.user_messages_per_minute == 0
+            || c.typing_per_minute == 0
+            || c.max_connections_per_user == 0
+        {
+            return Err(
+                "chat: outbound_buffer must be >= 8, rates and max_connections_per_user > 0".into(),
+            );
         }
         if self.database.max_connections == 0 {
             return Err("database.max_connections must be > 0".into());

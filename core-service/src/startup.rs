@@ -21,7 +21,7 @@ use crate::storage::Db;
 
 /// How long shutdown waits for replies in flight.
 const REPLY_GRACE: Duration = Duration::from_secs(30);
-/// How often readiness re-checks the database.
+/// How often readiness re-checks the database (and limiters are pruned).
 const DB_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// The service name readiness is reported under (also the overall "" service).
 pub const HEALTH_SERVICE: &str = "chat.v1.ChatService";
@@ -87,7 +87,7 @@ impl Application {
         reporter
             .set_service_status("", ServingStatus::Serving)
             .await;
-        let watchdog = tokio::spawn(watch_database(engine.clone(), reporter, shutdown.clone()));
+        let watchdog = tokio::spawn(housekeeping(engine.clone(), reporter, shutdown.clone()));
 
         let stopping = {
             let engine = engine.clone();
@@ -122,8 +122,9 @@ impl Application {
     }
 }
 
-/// Keeps readiness honest: NOT_SERVING while the database does not answer.
-async fn watch_database(
+/// Periodic upkeep: readiness stays honest (NOT_SERVING while the database does not answer)
+/// and the per-user rate limiters forget users who are idle again.
+async fn housekeeping(
     engine: Arc<Engine>,
     reporter: tonic_health::server::HealthReporter,
     shutdown: CancellationToken,
@@ -134,6 +135,7 @@ async fn watch_database(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(DB_CHECK_EVERY) => {}
         }
+        engine.limits.prune();
         let ok = engine.db.ping().await.is_ok();
         if ok != healthy {
             healthy = ok;

@@ -32,7 +32,10 @@ fn chat_update(action: &str, chat: &str, extra: Value) -> Value {
 fn assert_contiguous(frames: &[Value], from: i64, who: &str) -> i64 {
     let seqs: Vec<i64> = frames.iter().filter_map(|f| f["seq"].as_i64()).collect();
     let expected: Vec<i64> = (from..from + seqs.len() as i64).collect();
-    assert_eq!(seqs, expected, "{who} sees durable events in seq order without gaps");
+    assert_eq!(
+        seqs, expected,
+        "{who} sees durable events in seq order without gaps"
+    );
     from + seqs.len() as i64
 }
 
@@ -40,13 +43,26 @@ fn assert_contiguous(frames: &[Value], from: i64, who: &str) -> i64 {
 async fn members_and_tabs_share_a_chat_and_outsiders_see_nothing() {
     let stack = spawn_default().await;
     let (mut alice1, _) = stack.connect("alice").await;
-    alice1.send(json!({"type": "chat_update", "data": {"action": "create", "title": "Team room"}})).await;
+    alice1
+        .send(json!({"type": "chat_update", "data": {"action": "create", "title": "Team room"}}))
+        .await;
     let created = alice1.recv_type("chat_update").await;
-    let chat = created["data"]["chatId"].as_str().expect("chat id").to_string();
+    let chat = created["data"]["chatId"]
+        .as_str()
+        .expect("chat id")
+        .to_string();
     assert_eq!(created["data"]["updates"]["title"], "Team room");
-    alice1.send(chat_update("add_member", &chat, json!({"userId": "bob"}))).await;
-    alice1.send(chat_update("add_member", &chat, json!({"userId": "bob"}))).await;
-    assert_eq!(alice1.recv_type("error").await["data"]["code"], 409, "adding twice is a conflict");
+    alice1
+        .send(chat_update("add_member", &chat, json!({"userId": "bob"})))
+        .await;
+    alice1
+        .send(chat_update("add_member", &chat, json!({"userId": "bob"})))
+        .await;
+    assert_eq!(
+        alice1.recv_type("error").await["data"]["code"],
+        409,
+        "adding twice is a conflict"
+    );
 
     let (mut alice2, _) = stack.connect("alice").await;
     alice2.send(chat_update("join", &chat, json!({}))).await;
@@ -57,9 +73,16 @@ async fn members_and_tabs_share_a_chat_and_outsiders_see_nothing() {
     let (mut bob, _) = stack.connect("bob").await;
     bob.send(chat_update("join", &chat, json!({}))).await;
     bob.recv_type("history").await;
+    // alice's first tab also saw her second tab arrive; both tabs now see bob.
     for tab in [&mut alice1, &mut alice2] {
-        let presence = tab.recv_type("presence").await;
-        assert_eq!(presence["data"], json!({"userId": "bob", "status": "online", "chatId": chat}));
+        let (presence, _) = until(tab, |f| {
+            f["type"] == "presence" && f["data"]["userId"] == "bob"
+        })
+        .await;
+        assert_eq!(
+            presence["data"],
+            json!({"userId": "bob", "status": "online", "chatId": chat})
+        );
     }
 
     let (mut carol, _) = stack.connect("carol").await;
@@ -70,7 +93,11 @@ async fn members_and_tabs_share_a_chat_and_outsiders_see_nothing() {
 
     // bob speaks: everyone joined sees his message and the assistant's reply.
     bob.send_message(Some(&chat), "hello team", "b-1").await;
-    let is_reply_end = |f: &Value| f["type"] == "typing" && f["data"]["userId"] == "assistant" && f["data"]["isTyping"] == false;
+    let is_reply_end = |f: &Value| {
+        f["type"] == "typing"
+            && f["data"]["userId"] == "assistant"
+            && f["data"]["isTyping"] == false
+    };
     let mut logs: Vec<Vec<Value>> = Vec::new();
     for ws in [&mut alice1, &mut alice2, &mut bob] {
         let (end, mut seen) = until(ws, is_reply_end).await;
@@ -82,10 +109,15 @@ async fn members_and_tabs_share_a_chat_and_outsiders_see_nothing() {
         assert_eq!(messages[1]["data"]["message"]["role"], "assistant");
         logs.push(seen);
     }
-    let user_message_id = logs[0].iter().find(|f| f["type"] == "message").map(|f| f["data"]["message"]["id"].clone()).unwrap_or_default();
+    let user_message_id = logs[0]
+        .iter()
+        .find(|f| f["type"] == "message")
+        .map(|f| f["data"]["message"]["id"].clone())
+        .unwrap_or_default();
 
     // Typing reaches the others, not the typist.
-    bob.send(json!({"type": "typing", "data": {"chatId": chat, "isTyping": true}})).await;
+    bob.send(json!({"type": "typing", "data": {"chatId": chat, "isTyping": true}}))
+        .await;
     for tab in [&mut alice1, &mut alice2] {
         let typing = tab.recv_type("typing").await;
         assert_eq!(typing["data"]["userId"], "bob");
@@ -95,18 +127,37 @@ async fn members_and_tabs_share_a_chat_and_outsiders_see_nothing() {
     // A receipt is stored and broadcast with the next seq, confirmed.
     alice2.send(json!({"type": "read_receipt", "data": {"chatId": chat, "messageIds": [user_message_id]}})).await;
     // A rename is a durable chat update too.
-    alice1.send(chat_update("rename", &chat, json!({"title": "Renamed room"}))).await;
+    alice1
+        .send(chat_update(
+            "rename",
+            &chat,
+            json!({"title": "Renamed room"}),
+        ))
+        .await;
     for (i, ws) in [&mut alice1, &mut alice2, &mut bob].into_iter().enumerate() {
         let (receipt, before) = until(ws, |f| f["type"] == "read_receipt").await;
-        assert!(before.iter().all(|f| f["type"] != "message"), "nothing durable in between");
-        assert_eq!(receipt["data"], json!({"chatId": chat, "messageIds": [user_message_id], "userId": "alice", "confirmed": true}));
+        assert!(
+            before.iter().all(|f| f["type"] != "message"),
+            "nothing durable in between"
+        );
+        assert_eq!(
+            receipt["data"],
+            json!({"chatId": chat, "messageIds": [user_message_id], "userId": "alice", "confirmed": true})
+        );
         let renamed = ws.recv_type("chat_update").await;
         assert_eq!(renamed["data"]["updates"], json!({"title": "Renamed room"}));
         logs[i].push(receipt);
         logs[i].push(renamed);
         assert_contiguous(&logs[i], 1, &format!("connection {i}"));
     }
-    assert_eq!(storage::get_chat(&stack.db, &chat).await.expect("get").expect("chat").title, "Renamed room");
+    assert_eq!(
+        storage::get_chat(&stack.db, &chat)
+            .await
+            .expect("get")
+            .expect("chat")
+            .title,
+        "Renamed room"
+    );
 
     // carol saw none of it.
     carol.expect_silence(Duration::from_millis(300)).await;
@@ -115,12 +166,23 @@ async fn members_and_tabs_share_a_chat_and_outsiders_see_nothing() {
     drop(bob);
     for tab in [&mut alice1, &mut alice2] {
         let gone = tab.recv_type("presence").await;
-        assert_eq!(gone["data"], json!({"userId": "bob", "status": "offline", "chatId": chat}));
+        assert_eq!(
+            gone["data"],
+            json!({"userId": "bob", "status": "offline", "chatId": chat})
+        );
     }
 
     // Removing bob takes his access away.
-    alice1.send(chat_update("remove_member", &chat, json!({"userId": "bob"}))).await;
-    alice1.send(json!({"type": "ping", "data": {"timestamp": 9}})).await;
+    alice1
+        .send(chat_update(
+            "remove_member",
+            &chat,
+            json!({"userId": "bob"}),
+        ))
+        .await;
+    alice1
+        .send(json!({"type": "ping", "data": {"timestamp": 9}}))
+        .await;
     alice1.recv_type("pong").await;
     let (mut bob, _) = stack.connect("bob").await;
     bob.send(chat_update("join", &chat, json!({}))).await;
@@ -132,16 +194,30 @@ async fn history_pages_are_stable_while_messages_keep_arriving() {
     let stack = spawn_default().await;
     let (mut ws, _) = stack.connect("alice").await;
     ws.send_message(None, "message 0", "m0").await;
-    let chat = ws.recv_type("ack").await["data"]["chatId"].as_str().expect("chat").to_string();
+    let chat = ws.recv_type("ack").await["data"]["chatId"]
+        .as_str()
+        .expect("chat")
+        .to_string();
     ws.recv_reply().await;
     for i in 1..5 {
-        ws.send_message(Some(&chat), &format!("message {i}"), &format!("m{i}")).await;
+        ws.send_message(Some(&chat), &format!("message {i}"), &format!("m{i}"))
+            .await;
         ws.recv_reply().await;
     }
     // 10 messages: seq 1..=10. Newest page first.
-    ws.send(json!({"type": "history", "data": {"chatId": chat, "limit": 4}})).await;
+    ws.send(json!({"type": "history", "data": {"chatId": chat, "limit": 4}}))
+        .await;
     let page = ws.recv_type("history").await;
-    let seqs = |p: &Value| p["data"]["messages"].as_array().map(|m| m.iter().map(|x| x["seq"].as_i64().unwrap_or(0)).collect::<Vec<_>>()).unwrap_or_default();
+    let seqs = |p: &Value| {
+        p["data"]["messages"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .map(|x| x["seq"].as_i64().unwrap_or(0))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
     assert_eq!(seqs(&page), vec![7, 8, 9, 10]);
     assert_eq!(page["data"]["hasMore"], true);
     assert_eq!(page["data"]["lastSeq"], 10);
@@ -150,7 +226,8 @@ async fn history_pages_are_stable_while_messages_keep_arriving() {
     // A new message arrives between pages; the next page is unaffected.
     ws.send_message(Some(&chat), "interloper", "m5").await;
     ws.recv_reply().await;
-    ws.send(json!({"type": "history", "data": {"chatId": chat, "limit": 4, "before": cursor}})).await;
+    ws.send(json!({"type": "history", "data": {"chatId": chat, "limit": 4, "before": cursor}}))
+        .await;
     let page = ws.recv_type("history").await;
     assert_eq!(seqs(&page), vec![3, 4, 5, 6]);
     ws.send(json!({"type": "history", "data": {"chatId": chat, "limit": 4, "before": page["data"]["cursor"]}})).await;
@@ -162,29 +239,63 @@ async fn history_pages_are_stable_while_messages_keep_arriving() {
 
 #[tokio::test]
 async fn the_chosen_model_persists_on_the_chat_and_answers_the_next_message() {
-    let stack = spawn_stack(StackOptions::default().llm(Llm::OpenAi(FakeScript::reply(&["from ", "fake"])))).await;
+    let stack = spawn_stack(
+        StackOptions::default().llm(Llm::OpenAi(FakeScript::reply(&["from ", "fake"]))),
+    )
+    .await;
     let (mut ws, session) = stack.connect("alice").await;
-    let models: Vec<&str> = session["data"]["models"].as_array().map(|m| m.iter().filter_map(|x| x["id"].as_str()).collect()).unwrap_or_default();
-    assert!(models.contains(&"demo") && models.contains(&"fake-openai"), "{models:?}");
-    ws.send(json!({"type": "chat_update", "data": {"action": "create", "model": "demo"}})).await;
-    let chat = ws.recv_type("chat_update").await["data"]["chatId"].as_str().expect("chat").to_string();
+    let models: Vec<&str> = session["data"]["models"]
+        .as_array()
+        .map(|m| m.iter().filter_map(|x| x["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        models.contains(&"demo") && models.contains(&"fake-openai"),
+        "{models:?}"
+    );
+    ws.send(json!({"type": "chat_update", "data": {"action": "create", "model": "demo"}}))
+        .await;
+    let chat = ws.recv_type("chat_update").await["data"]["chatId"]
+        .as_str()
+        .expect("chat")
+        .to_string();
     ws.send_message(Some(&chat), "hi", "m1").await;
     let reply = ws.recv_reply().await;
-    let fin = reply.iter().find(|f| f["type"] == "message").expect("final");
+    let fin = reply
+        .iter()
+        .find(|f| f["type"] == "message" && f["data"]["message"]["role"] == "assistant")
+        .expect("final");
     assert_eq!(fin["data"]["message"]["metadata"]["model"], "demo");
 
-    ws.send(chat_update("select_model", &chat, json!({"model": "fake-openai"}))).await;
+    ws.send(chat_update(
+        "select_model",
+        &chat,
+        json!({"model": "fake-openai"}),
+    ))
+    .await;
     let changed = ws.recv_type("chat_update").await;
     assert_eq!(changed["data"]["updates"], json!({"model": "fake-openai"}));
-    assert_eq!(storage::get_chat(&stack.db, &chat).await.expect("get").expect("chat").model, "fake-openai");
+    assert_eq!(
+        storage::get_chat(&stack.db, &chat)
+            .await
+            .expect("get")
+            .expect("chat")
+            .model,
+        "fake-openai"
+    );
     ws.send_message(Some(&chat), "again", "m2").await;
     let reply = ws.recv_reply().await;
-    let fin = reply.iter().find(|f| f["type"] == "message").expect("final");
+    let fin = reply
+        .iter()
+        .find(|f| f["type"] == "message" && f["data"]["message"]["role"] == "assistant")
+        .expect("final");
     assert_eq!(fin["data"]["message"]["content"], "from fake");
     assert_eq!(fin["data"]["message"]["metadata"]["model"], "fake-openai");
 
     ws.send(chat_update("end", &chat, json!({}))).await;
-    assert_eq!(ws.recv_type("chat_update").await["data"]["updates"], json!({"status": "ended"}));
+    assert_eq!(
+        ws.recv_type("chat_update").await["data"]["updates"],
+        json!({"status": "ended"})
+    );
     ws.send(chat_update("end", &chat, json!({}))).await;
     assert_eq!(ws.recv_type("error").await["data"]["code"], 409);
 }

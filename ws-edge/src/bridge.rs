@@ -12,6 +12,9 @@ use std::time::Duration;
 use axum::extract::ws::{CloseFrame, Message};
 use chat_proto::pb::chat::{self as pb, server_event::Event as Out};
 use futures::{Sink, SinkExt, Stream, StreamExt};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -110,10 +113,10 @@ where
     };
 
     let limits = Limits::default();
-    let per_minute =
-        NonZeroU32::new(state.settings.limits.frames_per_minute).unwrap_or(NonZeroU32::MIN);
-    let rate = RateLimiter::direct(Quota::per_minute(per_minute));
-    let mut strikes = 0u32;
+    let mut gate = FrameGate::new(
+        state.settings.limits.frames_per_minute,
+        state.settings.limits.abuse_strikes,
+    );
     let heartbeat = Duration::from_millis(state.settings.limits.heartbeat_interval_ms);
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     let mut last_seen = Instant::now();
@@ -152,21 +155,20 @@ where
                 if text.len() > state.settings.limits.max_frame_bytes {
                     break (close::TOO_BIG, "Frame too large");
                 }
-                if let Err(not_until) = rate.check() {
-                    strikes += 1;
-                    if strikes >= state.settings.limits.abuse_strikes {
+                match gate.check() {
+                    Verdict::Pass => {}
+                    Verdict::Limited(wait) => {
+                        if socket.send(Message::Text(rate_limited(wait).into())).await.is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    Verdict::Abuse => {
                         let frame = frames::error_frame(429, "Too many frames: closing", false, None, None);
                         let _ = socket.send(Message::Text(frame.into())).await;
                         break (close::POLICY, "Rate limit abuse");
                     }
-                    let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
-                    let frame = rate_limited(wait);
-                    if socket.send(Message::Text(frame.into())).await.is_err() {
-                        return;
-                    }
-                    continue;
                 }
-                strikes = 0;
                 match frames::decode_client_frame(text.as_str(), &limits) {
                     Ok(event) => {
                         if to_core.send(event).await.is_err() {
@@ -201,6 +203,59 @@ where
         }
     };
     close_with(&mut socket, code, reason).await;
+}
+
+/// The per-connection frame budget, and the line between a burst and abuse.
+pub struct FrameGate<C: Clock + Clone = DefaultClock> {
+    limiter: RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>,
+    clock: C,
+    strikes: u32,
+    abuse_strikes: u32,
+}
+
+/// What to do with one frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pass,
+    /// Refuse it with 429 and this wait.
+    Limited(Duration),
+    /// Refused too many times in a row: close with 1008.
+    Abuse,
+}
+
+impl FrameGate<DefaultClock> {
+    pub fn new(per_minute: u32, abuse_strikes: u32) -> Self {
+        Self::with_clock(per_minute, abuse_strikes, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> FrameGate<C> {
+    pub fn with_clock(per_minute: u32, abuse_strikes: u32, clock: C) -> Self {
+        let quota = Quota::per_minute(NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN));
+        Self {
+            limiter: RateLimiter::direct_with_clock(quota, clock.clone()),
+            clock,
+            strikes: 0,
+            abuse_strikes,
+        }
+    }
+
+    pub fn check(&mut self) -> Verdict {
+        match self.limiter.check() {
+            Ok(()) => {
+                self.strikes = 0;
+                Verdict::Pass
+            }
+            Err(not_until) => {
+                self.strikes += 1;
+                if self.strikes >= self.abuse_strikes {
+                    Verdict::Abuse
+                } else {
+                    Verdict::Limited(not_until.wait_time_from(self.clock.now()))
+                }
+            }
+        }
+    }
 }
 
 fn rate_limited(wait: Duration) -> String {
@@ -241,6 +296,29 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_frame_gate_refills_with_time_and_closes_on_sustained_abuse() {
+        let clock = governor::clock::FakeRelativeClock::default();
+        let mut gate = FrameGate::with_clock(6, 3, clock.clone());
+        for _ in 0..6 {
+            assert_eq!(gate.check(), Verdict::Pass);
+        }
+        assert_eq!(gate.check(), Verdict::Limited(Duration::from_secs(10)));
+        clock.advance(Duration::from_secs(10));
+        assert_eq!(
+            gate.check(),
+            Verdict::Pass,
+            "one frame per 10 s refills, and strikes reset"
+        );
+        assert!(matches!(gate.check(), Verdict::Limited(_)));
+        assert!(matches!(gate.check(), Verdict::Limited(_)));
+        assert_eq!(
+            gate.check(),
+            Verdict::Abuse,
+            "the third refusal in a row is abuse"
+        );
+    }
 
     #[test]
     fn rate_limited_frames_carry_a_retry_time() {
