@@ -76,6 +76,8 @@ pub struct ChatSettings {
     pub typing_per_minute: u32,
     /// Live connections per user on this core; one more is refused with close 1013.
     pub max_connections_per_user: usize,
+    /// How long an operator's takeover outlives its connection (renewed while connected).
+    pub operator_lease_secs: u64,
 }
 
 impl Default for ChatSettings {
@@ -89,6 +91,7 @@ impl Default for ChatSettings {
             user_messages_per_minute: 30,
             typing_per_minute: 10,
             max_connections_per_user: 5,
+            operator_lease_secs: 30,
         }
     }
 }
@@ -141,6 +144,9 @@ impl Settings {
         }
         if self.database.max_connections == 0 {
             return Err("database.max_connections must be > 0".into());
+        }
+        if c.operator_lease_secs == 0 {
+            return Err("chat.operator_lease_secs must be > 0".into());
         }
         self.log.validate()?;
         Ok(())

@@ -129,13 +129,21 @@ async fn housekeeping(
     reporter: tonic_health::server::HealthReporter,
     shutdown: CancellationToken,
 ) {
+    // Short operator leases need expiring more often than the database needs checking.
+    let lease = Duration::from_secs(engine.settings.operator_lease_secs);
+    let every = DB_CHECK_EVERY
+        .min(lease / 2)
+        .max(Duration::from_millis(200));
     let mut healthy = true;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(DB_CHECK_EVERY) => {}
+            () = tokio::time::sleep(every) => {}
         }
         engine.limits.prune();
+        if let Err(err) = engine.expire_operator_leases().await {
+            tracing::warn!(error = %err, "operator lease expiry failed");
+        }
         let ok = engine.db.ping().await.is_ok();
         if ok != healthy {
             healthy = ok;

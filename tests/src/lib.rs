@@ -243,12 +243,13 @@ impl Stack {
 
     /// Connects with `?token=` and reads the `session` frame.
     pub async fn connect(&self, user: &str) -> (Ws, Value) {
-        let mut ws = Ws::open(&format!(
-            "{}?token={}",
-            self.ws_url(),
-            self.token(user, &[])
-        ))
-        .await;
+        self.connect_with_roles(user, &[]).await
+    }
+
+    /// Connects as a user with roles (e.g. `admin`) and reads the `session` frame.
+    pub async fn connect_with_roles(&self, user: &str, roles: &[&str]) -> (Ws, Value) {
+        let url = format!("{}?token={}", self.ws_url(), self.token(user, roles));
+        let mut ws = Ws::open(&url).await;
         let session = ws.recv_type("session").await;
         (ws, session)
     }

@@ -7,6 +7,7 @@
 //! Ending unregisters the connection, which drops every sender of the outbox and so ends the
 //! response stream.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -30,11 +31,18 @@ pub struct Handler {
     engine: Arc<Engine>,
     who: Principal,
     conn: Conn,
+    /// Chats this (operator) connection holds; their leases are renewed while it lives.
+    held: HashSet<String>,
 }
 
 impl Handler {
     pub fn new(engine: Arc<Engine>, who: Principal, conn: Conn) -> Self {
-        Self { engine, who, conn }
+        Self {
+            engine,
+            who,
+            conn,
+            held: HashSet::new(),
+        }
     }
 
     /// Runs until the peer leaves, the connection is cancelled or its token expires.
@@ -67,10 +75,21 @@ impl Handler {
         if users_connections == 1 {
             let _ = storage::set_online(&self.engine.db, &self.who.user_id, true, now()).await;
         }
+        // Renew held leases well before they run out.
+        let renew_every = Duration::from_secs(self.engine.settings.operator_lease_secs)
+            .max(Duration::from_secs(1))
+            / 3;
+        let mut renew = tokio::time::interval(renew_every);
         loop {
             let expires_in = token_remaining(self.who.expires_at);
             tokio::select! {
                 () = self.conn.kill.cancelled() => break,
+                _ = renew.tick(), if !self.held.is_empty() => {
+                    let held: Vec<String> = self.held.iter().cloned().collect();
+                    for lost in self.engine.renew_operator(&self.who, &held).await {
+                        self.held.remove(&lost);
+                    }
+                }
                 () = tokio::time::sleep(expires_in) => {
                     let mut err = ChatError::Unauthenticated.into_event(None);
                     if let Some(Out::Error(e)) = err.event.as_mut() {
@@ -139,11 +158,26 @@ impl Handler {
             Some(In::Presence(p)) => self.presence(p).await,
             Some(In::Resume(r)) => self.resume(r).await,
             Some(In::Auth(auth)) => return self.reauthenticate(&auth.token, frame_id).await,
-            Some(In::HelpRequest(_)) | Some(In::Takeover(_)) | Some(In::Release(_)) => {
-                Err(ChatError::Invalid {
-                    message: "This frame type is not available on this server yet".into(),
-                    field: Some("type"),
-                })
+            Some(In::HelpRequest(h)) => {
+                self.engine
+                    .help_request(&self.who, &h.chat_id, h.reason.as_deref())
+                    .await
+            }
+            Some(In::Takeover(t)) => match self
+                .engine
+                .takeover(&self.who, &t.chat_id, &self.conn)
+                .await
+            {
+                Ok(()) => {
+                    self.held.insert(t.chat_id.trim().to_string());
+                    Ok(())
+                }
+                Err(err) => Err(err),
+            },
+            Some(In::Release(r)) => {
+                let result = self.engine.release(&self.who, &r.chat_id).await;
+                self.held.remove(r.chat_id.trim());
+                result
             }
             None => Err(ChatError::Invalid {
                 message: "Unknown message type".into(),

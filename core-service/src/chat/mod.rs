@@ -8,6 +8,7 @@
 //! connection that asked, so a dropped connection never stops a reply.
 
 pub mod handler;
+pub mod operator;
 pub mod rooms;
 pub mod turn;
 pub mod validate;
@@ -198,9 +199,14 @@ impl Engine {
             self.rooms.join(&chat.id, &conn.id);
         }
 
+        // While an operator holds the chat the assistant is silent; the operator's own
+        // messages appear with role `admin` and their name.
+        let held = operator::held(&chat);
+        let as_operator = held && chat.operator_id.as_deref() == Some(who.user_id.as_str());
         let message_id = new_id();
         let metadata = StoredMetadata {
             context,
+            operator_name: as_operator.then(|| who.name.clone()),
             ..Default::default()
         }
         .to_json();
@@ -212,7 +218,7 @@ impl Engine {
                     id: &message_id,
                     chat_id: &chat.id,
                     sender_id: &who.user_id,
-                    role: "user",
+                    role: if as_operator { "admin" } else { "user" },
                     agent_id: agent_id.as_deref().unwrap_or(&chat.agent_id),
                     content: text.as_str(),
                     status: "complete",
@@ -248,7 +254,9 @@ impl Engine {
         }
         storage::upsert_user(&self.db, &who.user_id, &who.name, now()).await?;
         let reply = ack(&row, client_id.as_str(), false);
-        turn::spawn(self.clone(), chat, row, who.user_id.clone());
+        if !held {
+            turn::spawn(self.clone(), chat, row, who.user_id.clone());
+        }
         Ok(reply)
     }
 

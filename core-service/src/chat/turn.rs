@@ -49,10 +49,14 @@ async fn run(
     requester: String,
 ) -> Result<(), storage::StorageError> {
     let _one_at_a_time = engine.reply_order.lock(&chat.id).await;
-    // The model or agent may have changed while this turn waited for the previous one.
+    // The model or agent may have changed while this turn waited for the previous one, and
+    // an operator may have taken the chat over: then the assistant stays silent.
     let chat = storage::get_chat(&engine.db, &chat.id)
         .await?
         .unwrap_or(chat);
+    if super::operator::held(&chat) {
+        return Ok(());
+    }
     let message_id = new_id();
     let reply = ActiveReply {
         message_id: message_id.clone(),
@@ -227,6 +231,11 @@ async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &Activ
                     // Pushed and delivered under one lock, which `resume` also takes, so a
                     // resuming connection gets each chunk exactly once.
                     let mut chunks = reply.chunks.lock().unwrap_or_else(|p| p.into_inner());
+                    if reply.cancel.is_cancelled() {
+                        // Stopped (or taken over) while this delta was on its way.
+                        out.status = "stopped";
+                        break;
+                    }
                     chunks.push(delta);
                     engine.rooms.broadcast(&chat.id, &chunk, None);
                     drop(chunks);
@@ -290,6 +299,13 @@ async fn build_prompt(
         engine.settings.prompt_history_messages,
     )
     .await?;
+    if rows.iter().any(|r| r.role == "admin") {
+        system.push_str(
+            "\n\nNote: a human support operator took over this conversation for a while. Assistant \
+             turns that start with \"[Human operator\" were written by that person, not by you; \
+             continue the conversation from where they left off.",
+        );
+    }
     Ok(Prompt {
         system,
         turns: fit_turns(&rows, budget),
@@ -307,15 +323,20 @@ fn fit_turns(rows: &[MessageRow], budget: u32) -> Vec<Turn> {
             ("assistant" | "admin", _) => TurnRole::Assistant,
             _ => TurnRole::User,
         };
-        let cost = estimate_tokens(&row.content);
+        let content = if row.role == "admin" {
+            let name = StoredMetadata::parse(&row.metadata)
+                .operator_name
+                .unwrap_or_default();
+            format!("[Human operator {name}]: {}", row.content)
+        } else {
+            row.content.clone()
+        };
+        let cost = estimate_tokens(&content);
         if !picked.is_empty() && used + cost > budget {
             break;
         }
         used += cost;
-        picked.push(Turn {
-            role,
-            content: row.content.clone(),
-        });
+        picked.push(Turn { role, content });
     }
     picked.reverse();
     let mut turns: Vec<Turn> = Vec::with_capacity(picked.len());

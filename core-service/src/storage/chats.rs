@@ -193,6 +193,121 @@ pub async fn end_chat(db: &Db, id: &str, now: NaiveDateTime) -> Result<()> {
     found(rows)
 }
 
+/// Sets or clears the chat's "a human is needed" flag. Returns whether it changed.
+/// Fails with [`StorageError::NotFound`] if the chat does not exist.
+pub async fn set_needs_help(db: &Db, id: &str, needs_help: bool) -> Result<bool> {
+    let rows = with_conn!(db, |conn| {
+        diesel::update(
+            chats::table
+                .find(id)
+                .filter(chats::needs_help.ne(needs_help)),
+        )
+        .set(chats::needs_help.eq(needs_help))
+        .execute(conn)
+        .await?
+    });
+    if rows == 0 {
+        get_chat(db, id).await?.ok_or(StorageError::NotFound)?;
+    }
+    Ok(rows > 0)
+}
+
+/// Takes the chat's operator lock for `operator_id` until `lease_until`, atomically: only when
+/// nobody holds it, the same operator holds it, or the holder's lease ran out before `now`.
+/// Marks the chat admin-assisted. Returns false when another operator holds a live lease or
+/// the chat does not exist.
+pub async fn acquire_operator(
+    db: &Db,
+    chat_id: &str,
+    operator_id: &str,
+    operator_name: &str,
+    lease_until: NaiveDateTime,
+    now: NaiveDateTime,
+) -> Result<bool> {
+    let rows = with_conn!(db, |conn| {
+        diesel::update(
+            chats::table.find(chat_id).filter(
+                chats::operator_id
+                    .is_null()
+                    .or(chats::operator_id.eq(operator_id))
+                    .or(chats::operator_lease_until.lt(now)),
+            ),
+        )
+        .set((
+            chats::operator_id.eq(operator_id),
+            chats::operator_name.eq(operator_name),
+            chats::operator_lease_until.eq(lease_until),
+            chats::admin_assisted.eq(true),
+        ))
+        .execute(conn)
+        .await?
+    });
+    Ok(rows == 1)
+}
+
+/// Extends the lease of the operator who holds the chat. Returns false if they no longer do.
+pub async fn renew_operator(
+    db: &Db,
+    chat_id: &str,
+    operator_id: &str,
+    lease_until: NaiveDateTime,
+) -> Result<bool> {
+    let rows = with_conn!(db, |conn| {
+        diesel::update(
+            chats::table
+                .find(chat_id)
+                .filter(chats::operator_id.eq(operator_id)),
+        )
+        .set(chats::operator_lease_until.eq(lease_until))
+        .execute(conn)
+        .await?
+    });
+    Ok(rows == 1)
+}
+
+/// Clears the operator lock if `operator_id` holds it and, when `expired_before` is given,
+/// only if the lease ran out before that time (so a lease renewed meanwhile is kept).
+/// Returns whether it was released.
+pub async fn release_operator(
+    db: &Db,
+    chat_id: &str,
+    operator_id: &str,
+    expired_before: Option<NaiveDateTime>,
+) -> Result<bool> {
+    let rows = with_conn!(db, |conn| {
+        let target = chats::table
+            .find(chat_id)
+            .filter(chats::operator_id.eq(operator_id));
+        let reset = (
+            chats::operator_id.eq(None::<String>),
+            chats::operator_name.eq(None::<String>),
+            chats::operator_lease_until.eq(None::<NaiveDateTime>),
+        );
+        match expired_before {
+            Some(t) => {
+                diesel::update(target.filter(chats::operator_lease_until.lt(t)))
+                    .set(reset)
+                    .execute(conn)
+                    .await?
+            }
+            None => diesel::update(target).set(reset).execute(conn).await?,
+        }
+    });
+    Ok(rows == 1)
+}
+
+/// Chats whose operator lease ran out before `now` (the operator vanished).
+pub async fn expired_operator_leases(db: &Db, now: NaiveDateTime) -> Result<Vec<ChatRow>> {
+    with_conn!(db, |conn| {
+        Ok(chats::table
+            .filter(chats::operator_id.is_not_null())
+            .filter(chats::operator_lease_until.lt(now))
+            .select(ChatRow::as_select())
+            .load(conn)
+            .await?)
+    })
+}
+
 diesel::define_sql_function! {
     /// SQL `COALESCE` for a nullable timestamp, the same on both backends.
     fn coalesce(

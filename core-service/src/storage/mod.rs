@@ -94,8 +94,9 @@ use futures::FutureExt as _;
 
 // The flat API callers use (`storage::insert_message`); the modules group it by table.
 pub use chats::{
-    NewChat, add_member, create_chat, end_chat, get_chat, is_member, latest_active_chat,
-    list_user_chats, member_ids, remove_member, set_model, set_title,
+    NewChat, acquire_operator, add_member, create_chat, end_chat, expired_operator_leases,
+    get_chat, is_member, latest_active_chat, list_user_chats, member_ids, release_operator,
+    remove_member, renew_operator, set_model, set_needs_help, set_title,
 };
 pub use events::{Durable, append_event, events_after, record_receipts};
 pub use messages::{

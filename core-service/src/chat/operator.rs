@@ -1,0 +1,245 @@
+//! Humans in the loop: help requests and operator takeover.
+//!
+//! The operator lock lives on the chat row (`operator_id`, `operator_lease_until`) and is a
+//! lease: the operator's connection renews it while it lives ([`Engine::renew_operator`]), and
+//! housekeeping releases leases nobody renewed ([`Engine::expire_operator_leases`]), so an
+//! operator who vanishes loses the chat after a grace period. While an operator holds a chat
+//! the assistant stays silent; every start and end of a takeover is a durable, `seq`-numbered
+//! chat event (`operator_joined` / `operator_left`, stored in `chat_events` with who and when),
+//! which is also the audit trail.
+
+use std::time::Duration;
+
+use chat_auth::Principal;
+use chat_proto::pb::chat as pb;
+use pb::server_event::Event as Out;
+
+use super::rooms::Conn;
+use super::validate::ChatId;
+use super::{Engine, event, now};
+use crate::error::ChatError;
+use crate::storage::{self, ChatRow};
+
+/// Longest help request reason, in characters.
+const MAX_REASON_CHARS: usize = 500;
+
+impl Engine {
+    fn lease(&self) -> Duration {
+        Duration::from_secs(self.settings.operator_lease_secs)
+    }
+
+    fn lease_until(&self) -> chrono::NaiveDateTime {
+        now() + chrono::Duration::from_std(self.lease()).unwrap_or(chrono::Duration::seconds(30))
+    }
+
+    /// Flags the chat for a human (persisted) and tells the chat. Asking twice is a 409.
+    pub async fn help_request(
+        &self,
+        who: &Principal,
+        chat_id: &str,
+        reason: Option<&str>,
+    ) -> Result<(), ChatError> {
+        let chat = self
+            .chat_for(who, &ChatId::parse(chat_id, "data.chatId")?)
+            .await?;
+        if reason.is_some_and(|r| r.chars().count() > MAX_REASON_CHARS) {
+            return Err(ChatError::TooLarge {
+                message: format!("data.reason must be at most {MAX_REASON_CHARS} characters"),
+                field: Some("data.reason"),
+            });
+        }
+        if !storage::set_needs_help(&self.db, &chat.id, true).await? {
+            return Err(ChatError::Conflict(
+                "Help already requested for this chat".into(),
+            ));
+        }
+        // Ids only: the reason is the user's text and is never logged.
+        tracing::warn!(chat = %chat.id, user = %who.user_id, "help requested");
+        self.publish_change(
+            &chat.id,
+            pb::ChatChanges {
+                needs_help: Some(true),
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    /// An admin takes the chat over: acquires the lock (409 if another operator holds it),
+    /// stops any reply in flight and waits until it is stored as `stopped`, then announces the
+    /// operator, so no assistant text reaches members after `operator_joined`. Taking over a
+    /// chat one already holds (after a reconnect) re-attaches this connection.
+    pub async fn takeover(
+        &self,
+        who: &Principal,
+        chat_id: &str,
+        conn: &Conn,
+    ) -> Result<(), ChatError> {
+        if !who.is_admin() {
+            return Err(ChatError::Forbidden("Admin role required".into()));
+        }
+        let chat = self
+            .chat_for(who, &ChatId::parse(chat_id, "data.chatId")?)
+            .await?;
+        let already_mine = chat.operator_id.as_deref() == Some(who.user_id.as_str());
+        if !storage::acquire_operator(
+            &self.db,
+            &chat.id,
+            &who.user_id,
+            &who.name,
+            self.lease_until(),
+            now(),
+        )
+        .await?
+        {
+            return Err(ChatError::Conflict(
+                "Chat is held by another operator".into(),
+            ));
+        }
+        self.rooms.join(&chat.id, &conn.id);
+        if already_mine {
+            conn.push(operator_change(&chat.id, Some(operator(who))));
+            return Ok(());
+        }
+        self.silence_assistant(&chat.id).await;
+        let op = operator(who);
+        self.publish(
+            &chat.id,
+            "operator_joined",
+            Out::OperatorJoined(pb::OperatorEvent {
+                chat_id: chat.id.clone(),
+                operator: Some(op.clone()),
+            }),
+        )
+        .await?;
+        self.publish_change(&chat.id, changes_operator(Some(op)))
+            .await?;
+        tracing::info!(chat = %chat.id, operator = %who.user_id, "takeover started");
+        Ok(())
+    }
+
+    /// The operator hands the chat back to the assistant.
+    pub async fn release(&self, who: &Principal, chat_id: &str) -> Result<(), ChatError> {
+        if !who.is_admin() {
+            return Err(ChatError::Forbidden("Admin role required".into()));
+        }
+        let chat = self
+            .chat_for(who, &ChatId::parse(chat_id, "data.chatId")?)
+            .await?;
+        if !storage::release_operator(&self.db, &chat.id, &who.user_id, None).await? {
+            return Err(ChatError::Conflict("You do not hold this chat".into()));
+        }
+        self.announce_release(
+            &chat,
+            &who.user_id,
+            chat.operator_name
+                .clone()
+                .unwrap_or_else(|| who.name.clone()),
+        )
+        .await
+    }
+
+    /// Keeps the leases of the chats a live operator connection holds.
+    pub async fn renew_operator(&self, who: &Principal, chat_ids: &[String]) -> Vec<String> {
+        let mut lost = Vec::new();
+        for chat_id in chat_ids {
+            match storage::renew_operator(&self.db, chat_id, &who.user_id, self.lease_until()).await
+            {
+                Ok(true) => {}
+                Ok(false) => lost.push(chat_id.clone()),
+                Err(err) => tracing::warn!(chat = %chat_id, error = %err, "lease renewal failed"),
+            }
+        }
+        lost
+    }
+
+    /// Releases every lease nobody renewed in time (the operator vanished).
+    pub async fn expire_operator_leases(&self) -> Result<(), ChatError> {
+        let at = now();
+        for chat in storage::expired_operator_leases(&self.db, at).await? {
+            let Some(op_id) = chat.operator_id.clone() else {
+                continue;
+            };
+            if storage::release_operator(&self.db, &chat.id, &op_id, Some(at)).await? {
+                tracing::info!(chat = %chat.id, operator = %op_id, "operator lease expired");
+                let name = chat.operator_name.clone().unwrap_or_else(|| op_id.clone());
+                self.announce_release(&chat, &op_id, name).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn announce_release(
+        &self,
+        chat: &ChatRow,
+        op_id: &str,
+        name: String,
+    ) -> Result<(), ChatError> {
+        let op = pb::Operator {
+            id: op_id.to_string(),
+            name,
+        };
+        self.publish(
+            &chat.id,
+            "operator_left",
+            Out::OperatorLeft(pb::OperatorEvent {
+                chat_id: chat.id.clone(),
+                operator: Some(op),
+            }),
+        )
+        .await?;
+        self.publish_change(&chat.id, changes_operator(None))
+            .await?;
+        tracing::info!(chat = %chat.id, operator = %op_id, "takeover ended");
+        Ok(())
+    }
+
+    /// Cancels the reply in flight, if any, and waits until it is stored. Cancelling under the
+    /// chunk lock means no chunk is delivered after this returns (the turn checks the token
+    /// under the same lock); waiting for the turn's slot means its final `stopped` message is
+    /// delivered before anything the caller publishes next. Turns queued behind it see the
+    /// operator and stay silent.
+    async fn silence_assistant(&self, chat_id: &str) {
+        let active = self
+            .replies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(chat_id)
+            .cloned();
+        if let Some(reply) = active {
+            let _chunks = reply.chunks.lock().unwrap_or_else(|p| p.into_inner());
+            reply.cancel.cancel();
+        }
+        let _wait_for_turn = self.reply_order.lock(chat_id).await;
+    }
+}
+
+/// Whether an operator currently holds the chat (the assistant must stay silent).
+pub fn held(chat: &ChatRow) -> bool {
+    chat.operator_id.is_some()
+        && chat
+            .operator_lease_until
+            .is_some_and(|until| until >= now())
+}
+
+fn operator(who: &Principal) -> pb::Operator {
+    pb::Operator {
+        id: who.user_id.clone(),
+        name: who.name.clone(),
+    }
+}
+
+fn changes_operator(op: Option<pb::Operator>) -> pb::ChatChanges {
+    pb::ChatChanges {
+        operator_changed: true,
+        operator: op,
+        ..Default::default()
+    }
+}
+
+fn operator_change(chat_id: &str, op: Option<pb::Operator>) -> pb::ServerEvent {
+    event(Out::ChatUpdate(pb::ChatUpdated {
+        chat_id: chat_id.to_string(),
+        updates: Some(changes_operator(op)),
+    }))
+}
