@@ -210,10 +210,10 @@ impl Verifier {
             ));
         }
         let mut roles = claims.roles;
-        if let Some(role) = claims.role {
-            if !roles.contains(&role) {
-                roles.push(role);
-            }
+        if let Some(role) = claims.role
+            && !roles.contains(&role)
+        {
+            roles.push(role);
         }
         let name = claims
             .name
@@ -330,9 +330,7 @@ mod tests {
     fn a_minted_token_verifies_with_its_roles_and_name() {
         let settings = AuthSettings::hs256(SECRET);
         let token = mint(&settings, "u1", &["admin"], 60);
-        let p = Verifier::new(&settings)
-            .and_then(|v| Ok(v.verify(&token)))
-            .ok();
+        let p = Verifier::new(&settings).map(|v| v.verify(&token)).ok();
         let p = p.and_then(Result::ok);
         assert_eq!(p.as_ref().map(|p| p.user_id.as_str()), Some("u1"));
         assert_eq!(p.as_ref().map(|p| p.name.as_str()), Some("Ada"));

@@ -129,10 +129,9 @@ impl From<ChatError> for tonic::Status {
         let mut status = tonic::Status::new(code, err.to_string());
         if let ChatError::Invalid { field: Some(f), .. }
         | ChatError::TooLarge { field: Some(f), .. } = &err
+            && let Ok(v) = f.parse()
         {
-            if let Ok(v) = f.parse() {
-                status.metadata_mut().insert("x-field", v);
-            }
+            status.metadata_mut().insert("x-field", v);
         }
         status
     }

@@ -160,7 +160,20 @@ async function waitTypingOff(label, chatId, after, timeout = T.short) {
   throw new ServerBug(`no typing{userId:"assistant", isTyping:false} within ${timeout} ms after the final message (protocol: reply ends with typing false)`);
 }
 
+async function waitTitle(page) {
+  const ok = await page.waitForFunction((hello) => {
+    const t = document.querySelector('#title').textContent.replace(/…$/, '').trim();
+    return t && t !== 'Chat' && t !== 'New chat' && hello.startsWith(t);
+  }, HELLO, { timeout: T.short, polling: 100 }).catch(() => null);
+  const title = await page.textContent('#title');
+  expect(ok, `the header title is "${title}", expected the chat's name (from its first message, "${HELLO}")`);
+  return title;
+}
+
 // ---------- the run ----------
+for (const f of fs.readdirSync(SHOT_DIR)) {
+  if (/^browser-check-.*\.png$/.test(f)) fs.rmSync(path.join(SHOT_DIR, f), { force: true });
+}
 let browser;
 let failed = null;
 let activePage = null;
@@ -175,6 +188,14 @@ try {
 
   // ===== desktop =====
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: 'light' });
+  // Keep a handle on the page's sockets so a step can drop the connection like a flaky network.
+  await ctx.addInitScript(() => {
+    const Native = window.WebSocket;
+    window.__sockets = [];
+    window.WebSocket = class extends Native {
+      constructor(...args) { super(...args); window.__sockets.push(this); }
+    };
+  });
   const page = await ctx.newPage();
   activePage = page;
   watch(page, 'desktop');
@@ -227,6 +248,8 @@ try {
       const e = document.querySelector('#messages .msg[data-role="assistant"][data-status="streaming"] .body');
       return e && e.textContent.split(' ').length >= 4;
     }, null, { timeout: T.reply, polling: 30 }).catch(() => null);
+    const who = await streaming.$eval('.who', (e) => e.textContent).catch(() => '');
+    expect(who && who !== 'assistant', `the streaming bubble is labelled "${who}", not with the model's name`);
     const typingShown = await page.isVisible('#typing');
     const stopShown = await page.isVisible('#stop');
     const text = await streaming.$eval('.body', (e) => e.textContent).catch(() => '');
@@ -254,7 +277,7 @@ try {
     expect(all[0].role === 'user' && all[1].role === 'assistant', `bubbles out of order: ${JSON.stringify(all)}`);
     expect(all[0].status === 'sent', `user bubble status is ${all[0].status} after the reply, expected sent`);
     log(`  reply (${r.chunks} chunks, seq ${r.seq}): ${JSON.stringify(first.text)}`);
-    log(`  title now: ${JSON.stringify(await page.textContent('#title'))}`);
+    log(`  title: ${JSON.stringify(await waitTitle(page))}`);
     await shot(page, '03-reply');
   });
 
@@ -276,6 +299,7 @@ try {
     expect(all.length === 2, `expected 2 bubbles after reload, got ${all.length}: ${JSON.stringify(all)}`);
     expect(all[0].role === 'user' && all[0].text === HELLO && all[0].status === 'sent', `user bubble after reload: ${JSON.stringify(all[0])}`);
     expect(all[1].role === 'assistant' && all[1].text === first.text && all[1].status === 'complete', `assistant bubble after reload: ${JSON.stringify(all[1])}`);
+    await waitTitle(page);
     await shot(page, '04-reloaded');
   });
 
@@ -322,9 +346,69 @@ try {
     });
   }
 
+  await step('drop the socket mid-reply: the page reconnects, resumes and shows the reply once', async () => {
+    const text = 'Resume check: ' + Array.from({ length: 30 }, (_, i) => `item${i + 1}`).join(' ');
+    const mark = frames.length;
+    await page.fill('#input', text);
+    await page.click('#send');
+    const streaming = await page.waitForSelector('#messages .msg[data-role="assistant"][data-status="streaming"]', { timeout: T.reply }).catch(() => null);
+    expect(streaming, 'no streaming bubble for the resume check');
+    const id = await streaming.getAttribute('data-id');
+    await page.waitForFunction(() => {
+      const e = document.querySelector('#messages .msg[data-role="assistant"][data-status="streaming"] .body');
+      return e && e.textContent.split(' ').length >= 4;
+    }, null, { timeout: T.reply, polling: 20 });
+    await page.evaluate(() => window.__sockets[window.__sockets.length - 1].close(4000, 'browser check: simulated drop'));
+    await page.waitForSelector('#status:not([data-state="connected"])', { timeout: T.short })
+      .catch(() => { throw new CheckError('the status still says connected after the socket closed'); });
+    const st = await page.$eval('#status', (e) => e.textContent);
+    log(`  after the drop the status reads "${st}"`);
+    await shot(page, '06a-reconnecting');
+    await waitConnected(page);
+    const res = await waitAssistant(page, 'complete', /Resume check/);
+    expect(res.id === id, `the resumed reply has id ${res.id}, the streaming one was ${id}`);
+    const after = frames.slice(mark);
+    const resume = after.filter((f) => f.page === 'desktop' && f.dir === 'sent' && f.frame.type === 'resume');
+    expect(resume.length === 1, `expected one resume frame after reconnecting, got ${resume.length}`);
+    const entry = resume[0].frame.data.chats && resume[0].frame.data.chats[0];
+    expect(entry && entry.chatId === chatId && typeof entry.lastSeq === 'number', `resume frame looks wrong: ${JSON.stringify(resume[0].frame)}`);
+    const chunks = after.filter((f) => f.page === 'desktop' && f.dir === 'recv' && f.frame.type === 'message_chunk' && f.frame.data.messageId === id);
+    const idx = chunks.map((c) => c.frame.data.index);
+    const dup = idx.filter((x, i) => idx.indexOf(x) !== i);
+    expectServer(dup.length === 0, `chunk indices delivered twice across the reconnect: ${dup} (resume sent ${JSON.stringify(entry)})`);
+    const finals = after.filter((f) => f.page === 'desktop' && f.dir === 'recv' && f.frame.type === 'message' && f.frame.data.message && f.frame.data.message.id === id);
+    expectServer(finals.length === 1, `the final message of the resumed reply arrived ${finals.length} times`);
+    const fin = finals[0].frame.data.message;
+    if (entry.streaming) {
+      expectServer(entry.streaming.messageId === id, `resume carried streaming ${JSON.stringify(entry.streaming)}, expected messageId ${id}`);
+      const resumed = chunks.filter((c) => c.t > resume[0].t && c.t <= finals[0].t).map((c) => c.frame.data.index);
+      const lastBefore = Math.max(-1, ...chunks.filter((c) => c.t < resume[0].t).map((c) => c.frame.data.index));
+      // Everything up to lastIndex arrived before the drop; the rest must come exactly once after it.
+      const got = new Set(idx);
+      const n = Math.max(...idx) + 1;
+      const missing = Array.from({ length: n }, (_, i) => i).filter((i) => !got.has(i));
+      expectServer(missing.length === 0, `chunk indices missing across the reconnect: ${missing} (client had up to ${lastBefore}, resumed from lastIndex ${entry.streaming.lastIndex})`);
+      expectServer(chunks.map((c) => c.frame.data.delta).join('') === fin.content || resumed.length === 0,
+        'the deltas received across the reconnect do not add up to the final content');
+      log(`  resumed streaming: lastIndex ${entry.streaming.lastIndex}, ${resumed.length} chunks after the resume, ${n} in all`);
+    } else {
+      log('  (the reply had finished before the page reconnected: resume replayed the final message only)');
+    }
+    const all = await bubbles(page);
+    const mine = all.filter((b) => b.text === text);
+    expect(mine.length === 1 && mine[0].status === 'sent', `the user message is shown ${mine.length} times after the reconnect: ${JSON.stringify(mine)}`);
+    const replies = all.filter((b) => b.id === id);
+    expect(replies.length === 1 && replies[0].text === fin.content, `the reply is shown ${replies.length} times or with the wrong text: ${JSON.stringify(replies)}`);
+    const seqs = all.filter((b) => b.seq).map((b) => Number(b.seq));
+    expect(seqs.every((x, i) => i === 0 || x > seqs[i - 1]), `bubbles are out of seq order: ${seqs}`);
+    await page.waitForSelector('#typing', { state: 'hidden', timeout: T.short })
+      .catch(() => { throw new CheckError('#typing still shown after the resumed reply completed'); });
+    await shot(page, '06b-resumed');
+  });
+
   await step('dark colour scheme renders', async () => {
     await page.emulateMedia({ colorScheme: 'dark' });
-    await shot(page, '06-dark');
+    await shot(page, '07-dark');
     await page.emulateMedia({ colorScheme: 'light' });
   });
 
@@ -341,6 +425,7 @@ try {
     const layout = await mpage.evaluate(() => {
       const r = (sel) => { const b = document.querySelector(sel).getBoundingClientRect(); return { l: b.left, r: b.right, t: b.top, b: b.bottom, w: b.width, h: b.height }; };
       return {
+        placeholderFits: (() => { const i = document.querySelector('#input'); return i.value !== '' || i.scrollHeight <= i.clientHeight + 1; })(),
         vw: window.innerWidth, vh: window.innerHeight, sw: document.documentElement.scrollWidth,
         input: r('#input'), send: r('#send'), status: r('#status'), header: r('header'),
         widest: Math.max(...[...document.querySelectorAll('#messages .msg')].map((e) => e.getBoundingClientRect().right)),
@@ -353,8 +438,10 @@ try {
       expect(b.w > 0 && b.l >= 0 && b.r <= layout.vw + 0.5 && b.t >= 0 && b.b <= layout.vh + 0.5, `#${k} is not fully on screen on mobile: ${JSON.stringify(b)}`);
     }
     expect(layout.send.w >= 44 && layout.send.h >= 36, `#send is a small touch target on mobile: ${layout.send.w}x${layout.send.h}`);
+    expect(layout.header.h <= 60, `the header wraps onto more than one row on mobile (${layout.header.h}px high)`);
+    expect(layout.placeholderFits, `the #input placeholder does not fit the box on mobile`);
     expect(layout.widest <= layout.vw, `a bubble sticks out of the screen: right edge ${layout.widest} > ${layout.vw}`);
-    await shot(mpage, '07-mobile-history');
+    await shot(mpage, '08-mobile-history');
     await mpage.fill('#input', 'And hello from a phone');
     await mpage.tap('#send');
     const s = await mpage.waitForSelector('#messages .msg[data-role="assistant"][data-status="streaming"]', { timeout: T.reply }).catch(() => null);
@@ -363,14 +450,14 @@ try {
         const e = document.querySelector('#messages .msg[data-role="assistant"][data-status="streaming"] .body');
         return e && e.textContent.split(' ').length >= 6;
       }, null, { timeout: T.reply, polling: 30 }).catch(() => null);
-      await shot(mpage, '08-mobile-streaming');
+      await shot(mpage, '09-mobile-streaming');
     }
     await waitAssistant(mpage, 'complete', /hello from a phone/);
     await mpage.waitForSelector('#messages .msg[data-role="user"][data-status="sent"] >> text=And hello from a phone', { timeout: T.short })
       .catch(() => { throw new CheckError('mobile: the user bubble did not become sent'); });
     const sw = await mpage.evaluate(() => document.documentElement.scrollWidth);
     expect(sw <= 390, `horizontal overflow on mobile after the reply: ${sw}`);
-    await shot(mpage, '09-mobile-reply');
+    await shot(mpage, '10-mobile-reply');
   });
 
   // The desktop page is still joined to the chat: it sees the phone's message and reply live.

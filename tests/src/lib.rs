@@ -145,21 +145,25 @@ pub async fn spawn_stack(opts: StackOptions) -> Stack {
         }
     };
 
-    let mut core = Settings::default();
-    core.grpc_addr = "127.0.0.1:0".parse().expect("addr");
+    let mut core = Settings {
+        grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        auth: auth.clone(),
+        llm,
+        ..Settings::default()
+    };
     core.database.url = database_url;
-    core.auth = auth.clone();
-    core.llm = llm;
     (opts.tweak_core)(&mut core);
     let core_app = Application::build(core).await.expect("core starts");
     let core_addr = core_app.local_addr();
     let db = core_app.engine().db.clone();
 
-    let mut edge = EdgeSettings::default();
-    edge.http_addr = "127.0.0.1:0".parse().expect("addr");
-    edge.core_url = format!("http://{core_addr}");
-    edge.core_channels = 2;
-    edge.auth = auth.clone();
+    let mut edge = EdgeSettings {
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        core_url: format!("http://{core_addr}"),
+        core_channels: 2,
+        auth: auth.clone(),
+        ..EdgeSettings::default()
+    };
     (opts.tweak_edge)(&mut edge);
     let edge_app = Edge::build(edge).await.expect("edge starts");
     let edge_addr = edge_app.local_addr();

@@ -126,14 +126,6 @@ async fn members_and_tabs_share_a_chat_and_outsiders_see_nothing() {
 
     // A receipt is stored and broadcast with the next seq, confirmed.
     alice2.send(json!({"type": "read_receipt", "data": {"chatId": chat, "messageIds": [user_message_id]}})).await;
-    // A rename is a durable chat update too.
-    alice1
-        .send(chat_update(
-            "rename",
-            &chat,
-            json!({"title": "Renamed room"}),
-        ))
-        .await;
     for (i, ws) in [&mut alice1, &mut alice2, &mut bob].into_iter().enumerate() {
         let (receipt, before) = until(ws, |f| f["type"] == "read_receipt").await;
         assert!(
@@ -144,9 +136,20 @@ async fn members_and_tabs_share_a_chat_and_outsiders_see_nothing() {
             receipt["data"],
             json!({"chatId": chat, "messageIds": [user_message_id], "userId": "alice", "confirmed": true})
         );
+        logs[i].push(receipt);
+    }
+    // A rename is a durable chat update too (sent after everyone saw the receipt: two
+    // connections' frames have no order between them).
+    alice1
+        .send(chat_update(
+            "rename",
+            &chat,
+            json!({"title": "Renamed room"}),
+        ))
+        .await;
+    for (i, ws) in [&mut alice1, &mut alice2, &mut bob].into_iter().enumerate() {
         let renamed = ws.recv_type("chat_update").await;
         assert_eq!(renamed["data"]["updates"], json!({"title": "Renamed room"}));
-        logs[i].push(receipt);
         logs[i].push(renamed);
         assert_contiguous(&logs[i], 1, &format!("connection {i}"));
     }

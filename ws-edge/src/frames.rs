@@ -984,6 +984,19 @@ fn presence_name(status: i32) -> &'static str {
     }
 }
 
+/// The `data` object of a server event (REST responses reuse the frame mapping).
+pub fn event_data(event: &ServerKind) -> Value {
+    encode_event(event).1
+}
+
+/// A protobuf timestamp as the RFC 3339 text the protocol uses.
+pub fn rfc3339_string(timestamp: &prost_types::Timestamp) -> String {
+    match rfc3339(timestamp) {
+        Value::String(text) => text,
+        _ => String::new(),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 mod tests {
@@ -3161,18 +3174,5 @@ mod tests {
             prop_assert_eq!(&frame["data"]["delta"], &Value::from(text));
             prop_assert_eq!(&frame["data"]["chatId"], &Value::from(chat_id));
         }
-    }
-}
-
-/// The `data` object of a server event (REST responses reuse the frame mapping).
-pub fn event_data(event: &ServerKind) -> Value {
-    encode_event(event).1
-}
-
-/// A protobuf timestamp as the RFC 3339 text the protocol uses.
-pub fn rfc3339_string(timestamp: &prost_types::Timestamp) -> String {
-    match rfc3339(timestamp) {
-        Value::String(text) => text,
-        _ => String::new(),
     }
 }
