@@ -93,10 +93,12 @@ const bubbles = (page) => page.$$eval('#messages .msg', (els) => els.map((e) => 
 
 async function waitConnected(page) {
   try {
-    await page.waitForSelector('#status[data-state="connected"]', { timeout: T.connect });
+    await page.waitForSelector('#status[data-state="connected"], #status[data-state="auth-failed"]', { timeout: T.connect });
+    const state = await page.$eval('#status', (e) => e.dataset.state);
+    if (state !== 'connected') throw new Error(state);
   } catch {
     const st = await page.$eval('#status', (e) => `${e.dataset.state} / "${e.textContent}"`).catch(() => '?');
-    throw new CheckError(`status never showed connected within ${T.connect} ms (it shows ${st})`);
+    throw new CheckError(`status did not reach connected within ${T.connect} ms (it shows ${st})`);
   }
   const text = await page.$eval('#status', (e) => e.textContent.trim());
   expect(/connected/i.test(text), `#status is data-state=connected but reads "${text}"`);

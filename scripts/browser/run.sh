@@ -49,7 +49,7 @@ cleanup() {
     wait "$CHATCTL_PID" 2>/dev/null || true
   fi
   if [ "${KEEP_DATA:-0}" = 1 ]; then echo "data dir kept: $DATA_DIR (log $LOG)"; else rm -rf "$DATA_DIR"; fi
-  if [ $rc -ne 0 ]; then echo "chatctl log: $LOG"; fi
+  if [ $rc -ne 0 ]; then echo "chatctl log: $LOG"; elif [ "${KEEP_DATA:-0}" != 1 ]; then rm -f "$LOG"; fi
   exit $rc
 }
 trap cleanup EXIT

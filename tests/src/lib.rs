@@ -348,13 +348,18 @@ impl Ws {
     }
 
     pub async fn recv_type_collect(&mut self, ty: &str) -> (Value, Vec<Value>) {
-        let mut skipped = Vec::new();
+        self.recv_until(|f| f["type"] == ty).await
+    }
+
+    /// Frames until one matches `pred`: returns it and every frame before it, in order.
+    pub async fn recv_until(&mut self, pred: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
+        let mut seen = Vec::new();
         loop {
             let frame = self.recv().await;
-            if frame["type"] == ty {
-                return (frame, skipped);
+            if pred(&frame) {
+                return (frame, seen);
             }
-            skipped.push(frame);
+            seen.push(frame);
         }
     }
 

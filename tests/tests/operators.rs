@@ -4,18 +4,7 @@
 use chat_core::storage;
 use chat_tests::fake_llm::FakeScript;
 use chat_tests::{Llm, StackOptions, Ws, spawn_default, spawn_stack};
-use serde_json::{Value, json};
-
-async fn until(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
-    let mut seen = Vec::new();
-    loop {
-        let frame = ws.recv().await;
-        if pred(&frame) {
-            return (frame, seen);
-        }
-        seen.push(frame);
-    }
-}
+use serde_json::json;
 
 /// alice's chat after one finished turn.
 async fn alice_chat(ws: &mut Ws) -> String {
@@ -162,14 +151,14 @@ async fn taking_over_stops_the_reply_in_flight_and_no_assistant_text_follows() {
     admin
         .send(json!({"type": "takeover", "data": {"chatId": chat}}))
         .await;
-    let (_, before) = until(&mut alice, |f| f["type"] == "operator_joined").await;
+    let (_, before) = alice.recv_until(|f| f["type"] == "operator_joined").await;
     let stopped = before
         .iter()
         .find(|f| f["type"] == "message")
         .expect("the stopped reply comes first");
     assert_eq!(stopped["data"]["message"]["status"], "stopped");
     assert_eq!(stopped["data"]["message"]["content"], "one two ");
-    let (_, after) = until(&mut alice, |f| f["type"] == "chat_update").await;
+    let (_, after) = alice.recv_until(|f| f["type"] == "chat_update").await;
     assert!(
         after
             .iter()

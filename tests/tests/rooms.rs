@@ -5,20 +5,8 @@ use std::time::Duration;
 
 use chat_core::storage;
 use chat_tests::fake_llm::FakeScript;
-use chat_tests::{Llm, StackOptions, Ws, spawn_default, spawn_stack};
+use chat_tests::{Llm, StackOptions, spawn_default, spawn_stack};
 use serde_json::{Value, json};
-
-/// Reads frames until one matches; returns it and everything before it.
-async fn until(ws: &mut Ws, pred: impl Fn(&Value) -> bool) -> (Value, Vec<Value>) {
-    let mut seen = Vec::new();
-    loop {
-        let frame = ws.recv().await;
-        if pred(&frame) {
-            return (frame, seen);
-        }
-        seen.push(frame);
-    }
-}
 
 fn chat_update(action: &str, chat: &str, extra: Value) -> Value {
     let mut data = json!({"action": action, "chatId": chat});
@@ -75,10 +63,9 @@ async fn members_and_tabs_share_a_chat_and_outsiders_see_nothing() {
     bob.recv_type("history").await;
     // alice's first tab also saw her second tab arrive; both tabs now see bob.
     for tab in [&mut alice1, &mut alice2] {
-        let (presence, _) = until(tab, |f| {
-            f["type"] == "presence" && f["data"]["userId"] == "bob"
-        })
-        .await;
+        let (presence, _) = tab
+            .recv_until(|f| f["type"] == "presence" && f["data"]["userId"] == "bob")
+            .await;
         assert_eq!(
             presence["data"],
             json!({"userId": "bob", "status": "online", "chatId": chat})
@@ -100,7 +87,7 @@ async fn members_and_tabs_share_a_chat_and_outsiders_see_nothing() {
     };
     let mut logs: Vec<Vec<Value>> = Vec::new();
     for ws in [&mut alice1, &mut alice2, &mut bob] {
-        let (end, mut seen) = until(ws, is_reply_end).await;
+        let (end, mut seen) = ws.recv_until(is_reply_end).await;
         seen.push(end);
         let messages: Vec<&Value> = seen.iter().filter(|f| f["type"] == "message").collect();
         assert_eq!(messages.len(), 2, "the user message and the reply");
@@ -127,7 +114,7 @@ async fn members_and_tabs_share_a_chat_and_outsiders_see_nothing() {
     // A receipt is stored and broadcast with the next seq, confirmed.
     alice2.send(json!({"type": "read_receipt", "data": {"chatId": chat, "messageIds": [user_message_id]}})).await;
     for (i, ws) in [&mut alice1, &mut alice2, &mut bob].into_iter().enumerate() {
-        let (receipt, before) = until(ws, |f| f["type"] == "read_receipt").await;
+        let (receipt, before) = ws.recv_until(|f| f["type"] == "read_receipt").await;
         assert!(
             before.iter().all(|f| f["type"] != "message"),
             "nothing durable in between"

@@ -12,7 +12,7 @@ use diesel_async::RunQueryDsl;
 
 use super::models::{EventRow, MessageRow};
 use super::schema::{chat_events, chats, messages, read_receipts};
-use super::{Db, Result, StorageError};
+use super::{Db, Result, StorageError, TxError};
 
 /// Bound on ids per statement, well below SQLite's and PostgreSQL's bind-parameter limits.
 const RECEIPT_CHUNK: usize = 500;
@@ -30,18 +30,6 @@ impl Durable {
             Durable::Message(row) => row.seq,
             Durable::Event(row) => row.seq,
         }
-    }
-}
-
-/// Why the append transaction rolled back.
-enum TxError {
-    ChatMissing,
-    Query(diesel::result::Error),
-}
-
-impl From<diesel::result::Error> for TxError {
-    fn from(err: diesel::result::Error) -> Self {
-        TxError::Query(err)
     }
 }
 

@@ -10,7 +10,7 @@ use diesel_async::RunQueryDsl;
 
 use super::models::MessageRow;
 use super::schema::{chats, messages};
-use super::{Db, Result, StorageError, is_unique_violation};
+use super::{Db, Result, StorageError, TxError, is_unique_violation};
 
 #[derive(Debug, Clone, Copy)]
 pub struct NewMessage<'a> {
@@ -52,18 +52,6 @@ impl Inserted {
         match self {
             Inserted::New(row) | Inserted::Duplicate(row) => row,
         }
-    }
-}
-
-/// Why the insert transaction rolled back.
-enum TxError {
-    ChatMissing,
-    Query(diesel::result::Error),
-}
-
-impl From<diesel::result::Error> for TxError {
-    fn from(err: diesel::result::Error) -> Self {
-        TxError::Query(err)
     }
 }
 

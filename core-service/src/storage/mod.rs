@@ -69,6 +69,19 @@ macro_rules! with_tx {
     };
 }
 
+/// Why a transaction that takes the chat's next `seq` rolled back: the chat is missing, or a
+/// query failed (shared by [`messages::insert_message`] and [`events::append_event`]).
+enum TxError {
+    ChatMissing,
+    Query(diesel::result::Error),
+}
+
+impl From<diesel::result::Error> for TxError {
+    fn from(err: diesel::result::Error) -> Self {
+        TxError::Query(err)
+    }
+}
+
 pub mod chats;
 pub mod events;
 pub mod messages;
