@@ -433,6 +433,77 @@ mod tests {
         assert!(Verifier::new(&s).is_err());
     }
 
+    #[test]
+    fn asymmetric_algorithms_verify_with_the_public_key_and_refuse_other_keys() {
+        let pairs = [
+            (
+                "RS256",
+                include_str!("../testdata/rs256.key.pem"),
+                include_str!("../testdata/rs256.pub.pem"),
+            ),
+            (
+                "ES256",
+                include_str!("../testdata/es256.key.pem"),
+                include_str!("../testdata/es256.pub.pem"),
+            ),
+            (
+                "EdDSA",
+                include_str!("../testdata/ed25519.key.pem"),
+                include_str!("../testdata/ed25519.pub.pem"),
+            ),
+        ];
+        let hs = mint(&AuthSettings::hs256(SECRET), "u", &[], 60);
+        for (alg, private, public) in pairs {
+            let settings = AuthSettings {
+                algorithm: alg.into(),
+                public_key_pem: Some(public.into()),
+                private_key_pem: Some(SecretString::from(private.to_string())),
+                ..AuthSettings::default()
+            };
+            let token = mint(&settings, "u-asym", &["admin"], 60);
+            let Ok(verifier) = Verifier::new(&settings) else {
+                panic!("{alg}: verifier must build")
+            };
+            let who = verifier.verify(&token);
+            assert!(
+                who.as_ref()
+                    .is_ok_and(|p| p.user_id == "u-asym" && p.is_admin()),
+                "{alg}: {who:?}"
+            );
+            assert!(
+                verifier.verify(&hs).is_err(),
+                "{alg}: an HS256 token is refused"
+            );
+        }
+        // A token signed by one asymmetric key does not verify under another algorithm's key.
+        let ed = AuthSettings {
+            algorithm: "EdDSA".into(),
+            private_key_pem: Some(SecretString::from(
+                include_str!("../testdata/ed25519.key.pem").to_string(),
+            )),
+            ..AuthSettings::default()
+        };
+        let es = AuthSettings {
+            algorithm: "ES256".into(),
+            public_key_pem: Some(include_str!("../testdata/es256.pub.pem").into()),
+            ..AuthSettings::default()
+        };
+        let token = mint(&ed, "u", &[], 60);
+        let Ok(verifier) = Verifier::new(&es) else {
+            panic!("verifier must build")
+        };
+        assert!(verifier.verify(&token).is_err());
+        let missing = Verifier::new(&AuthSettings {
+            algorithm: "RS256".into(),
+            ..AuthSettings::default()
+        });
+        assert!(
+            missing
+                .err()
+                .is_some_and(|e| e.to_string().contains("public_key_pem"))
+        );
+    }
+
     fn b64(s: &str) -> String {
         const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let bytes = s.as_bytes();

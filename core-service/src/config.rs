@@ -152,3 +152,80 @@ impl Settings {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(contents: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let path = dir.path().join("core.toml");
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write: {e}"));
+        (dir, path)
+    }
+
+    fn valid() -> Settings {
+        Settings {
+            auth: AuthSettings::hs256("a-secret-of-enough-length"),
+            ..Settings::default()
+        }
+    }
+
+    #[test]
+    fn a_toml_file_sets_values_and_an_unknown_key_is_named() {
+        let (_dir, path) =
+            file("grpc_addr = \"127.0.0.1:6000\"\n[chat]\nmax_message_chars = 500\n");
+        let settings = Settings::load_unchecked(Some(&path)).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(settings.grpc_addr.port(), 6000);
+        assert_eq!(settings.chat.max_message_chars, 500);
+        assert_eq!(
+            settings.chat.user_messages_per_minute, 30,
+            "defaults fill the rest"
+        );
+
+        let (_dir, path) = file("[chat]\nmax_mesage_chars = 500\n");
+        let err = Settings::load_unchecked(Some(&path))
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("max_mesage_chars"), "{err}");
+        let err = Settings::load_unchecked(Some(Path::new("/no/such/file.toml")))
+            .err()
+            .unwrap_or_default();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn validation_says_what_to_fix() {
+        let err = Settings::default().validate().err().unwrap_or_default();
+        assert!(err.contains("CHAT_AUTH__SECRET"), "{err}");
+        assert!(valid().validate().is_ok());
+
+        let mut s = valid();
+        s.chat.max_message_chars = 0;
+        assert!(
+            s.validate()
+                .err()
+                .unwrap_or_default()
+                .contains("max_message_chars")
+        );
+        let mut s = valid();
+        s.log.format = "xml".into();
+        assert!(
+            s.validate()
+                .err()
+                .unwrap_or_default()
+                .contains("log.format")
+        );
+        let mut s = valid();
+        s.llm.default_model = "missing".into();
+        assert!(s.validate().err().unwrap_or_default().starts_with("llm:"));
+        let mut s = valid();
+        s.chat.operator_lease_secs = 0;
+        assert!(
+            s.validate()
+                .err()
+                .unwrap_or_default()
+                .contains("operator_lease_secs")
+        );
+    }
+}
