@@ -19,7 +19,7 @@ use pb::server_event::Event as Out;
 use prost::Message as _;
 
 use super::rooms::Conn;
-use super::validate::{ChatId, MAX_ID_CHARS, excerpt};
+use super::validate::{ChatId, MAX_ID_CHARS};
 use super::{Engine, event, message_event, now, with_seq};
 use crate::error::ChatError;
 use crate::storage::{self, Durable};
@@ -117,26 +117,22 @@ impl Handler {
 
     /// Handles one client event. Returns false when the connection must end.
     async fn dispatch(&mut self, ev: pb::ClientEvent) -> bool {
-        let frame_id = Some(ev.message_id.clone())
-            .filter(|m| !m.is_empty() && m.chars().count() <= MAX_ID_CHARS);
+        // The id an error answers: the frame's, or the message's own; an invalid one is not
+        // echoed back.
+        let echoable = |id: &str| {
+            Some(id.to_string()).filter(|m| !m.is_empty() && m.chars().count() <= MAX_ID_CHARS)
+        };
+        let mut frame_id = echoable(&ev.message_id);
         let result = match ev.event {
             Some(In::Message(mut msg)) => {
                 if msg.message_id.is_empty() {
                     msg.message_id = ev.message_id.clone();
                 }
-                let answer_id = Some(msg.message_id.clone()).filter(|m| !m.is_empty());
-                match self
-                    .engine
+                frame_id = echoable(&msg.message_id);
+                self.engine
                     .send_message(&self.who, msg, Some(&self.conn))
                     .await
-                {
-                    Ok(_) => Ok(()),
-                    Err(err) => {
-                        self.conn
-                            .push(err.into_event(answer_id.map(|m| excerpt(&m, MAX_ID_CHARS))));
-                        return true;
-                    }
-                }
+                    .map(|_| ())
             }
             Some(In::Ping(ping)) => {
                 self.conn.push(event(Out::Pong(pb::Pong {
@@ -497,13 +493,13 @@ impl Handler {
     }
 
     async fn finish(self) {
-        let (_chats, left) = self.engine.rooms.unregister(&self.conn.id);
+        let (chats, left) = self.engine.rooms.unregister(&self.conn.id);
         if left == 0 {
             let _ = storage::set_online(&self.engine.db, &self.who.user_id, false, now()).await;
             self.engine.broadcast_presence_to_chats(
                 &self.who.user_id,
                 pb::PresenceStatus::Offline,
-                &_chats,
+                &chats,
             );
         }
         tracing::debug!(conn = %self.conn.id, "connection closed");
