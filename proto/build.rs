@@ -12,6 +12,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // `ChatService.Connect` would collide with the generated `connect()` constructor;
         // clients are built from a `Channel` with `new()` instead.
         .build_transport(false)
+        // Small per-stream buffers: see src/codec.rs.
+        .codec_path("crate::codec::ChatCodec")
         .compile_fds(fds)?;
     // compile_fds does not emit this itself.
     println!("cargo:rerun-if-changed=chat");

@@ -9,8 +9,8 @@ use std::time::Duration;
 use chat_proto::pb::admin::admin_service_server::AdminServiceServer;
 use chat_proto::pb::chat::chat_service_server::ChatServiceServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 
 use crate::Settings;
@@ -105,7 +105,12 @@ impl Application {
             .add_service(health)
             .add_service(ChatServiceServer::new(ChatApi::new(engine.clone())))
             .add_service(AdminServiceServer::new(AdminApi::new(engine.clone())))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), stopping)
+            // Small frames both ways: without TCP_NODELAY, Nagle and delayed ACKs add tens of
+            // milliseconds to each exchange with the edge.
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                stopping,
+            )
             .await;
         // Phase 3: let replies in flight finish and be stored, within a grace period.
         engine.tasks.close();

@@ -24,5 +24,7 @@ pub mod pb {
     }
 }
 
+pub mod codec;
+
 /// Encoded descriptor set of both packages, for gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("chat_descriptor");

@@ -36,7 +36,11 @@ impl LogSettings {
 pub fn init_tracing(log: &LogSettings) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Logs go to stderr: stdout belongs to what a program prints on purpose (chatctl's URLs
+    // and tokens), and a reader that stops draining stdout must not block the server.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = if log.format == "json" {
         builder.json().try_init()
     } else {

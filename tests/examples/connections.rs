@@ -11,7 +11,12 @@
 //! authenticated and past its `session` frame), and reads the server's resident memory from
 //! `/proc/<pid>/status` before and after. Then it runs TURNS demo turns on one socket and reports
 //! the time to the first chunk and to the final message.
-#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    clippy::unwrap_used,
+    clippy::expect_used
+)]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -46,43 +51,53 @@ async fn main() {
         "[llm.providers.demo]\nkind = \"demo\"\nword_delay_ms = 0\n",
     )
     .expect("config");
-    let bin = std::env::current_exe()
-        .expect("exe")
-        .ancestors()
-        .nth(2)
-        .expect("target dir")
-        .join("chatctl");
-    let mut child = Command::new(&bin)
-        .args(["dev", "--port", "0", "--grpc-port", "0", "--config"])
-        .arg(&config)
-        .arg("--data-dir")
-        .arg(data.path())
-        .env(
-            "CHAT_DATABASE__URL",
-            format!("sqlite://{}", data.path().join("bench.db").display()),
-        )
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot start {} (build it with cargo build --release -p chatctl): {e}",
-                bin.display()
-            )
-        });
-    let pid = child.id();
-    let mut url = String::new();
-    for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
-        let line = line.expect("line");
-        if let Some(rest) = line.trim().strip_prefix("open:") {
-            url = rest.trim().to_string();
-            break;
+    // BENCH_URL=<printed page URL> and BENCH_PID=<server pid> measure a server started by hand.
+    let (url, pid, mut child) = match (std::env::var("BENCH_URL"), std::env::var("BENCH_PID")) {
+        (Ok(url), Ok(pid)) => (url, pid.parse::<u32>().expect("BENCH_PID"), None),
+        _ => {
+            let bin = std::env::current_exe()
+                .expect("exe")
+                .ancestors()
+                .nth(2)
+                .expect("target dir")
+                .join("chatctl");
+            let mut child = Command::new(&bin)
+                .args(["dev", "--port", "0", "--grpc-port", "0", "--config"])
+                .arg(&config)
+                .arg("--data-dir")
+                .arg(data.path())
+                .env(
+                    "CHAT_DATABASE__URL",
+                    format!("sqlite://{}", data.path().join("bench.db").display()),
+                )
+                .env("RUST_LOG", "warn")
+                // Every socket here is the same demo user.
+                .env("CHAT_CHAT__MAX_CONNECTIONS_PER_USER", "1000000")
+                .env("CHAT_CHAT__USER_MESSAGES_PER_MINUTE", "1000000")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot start {} (build it with cargo build --release -p chatctl): {e}",
+                        bin.display()
+                    )
+                });
+            let mut url = String::new();
+            for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
+                let line = line.expect("line");
+                if let Some(rest) = line.trim().strip_prefix("open:") {
+                    url = rest.trim().to_string();
+                    break;
+                }
+            }
+            (url, child.id(), Some(child))
         }
-    }
+    };
     let (base, token) = url.split_once("/?token=").expect("printed URL");
     let ws_url = format!("{}/ws?token={token}", base.replace("http://", "ws://"));
 
+    eprintln!("server at {base}");
     // Warm up: one connection and one turn, so lazily built state is not counted per socket.
     let mut warm = Ws::open(&ws_url).await;
     warm.recv_type("session").await;
@@ -92,10 +107,15 @@ async fn main() {
     let before = rss_kib(pid);
 
     let started = Instant::now();
+    eprintln!("warm-up done; opening {sockets} sockets");
     let mut idle = Vec::with_capacity(sockets);
-    for _ in 0..sockets {
+    for i in 0..sockets {
+        if i % 500 == 0 {
+            eprintln!("  {i} open");
+        }
         let mut ws = Ws::open(&ws_url).await;
-        ws.recv_type("session").await;
+        let session = tokio::time::timeout(Duration::from_secs(5), ws.recv_type("session")).await;
+        assert!(session.is_ok(), "socket {i}: no session frame within 5 s");
         idle.push(ws);
     }
     let connect_time = started.elapsed();
@@ -107,7 +127,11 @@ async fn main() {
     for i in 0..turns {
         let sent = Instant::now();
         warm.send(json!({"type": "message", "data": {"content": format!("turn {i}"), "messageId": format!("t{i}")}})).await;
-        warm.recv_type("message_chunk").await;
+        let (_, skipped) = warm.recv_type_collect("message_chunk").await;
+        assert!(
+            skipped.iter().all(|f| f["type"] != "error"),
+            "turn {i} failed: {skipped:?}"
+        );
         first_chunk.push(sent.elapsed());
         warm.recv_reply().await;
         full.push(sent.elapsed());
@@ -133,6 +157,8 @@ async fn main() {
         percentile(&full, 0.99)
     );
     drop(idle);
-    let _ = child.kill();
-    let _ = child.wait();
+    if let Some(child) = child.as_mut() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
 }

@@ -79,8 +79,10 @@ where
     };
 
     // Open the core stream; its first event is `session`.
-    let (to_core, rx) = mpsc::channel::<pb::ClientEvent>(TO_CORE_BUFFER);
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    // Boxed: tokio allocates a channel's first 32-slot block up front, and an idle socket
+    // should pay for pointers, not for 32 events.
+    let (to_core, rx) = mpsc::channel::<Box<pb::ClientEvent>>(TO_CORE_BUFFER);
+    let mut request = tonic::Request::new(ReceiverStream::new(rx).map(|ev| *ev));
     match format!("Bearer {token}").parse() {
         Ok(value) => {
             request.metadata_mut().insert("authorization", value);
@@ -171,7 +173,7 @@ where
                 }
                 match frames::decode_client_frame(text.as_str(), &limits) {
                     Ok(event) => {
-                        if to_core.send(event).await.is_err() {
+                        if to_core.send(Box::new(event)).await.is_err() {
                             break (close::RESTART, "Server restarting");
                         }
                     }

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use chat_auth::Verifier;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -109,6 +110,12 @@ impl Edge {
                 state.shutdown.cancel();
             }
         };
+        // Chat frames are small: send them at once (no Nagle delay).
+        let listener = listener.tap_io(|tcp| {
+            if let Err(err) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
         let served = axum::serve(listener, app(state.clone()).into_make_service())
             .with_graceful_shutdown(stopping)
             .await

@@ -18,7 +18,10 @@ use tokio_util::sync::CancellationToken;
 pub struct Conn {
     pub id: Arc<str>,
     pub user_id: Arc<str>,
-    pub tx: mpsc::Sender<ServerEvent>,
+    /// Events are shared (`Arc`): a broadcast allocates once for all recipients, and an idle
+    /// outbox costs pointers, not whole events (tokio allocates a channel's first block of
+    /// 32 slots up front).
+    pub tx: mpsc::Sender<Arc<ServerEvent>>,
     /// Cancelled to drop the connection (too slow, shutting down, token expired).
     pub kill: CancellationToken,
 }
@@ -27,6 +30,11 @@ impl Conn {
     /// Queues an event without waiting; a full outbox cancels the connection.
     /// Returns false when the event was not queued.
     pub fn push(&self, event: ServerEvent) -> bool {
+        self.push_shared(Arc::new(event))
+    }
+
+    /// [`Conn::push`] for an event already shared with other recipients.
+    pub fn push_shared(&self, event: Arc<ServerEvent>) -> bool {
         match self.tx.try_send(event) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -148,15 +156,17 @@ impl Rooms {
 
     /// Delivers to every connection joined to the chat, except `skip` (a connection id).
     pub fn broadcast(&self, chat_id: &str, event: &ServerEvent, skip: Option<&str>) {
+        let event = Arc::new(event.clone());
         for conn in self.joined_conns(chat_id) {
             if Some(&*conn.id) != skip {
-                conn.push(event.clone());
+                conn.push_shared(event.clone());
             }
         }
     }
 
     /// Delivers to every connection of a user.
     pub fn send_to_user(&self, user_id: &str, event: &ServerEvent) {
+        let event = Arc::new(event.clone());
         let conns: Vec<Conn> = {
             let inner = self.lock();
             inner
@@ -170,7 +180,7 @@ impl Rooms {
                 .unwrap_or_default()
         };
         for conn in conns {
-            conn.push(event.clone());
+            conn.push_shared(event.clone());
         }
     }
 
@@ -286,7 +296,7 @@ impl Drop for SeqGuard<'_> {
 mod tests {
     use super::*;
 
-    fn conn(id: &str, user: &str, cap: usize) -> (Conn, mpsc::Receiver<ServerEvent>) {
+    fn conn(id: &str, user: &str, cap: usize) -> (Conn, mpsc::Receiver<Arc<ServerEvent>>) {
         let (tx, rx) = mpsc::channel(cap);
         (
             Conn {

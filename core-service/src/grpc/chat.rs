@@ -56,7 +56,8 @@ impl ChatService for ChatApi {
         self.engine
             .tasks
             .spawn(handler.run(inbound).instrument(span));
-        Ok(Response::new(ReceiverStream::new(rx).map(Ok).boxed()))
+        let events = ReceiverStream::new(rx).map(|ev| Ok(Arc::unwrap_or_clone(ev)));
+        Ok(Response::new(events.boxed()))
     }
 
     async fn list_sessions(
