@@ -152,6 +152,17 @@ async fn members_and_tabs_share_a_chat_and_outsiders_see_nothing() {
     // carol saw none of it.
     carol.expect_silence(Duration::from_millis(300)).await;
 
+    // bob steps away: his chats hear it.
+    bob.send(json!({"type": "presence", "data": {"status": "away"}}))
+        .await;
+    for tab in [&mut alice1, &mut alice2] {
+        let away = tab.recv_type("presence").await;
+        assert_eq!(
+            away["data"],
+            json!({"userId": "bob", "status": "away", "chatId": chat})
+        );
+    }
+
     // bob's last connection leaves: the others see him go offline.
     drop(bob);
     for tab in [&mut alice1, &mut alice2] {
