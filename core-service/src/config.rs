@@ -19,6 +19,8 @@ pub use chat_runtime::LogSettings;
 pub struct Settings {
     /// Where the gRPC server listens.
     pub grpc_addr: SocketAddr,
+    /// Where Prometheus scrapes `/metrics` (plain HTTP); unset to serve no metrics listener.
+    pub metrics_addr: Option<SocketAddr>,
     pub database: DatabaseSettings,
     pub auth: AuthSettings,
     pub llm: LlmSettings,
@@ -30,6 +32,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_addr: Some(SocketAddr::from(([127, 0, 0, 1], 9464))),
             database: DatabaseSettings::default(),
             auth: AuthSettings::default(),
             llm: LlmSettings::default(),

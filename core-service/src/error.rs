@@ -76,6 +76,7 @@ impl ChatError {
 
     /// The `error` event for a stream. `message_id` is the client frame it answers.
     pub fn into_event(self, message_id: Option<String>) -> pb::ServerEvent {
+        metrics::counter!("chat_core_errors_total", "code" => self.code().to_string()).increment(1);
         if let Self::Internal(cause) = &self {
             tracing::error!(error = %cause, "internal error");
         }
@@ -113,6 +114,7 @@ impl From<StorageError> for ChatError {
 impl From<ChatError> for tonic::Status {
     fn from(err: ChatError) -> Self {
         use tonic::Code;
+        metrics::counter!("chat_core_errors_total", "code" => err.code().to_string()).increment(1);
         let code = match &err {
             ChatError::Invalid { .. } | ChatError::TooLarge { .. } => Code::InvalidArgument,
             ChatError::Unauthenticated => Code::Unauthenticated,

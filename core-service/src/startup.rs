@@ -43,6 +43,7 @@ pub enum StartupError {
 
 pub struct Application {
     listener: TcpListener,
+    metrics: Option<TcpListener>,
     engine: Arc<Engine>,
 }
 
@@ -61,9 +62,22 @@ impl Application {
                 addr: settings.grpc_addr,
                 source,
             })?;
+        let metrics = match settings.metrics_addr {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| StartupError::Bind { addr, source })?,
+            ),
+            None => None,
+        };
+        chat_runtime::metrics();
         let engine = Arc::new(Engine::new(db, llm, settings.chat.clone(), verifier));
         tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.grpc_addr, source })?, backend = engine.db.backend(), "chat-core ready");
-        Ok(Self { listener, engine })
+        Ok(Self {
+            listener,
+            metrics,
+            engine,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -73,13 +87,37 @@ impl Application {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
+    /// Where `/metrics` is served, when it is.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     pub fn engine(&self) -> Arc<Engine> {
         self.engine.clone()
     }
 
     /// Serves until `shutdown` is cancelled, then shuts down gracefully.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), StartupError> {
-        let Self { listener, engine } = self;
+        let Self {
+            listener,
+            metrics,
+            engine,
+        } = self;
+        if let Some(listener) = metrics {
+            let router = axum::Router::new().route(
+                "/metrics",
+                axum::routing::get(|| async { chat_runtime::render_metrics() }),
+            );
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await;
+                if let Err(err) = served {
+                    tracing::error!(error = %err, "metrics listener failed");
+                }
+            });
+        }
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter
             .set_service_status(HEALTH_SERVICE, ServingStatus::Serving)

@@ -1,6 +1,9 @@
-//! Process plumbing shared by the binaries: structured logging set up from settings, and the
-//! one shutdown signal (SIGINT or SIGTERM).
+//! Process plumbing shared by the binaries: structured logging set up from settings, the
+//! process-wide Prometheus registry, and the one shutdown signal (SIGINT or SIGTERM).
 
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 
 /// The `[log]` table of a service's config.
@@ -68,4 +71,33 @@ pub async fn shutdown_signal() {
         () = ctrl_c => {},
         () = term => {},
     }
+}
+
+/// The process's metrics registry, installed as the global `metrics` recorder on first use.
+/// One per process: when core and edge share a process (`chatctl dev`, tests), both
+/// `/metrics` endpoints show everything.
+pub fn metrics() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        const SECONDS: &[f64] = &[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ];
+        let builder = PrometheusBuilder::new();
+        // Only fails for an empty bucket list, which SECONDS is not.
+        let builder =
+            match builder.set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS) {
+                Ok(b) => b,
+                Err(_) => PrometheusBuilder::new(),
+            };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder was installed first; ours then stays empty.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// The Prometheus text exposition of everything recorded in this process.
+pub fn render_metrics() -> String {
+    metrics().render()
 }

@@ -89,6 +89,8 @@ impl StackOptions {
 pub struct Stack {
     pub edge_addr: SocketAddr,
     pub core_addr: SocketAddr,
+    /// The core's Prometheus listener (port 0 unless a test turns it off).
+    pub core_metrics_addr: Option<SocketAddr>,
     /// The core's database, for asserting what was stored.
     pub db: Db,
     pub fake: Option<fake_llm::FakeLlm>,
@@ -147,6 +149,7 @@ pub async fn spawn_stack(opts: StackOptions) -> Stack {
 
     let mut core = Settings {
         grpc_addr: "127.0.0.1:0".parse().expect("addr"),
+        metrics_addr: Some("127.0.0.1:0".parse().expect("addr")),
         auth: auth.clone(),
         llm,
         ..Settings::default()
@@ -155,6 +158,7 @@ pub async fn spawn_stack(opts: StackOptions) -> Stack {
     (opts.tweak_core)(&mut core);
     let core_app = Application::build(core).await.expect("core starts");
     let core_addr = core_app.local_addr();
+    let core_metrics_addr = core_app.metrics_addr();
     let db = core_app.engine().db.clone();
 
     let mut edge = EdgeSettings {
@@ -188,6 +192,7 @@ pub async fn spawn_stack(opts: StackOptions) -> Stack {
     Stack {
         edge_addr,
         core_addr,
+        core_metrics_addr,
         db,
         fake,
         minter: Minter::new(&auth).expect("minter"),

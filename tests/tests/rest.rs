@@ -138,3 +138,50 @@ async fn readiness_fails_when_the_core_is_gone() {
     assert_eq!(error["data"]["retryable"], true);
     assert_eq!(ws.recv_close().await, Some(1013));
 }
+
+#[tokio::test]
+async fn prometheus_metrics_are_served_by_the_edge_and_the_core() {
+    let stack = spawn_default().await;
+    let (mut ws, _) = stack.connect("alice").await;
+    ws.send_message(None, "count me", "m1").await;
+    ws.recv_reply().await;
+    ws.send_text("not json").await;
+    ws.recv_type("error").await;
+
+    let response = reqwest::get(stack.http_url("/metrics"))
+        .await
+        .expect("edge metrics");
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("text/plain")
+    );
+    let edge = response.text().await.expect("text");
+    for series in [
+        "chat_edge_connections",
+        "chat_edge_frames_in_total",
+        "chat_edge_frames_out_total",
+        "chat_edge_rejected_frames_total{code=\"400\"}",
+        "chat_core_connections",
+        "chat_core_messages_total{role=\"user\"}",
+        "chat_core_replies_total{model=\"demo\",status=\"complete\"}",
+        "chat_core_reply_seconds_bucket{model=\"demo\"",
+        "chat_core_llm_tokens_total{model=\"demo\",kind=\"completion\"}",
+    ] {
+        assert!(edge.contains(series), "edge /metrics lacks {series}");
+    }
+
+    let core_addr = stack.core_metrics_addr.expect("core metrics listener");
+    let core = reqwest::get(format!("http://{core_addr}/metrics"))
+        .await
+        .expect("core metrics");
+    assert_eq!(core.status(), 200);
+    assert!(
+        core.text()
+            .await
+            .expect("text")
+            .contains("chat_core_replies_total")
+    );
+}

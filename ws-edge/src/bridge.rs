@@ -50,11 +50,21 @@ pub enum Admission {
 /// Counts a live connection for the edge's limit and health figures while it lives.
 struct Live(Arc<EdgeState>);
 
+impl Live {
+    fn new(state: Arc<EdgeState>) -> Self {
+        let live = state.connections.load(std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!("chat_edge_connections").set(live as f64);
+        Self(state)
+    }
+}
+
 impl Drop for Live {
     fn drop(&mut self) {
-        self.0
+        let before = self
+            .0
             .connections
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::gauge!("chat_edge_connections").set(before.saturating_sub(1) as f64);
     }
 }
 
@@ -63,7 +73,7 @@ pub async fn serve<S>(state: Arc<EdgeState>, mut socket: S, admission: Admission
 where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message> + Unpin + Send,
 {
-    let _live = Live(state.clone());
+    let _live = Live::new(state.clone());
     let token = match admission {
         Admission::Token(token) => token,
         Admission::Refused => {
@@ -160,6 +170,7 @@ where
                 match gate.check() {
                     Verdict::Pass => {}
                     Verdict::Limited(wait) => {
+                        metrics::counter!("chat_edge_rejected_frames_total", "code" => "429").increment(1);
                         if socket.send(Message::Text(rate_limited(wait).into())).await.is_err() {
                             return;
                         }
@@ -171,6 +182,7 @@ where
                         break (close::POLICY, "Rate limit abuse");
                     }
                 }
+                metrics::counter!("chat_edge_frames_in_total").increment(1);
                 match frames::decode_client_frame(text.as_str(), &limits) {
                     Ok(event) => {
                         if to_core.send(Box::new(event)).await.is_err() {
@@ -178,6 +190,7 @@ where
                         }
                     }
                     Err(err) => {
+                        metrics::counter!("chat_edge_rejected_frames_total", "code" => err.code.to_string()).increment(1);
                         if socket.send(Message::Text(err.into_frame().into())).await.is_err() {
                             return;
                         }
@@ -190,6 +203,7 @@ where
                         Some(Out::Error(e)) => e.close_code,
                         _ => None,
                     };
+                    metrics::counter!("chat_edge_frames_out_total").increment(1);
                     if socket.send(Message::Text(frames::encode_server_event(&event).into())).await.is_err() {
                         return;
                     }
@@ -287,6 +301,7 @@ async fn close_with<S>(socket: &mut S, code: u16, reason: &str)
 where
     S: Sink<Message> + Unpin,
 {
+    metrics::counter!("chat_edge_closes_total", "code" => code.to_string()).increment(1);
     let frame = CloseFrame {
         code,
         reason: reason.into(),

@@ -60,6 +60,7 @@ pub fn app(state: Arc<EdgeState>) -> Router {
         .route("/api/sessions/{chat_id}/messages", get(routes::history))
         .route("/api/chat/history/{chat_id}", get(routes::history))
         .route("/api/models", get(routes::models))
+        .route("/metrics", get(routes::metrics))
         .with_state(state)
 }
 
@@ -78,6 +79,7 @@ impl Edge {
         let listener = TcpListener::bind(settings.http_addr)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", settings.http_addr))?;
+        chat_runtime::metrics();
         let state = Arc::new(EdgeState {
             settings,
             verifier,

@@ -255,6 +255,14 @@ pub async fn readyz(State(state): State<Arc<EdgeState>>) -> Response {
     }
 }
 
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        chat_runtime::render_metrics(),
+    )
+}
+
 /// `GET /ws/health` and `/api/websocket/health`.
 pub async fn ws_health(State(state): State<Arc<EdgeState>>) -> Json<Value> {
     Json(json!({

@@ -37,6 +37,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         core.database.url = format!("sqlite://{}", args.data_dir.join("chat.db").display());
     }
     core.auth = auth.clone();
+    // Core and edge share one process and so one metrics registry: the edge's `/metrics`
+    // shows both, and no second port is needed (or can be taken by something else).
+    core.metrics_addr = None;
     chat_runtime::init_tracing(&core.log);
     let core_app = Application::build(core.clone())
         .await
@@ -71,6 +74,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("  open:        http://{edge_addr}/?token={user_token}");
     println!("  as admin:    http://{edge_addr}/?token={admin_token}");
     println!("  websocket:   ws://{edge_addr}/ws");
+    println!("  metrics:     http://{edge_addr}/metrics");
     println!("  core gRPC:   {core_addr}");
     println!("  database:    {}", core.database.url);
     println!(

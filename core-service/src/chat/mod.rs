@@ -232,6 +232,8 @@ impl Engine {
             match inserted {
                 storage::Inserted::Duplicate(row) => (row, true),
                 storage::Inserted::New(row) => {
+                    metrics::counter!("chat_core_messages_total", "role" => row.role.clone())
+                        .increment(1);
                     // The ack goes first, so the sender knows its message before seeing it.
                     if let Some(conn) = conn {
                         conn.push(event(pb::server_event::Event::Ack(ack(

@@ -38,6 +38,7 @@ impl Conn {
         match self.tx.try_send(event) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("chat_core_slow_connections_dropped_total").increment(1);
                 tracing::warn!(conn = %self.id, user = %self.user_id, "outbox full: dropping slow connection");
                 self.kill.cancel();
                 false
@@ -56,6 +57,14 @@ struct Inner {
     joined: HashMap<Arc<str>, HashSet<String>>,
     /// user id -> connection ids.
     users: HashMap<Arc<str>, HashSet<Arc<str>>>,
+}
+
+impl Inner {
+    /// Publishes the live figures (called after every change, under the lock).
+    fn record(&self) {
+        metrics::gauge!("chat_core_connections").set(self.conns.len() as f64);
+        metrics::gauge!("chat_core_active_chats").set(self.chats.len() as f64);
+    }
 }
 
 /// The registry of live connections and chat subscriptions on this core.
@@ -78,6 +87,7 @@ impl Rooms {
         user.insert(conn.id.clone());
         let count = user.len();
         inner.conns.insert(conn.id.clone(), conn);
+        inner.record();
         count
     }
 
@@ -110,6 +120,7 @@ impl Rooms {
                 inner.users.remove(&conn.user_id);
             }
         }
+        inner.record();
         (chats, left)
     }
 
@@ -144,6 +155,7 @@ impl Rooms {
         if set.is_empty() {
             inner.chats.remove(chat_id);
         }
+        inner.record();
         was
     }
 

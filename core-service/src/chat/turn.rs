@@ -169,6 +169,23 @@ async fn run(
             })),
         );
     }
+    let model = outcome.model_id.clone();
+    metrics::counter!("chat_core_messages_total", "role" => "assistant").increment(1);
+    metrics::counter!("chat_core_replies_total", "model" => model.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("chat_core_reply_seconds", "model" => model.clone())
+        .record(latency.as_secs_f64());
+    if let Some(ttft) = outcome.ttft {
+        metrics::histogram!("chat_core_reply_ttft_seconds", "model" => model.clone())
+            .record(ttft.as_secs_f64());
+    }
+    metrics::counter!("chat_core_llm_tokens_total", "model" => model.clone(), "kind" => "prompt")
+        .increment(prompt_tokens as u64);
+    metrics::counter!("chat_core_llm_tokens_total", "model" => model.clone(), "kind" => "completion").increment(completion_tokens as u64);
+    if let Some(err) = &outcome.error {
+        metrics::counter!("chat_core_llm_errors_total", "model" => model, "kind" => err.kind())
+            .increment(1);
+    }
     tracing::info!(status, model = %outcome.model_id, latency_ms = latency.as_millis() as u64, "reply stored");
     Ok(())
 }
