@@ -3,7 +3,7 @@
 
 use chat_core::storage;
 use chat_tests::fake_llm::FakeScript;
-use chat_tests::{Llm, StackOptions, Ws, spawn_default, spawn_stack};
+use chat_tests::{Backend, Llm, StackOptions, Ws, spawn_default, spawn_stack};
 use serde_json::json;
 
 /// alice's chat after one finished turn.
@@ -18,9 +18,25 @@ async fn alice_chat(ws: &mut Ws) -> String {
 }
 
 #[tokio::test]
-async fn an_operator_takes_over_chats_with_the_user_and_hands_back_to_the_assistant() {
+async fn an_operator_takes_over_and_hands_back_on_sqlite() {
+    an_operator_takes_over_chats_with_the_user_and_hands_back_to_the_assistant(Backend::Sqlite)
+        .await;
+}
+
+#[tokio::test]
+async fn an_operator_takes_over_and_hands_back_on_postgres() {
+    an_operator_takes_over_chats_with_the_user_and_hands_back_to_the_assistant(Backend::Postgres)
+        .await;
+}
+
+async fn an_operator_takes_over_chats_with_the_user_and_hands_back_to_the_assistant(
+    backend: Backend,
+) {
+    let script = FakeScript::reply(&["Happy ", "to help"]);
     let stack = spawn_stack(
-        StackOptions::default().llm(Llm::OpenAi(FakeScript::reply(&["Happy ", "to help"]))),
+        StackOptions::default()
+            .backend(backend)
+            .llm(Llm::OpenAi(script)),
     )
     .await;
     let (mut alice, _) = stack.connect("alice").await;

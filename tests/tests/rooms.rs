@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chat_core::storage;
 use chat_tests::fake_llm::FakeScript;
-use chat_tests::{Llm, StackOptions, spawn_default, spawn_stack};
+use chat_tests::{Backend, Llm, StackOptions, spawn_default, spawn_stack};
 use serde_json::{Value, json};
 
 fn chat_update(action: &str, chat: &str, extra: Value) -> Value {
@@ -28,8 +28,17 @@ fn assert_contiguous(frames: &[Value], from: i64, who: &str) -> i64 {
 }
 
 #[tokio::test]
-async fn members_and_tabs_share_a_chat_and_outsiders_see_nothing() {
-    let stack = spawn_default().await;
+async fn members_and_tabs_share_a_chat_and_outsiders_see_nothing_on_sqlite() {
+    members_and_tabs_share_a_chat_and_outsiders_see_nothing(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn members_and_tabs_share_a_chat_and_outsiders_see_nothing_on_postgres() {
+    members_and_tabs_share_a_chat_and_outsiders_see_nothing(Backend::Postgres).await;
+}
+
+async fn members_and_tabs_share_a_chat_and_outsiders_see_nothing(backend: Backend) {
+    let stack = spawn_stack(StackOptions::default().backend(backend)).await;
     let (mut alice1, _) = stack.connect("alice").await;
     alice1
         .send(json!({"type": "chat_update", "data": {"action": "create", "title": "Team room"}}))

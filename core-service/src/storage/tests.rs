@@ -48,6 +48,8 @@ both!(
     record_receipts_ignores_ids_from_another_chat,
     usage_round_trips_and_a_second_insert_keeps_the_first,
     upsert_user_updates_name_and_set_online_needs_a_known_user,
+    the_help_flag_changes_once_and_a_missing_chat_is_not_found,
+    the_operator_lease_is_exclusive_renewable_and_expires,
 );
 
 /// A migrated database; holds the temp dir (SQLite) for as long as the test runs.
@@ -656,4 +658,77 @@ fn with_database_replaces_only_the_path() {
         "postgresql://u:p@h/t_2?sslmode=disable"
     );
     assert_eq!(with_database("postgres://h:1", "t_3"), "postgres://h:1/t_3");
+}
+
+async fn the_help_flag_changes_once_and_a_missing_chat_is_not_found(db: &Db) -> Result<()> {
+    new_chat(db, "c1", "alice", 0).await?;
+    assert!(chats::set_needs_help(db, "c1", true).await?);
+    assert!(
+        !chats::set_needs_help(db, "c1", true).await?,
+        "already flagged"
+    );
+    assert!(
+        chats::get_chat(db, "c1")
+            .await?
+            .is_some_and(|c| c.needs_help)
+    );
+    assert!(chats::set_needs_help(db, "c1", false).await?);
+    assert!(matches!(
+        chats::set_needs_help(db, "nope", true).await,
+        Err(StorageError::NotFound)
+    ));
+    Ok(())
+}
+
+async fn the_operator_lease_is_exclusive_renewable_and_expires(db: &Db) -> Result<()> {
+    new_chat(db, "c1", "alice", 0).await?;
+    // op1 takes it until t=30; op2 cannot while the lease lives; op1 may take it again.
+    assert!(chats::acquire_operator(db, "c1", "op1", "One", at(30), at(0)).await?);
+    assert!(!chats::acquire_operator(db, "c1", "op2", "Two", at(40), at(10)).await?);
+    assert!(chats::acquire_operator(db, "c1", "op1", "One", at(35), at(10)).await?);
+    let chat = chats::get_chat(db, "c1")
+        .await?
+        .unwrap_or_else(|| panic!("chat"));
+    assert_eq!(
+        (chat.operator_id.as_deref(), chat.admin_assisted),
+        (Some("op1"), true)
+    );
+
+    // Renewing is for the holder only; an expired lease is listed and released once.
+    assert!(chats::renew_operator(db, "c1", "op1", at(50)).await?);
+    assert!(!chats::renew_operator(db, "c1", "op2", at(90)).await?);
+    assert!(chats::expired_operator_leases(db, at(49)).await?.is_empty());
+    let expired = chats::expired_operator_leases(db, at(51)).await?;
+    assert_eq!(
+        expired.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+        vec!["c1"]
+    );
+    assert!(
+        !chats::release_operator(db, "c1", "op1", Some(at(49))).await?,
+        "a live lease is kept"
+    );
+    assert!(chats::release_operator(db, "c1", "op1", Some(at(51))).await?);
+    assert!(
+        !chats::release_operator(db, "c1", "op1", None).await?,
+        "released once"
+    );
+
+    // After expiry another operator may take over; a plain release needs the holder.
+    assert!(chats::acquire_operator(db, "c1", "op2", "Two", at(100), at(60)).await?);
+    assert!(!chats::release_operator(db, "c1", "op1", None).await?);
+    assert!(chats::release_operator(db, "c1", "op2", None).await?);
+    let chat = chats::get_chat(db, "c1")
+        .await?
+        .unwrap_or_else(|| panic!("chat"));
+    assert_eq!(
+        (
+            chat.operator_id,
+            chat.operator_name,
+            chat.operator_lease_until
+        ),
+        (None, None, None)
+    );
+    assert!(chat.admin_assisted, "admin-assisted stays");
+    assert!(!chats::acquire_operator(db, "nope", "op1", "One", at(10), at(0)).await?);
+    Ok(())
 }
