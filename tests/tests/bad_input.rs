@@ -2,14 +2,18 @@
 //! leaves the connection working (except where the protocol says to close).
 
 use chat_core::storage;
-use chat_tests::{Stack, Ws, spawn_default};
+use chat_tests::{Stack, StackOptions, Ws, spawn_default};
 use futures::SinkExt;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 /// alice's chat (one turn) and bob's chat, as (stack, alice's socket, alice's chat, bob's chat).
 async fn two_chats() -> (Stack, Ws, String, String) {
-    let stack = spawn_default().await;
+    two_chats_with(StackOptions::default()).await
+}
+
+async fn two_chats_with(options: StackOptions) -> (Stack, Ws, String, String) {
+    let stack = chat_tests::spawn_stack(options).await;
     let (mut bob, _) = stack.connect("bob").await;
     bob.send_message(None, "bob's private chat", "b1").await;
     let bob_chat = bob.recv_type("ack").await["data"]["chatId"]
@@ -464,5 +468,133 @@ async fn a_frame_over_64_kib_closes_the_connection_with_1009() {
             .await
             .expect("chats")
             .is_empty()
+    );
+}
+
+/// A small deterministic generator (xorshift64*), so a failure replays exactly.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
+        &items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+#[tokio::test]
+async fn a_barrage_of_random_frames_never_breaks_the_connection_or_touches_others_data() {
+    let options = StackOptions::default().edge(|e| e.limits.frames_per_minute = 10_000);
+    let (stack, mut ws, mine, theirs) = two_chats_with(options).await;
+    let types = [
+        "message",
+        "typing",
+        "read_receipt",
+        "chat_update",
+        "history",
+        "stop",
+        "resume",
+        "help_request",
+        "presence",
+        "ping",
+        "takeover",
+        "release",
+        "bogus",
+        "",
+    ];
+    let values = [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(0),
+        json!(1.5),
+        json!(9_007_199_254_740_993u64),
+        json!(""),
+        json!("x"),
+        json!("../../etc/passwd"),
+        json!("\u{0}\u{7}"),
+        json!("🙂".repeat(3000)),
+        json!([]),
+        json!([1, "a", null]),
+        json!({}),
+        json!({"nested": {"deep": [1, 2, 3]}}),
+        json!(mine),
+        json!(theirs),
+        json!([mine]),
+        json!([theirs]),
+        json!("join"),
+        json!("select_model"),
+        json!("remove_member"),
+        json!("rename"),
+        json!("end"),
+        json!("online"),
+        json!("offline"),
+        json!("demo"),
+        json!("x".repeat(70)),
+    ];
+    let fields = [
+        "chatId",
+        "content",
+        "messageId",
+        "isTyping",
+        "messageIds",
+        "action",
+        "title",
+        "model",
+        "agentId",
+        "userId",
+        "before",
+        "limit",
+        "chats",
+        "reason",
+        "status",
+        "timestamp",
+        "context",
+        "attachments",
+        "lastSeq",
+        "streaming",
+    ];
+    let mut rng = Rng(0x5EED_1234_ABCD_0001);
+    for _ in 0..400 {
+        let mut data = serde_json::Map::new();
+        for _ in 0..(rng.next() % 6) {
+            data.insert((*rng.pick(&fields)).to_string(), rng.pick(&values).clone());
+        }
+        let mut frame = json!({"type": *rng.pick(&types), "data": data});
+        if rng.next() % 4 == 0 {
+            frame["messageId"] = rng.pick(&values).clone();
+        }
+        ws.send(frame).await;
+    }
+    // The connection still answers, after everything above was handled.
+    ws.send(json!({"type": "ping", "data": {"timestamp": 4242}}))
+        .await;
+    let (pong, _) = ws
+        .recv_until(|f| f["type"] == "pong" && f["data"]["timestamp"] == 4242)
+        .await;
+    assert_eq!(pong["data"]["timestamp"], 4242);
+    // bob's chat is exactly as bob left it.
+    let (rows, _) = storage::history(&stack.db, &theirs, None, 100)
+        .await
+        .expect("history");
+    assert_eq!(rows.len(), 2);
+    let chat = storage::get_chat(&stack.db, &theirs)
+        .await
+        .expect("get")
+        .expect("chat");
+    assert_eq!(
+        (chat.status.as_str(), chat.title.as_str(), chat.needs_help),
+        ("active", "bob's private chat", false)
+    );
+    assert_eq!(
+        storage::member_ids(&stack.db, &theirs)
+            .await
+            .expect("members"),
+        vec!["bob"]
     );
 }
