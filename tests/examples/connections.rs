@@ -35,6 +35,18 @@ fn rss_kib(pid: u32) -> u64 {
         .expect("VmRSS")
 }
 
+/// Kills the server it started when the benchmark ends, panics included.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -52,7 +64,7 @@ async fn main() {
     )
     .expect("config");
     // BENCH_URL=<printed page URL> and BENCH_PID=<server pid> measure a server started by hand.
-    let (url, pid, mut child) = match (std::env::var("BENCH_URL"), std::env::var("BENCH_PID")) {
+    let (url, pid, child) = match (std::env::var("BENCH_URL"), std::env::var("BENCH_PID")) {
         (Ok(url), Ok(pid)) => (url, pid.parse::<u32>().expect("BENCH_PID"), None),
         _ => {
             let bin = std::env::current_exe()
@@ -94,6 +106,7 @@ async fn main() {
             (url, child.id(), Some(child))
         }
     };
+    let _server = KillOnDrop(child);
     let (base, token) = url.split_once("/?token=").expect("printed URL");
     let ws_url = format!("{}/ws?token={token}", base.replace("http://", "ws://"));
 
@@ -157,8 +170,4 @@ async fn main() {
         percentile(&full, 0.99)
     );
     drop(idle);
-    if let Some(child) = child.as_mut() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
 }
