@@ -268,6 +268,16 @@ mod tests {
         )
     }
 
+    /// Opens a reply against the test server and collects every delta.
+    async fn stream_all(server: &testing::TestServer) -> Vec<Result<Delta, LlmError>> {
+        provider(server)
+            .open(request())
+            .await
+            .expect("opened")
+            .collect()
+            .await
+    }
+
     #[tokio::test]
     async fn a_stream_parses_into_text_and_usage() {
         let server = testing::spawn(vec![Reply::anthropic(
@@ -276,12 +286,7 @@ mod tests {
         )])
         .await;
 
-        let deltas: Vec<_> = provider(&server)
-            .open(request())
-            .await
-            .expect("opened")
-            .collect()
-            .await;
+        let deltas = stream_all(&server).await;
 
         let text: String = deltas
             .iter()
@@ -351,12 +356,7 @@ mod tests {
         ];
         let server = testing::spawn(vec![Reply::sse(events)]).await;
 
-        let deltas: Vec<_> = provider(&server)
-            .open(request())
-            .await
-            .expect("opened")
-            .collect()
-            .await;
+        let deltas = stream_all(&server).await;
 
         assert_eq!(
             deltas,
@@ -384,12 +384,7 @@ mod tests {
         ];
         let server = testing::spawn(vec![Reply::sse(events)]).await;
 
-        let deltas: Vec<_> = provider(&server)
-            .open(request())
-            .await
-            .expect("opened")
-            .collect()
-            .await;
+        let deltas = stream_all(&server).await;
 
         assert_eq!(
             deltas,
