@@ -8,16 +8,16 @@
 //! - [`chat`]: the domain: sessions, rooms and fan-out, the per-stream handler, reply turns.
 //! - [`llm`]: providers behind one trait (OpenAI-compatible, Anthropic, demo), retries.
 //! - [`storage`]: diesel-async on SQLite or PostgreSQL, one query path for both.
-//! - [`error`]: the one error enum and how each variant reaches a client.
+//! - [`types`]: closed vocabularies (roles, statuses, presence) shared by the modules above.
 
 pub mod auth;
 pub mod chat;
 pub mod config;
-pub mod error;
 pub mod grpc;
 pub mod llm;
 pub mod startup;
 pub mod storage;
+pub mod types;
 
 pub use config::Settings;
 pub use startup::Application;

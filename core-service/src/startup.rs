@@ -72,7 +72,7 @@ impl Application {
         };
         chat_runtime::metrics();
         let engine = Arc::new(Engine::new(db, llm, settings.chat.clone(), verifier));
-        tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.grpc_addr, source })?, backend = engine.db.backend(), "chat-core ready");
+        tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.grpc_addr, source })?, backend = engine.db().backend(), "chat-core ready");
         Ok(Self {
             listener,
             metrics,
@@ -134,8 +134,7 @@ impl Application {
                 shutdown.cancelled().await;
                 // Phase 1: tonic stops accepting connections and calls (this future resolved).
                 // Phase 2: end every client stream; edges tell their clients to reconnect (1012).
-                engine.shutdown.cancel();
-                engine.rooms.cancel_all();
+                engine.begin_shutdown();
             }
         };
         let served = tonic::transport::Server::builder()
@@ -151,11 +150,7 @@ impl Application {
             )
             .await;
         // Phase 3: let replies in flight finish and be stored, within a grace period.
-        engine.tasks.close();
-        if tokio::time::timeout(REPLY_GRACE, engine.tasks.wait())
-            .await
-            .is_err()
-        {
+        if !engine.finish_replies(REPLY_GRACE).await {
             tracing::warn!("replies still running after the grace period; exiting anyway");
         }
         // Phase 4: stop background work and return.
@@ -173,7 +168,7 @@ async fn housekeeping(
     shutdown: CancellationToken,
 ) {
     // Short operator leases need expiring more often than the database needs checking.
-    let lease = Duration::from_secs(engine.settings.operator_lease_secs);
+    let lease = engine.operator_lease();
     let every = DB_CHECK_EVERY
         .min(lease / 2)
         .max(Duration::from_millis(200));
@@ -183,11 +178,11 @@ async fn housekeeping(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        engine.limits.prune();
+        engine.prune_limits();
         if let Err(err) = engine.expire_operator_leases().await {
             tracing::warn!(error = %err, "operator lease expiry failed");
         }
-        let ok = engine.db.ping().await.is_ok();
+        let ok = engine.db().ping().await.is_ok();
         if ok != healthy {
             healthy = ok;
             let status = if ok {

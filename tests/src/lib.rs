@@ -159,7 +159,7 @@ pub async fn spawn_stack(opts: StackOptions) -> Stack {
     let core_app = Application::build(core).await.expect("core starts");
     let core_addr = core_app.local_addr();
     let core_metrics_addr = core_app.metrics_addr();
-    let db = core_app.engine().db.clone();
+    let db = core_app.engine().db().clone();
 
     let mut edge = EdgeSettings {
         http_addr: "127.0.0.1:0".parse().expect("addr"),

@@ -8,28 +8,22 @@
 //! chat event (`operator_joined` / `operator_left`, stored in `chat_events` with who and when),
 //! which is also the audit trail.
 
-use std::time::Duration;
-
 use chat_auth::Principal;
-use chat_proto::pb::chat as pb;
-use pb::server_event::Event as Out;
 
+use super::engine::{Engine, now};
+use super::error::ChatError;
+use super::event::{ChatChanges, ChatUpdate, Durable, Event, Operator, OperatorEvent, Outgoing};
 use super::rooms::Conn;
-use super::validate::ChatId;
-use super::{Engine, event, now};
-use crate::error::ChatError;
 use crate::storage::{self, ChatRow};
 
 /// Longest help request reason, in characters.
 const MAX_REASON_CHARS: usize = 500;
 
 impl Engine {
-    fn lease(&self) -> Duration {
-        Duration::from_secs(self.settings.operator_lease_secs)
-    }
-
     fn lease_until(&self) -> chrono::NaiveDateTime {
-        now() + chrono::Duration::from_std(self.lease()).unwrap_or(chrono::Duration::seconds(30))
+        now()
+            + chrono::Duration::from_std(self.operator_lease())
+                .unwrap_or(chrono::Duration::seconds(30))
     }
 
     /// Flags the chat for a human (persisted) and tells the chat. Asking twice is a 409.
@@ -39,9 +33,7 @@ impl Engine {
         chat_id: &str,
         reason: Option<&str>,
     ) -> Result<(), ChatError> {
-        let chat = self
-            .chat_for(who, &ChatId::parse(chat_id, "data.chatId")?)
-            .await?;
+        let chat = self.chat_named(who, chat_id, "data.chatId").await?;
         if reason.is_some_and(|r| r.chars().count() > MAX_REASON_CHARS) {
             return Err(ChatError::TooLarge {
                 message: format!("data.reason must be at most {MAX_REASON_CHARS} characters"),
@@ -57,9 +49,9 @@ impl Engine {
         tracing::warn!(chat = %chat.id, user = %who.user_id, "help requested");
         self.publish_change(
             &chat.id,
-            pb::ChatChanges {
+            ChatChanges {
                 needs_help: Some(true),
-                ..Default::default()
+                ..ChatChanges::default()
             },
         )
         .await
@@ -78,9 +70,7 @@ impl Engine {
         if !who.is_admin() {
             return Err(ChatError::Forbidden("Admin role required".into()));
         }
-        let chat = self
-            .chat_for(who, &ChatId::parse(chat_id, "data.chatId")?)
-            .await?;
+        let chat = self.chat_named(who, chat_id, "data.chatId").await?;
         let already_mine = chat.operator_id.as_deref() == Some(who.user_id.as_str());
         if !storage::acquire_operator(
             &self.db,
@@ -105,10 +95,9 @@ impl Engine {
         let op = operator(who);
         self.publish(
             &chat.id,
-            "operator_joined",
-            Out::OperatorJoined(pb::OperatorEvent {
+            Durable::OperatorJoined(OperatorEvent {
                 chat_id: chat.id.clone(),
-                operator: Some(op.clone()),
+                operator: op.clone(),
             }),
         )
         .await?;
@@ -123,9 +112,7 @@ impl Engine {
         if !who.is_admin() {
             return Err(ChatError::Forbidden("Admin role required".into()));
         }
-        let chat = self
-            .chat_for(who, &ChatId::parse(chat_id, "data.chatId")?)
-            .await?;
+        let chat = self.chat_named(who, chat_id, "data.chatId").await?;
         if !storage::release_operator(&self.db, &chat.id, &who.user_id, None).await? {
             return Err(ChatError::Conflict("You do not hold this chat".into()));
         }
@@ -175,16 +162,15 @@ impl Engine {
         op_id: &str,
         name: String,
     ) -> Result<(), ChatError> {
-        let op = pb::Operator {
+        let op = Operator {
             id: op_id.to_string(),
             name,
         };
         self.publish(
             &chat.id,
-            "operator_left",
-            Out::OperatorLeft(pb::OperatorEvent {
+            Durable::OperatorLeft(OperatorEvent {
                 chat_id: chat.id.clone(),
-                operator: Some(op),
+                operator: op,
             }),
         )
         .await?;
@@ -200,13 +186,7 @@ impl Engine {
     /// delivered before anything the caller publishes next. Turns queued behind it see the
     /// operator and stay silent.
     async fn silence_assistant(&self, chat_id: &str) {
-        let active = self
-            .replies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(chat_id)
-            .cloned();
-        if let Some(reply) = active {
+        if let Some(reply) = self.active_reply(chat_id) {
             let _chunks = reply.chunks.lock().unwrap_or_else(|p| p.into_inner());
             reply.cancel.cancel();
         }
@@ -222,24 +202,23 @@ pub fn held(chat: &ChatRow) -> bool {
             .is_some_and(|until| until >= now())
 }
 
-fn operator(who: &Principal) -> pb::Operator {
-    pb::Operator {
+fn operator(who: &Principal) -> Operator {
+    Operator {
         id: who.user_id.clone(),
         name: who.name.clone(),
     }
 }
 
-fn changes_operator(op: Option<pb::Operator>) -> pb::ChatChanges {
-    pb::ChatChanges {
-        operator_changed: true,
-        operator: op,
-        ..Default::default()
+fn changes_operator(op: Option<Operator>) -> ChatChanges {
+    ChatChanges {
+        operator: Some(op),
+        ..ChatChanges::default()
     }
 }
 
-fn operator_change(chat_id: &str, op: Option<pb::Operator>) -> pb::ServerEvent {
-    event(Out::ChatUpdate(pb::ChatUpdated {
+fn operator_change(chat_id: &str, op: Option<Operator>) -> Outgoing {
+    Outgoing::now(Event::ChatUpdate(ChatUpdate {
         chat_id: chat_id.to_string(),
-        updates: Some(changes_operator(op)),
+        changes: changes_operator(op),
     }))
 }

@@ -9,9 +9,10 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use chat_proto::pb::chat::ServerEvent;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+
+use super::event::Outgoing;
 
 /// The sending half of one connection.
 #[derive(Clone, Debug)]
@@ -21,7 +22,7 @@ pub struct Conn {
     /// Events are shared (`Arc`): a broadcast allocates once for all recipients, and an idle
     /// outbox costs pointers, not whole events (tokio allocates a channel's first block of
     /// 32 slots up front).
-    pub tx: mpsc::Sender<Arc<ServerEvent>>,
+    pub tx: mpsc::Sender<Arc<Outgoing>>,
     /// Cancelled to drop the connection (too slow, shutting down, token expired).
     pub kill: CancellationToken,
 }
@@ -29,12 +30,12 @@ pub struct Conn {
 impl Conn {
     /// Queues an event without waiting; a full outbox cancels the connection.
     /// Returns false when the event was not queued.
-    pub fn push(&self, event: ServerEvent) -> bool {
+    pub fn push(&self, event: Outgoing) -> bool {
         self.push_shared(Arc::new(event))
     }
 
     /// [`Conn::push`] for an event already shared with other recipients.
-    pub fn push_shared(&self, event: Arc<ServerEvent>) -> bool {
+    pub fn push_shared(&self, event: Arc<Outgoing>) -> bool {
         match self.tx.try_send(event) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -159,16 +160,9 @@ impl Rooms {
         was
     }
 
-    pub fn is_joined(&self, chat_id: &str, conn_id: &str) -> bool {
-        self.lock()
-            .chats
-            .get(chat_id)
-            .is_some_and(|s| s.contains(conn_id))
-    }
-
     /// Delivers to every connection joined to the chat, except `skip` (a connection id).
-    pub fn broadcast(&self, chat_id: &str, event: &ServerEvent, skip: Option<&str>) {
-        let event = Arc::new(event.clone());
+    pub fn broadcast(&self, chat_id: &str, event: Outgoing, skip: Option<&str>) {
+        let event = Arc::new(event);
         for conn in self.joined_conns(chat_id) {
             if Some(&*conn.id) != skip {
                 conn.push_shared(event.clone());
@@ -177,8 +171,8 @@ impl Rooms {
     }
 
     /// Delivers to every connection of a user.
-    pub fn send_to_user(&self, user_id: &str, event: &ServerEvent) {
-        let event = Arc::new(event.clone());
+    pub fn send_to_user(&self, user_id: &str, event: Outgoing) {
+        let event = Arc::new(event);
         let conns: Vec<Conn> = {
             let inner = self.lock();
             inner
@@ -225,21 +219,6 @@ impl Rooms {
                     .collect()
             })
             .unwrap_or_default()
-    }
-
-    /// Whether the user has any connection joined to the chat.
-    pub fn user_present(&self, chat_id: &str, user_id: &str) -> bool {
-        self.joined_conns(chat_id)
-            .iter()
-            .any(|c| &*c.user_id == user_id)
-    }
-
-    pub fn connection_count(&self) -> usize {
-        self.lock().conns.len()
-    }
-
-    pub fn user_connection_count(&self, user_id: &str) -> usize {
-        self.lock().users.get(user_id).map_or(0, HashSet::len)
     }
 
     /// Chats with at least one joined connection.
@@ -307,8 +286,13 @@ impl Drop for SeqGuard<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::chat::event::Event;
 
-    fn conn(id: &str, user: &str, cap: usize) -> (Conn, mpsc::Receiver<Arc<ServerEvent>>) {
+    fn pong() -> Outgoing {
+        Outgoing::now(Event::Pong { timestamp: 0 })
+    }
+
+    fn conn(id: &str, user: &str, cap: usize) -> (Conn, mpsc::Receiver<Arc<Outgoing>>) {
         let (tx, rx) = mpsc::channel(cap);
         (
             Conn {
@@ -329,7 +313,7 @@ mod tests {
         rooms.register(a);
         rooms.register(b);
         rooms.join("c1", "a");
-        rooms.broadcast("c1", &ServerEvent::default(), None);
+        rooms.broadcast("c1", pong(), None);
         assert!(ra.try_recv().is_ok());
         assert!(rb.try_recv().is_err());
         assert_eq!(rooms.active_chat_count(), 1);
@@ -345,9 +329,9 @@ mod tests {
         let kill = a.kill.clone();
         rooms.register(a);
         rooms.join("c1", "a");
-        rooms.broadcast("c1", &ServerEvent::default(), None);
+        rooms.broadcast("c1", pong(), None);
         assert!(!kill.is_cancelled());
-        rooms.broadcast("c1", &ServerEvent::default(), None);
+        rooms.broadcast("c1", pong(), None);
         assert!(kill.is_cancelled());
     }
 

@@ -9,14 +9,17 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chat_proto::pb::chat as pb;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::{ASSISTANT, ActiveReply, Engine, StoredMetadata, event, message_event, new_id, now};
+use super::ASSISTANT;
+use super::engine::{ActiveReply, Engine, new_id, now};
+use super::error::ChatError;
+use super::event::{Chunk, Event, Outgoing, StoredMetadata, Typing};
 use crate::llm::{Delta, LlmError, Prompt, Turn, TurnRole, estimate_tokens};
 use crate::storage::{self, ChatRow, MessageRow};
+use crate::types::{MessageStatus, Role};
 
 /// Starts the reply to `trigger` (a stored user message) in the background.
 pub fn spawn(engine: Arc<Engine>, chat: ChatRow, trigger: MessageRow, requester: String) {
@@ -35,7 +38,7 @@ pub fn spawn(engine: Arc<Engine>, chat: ChatRow, trigger: MessageRow, requester:
 /// How a generation ended.
 struct Outcome {
     text: String,
-    status: &'static str,
+    status: MessageStatus,
     model_id: String,
     usage: Option<(u32, u32)>,
     ttft: Option<Duration>,
@@ -68,7 +71,7 @@ async fn run(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(chat.id.clone(), reply.clone());
-    engine.rooms.broadcast(&chat.id, &typing(&chat, true), None);
+    engine.rooms.broadcast(&chat.id, typing(&chat, true), None);
 
     let started = Instant::now();
     let prompt = build_prompt(&engine, &chat, &trigger).await?;
@@ -82,7 +85,7 @@ async fn run(
     let latency = started.elapsed();
 
     let (content, status) = match (&outcome.error, outcome.text.trim().is_empty()) {
-        (Some(_), true) => (engine.llm.settings().apology.clone(), "failed"),
+        (Some(_), true) => (engine.llm.settings().apology.clone(), MessageStatus::Failed),
         _ => (outcome.text.clone(), outcome.status),
     };
     let (prompt_tokens, completion_tokens, estimated) = match outcome.usage {
@@ -102,6 +105,24 @@ async fn run(
         error: outcome.error.as_ref().map(|e| e.kind().to_string()),
         ..Default::default()
     };
+    // Counted before anyone can see the reply, so the figures never lag what clients saw.
+    let model = outcome.model_id.clone();
+    metrics::counter!("chat_core_messages_total", "role" => "assistant").increment(1);
+    metrics::counter!("chat_core_replies_total", "model" => model.clone(), "status" => status.as_str())
+        .increment(1);
+    metrics::histogram!("chat_core_reply_seconds", "model" => model.clone())
+        .record(latency.as_secs_f64());
+    if let Some(ttft) = outcome.ttft {
+        metrics::histogram!("chat_core_reply_ttft_seconds", "model" => model.clone())
+            .record(ttft.as_secs_f64());
+    }
+    metrics::counter!("chat_core_llm_tokens_total", "model" => model.clone(), "kind" => "prompt")
+        .increment(prompt_tokens as u64);
+    metrics::counter!("chat_core_llm_tokens_total", "model" => model.clone(), "kind" => "completion").increment(completion_tokens as u64);
+    if let Some(err) = &outcome.error {
+        metrics::counter!("chat_core_llm_errors_total", "model" => model, "kind" => err.kind())
+            .increment(1);
+    }
     let stored = {
         let _order = engine.seq.lock(&chat.id).await;
         let inserted = storage::insert_message(
@@ -110,7 +131,7 @@ async fn run(
                 id: &message_id,
                 chat_id: &chat.id,
                 sender_id: ASSISTANT,
-                role: "assistant",
+                role: Role::Assistant,
                 agent_id: &chat.agent_id,
                 content: &content,
                 status,
@@ -128,15 +149,15 @@ async fn run(
             .remove(&chat.id);
         match inserted {
             Ok(storage::Inserted::New(row) | storage::Inserted::Duplicate(row)) => {
-                engine.rooms.broadcast(&chat.id, &message_event(&row), None);
+                engine
+                    .rooms
+                    .broadcast(&chat.id, Outgoing::message(&row), None);
                 Ok(row)
             }
             Err(err) => Err(err),
         }
     };
-    engine
-        .rooms
-        .broadcast(&chat.id, &typing(&chat, false), None);
+    engine.rooms.broadcast(&chat.id, typing(&chat, false), None);
     let row = stored?;
     storage::insert_usage(
         &engine.db,
@@ -156,37 +177,11 @@ async fn run(
     .await?;
     if let Some(err) = &outcome.error {
         tracing::warn!(error = %err, kind = err.kind(), "reply failed");
-        engine.rooms.send_to_user(
-            &requester,
-            &event(pb::server_event::Event::Error(pb::Error {
-                code: 502,
-                message: "The language model failed to answer".into(),
-                retryable: true,
-                retry_after_ms: None,
-                message_id: None,
-                field: None,
-                close_code: None,
-            })),
-        );
+        engine
+            .rooms
+            .send_to_user(&requester, Outgoing::error(ChatError::ModelFailed, None));
     }
-    let model = outcome.model_id.clone();
-    metrics::counter!("chat_core_messages_total", "role" => "assistant").increment(1);
-    metrics::counter!("chat_core_replies_total", "model" => model.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("chat_core_reply_seconds", "model" => model.clone())
-        .record(latency.as_secs_f64());
-    if let Some(ttft) = outcome.ttft {
-        metrics::histogram!("chat_core_reply_ttft_seconds", "model" => model.clone())
-            .record(ttft.as_secs_f64());
-    }
-    metrics::counter!("chat_core_llm_tokens_total", "model" => model.clone(), "kind" => "prompt")
-        .increment(prompt_tokens as u64);
-    metrics::counter!("chat_core_llm_tokens_total", "model" => model.clone(), "kind" => "completion").increment(completion_tokens as u64);
-    if let Some(err) = &outcome.error {
-        metrics::counter!("chat_core_llm_errors_total", "model" => model, "kind" => err.kind())
-            .increment(1);
-    }
-    tracing::info!(status, model = %outcome.model_id, latency_ms = latency.as_millis() as u64, "reply stored");
+    tracing::info!(status = status.as_str(), model = %outcome.model_id, latency_ms = latency.as_millis() as u64, "reply stored");
     Ok(())
 }
 
@@ -200,7 +195,7 @@ async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &Activ
     let started = Instant::now();
     let mut out = Outcome {
         text: String::new(),
-        status: "complete",
+        status: MessageStatus::Complete,
         model_id,
         usage: None,
         ttft: None,
@@ -209,7 +204,7 @@ async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &Activ
     let opened = tokio::select! {
         opened = engine.llm.open(&out.model_id, prompt) => opened,
         () = reply.cancel.cancelled() => {
-            out.status = "stopped";
+            out.status = MessageStatus::Stopped;
             return out;
         }
     };
@@ -219,7 +214,7 @@ async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &Activ
             opened.stream
         }
         Err(err) => {
-            out.status = "failed";
+            out.status = MessageStatus::Failed;
             out.error = Some(err);
             return out;
         }
@@ -229,7 +224,7 @@ async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &Activ
         tokio::select! {
             biased;
             () = reply.cancel.cancelled() => {
-                out.status = "stopped";
+                out.status = MessageStatus::Stopped;
                 break;
             }
             next = stream.next() => match next {
@@ -239,7 +234,7 @@ async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &Activ
                     }
                     out.ttft.get_or_insert_with(|| started.elapsed());
                     out.text.push_str(&delta);
-                    let chunk = event(pb::server_event::Event::MessageChunk(pb::MessageChunk {
+                    let chunk = Outgoing::now(Event::MessageChunk(Chunk {
                         chat_id: chat.id.clone(),
                         message_id: reply.message_id.clone(),
                         index,
@@ -250,11 +245,11 @@ async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &Activ
                     let mut chunks = reply.chunks.lock().unwrap_or_else(|p| p.into_inner());
                     if reply.cancel.is_cancelled() {
                         // Stopped (or taken over) while this delta was on its way.
-                        out.status = "stopped";
+                        out.status = MessageStatus::Stopped;
                         break;
                     }
                     chunks.push(delta);
-                    engine.rooms.broadcast(&chat.id, &chunk, None);
+                    engine.rooms.broadcast(&chat.id, chunk, None);
                     drop(chunks);
                     index += 1;
                 }
@@ -262,7 +257,7 @@ async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &Activ
                     out.usage = Some((prompt_tokens, completion_tokens));
                 }
                 Some(Err(err)) => {
-                    out.status = "failed";
+                    out.status = MessageStatus::Failed;
                     out.error = Some(err);
                     break;
                 }
@@ -275,8 +270,8 @@ async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &Activ
     out
 }
 
-fn typing(chat: &ChatRow, is_typing: bool) -> pb::ServerEvent {
-    event(pb::server_event::Event::Typing(pb::TypingEvent {
+fn typing(chat: &ChatRow, is_typing: bool) -> Outgoing {
+    Outgoing::now(Event::Typing(Typing {
         chat_id: chat.id.clone(),
         user_id: ASSISTANT.into(),
         agent_id: Some(chat.agent_id.clone()),
@@ -316,7 +311,7 @@ async fn build_prompt(
         engine.settings.prompt_history_messages,
     )
     .await?;
-    if rows.iter().any(|r| r.role == "admin") {
+    if rows.iter().any(|r| r.role == Role::Admin.as_str()) {
         system.push_str(
             "\n\nNote: a human support operator took over this conversation for a while. Assistant \
              turns that start with \"[Human operator\" were written by that person, not by you; \
@@ -335,12 +330,12 @@ fn fit_turns(rows: &[MessageRow], budget: u32) -> Vec<Turn> {
     let mut picked: Vec<Turn> = Vec::new();
     let mut used = 0u32;
     for row in rows.iter().rev() {
-        let role = match (row.role.as_str(), row.status.as_str()) {
-            (_, "failed") | ("system", _) => continue,
-            ("assistant" | "admin", _) => TurnRole::Assistant,
-            _ => TurnRole::User,
+        let role = match (Role::parse(&row.role), MessageStatus::parse(&row.status)) {
+            (_, Some(MessageStatus::Failed)) | (Some(Role::System) | None, _) => continue,
+            (Some(Role::Assistant | Role::Admin), _) => TurnRole::Assistant,
+            (Some(Role::User), _) => TurnRole::User,
         };
-        let content = if row.role == "admin" {
+        let content = if row.role == Role::Admin.as_str() {
             let name = StoredMetadata::parse(&row.metadata)
                 .operator_name
                 .unwrap_or_default();

@@ -1,15 +1,9 @@
 //! Validation at the boundary: raw protobuf fields become types that cannot hold bad values,
 //! so inner code never re-checks. Every failure names the protocol field it came from.
 
-use std::num::NonZeroU32;
+use serde_json::{Map, Value};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::middleware::NoOpMiddleware;
-use governor::state::keyed::HashMapStateStore;
-use governor::{Quota, RateLimiter};
-
-use crate::config::ChatSettings;
-use crate::error::ChatError;
+use super::error::ChatError;
 
 /// Longest id a client may send (chat ids, message ids, client message ids).
 pub const MAX_ID_CHARS: usize = 64;
@@ -102,20 +96,13 @@ impl MessageText {
     }
 }
 
-/// The per-message context object as JSON, at most 8 KiB.
-pub fn context_json(
-    ctx: Option<&prost_types::Struct>,
-) -> Result<Option<serde_json::Value>, ChatError> {
-    let Some(ctx) = ctx else { return Ok(None) };
-    if ctx.fields.is_empty() {
+/// The per-message context object, at most [`MAX_CONTEXT_BYTES`] as compact JSON. An empty
+/// object counts as none.
+pub fn context_json(ctx: Option<Map<String, Value>>) -> Result<Option<Value>, ChatError> {
+    let Some(ctx) = ctx.filter(|c| !c.is_empty()) else {
         return Ok(None);
-    }
-    let value = serde_json::Value::Object(
-        ctx.fields
-            .iter()
-            .map(|(k, v)| (k.clone(), struct_value_to_json(v)))
-            .collect(),
-    );
+    };
+    let value = Value::Object(ctx);
     let size = value.to_string().len();
     if size > MAX_CONTEXT_BYTES {
         return Err(ChatError::TooLarge {
@@ -124,26 +111,6 @@ pub fn context_json(
         });
     }
     Ok(Some(value))
-}
-
-/// `google.protobuf.Value` to JSON.
-pub fn struct_value_to_json(v: &prost_types::Value) -> serde_json::Value {
-    use prost_types::value::Kind;
-    match &v.kind {
-        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-        Some(Kind::BoolValue(b)) => (*b).into(),
-        Some(Kind::NumberValue(n)) => {
-            serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, Into::into)
-        }
-        Some(Kind::StringValue(s)) => s.clone().into(),
-        Some(Kind::ListValue(l)) => l.values.iter().map(struct_value_to_json).collect(),
-        Some(Kind::StructValue(s)) => serde_json::Value::Object(
-            s.fields
-                .iter()
-                .map(|(k, v)| (k.clone(), struct_value_to_json(v)))
-                .collect(),
-        ),
-    }
 }
 
 /// A history cursor: the `seq` of the oldest message of the previous page.
@@ -208,65 +175,6 @@ pub fn excerpt(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
-type KeyedLimiter<C> =
-    RateLimiter<String, HashMapStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
-
-/// Per-user limits, kept in the core so they hold across edges. Generic over the clock so
-/// tests can move time by hand.
-pub struct RateLimits<C: Clock + Clone = DefaultClock> {
-    messages: KeyedLimiter<C>,
-    typing: KeyedLimiter<C>,
-    clock: C,
-}
-
-impl RateLimits<DefaultClock> {
-    pub fn new(settings: &ChatSettings) -> Self {
-        Self::with_clock(settings, DefaultClock::default())
-    }
-}
-
-impl<C: Clock + Clone> RateLimits<C> {
-    pub fn with_clock(settings: &ChatSettings, clock: C) -> Self {
-        let per_minute = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
-        Self {
-            messages: RateLimiter::hashmap_with_clock(
-                per_minute(settings.user_messages_per_minute),
-                clock.clone(),
-            ),
-            typing: RateLimiter::hashmap_with_clock(
-                per_minute(settings.typing_per_minute),
-                clock.clone(),
-            ),
-            clock,
-        }
-    }
-
-    /// 429 with the wait until the user may send another message.
-    pub fn check_message(&self, user_id: &str) -> Result<(), ChatError> {
-        self.check(&self.messages, user_id)
-    }
-
-    /// 429 with the wait until the user may send another typing event.
-    pub fn check_typing(&self, user_id: &str) -> Result<(), ChatError> {
-        self.check(&self.typing, user_id)
-    }
-
-    /// Forgets users whose buckets are full again, so the maps do not grow without bound.
-    pub fn prune(&self) {
-        self.messages.retain_recent();
-        self.typing.retain_recent();
-    }
-
-    fn check(&self, limiter: &KeyedLimiter<C>, key: &str) -> Result<(), ChatError> {
-        limiter.check_key(&key.to_string()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.clock.now());
-            ChatError::RateLimited {
-                retry_after_ms: wait.as_millis().max(1) as i64,
-            }
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,38 +221,5 @@ mod tests {
     fn titles_take_the_first_non_empty_line() {
         assert_eq!(title_from("\n  Hello there \nmore"), "Hello there");
         assert_eq!(title_from(&"x".repeat(70)).chars().count(), 61);
-    }
-
-    #[test]
-    fn the_message_limit_answers_429_with_a_retry_time_and_refills_with_time() {
-        let clock = governor::clock::FakeRelativeClock::default();
-        let settings = ChatSettings {
-            user_messages_per_minute: 2,
-            typing_per_minute: 1,
-            ..ChatSettings::default()
-        };
-        let limits = RateLimits::with_clock(&settings, clock.clone());
-        assert!(limits.check_message("u1").is_ok());
-        assert!(limits.check_message("u1").is_ok());
-        match limits.check_message("u1") {
-            Err(ChatError::RateLimited { retry_after_ms }) => assert_eq!(retry_after_ms, 30_000),
-            other => panic!("expected 429, got {other:?}"),
-        }
-        assert!(limits.check_message("u2").is_ok(), "limits are per user");
-        assert!(
-            limits.check_typing("u1").is_ok(),
-            "typing has its own budget"
-        );
-        assert!(limits.check_typing("u1").is_err());
-
-        clock.advance(std::time::Duration::from_secs(29));
-        assert!(limits.check_message("u1").is_err(), "not yet");
-        clock.advance(std::time::Duration::from_secs(1));
-        assert!(
-            limits.check_message("u1").is_ok(),
-            "one message per 30 s refills"
-        );
-        assert!(limits.check_message("u1").is_err());
-        limits.prune();
     }
 }

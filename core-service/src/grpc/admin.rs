@@ -25,7 +25,7 @@ impl AdminApi {
     }
 
     fn later<T>(&self, metadata: &tonic::metadata::MetadataMap, call: &str) -> Result<T, Status> {
-        authenticate_admin(&self.engine.verifier, metadata)?;
+        authenticate_admin(self.engine.verifier(), metadata)?;
         Err(Status::unimplemented(format!(
             "AdminService.{call} is not available on this server yet"
         )))

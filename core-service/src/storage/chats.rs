@@ -12,6 +12,7 @@ use diesel_async::RunQueryDsl;
 use super::models::ChatRow;
 use super::schema::{chat_members, chats};
 use super::{Db, Result, StorageError};
+use crate::types::ChatStatus;
 
 /// Role of the chat's creator in `chat_members`.
 pub const ROLE_OWNER: &str = "owner";
@@ -40,7 +41,7 @@ pub async fn create_chat(db: &Db, new: NewChat<'_>) -> Result<ChatRow> {
                 chats::title.eq(new.title),
                 chats::agent_id.eq(new.agent_id),
                 chats::model.eq(new.model),
-                chats::status.eq("active"),
+                chats::status.eq(ChatStatus::Active.as_str()),
                 chats::started_at.eq(new.now),
                 chats::last_activity_at.eq(new.now),
             ))
@@ -147,7 +148,7 @@ pub async fn latest_active_chat(db: &Db, user_id: &str) -> Result<Option<String>
     with_conn!(db, |conn| {
         Ok(chats::table
             .filter(chats::owner_id.eq(user_id))
-            .filter(chats::status.eq("active"))
+            .filter(chats::status.eq(ChatStatus::Active.as_str()))
             .order((chats::last_activity_at.desc(), chats::id.desc()))
             .select(chats::id)
             .first(conn)
@@ -184,7 +185,7 @@ pub async fn end_chat(db: &Db, id: &str, now: NaiveDateTime) -> Result<()> {
     let rows = with_conn!(db, |conn| {
         diesel::update(chats::table.find(id))
             .set((
-                chats::status.eq("ended"),
+                chats::status.eq(ChatStatus::Ended.as_str()),
                 chats::ended_at.eq(coalesce(chats::ended_at, now)),
             ))
             .execute(conn)

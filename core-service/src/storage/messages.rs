@@ -11,18 +11,17 @@ use diesel_async::RunQueryDsl;
 use super::models::MessageRow;
 use super::schema::{chats, messages};
 use super::{Db, Result, StorageError, TxError, is_unique_violation};
+use crate::types::{MessageStatus, Role};
 
 #[derive(Debug, Clone, Copy)]
 pub struct NewMessage<'a> {
     pub id: &'a str,
     pub chat_id: &'a str,
     pub sender_id: &'a str,
-    /// `user`, `assistant`, `admin` or `system`.
-    pub role: &'a str,
+    pub role: Role,
     pub agent_id: &'a str,
     pub content: &'a str,
-    /// `complete`, `stopped` or `failed`.
-    pub status: &'a str,
+    pub status: MessageStatus,
     /// The sender's idempotency key; `None` means never deduplicated.
     pub client_message_id: Option<&'a str>,
     /// serde_json text (an array).
@@ -95,10 +94,10 @@ pub async fn insert_message(db: &Db, new: NewMessage<'_>) -> Result<Inserted> {
                 messages::chat_id.eq(new.chat_id),
                 messages::seq.eq(next_seq - 1),
                 messages::sender_id.eq(new.sender_id),
-                messages::role.eq(new.role),
+                messages::role.eq(new.role.as_str()),
                 messages::agent_id.eq(new.agent_id),
                 messages::content.eq(new.content),
-                messages::status.eq(new.status),
+                messages::status.eq(new.status.as_str()),
                 messages::client_message_id.eq(new.client_message_id),
                 messages::attachments.eq(new.attachments_json),
                 messages::metadata.eq(new.metadata_json),

@@ -1,0 +1,331 @@
+//! The [`Engine`]: the core's shared state, one per process behind an `Arc`, and the
+//! operations every other concern builds on: the lifecycle of a connection, access to a chat,
+//! and publishing a durable event in `seq` order. Its state is visible to the other `chat`
+//! modules (which add the operations clients ask for) and to nobody else: the adapters and
+//! startup go through methods.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chat_auth::{Principal, Verifier};
+use chrono::{NaiveDateTime, Utc};
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::command::Inbound;
+use super::error::ChatError;
+use super::event::{Catalogue, Durable, Event, Named, Outgoing, PresenceChange, Session};
+use super::handler::Handler;
+use super::limits::RateLimits;
+use super::rooms::{Conn, Rooms, Sequencer};
+use super::validate::ChatId;
+use crate::config::ChatSettings;
+use crate::llm::Llm;
+use crate::storage::{self, ChatRow, Db};
+use crate::types::Presence;
+
+/// Shared state of the core.
+pub struct Engine {
+    pub(super) db: Db,
+    pub(super) llm: Llm,
+    pub(super) settings: ChatSettings,
+    pub(super) verifier: Verifier,
+    /// Live connections and who is joined where.
+    pub(super) rooms: Rooms,
+    /// Orders durable events per chat.
+    pub(super) seq: Sequencer,
+    /// Runs one reply at a time per chat, in order of the messages that asked.
+    pub(super) reply_order: Sequencer,
+    /// Replies being generated, by chat id.
+    pub(super) replies: Mutex<HashMap<String, ActiveReply>>,
+    /// Connection handlers and reply tasks; replies are waited for at shutdown.
+    pub(super) tasks: TaskTracker,
+    /// Cancelled when the process shuts down.
+    pub(super) shutdown: CancellationToken,
+    pub(super) limits: RateLimits,
+}
+
+/// A reply in progress: enough to stop it and to resume its stream.
+#[derive(Clone)]
+pub(super) struct ActiveReply {
+    pub(super) message_id: String,
+    pub(super) cancel: CancellationToken,
+    /// Deltas sent so far, by index, for `resume`. The turn pushes and broadcasts each chunk
+    /// under this lock, and `resume` replays under it, so no chunk is missed or doubled.
+    pub(super) chunks: Arc<Mutex<Vec<String>>>,
+}
+
+impl Engine {
+    pub fn new(db: Db, llm: Llm, settings: ChatSettings, verifier: Verifier) -> Self {
+        let limits = RateLimits::new(&settings);
+        Self {
+            db,
+            llm,
+            settings,
+            verifier,
+            rooms: Rooms::default(),
+            seq: Sequencer::default(),
+            reply_order: Sequencer::default(),
+            replies: Mutex::new(HashMap::new()),
+            tasks: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            limits,
+        }
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Verifies the tokens of every call and stream.
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    /// How long an operator's takeover outlives its connection.
+    pub fn operator_lease(&self) -> Duration {
+        Duration::from_secs(self.settings.operator_lease_secs)
+    }
+
+    /// Opens a connection for `who`: its [`Handler`] runs as a tracked task reading `inbound`
+    /// until the peer leaves, and the returned receiver is its outbox (bounded; a connection
+    /// that cannot keep up is dropped, its client resumes). Refused with 503 while shutting
+    /// down.
+    pub fn connect<S>(
+        self: &Arc<Self>,
+        who: Principal,
+        inbound: S,
+    ) -> Result<mpsc::Receiver<Arc<Outgoing>>, ChatError>
+    where
+        S: Stream<Item = Inbound> + Send + Unpin + 'static,
+    {
+        if self.shutdown.is_cancelled() {
+            return Err(ChatError::Unavailable("Shutting down".into()));
+        }
+        let (tx, rx) = mpsc::channel(self.settings.outbound_buffer);
+        let conn = Conn {
+            id: new_id().into(),
+            user_id: who.user_id.as_str().into(),
+            tx,
+            kill: self.shutdown.child_token(),
+        };
+        let span = tracing::info_span!("conn", conn = %conn.id, user = %who.user_id);
+        let handler = Handler::new(self.clone(), who, conn);
+        self.tasks
+            .spawn(handler.run(inbound.fuse()).instrument(span));
+        Ok(rx)
+    }
+
+    /// Registers a live connection and builds its `session` event. The returned guard
+    /// unregisters it when dropped, however the handler ends (a panic included).
+    pub(super) async fn open(
+        self: &Arc<Self>,
+        who: &Principal,
+        conn: &Conn,
+    ) -> Result<(Registration, Outgoing), ChatError> {
+        let users_connections = self.rooms.register(conn.clone());
+        let registration = Registration {
+            engine: self.clone(),
+            conn_id: conn.id.clone(),
+            user_id: who.user_id.clone(),
+        };
+        if users_connections > self.settings.max_connections_per_user {
+            return Err(ChatError::TooManyConnections);
+        }
+        let session = self.session_event(who, &conn.id).await?;
+        if users_connections == 1 {
+            let _ = storage::set_online(&self.db, &who.user_id, true, now()).await;
+        }
+        Ok((registration, session))
+    }
+
+    /// The `session` event that opens every stream.
+    pub(super) async fn session_event(
+        &self,
+        who: &Principal,
+        connection_id: &str,
+    ) -> Result<Outgoing, ChatError> {
+        storage::upsert_user(&self.db, &who.user_id, &who.name, now()).await?;
+        let active_chat_id = storage::latest_active_chat(&self.db, &who.user_id).await?;
+        Ok(Outgoing::now(Event::Session(Session {
+            connection_id: connection_id.to_string(),
+            user_id: who.user_id.clone(),
+            name: who.name.clone(),
+            roles: who.roles.clone(),
+            heartbeat_interval_ms: self.settings.heartbeat_interval_ms,
+            max_message_chars: self.settings.max_message_chars,
+            max_frame_bytes: self.settings.max_frame_bytes,
+            catalogue: self.catalogue(),
+            active_chat_id,
+        })))
+    }
+
+    /// Models and agents users can choose from.
+    pub fn catalogue(&self) -> Catalogue {
+        Catalogue {
+            models: self
+                .llm
+                .models()
+                .iter()
+                .map(|m| Named {
+                    id: m.id.clone(),
+                    name: m.name.clone(),
+                })
+                .collect(),
+            default_model: self.llm.settings().default_model.clone(),
+            agents: self
+                .llm
+                .agents()
+                .iter()
+                .map(|a| Named {
+                    id: a.id.clone(),
+                    name: a.name.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Loads a chat the caller may read and write: a member, or an admin. 404 when it does not
+    /// exist, 403 when the caller is neither.
+    pub(super) async fn chat_for(
+        &self,
+        who: &Principal,
+        chat_id: &ChatId,
+    ) -> Result<ChatRow, ChatError> {
+        let chat = storage::get_chat(&self.db, chat_id.as_str())
+            .await?
+            .ok_or_else(ChatError::no_chat)?;
+        if who.is_admin() || storage::is_member(&self.db, &chat.id, &who.user_id).await? {
+            Ok(chat)
+        } else {
+            Err(ChatError::access_denied())
+        }
+    }
+
+    /// [`Engine::chat_for`] from a raw id in protocol field `field`.
+    pub(super) async fn chat_named(
+        &self,
+        who: &Principal,
+        raw: &str,
+        field: &'static str,
+    ) -> Result<ChatRow, ChatError> {
+        self.chat_for(who, &ChatId::parse(raw, field)?).await
+    }
+
+    /// Stores a durable event with the chat's next `seq` and delivers it to every joined
+    /// connection, in `seq` order.
+    pub(super) async fn publish(&self, chat_id: &str, durable: Durable) -> Result<i64, ChatError> {
+        let _order = self.seq.lock(chat_id).await;
+        let seq = storage::append_event(
+            &self.db,
+            chat_id,
+            durable.kind(),
+            &durable.to_payload(),
+            now(),
+        )
+        .await?;
+        self.rooms.broadcast(
+            chat_id,
+            Outgoing::now(durable.into_event()).with_seq(seq),
+            None,
+        );
+        Ok(seq)
+    }
+
+    /// The reply being generated in a chat, if any.
+    pub(super) fn active_reply(&self, chat_id: &str) -> Option<ActiveReply> {
+        self.replies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(chat_id)
+            .cloned()
+    }
+
+    /// Tells every chat the user is present in about the user's presence.
+    pub(super) fn broadcast_presence(&self, user_id: &str, status: Presence, skip: Option<&str>) {
+        self.broadcast_presence_to(user_id, status, &self.rooms.user_chats(user_id), skip);
+    }
+
+    /// Presence to the given chats.
+    pub(super) fn broadcast_presence_to(
+        &self,
+        user_id: &str,
+        status: Presence,
+        chats: &[String],
+        skip: Option<&str>,
+    ) {
+        for chat_id in chats {
+            self.rooms
+                .broadcast(chat_id, presence(user_id, status, chat_id), skip);
+        }
+    }
+
+    /// Drops the per-user limiter entries of users who are idle again.
+    pub fn prune_limits(&self) {
+        self.limits.prune();
+    }
+
+    /// Phase 2 of shutdown: refuse new streams and end every open one (edges tell their
+    /// clients to reconnect elsewhere).
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+        self.rooms.cancel_all();
+    }
+
+    /// Phase 3 of shutdown: waits up to `grace` for replies in flight to finish and be
+    /// stored. Returns false when some were still running.
+    pub async fn finish_replies(&self, grace: Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
+    }
+}
+
+/// A live connection's entry in the registry; dropping it unregisters the connection and,
+/// when it was the user's last, marks the user offline and tells their chats.
+pub(super) struct Registration {
+    engine: Arc<Engine>,
+    conn_id: Arc<str>,
+    user_id: String,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let (chats, left) = self.engine.rooms.unregister(&self.conn_id);
+        if left > 0 {
+            return;
+        }
+        self.engine
+            .broadcast_presence_to(&self.user_id, Presence::Offline, &chats, None);
+        let engine = self.engine.clone();
+        let user_id = std::mem::take(&mut self.user_id);
+        // The offline flag is a write; drop cannot wait for it, so it runs on its own (and is
+        // tracked, so shutdown waits for it too).
+        self.engine.tasks.spawn(async move {
+            if let Err(err) = storage::set_online(&engine.db, &user_id, false, now()).await {
+                tracing::debug!(error = %err, "could not mark user offline");
+            }
+        });
+    }
+}
+
+fn presence(user_id: &str, status: Presence, chat_id: &str) -> Outgoing {
+    Outgoing::now(Event::Presence(PresenceChange {
+        user_id: user_id.to_string(),
+        status,
+        chat_id: Some(chat_id.to_string()),
+    }))
+}
+
+/// A new time-sortable id.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Now, UTC, as stored.
+pub fn now() -> NaiveDateTime {
+    Utc::now().naive_utc()
+}

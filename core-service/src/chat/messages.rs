@@ -1,0 +1,223 @@
+//! Messages: a user's message (stored, acknowledged, delivered, answered), history pages,
+//! stopping a reply, and read receipts.
+
+use std::sync::Arc;
+
+use chat_auth::Principal;
+
+use super::command::{HistoryQuery, SendMessage};
+use super::engine::{Engine, new_id, now};
+use super::error::ChatError;
+use super::event::{Ack, Durable, Event, History, Outgoing, Receipts, StoredMetadata};
+use super::rooms::Conn;
+use super::validate::{self, ChatId, ClientMessageId, MessageText};
+use super::{operator, turn};
+use crate::storage::{self, MessageRow};
+use crate::types::{MessageStatus, Role};
+
+impl Engine {
+    /// Stores a user's message, acknowledges it, delivers it to the chat, and starts the
+    /// assistant's reply. Without a chat id a new chat is created, owned by the sender.
+    /// `conn`, when the message came over a stream, is joined to the chat so it sees the reply.
+    /// A message id the sender already used is acknowledged again with `duplicate: true`, and
+    /// nothing else happens.
+    pub async fn send_message(
+        self: &Arc<Self>,
+        who: &Principal,
+        req: SendMessage,
+        conn: Option<&Conn>,
+    ) -> Result<Ack, ChatError> {
+        let client_id = ClientMessageId::parse(&req.client_message_id, "data.messageId")?;
+        let text = MessageText::parse(&req.content, self.settings.max_message_chars)?;
+        let context = validate::context_json(req.context)?;
+        if let Some(first) = req.attachments.first() {
+            // Uploads are not part of this build: no file id can exist yet.
+            return Err(ChatError::NotFound(format!(
+                "File not found: {}",
+                validate::excerpt(first, 64)
+            )));
+        }
+        let agent_id = match req.agent_id.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(id) if self.llm.agent(id).is_some() => Some(id.to_string()),
+            Some(_) => return Err(ChatError::invalid("data.agentId", "Unknown agent")),
+        };
+        self.limits.check_message(&who.user_id)?;
+
+        // Idempotency first: a resend must not create a second chat either.
+        let chat = match req.chat_id.as_deref().map(str::trim) {
+            None | Some("") => {
+                if let Some(prior) =
+                    storage::find_by_client_id(&self.db, &who.user_id, client_id.as_str()).await?
+                {
+                    return Ok(self.acknowledge_duplicate(&prior, &client_id, conn));
+                }
+                self.create_chat(
+                    who,
+                    Some(validate::title_from(text.as_str())),
+                    agent_id.as_deref(),
+                    None,
+                )
+                .await?
+            }
+            Some(raw) => self.chat_named(who, raw, "data.chatId").await?,
+        };
+        // Refreshes the sender's last activity; before the ack, so that once a message is
+        // acknowledged nothing can fail between it and the start of its reply.
+        storage::upsert_user(&self.db, &who.user_id, &who.name, now()).await?;
+        if let Some(conn) = conn {
+            self.rooms.join(&chat.id, &conn.id);
+        }
+
+        // While an operator holds the chat the assistant is silent; the operator's own
+        // messages appear with role `admin` and their name.
+        let held = operator::held(&chat);
+        let as_operator = held && chat.operator_id.as_deref() == Some(who.user_id.as_str());
+        let message_id = new_id();
+        let metadata = StoredMetadata {
+            context,
+            operator_name: as_operator.then(|| who.name.clone()),
+            ..Default::default()
+        }
+        .to_json();
+        let (row, duplicate) = {
+            let _order = self.seq.lock(&chat.id).await;
+            let inserted = storage::insert_message(
+                &self.db,
+                storage::NewMessage {
+                    id: &message_id,
+                    chat_id: &chat.id,
+                    sender_id: &who.user_id,
+                    role: if as_operator { Role::Admin } else { Role::User },
+                    agent_id: agent_id.as_deref().unwrap_or(&chat.agent_id),
+                    content: text.as_str(),
+                    status: MessageStatus::Complete,
+                    client_message_id: Some(client_id.as_str()),
+                    attachments_json: "[]",
+                    metadata_json: &metadata,
+                    now: now(),
+                },
+            )
+            .await?;
+            match inserted {
+                storage::Inserted::Duplicate(row) => (row, true),
+                storage::Inserted::New(row) => {
+                    metrics::counter!("chat_core_messages_total", "role" => row.role.clone())
+                        .increment(1);
+                    // The ack goes first, so the sender knows its message before seeing it.
+                    if let Some(conn) = conn {
+                        conn.push(Outgoing::now(Event::Ack(Ack::of(
+                            &row,
+                            client_id.as_str(),
+                            false,
+                        ))));
+                    }
+                    let mut delivered = Outgoing::message(&row);
+                    if let Event::Message(m) = &mut delivered.event {
+                        m.client_message_id = Some(client_id.as_str().to_string());
+                    }
+                    self.rooms.broadcast(&chat.id, delivered, None);
+                    (row, false)
+                }
+            }
+        };
+        if duplicate {
+            return Ok(self.acknowledge_duplicate(&row, &client_id, conn));
+        }
+        let ack = Ack::of(&row, client_id.as_str(), false);
+        if !held {
+            turn::spawn(self.clone(), chat, row, who.user_id.clone());
+        }
+        Ok(ack)
+    }
+
+    /// A resend of a stored message: acked again with the original id and `seq`, nothing else.
+    fn acknowledge_duplicate(
+        &self,
+        prior: &MessageRow,
+        client_id: &ClientMessageId,
+        conn: Option<&Conn>,
+    ) -> Ack {
+        let ack = Ack::of(prior, client_id.as_str(), true);
+        if let Some(conn) = conn {
+            self.rooms.join(&prior.chat_id, &conn.id);
+            conn.push(Outgoing::now(Event::Ack(ack.clone())));
+        }
+        ack
+    }
+
+    /// A page of history, oldest first.
+    pub async fn history(
+        &self,
+        who: &Principal,
+        query: &HistoryQuery,
+    ) -> Result<History, ChatError> {
+        let chat = self.chat_named(who, &query.chat_id, "data.chatId").await?;
+        let before = validate::cursor(query.before.as_deref())?;
+        let limit = validate::page_limit(query.limit)?;
+        self.history_of(&chat.id, before, limit).await
+    }
+
+    pub(super) async fn history_of(
+        &self,
+        chat_id: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<History, ChatError> {
+        let (rows, has_more) = storage::history(&self.db, chat_id, before, limit).await?;
+        let last_seq = storage::last_seq(&self.db, chat_id).await?;
+        Ok(History {
+            chat_id: chat_id.to_string(),
+            cursor: rows.first().map(|r| r.seq.to_string()).unwrap_or_default(),
+            messages: rows
+                .iter()
+                .map(super::event::ChatMessage::from_row)
+                .collect(),
+            has_more,
+            last_seq,
+            reset: false,
+        })
+    }
+
+    /// Stops the reply being generated in a chat; its partial text is kept as `stopped`.
+    pub async fn stop(&self, who: &Principal, chat_id: &str) -> Result<(), ChatError> {
+        let chat = self.chat_named(who, chat_id, "data.chatId").await?;
+        if let Some(reply) = self.active_reply(&chat.id) {
+            reply.cancel.cancel();
+        }
+        Ok(())
+    }
+
+    /// Stores which messages the caller has read and tells the chat (a durable event). 404
+    /// when none of the ids is a message of the chat.
+    pub async fn read_receipt(
+        &self,
+        who: &Principal,
+        chat_id: &str,
+        message_ids: &[String],
+    ) -> Result<(), ChatError> {
+        let chat = self.chat_named(who, chat_id, "data.chatId").await?;
+        if message_ids.is_empty() || message_ids.len() > 100 {
+            return Err(ChatError::invalid(
+                "data.messageIds",
+                "data.messageIds must have 1 to 100 entries",
+            ));
+        }
+        for id in message_ids {
+            ChatId::parse(id, "data.messageIds")?;
+        }
+        let confirmed =
+            storage::record_receipts(&self.db, &chat.id, &who.user_id, message_ids, now()).await?;
+        if confirmed.is_empty() {
+            return Err(ChatError::NotFound("No such message in this chat".into()));
+        }
+        let receipts = Receipts {
+            chat_id: chat.id.clone(),
+            message_ids: confirmed,
+            user_id: who.user_id.clone(),
+        };
+        self.publish(&chat.id, Durable::ReadReceipt(receipts))
+            .await
+            .map(|_| ())
+    }
+}
