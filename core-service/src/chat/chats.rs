@@ -29,8 +29,10 @@ impl Engine {
         match action {
             ChatAction::Join { chat_id } => self.join(who, &chat_id, conn).await,
             ChatAction::Leave { chat_id } => {
-                let chat = ChatId::parse(&chat_id, "data.chatId")?;
-                self.rooms.leave(chat.as_str(), &conn.id);
+                // Checked like every other id, so a probe cannot tell chats that exist from
+                // chats that do not by a silent success.
+                let chat = self.chat_named(who, &chat_id, "data.chatId").await?;
+                self.rooms.leave(&chat.id, &conn.id);
                 Ok(())
             }
             ChatAction::Create {

@@ -50,7 +50,9 @@ impl Engine {
                 if let Some(prior) =
                     storage::find_by_client_id(&self.db, &who.user_id, client_id.as_str()).await?
                 {
-                    return Ok(self.acknowledge_duplicate(&prior, &client_id, conn));
+                    return self
+                        .acknowledge_duplicate(who, &prior, &client_id, conn)
+                        .await;
                 }
                 self.create_chat(
                     who,
@@ -122,7 +124,9 @@ impl Engine {
             }
         };
         if duplicate {
-            return Ok(self.acknowledge_duplicate(&row, &client_id, conn));
+            return self
+                .acknowledge_duplicate(who, &row, &client_id, conn)
+                .await;
         }
         let ack = Ack::of(&row, client_id.as_str(), false);
         if !held {
@@ -132,18 +136,23 @@ impl Engine {
     }
 
     /// A resend of a stored message: acked again with the original id and `seq`, nothing else.
-    fn acknowledge_duplicate(
+    /// The original's chat may be another than the resend names, and the sender may have lost
+    /// access since, so access is checked again before the connection joins it: a removed
+    /// member gets 403, not the room's live events.
+    async fn acknowledge_duplicate(
         &self,
+        who: &Principal,
         prior: &MessageRow,
         client_id: &ClientMessageId,
         conn: Option<&Conn>,
-    ) -> Ack {
+    ) -> Result<Ack, ChatError> {
+        let chat = self.chat_named(who, &prior.chat_id, "data.chatId").await?;
         let ack = Ack::of(prior, client_id.as_str(), true);
         if let Some(conn) = conn {
-            self.rooms.join(&prior.chat_id, &conn.id);
+            self.rooms.join(&chat.id, &conn.id);
             conn.push(Outgoing::now(Event::Ack(ack.clone())));
         }
-        ack
+        Ok(ack)
     }
 
     /// A page of history, oldest first.
