@@ -3,6 +3,7 @@
 //! PostgreSQL database, optionally against a [`fake_llm`] server that speaks the providers'
 //! real streaming wire formats. Tests drive it through real WebSockets ([`Ws`]) and real gRPC.
 
+pub mod dev_server;
 pub mod fake_llm;
 
 use std::net::SocketAddr;
