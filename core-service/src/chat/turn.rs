@@ -42,7 +42,42 @@ struct Outcome {
     model_id: String,
     usage: Option<(u32, u32)>,
     ttft: Option<Duration>,
-    error: Option<LlmError>,
+    error: Option<Failure>,
+}
+
+/// Why a reply failed.
+enum Failure {
+    /// The model failed after every retry and fallback.
+    Model(LlmError),
+    /// The prompt could not be read from storage.
+    Prompt(storage::StorageError),
+}
+
+impl Failure {
+    /// Stored in the reply's metadata and counted; never provider text.
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Model(err) => err.kind(),
+            Self::Prompt(_) => "storage",
+        }
+    }
+
+    /// What the requester is told.
+    fn to_error(&self) -> ChatError {
+        match self {
+            Self::Model(_) => ChatError::ModelFailed,
+            Self::Prompt(err) => ChatError::Internal(format!("prompt: {err}")),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Model(err) => write!(f, "{err}"),
+            Self::Prompt(err) => write!(f, "prompt: {err}"),
+        }
+    }
 }
 
 async fn run(
@@ -54,9 +89,15 @@ async fn run(
     let _one_at_a_time = engine.reply_order.lock(&chat.id).await;
     // The model or agent may have changed while this turn waited for the previous one, and
     // an operator may have taken the chat over: then the assistant stays silent.
-    let chat = storage::get_chat(&engine.db, &chat.id)
-        .await?
-        .unwrap_or(chat);
+    // A failed read keeps the row the message was stored with: the message is acknowledged, so
+    // it gets a reply (or a stored failure) whatever happens from here.
+    let chat = match storage::get_chat(&engine.db, &chat.id).await {
+        Ok(fresh) => fresh.unwrap_or(chat),
+        Err(err) => {
+            tracing::warn!(error = %err, "chat could not be re-read; using the row at hand");
+            chat
+        }
+    };
     if super::operator::held(&chat) {
         return Ok(());
     }
@@ -74,14 +115,28 @@ async fn run(
     engine.rooms.broadcast(&chat.id, typing(&chat, true), None);
 
     let started = Instant::now();
-    let prompt = build_prompt(&engine, &chat, &trigger).await?;
-    let prompt_estimate = estimate_tokens(&prompt.system)
-        + prompt
-            .turns
-            .iter()
-            .map(|t| estimate_tokens(&t.content))
-            .sum::<u32>();
-    let outcome = generate(&engine, &chat, prompt, &reply).await;
+    let (outcome, prompt_estimate) = match build_prompt(&engine, &chat, &trigger).await {
+        Ok(prompt) => {
+            let estimate = estimate_tokens(&prompt.system)
+                + prompt
+                    .turns
+                    .iter()
+                    .map(|t| estimate_tokens(&t.content))
+                    .sum::<u32>();
+            (generate(&engine, &chat, prompt, &reply).await, estimate)
+        }
+        Err(err) => (
+            Outcome {
+                text: String::new(),
+                status: MessageStatus::Failed,
+                model_id: chat.model.clone(),
+                usage: None,
+                ttft: None,
+                error: Some(Failure::Prompt(err)),
+            },
+            0,
+        ),
+    };
     let latency = started.elapsed();
 
     let (content, status) = match (&outcome.error, outcome.text.trim().is_empty()) {
@@ -119,7 +174,7 @@ async fn run(
     metrics::counter!("chat_core_llm_tokens_total", "model" => model.clone(), "kind" => "prompt")
         .increment(prompt_tokens as u64);
     metrics::counter!("chat_core_llm_tokens_total", "model" => model.clone(), "kind" => "completion").increment(completion_tokens as u64);
-    if let Some(err) = &outcome.error {
+    if let Some(Failure::Model(err)) = &outcome.error {
         metrics::counter!("chat_core_llm_errors_total", "model" => model, "kind" => err.kind())
             .increment(1);
     }
@@ -158,7 +213,17 @@ async fn run(
         }
     };
     engine.rooms.broadcast(&chat.id, typing(&chat, false), None);
-    let row = stored?;
+    let row = match stored {
+        Ok(row) => row,
+        Err(err) => {
+            // Nothing was stored: say so instead of leaving the requester waiting.
+            engine.rooms.send_to_user(
+                &requester,
+                Outgoing::error(ChatError::Internal(format!("reply: {err}")), None),
+            );
+            return Err(err);
+        }
+    };
     storage::insert_usage(
         &engine.db,
         storage::NewUsage {
@@ -179,7 +244,7 @@ async fn run(
         tracing::warn!(error = %err, kind = err.kind(), "reply failed");
         engine
             .rooms
-            .send_to_user(&requester, Outgoing::error(ChatError::ModelFailed, None));
+            .send_to_user(&requester, Outgoing::error(err.to_error(), None));
     }
     tracing::info!(status = status.as_str(), model = %outcome.model_id, latency_ms = latency.as_millis() as u64, "reply stored");
     Ok(())
@@ -215,7 +280,7 @@ async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &Activ
         }
         Err(err) => {
             out.status = MessageStatus::Failed;
-            out.error = Some(err);
+            out.error = Some(Failure::Model(err));
             return out;
         }
     };
@@ -258,7 +323,7 @@ async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &Activ
                 }
                 Some(Err(err)) => {
                     out.status = MessageStatus::Failed;
-                    out.error = Some(err);
+                    out.error = Some(Failure::Model(err));
                     break;
                 }
                 None => break,
