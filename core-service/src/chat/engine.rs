@@ -329,3 +329,66 @@ pub fn new_id() -> String {
 pub fn now() -> NaiveDateTime {
     Utc::now().naive_utc()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::LlmSettings;
+
+    async fn engine(dir: &tempfile::TempDir) -> Arc<Engine> {
+        let url = format!("sqlite://{}", dir.path().join("chat.db").display());
+        let db = Db::connect(&url, 2)
+            .await
+            .unwrap_or_else(|e| panic!("db: {e}"));
+        db.migrate()
+            .await
+            .unwrap_or_else(|e| panic!("migrate: {e}"));
+        let llm = Llm::new(&LlmSettings::default()).unwrap_or_else(|e| panic!("llm: {e}"));
+        let verifier = Verifier::new(&chat_auth::AuthSettings::hs256(
+            "a-test-secret-of-32-bytes-or-more!!",
+        ))
+        .unwrap_or_else(|e| panic!("verifier: {e}"));
+        Arc::new(Engine::new(db, llm, ChatSettings::default(), verifier))
+    }
+
+    fn conn(engine: &Engine, user: &str) -> (Conn, mpsc::Receiver<Arc<Outgoing>>) {
+        let (tx, rx) = mpsc::channel(8);
+        let conn = Conn {
+            id: new_id().into(),
+            user_id: user.into(),
+            tx,
+            kill: engine.shutdown.child_token(),
+        };
+        (conn, rx)
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_handler_that_panics_leaves_no_connection_registered() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let engine = engine(&dir).await;
+        let who = Principal {
+            user_id: "alice".into(),
+            name: "Alice".into(),
+            roles: Vec::new(),
+            expires_at: u64::MAX,
+        };
+        let (first, _outbox) = conn(&engine, "alice");
+        let task = tokio::spawn({
+            let engine = engine.clone();
+            async move {
+                let (_registration, _session) = engine
+                    .open(&who, &first)
+                    .await
+                    .unwrap_or_else(|e| panic!("open: {e}"));
+                panic!("a bug in a handler");
+            }
+        });
+        assert!(task.await.is_err(), "the handler panicked");
+        let (probe, _rx) = conn(&engine, "alice");
+        assert_eq!(
+            engine.rooms.register(probe),
+            1,
+            "the panicked connection was unregistered"
+        );
+    }
+}
