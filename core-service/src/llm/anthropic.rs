@@ -15,7 +15,7 @@ use super::sse::{self, Step};
 use super::{Delta, DeltaStream, LlmError, Provider, ProviderRequest, TurnRole};
 
 /// The API version this parser was written against.
-pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// An Anthropic upstream. Cheap to share: the client is a handle to one pool.
 pub struct AnthropicProvider {

@@ -14,14 +14,14 @@
 //! - `openai`, `anthropic` -> `sse`, `provider`; `demo` -> `provider`: the providers.
 //! - `sse`: HTTP and Server-Sent Events plumbing shared by the two HTTP providers.
 
-pub mod anthropic;
+mod anthropic;
 mod catalogue;
-pub mod demo;
+mod demo;
 mod error;
-pub mod openai;
+mod openai;
 mod policy;
 mod provider;
-pub mod settings;
+mod settings;
 mod sse;
 
 pub use catalogue::Llm;

@@ -48,21 +48,8 @@ impl Policy {
         }
     }
 
-    /// Opens a reply on `model_id`, finding models through `lookup`.
-    ///
-    /// Each model gets up to `retry.max_attempts` attempts; an attempt succeeds once the first
-    /// text delta arrived (within `first_token_timeout_ms` of sending), which is re-emitted at
-    /// the head of the returned stream, so failures before the first token are retried
-    /// (retryable ones only, with backoff, honouring Retry-After capped at `max_delay_ms`) and
-    /// failures after it are not: they end the stream with an `Err`. When a model fails, its
-    /// fallback chain is walked. The returned stream yields `Err(IdleTimeout)` and ends when no
-    /// delta arrives for `idle_timeout_ms`. A reply that ends without any text is returned as
-    /// is (it may still carry usage). The stream belongs to the caller; dropping it drops the
-    /// upstream HTTP request at once, which is how "stop" works.
-    ///
-    /// # Errors
-    /// [`LlmError::UnknownModel`] when `model_id` is unknown; otherwise the last error of the
-    /// last model tried.
+    /// Opens a reply on `model_id`, finding models through `lookup`: the policy
+    /// [`Llm::open`](super::Llm::open) describes.
     pub(super) async fn open<'a>(
         &self,
         model_id: &str,
