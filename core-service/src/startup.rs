@@ -53,7 +53,7 @@ impl Application {
         settings.validate().map_err(StartupError::Config)?;
         let db = Db::connect(&settings.database.url, settings.database.max_connections).await?;
         db.migrate().await?;
-        let llm = Llm::new(&settings.llm).map_err(StartupError::Config)?;
+        let llm = Llm::new(&settings.llm).map_err(|e| StartupError::Config(e.to_string()))?;
         let verifier = chat_auth::Verifier::new(&settings.auth)
             .map_err(|e| StartupError::Config(e.to_string()))?;
         let listener = TcpListener::bind(settings.grpc_addr)

@@ -4,7 +4,8 @@
 //! real streaming wire formats. Tests drive it through real WebSockets ([`Ws`]) and real gRPC.
 
 pub mod dev_server;
-pub mod fake_llm;
+/// The workspace's one fake LLM (crate `chat-fake-llm`), under the name the tests import.
+pub use chat_fake_llm as fake_llm;
 
 use std::net::SocketAddr;
 use std::time::Duration;

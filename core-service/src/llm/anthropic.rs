@@ -15,7 +15,7 @@ use super::sse::{self, Step};
 use super::{Delta, DeltaStream, LlmError, Provider, ProviderRequest, TurnRole};
 
 /// The API version this parser was written against.
-pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+const ANTHROPIC_VERSION: &str = "2023-06-01";
 
 /// An Anthropic upstream. Cheap to share: the client is a handle to one pool.
 pub struct AnthropicProvider {
@@ -64,7 +64,8 @@ struct MessagesRequest<'a> {
 
 #[derive(Serialize)]
 struct Message<'a> {
-    role: &'static str,
+    /// Serializes as the API's own role names.
+    role: TurnRole,
     content: &'a str,
 }
 
@@ -80,10 +81,7 @@ fn request_body(req: &ProviderRequest) -> MessagesRequest<'_> {
         .filter(|turn| !turn.content.trim().is_empty())
         .skip_while(|turn| turn.role == TurnRole::Assistant)
         .map(|turn| Message {
-            role: match turn.role {
-                TurnRole::User => "user",
-                TurnRole::Assistant => "assistant",
-            },
+            role: turn.role,
             content: &turn.content,
         })
         .collect();
@@ -222,199 +220,4 @@ fn parse_event(
         | StreamEvent::MessageDelta { usage: None }
         | StreamEvent::Other => Step::Deltas(Vec::new()),
     })
-}
-
-#[cfg(test)]
-#[allow(clippy::expect_used)]
-mod tests {
-    use super::*;
-    use crate::llm::testing::{self, Reply};
-    use crate::llm::{Prompt, Turn};
-    use futures::StreamExt as _;
-
-    fn request() -> ProviderRequest {
-        ProviderRequest {
-            upstream_model: "claude-test".to_owned(),
-            prompt: Prompt {
-                system: "Be brief.".to_owned(),
-                turns: vec![
-                    Turn {
-                        role: TurnRole::Assistant,
-                        content: "Welcome!".to_owned(),
-                    },
-                    Turn {
-                        role: TurnRole::User,
-                        content: "Hi".to_owned(),
-                    },
-                    Turn {
-                        role: TurnRole::Assistant,
-                        content: String::new(),
-                    },
-                    Turn {
-                        role: TurnRole::User,
-                        content: "Tell me a joke".to_owned(),
-                    },
-                ],
-            },
-            max_output_tokens: 64,
-        }
-    }
-
-    fn provider(server: &testing::TestServer) -> AnthropicProvider {
-        AnthropicProvider::new(
-            reqwest::Client::new(),
-            &server.base_url(),
-            SecretString::from("ak-test"),
-        )
-    }
-
-    /// Opens a reply against the test server and collects every delta.
-    async fn stream_all(server: &testing::TestServer) -> Vec<Result<Delta, LlmError>> {
-        provider(server)
-            .open(request())
-            .await
-            .expect("opened")
-            .collect()
-            .await
-    }
-
-    #[tokio::test]
-    async fn a_stream_parses_into_text_and_usage() {
-        let server = testing::spawn(vec![Reply::anthropic(
-            &["Why ", "did the ", "chicken"],
-            (21, 5),
-        )])
-        .await;
-
-        let deltas = stream_all(&server).await;
-
-        let text: String = deltas
-            .iter()
-            .filter_map(|d| match d {
-                Ok(Delta::Text(t)) => Some(t.as_str()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(text, "Why did the chicken");
-        assert_eq!(
-            deltas.last(),
-            Some(&Ok(Delta::Usage {
-                prompt_tokens: 21,
-                completion_tokens: 5
-            }))
-        );
-        assert!(deltas.iter().all(Result::is_ok));
-
-        let seen = &server.requests()[0];
-        assert_eq!(seen.path, "/v1/messages");
-        assert_eq!(seen.header("x-api-key").as_deref(), Some("ak-test"));
-        assert_eq!(
-            seen.header("anthropic-version").as_deref(),
-            Some("2023-06-01")
-        );
-        assert_eq!(
-            seen.body,
-            serde_json::json!({
-                "model": "claude-test",
-                "system": "Be brief.",
-                "messages": [
-                    {"role": "user", "content": "Hi"},
-                    {"role": "user", "content": "Tell me a joke"},
-                ],
-                "max_tokens": 64,
-                "stream": true,
-            })
-        );
-    }
-
-    #[tokio::test]
-    async fn unknown_events_and_delta_types_are_skipped() {
-        let events = vec![
-            testing::named(
-                "message_start",
-                r#"{"type":"message_start","message":{"id":"m","usage":{"input_tokens":3,"cache_read_input_tokens":4,"output_tokens":1},"extra":1}}"#,
-            ),
-            testing::named(
-                "content_block_start",
-                r#"{"type":"content_block_start","index":0,"content_block":{"type":"thinking","thinking":""}}"#,
-            ),
-            testing::named(
-                "content_block_delta",
-                r#"{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"hmm"}}"#,
-            ),
-            testing::named("ping", r#"{"type": "ping"}"#),
-            testing::named("brand_new_event", r#"{"type":"brand_new_event","x":[1,2]}"#),
-            testing::named(
-                "content_block_delta",
-                r#"{"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"Hi"}}"#,
-            ),
-            testing::named(
-                "message_delta",
-                r#"{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},"usage":{"output_tokens":2}}"#,
-            ),
-            testing::named("message_stop", r#"{"type":"message_stop"}"#),
-        ];
-        let server = testing::spawn(vec![Reply::sse(events)]).await;
-
-        let deltas = stream_all(&server).await;
-
-        assert_eq!(
-            deltas,
-            vec![
-                Ok(Delta::Text("Hi".to_owned())),
-                Ok(Delta::Usage {
-                    prompt_tokens: 7,
-                    completion_tokens: 2
-                }),
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn an_error_event_becomes_an_upstream_error() {
-        let events = vec![
-            testing::named(
-                "message_start",
-                r#"{"type":"message_start","message":{"usage":{"input_tokens":3}}}"#,
-            ),
-            testing::named(
-                "error",
-                r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#,
-            ),
-        ];
-        let server = testing::spawn(vec![Reply::sse(events)]).await;
-
-        let deltas = stream_all(&server).await;
-
-        assert_eq!(
-            deltas,
-            vec![Err(LlmError::Upstream(
-                "overloaded_error: Overloaded".to_owned()
-            ))]
-        );
-    }
-
-    #[tokio::test]
-    async fn a_non_2xx_status_carries_the_message() {
-        let server = testing::spawn(vec![Reply::status(
-            401,
-            None,
-            r#"{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}"#,
-        )])
-        .await;
-
-        let Err(err) = provider(&server).open(request()).await else {
-            panic!("expected an error")
-        };
-
-        assert_eq!(
-            err,
-            LlmError::Status {
-                status: 401,
-                retry_after: None,
-                message: "invalid x-api-key".to_owned()
-            }
-        );
-        assert!(!err.is_retryable());
-    }
 }

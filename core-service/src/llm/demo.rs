@@ -30,7 +30,7 @@ impl DemoProvider {
 }
 
 /// The demo's reply to `prompt`: the same prompt always gets the same text.
-pub fn reply_text(prompt: &Prompt) -> String {
+fn reply_text(prompt: &Prompt) -> String {
     let last_user = prompt
         .turns
         .iter()

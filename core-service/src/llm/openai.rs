@@ -59,8 +59,26 @@ struct ChatRequest<'a> {
 
 #[derive(Serialize)]
 struct Message<'a> {
-    role: &'static str,
+    role: Role,
     content: &'a str,
+}
+
+/// The roles of Chat Completions messages.
+#[derive(Clone, Copy, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Role {
+    System,
+    User,
+    Assistant,
+}
+
+impl From<TurnRole> for Role {
+    fn from(role: TurnRole) -> Self {
+        match role {
+            TurnRole::User => Role::User,
+            TurnRole::Assistant => Role::Assistant,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -70,14 +88,11 @@ struct StreamOptions {
 
 fn request_body(req: &ProviderRequest) -> ChatRequest<'_> {
     let system = (!req.prompt.system.is_empty()).then(|| Message {
-        role: "system",
+        role: Role::System,
         content: &req.prompt.system,
     });
     let turns = req.prompt.turns.iter().map(|turn| Message {
-        role: match turn.role {
-            TurnRole::User => "user",
-            TurnRole::Assistant => "assistant",
-        },
+        role: turn.role.into(),
         content: &turn.content,
     });
     ChatRequest {
@@ -179,210 +194,4 @@ fn parse_event(event: &eventsource_stream::Event) -> Result<Step, LlmError> {
         });
     }
     Ok(Step::Deltas(deltas))
-}
-
-#[cfg(test)]
-#[allow(clippy::expect_used)]
-mod tests {
-    use super::*;
-    use crate::llm::testing::{self, Reply};
-    use crate::llm::{Prompt, Turn};
-    use futures::StreamExt as _;
-
-    fn request() -> ProviderRequest {
-        ProviderRequest {
-            upstream_model: "gpt-test".to_owned(),
-            prompt: Prompt {
-                system: "Be brief.".to_owned(),
-                turns: vec![
-                    Turn {
-                        role: TurnRole::User,
-                        content: "Hi".to_owned(),
-                    },
-                    Turn {
-                        role: TurnRole::Assistant,
-                        content: "Hello!".to_owned(),
-                    },
-                    Turn {
-                        role: TurnRole::User,
-                        content: "Tell me a joke".to_owned(),
-                    },
-                ],
-            },
-            max_output_tokens: 64,
-        }
-    }
-
-    async fn collect(stream: DeltaStream) -> Vec<Result<Delta, LlmError>> {
-        stream.collect().await
-    }
-
-    #[tokio::test]
-    async fn a_stream_parses_into_text_and_usage() {
-        let server = testing::spawn(vec![Reply::openai(
-            &["Why ", "did the ", "chicken"],
-            (11, 3),
-        )])
-        .await;
-        let provider = OpenAiProvider::new(
-            reqwest::Client::new(),
-            &format!("{}/v1/", server.base_url()),
-            Some(SecretString::from("sk-test")),
-        );
-
-        let deltas = collect(provider.open(request()).await.expect("opened")).await;
-
-        let text: String = deltas
-            .iter()
-            .filter_map(|d| match d {
-                Ok(Delta::Text(t)) => Some(t.as_str()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(text, "Why did the chicken");
-        assert_eq!(
-            deltas.last(),
-            Some(&Ok(Delta::Usage {
-                prompt_tokens: 11,
-                completion_tokens: 3
-            }))
-        );
-        assert!(deltas.iter().all(Result::is_ok));
-
-        let seen = server.requests();
-        assert_eq!(seen[0].path, "/v1/chat/completions");
-        assert_eq!(seen[0].authorization.as_deref(), Some("Bearer sk-test"));
-        assert_eq!(
-            seen[0].body,
-            serde_json::json!({
-                "model": "gpt-test",
-                "messages": [
-                    {"role": "system", "content": "Be brief."},
-                    {"role": "user", "content": "Hi"},
-                    {"role": "assistant", "content": "Hello!"},
-                    {"role": "user", "content": "Tell me a joke"},
-                ],
-                "stream": true,
-                "stream_options": {"include_usage": true},
-                "max_tokens": 64,
-            })
-        );
-    }
-
-    #[tokio::test]
-    async fn no_key_means_no_authorization_header() {
-        let server = testing::spawn(vec![Reply::openai(&["ok"], (1, 1))]).await;
-        let provider = OpenAiProvider::new(
-            reqwest::Client::new(),
-            &format!("{}/v1", server.base_url()),
-            None,
-        );
-        let _ = collect(provider.open(request()).await.expect("opened")).await;
-        assert_eq!(server.requests()[0].authorization, None);
-    }
-
-    #[tokio::test]
-    async fn lenient_parsing_survives_what_compatible_servers_send() {
-        let events = [
-            // Role-only first chunk, empty finish_reason, unknown fields everywhere.
-            r#"{"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":"","logprobs":null}],"system_fingerprint":"fp"}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"Hel","reasoning_content":null},"finish_reason":null}],"usage":null}"#,
-            r#"{"choices":[{"delta":{"content":null}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{}}]}"#,
-            r#"{"choices":[{"index":0,"delta":{"content":"lo"},"finish_reason":"stop"}]}"#,
-            r#"{"choices":null,"usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7,"prompt_tokens_details":{"cached_tokens":0}}}"#,
-            "[DONE]",
-        ];
-        let server = testing::spawn(vec![Reply::sse(
-            events.iter().map(|e| testing::data(e)).collect(),
-        )])
-        .await;
-        let provider = OpenAiProvider::new(
-            reqwest::Client::new(),
-            &format!("{}/v1", server.base_url()),
-            None,
-        );
-
-        let deltas = collect(provider.open(request()).await.expect("opened")).await;
-
-        assert_eq!(
-            deltas,
-            vec![
-                Ok(Delta::Text("Hel".to_owned())),
-                Ok(Delta::Text("lo".to_owned())),
-                Ok(Delta::Usage {
-                    prompt_tokens: 5,
-                    completion_tokens: 2
-                }),
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn an_error_chunk_becomes_an_upstream_error() {
-        let events = vec![
-            testing::data(r#"{"choices":[{"index":0,"delta":{"content":"Par"}}]}"#),
-            testing::data(r#"{"error":{"message":"model overloaded","type":"server_error"}}"#),
-            testing::data(r#"{"choices":[{"index":0,"delta":{"content":"never"}}]}"#),
-        ];
-        let server = testing::spawn(vec![Reply::sse(events)]).await;
-        let provider = OpenAiProvider::new(
-            reqwest::Client::new(),
-            &format!("{}/v1", server.base_url()),
-            None,
-        );
-
-        let deltas = collect(provider.open(request()).await.expect("opened")).await;
-
-        assert_eq!(
-            deltas,
-            vec![
-                Ok(Delta::Text("Par".to_owned())),
-                Err(LlmError::Upstream("model overloaded".to_owned())),
-            ]
-        );
-    }
-
-    #[tokio::test]
-    async fn a_non_2xx_status_carries_the_message_and_retry_after() {
-        let server = testing::spawn(vec![Reply::status(
-            429,
-            Some("7"),
-            r#"{"error":{"message":"Rate limit reached","type":"requests"}}"#,
-        )])
-        .await;
-        let provider = OpenAiProvider::new(
-            reqwest::Client::new(),
-            &format!("{}/v1", server.base_url()),
-            None,
-        );
-
-        let Err(err) = provider.open(request()).await else {
-            panic!("expected an error")
-        };
-
-        assert_eq!(
-            err,
-            LlmError::Status {
-                status: 429,
-                retry_after: Some(std::time::Duration::from_secs(7)),
-                message: "Rate limit reached".to_owned(),
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn invalid_json_is_a_protocol_error() {
-        let server = testing::spawn(vec![Reply::sse(vec![testing::data("{not json")])]).await;
-        let provider = OpenAiProvider::new(
-            reqwest::Client::new(),
-            &format!("{}/v1", server.base_url()),
-            None,
-        );
-        let deltas = collect(provider.open(request()).await.expect("opened")).await;
-        assert!(
-            matches!(deltas.as_slice(), [Err(LlmError::Protocol(_))]),
-            "{deltas:?}"
-        );
-    }
 }

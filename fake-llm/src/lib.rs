@@ -1,0 +1,240 @@
+//! The one fake LLM of the workspace's tests: a real HTTP server on `127.0.0.1:0` that speaks
+//! the providers' real streaming wire formats, so the core's providers run unchanged against
+//! it (the core's unit tests and the end-to-end tests both use it).
+//!
+//! - `POST /v1/chat/completions`: OpenAI Chat Completions streaming.
+//! - `POST /v1/messages`: Anthropic Messages streaming.
+//!
+//! A [`FakeScript`] decides what every reply contains and how it misbehaves: [`Fault`]s for the
+//! first requests (failing statuses with Retry-After, cut connections), pacing, hanging or
+//! breaking mid-reply, or raw SSE frames for parser tests. The server records every request
+//! and notices when a client drops a reply before its end (the "stop" tests).
+//!
+//! The server task lives as long as the [`FakeLlm`] handle; dropping the handle stops it.
+
+mod script;
+mod stream;
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse as _, Response};
+use axum::routing::post;
+use serde_json::Value;
+use tokio::sync::Notify;
+
+pub use script::{FakeScript, Fault};
+pub use wire::{sse_data, sse_event};
+
+use wire::Api;
+
+/// Handle to a running fake. Dropping it stops the server.
+pub struct FakeLlm {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+/// One request as the fake received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub path: String,
+    headers: HeaderMap,
+    /// The JSON body (`Null` when it was not JSON).
+    pub body: Value,
+}
+
+impl Received {
+    /// A header's value, when present and text.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    }
+}
+
+/// State shared by the handle and the request handlers.
+pub(crate) struct Shared {
+    script: Mutex<FakeScript>,
+    received: Mutex<Vec<Received>>,
+    pub(crate) disconnected: AtomicBool,
+    pub(crate) disconnect: Notify,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking test thread must not hide the data from the others.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Starts a fake on `127.0.0.1:0`.
+///
+/// # Panics
+/// When no loopback port can be bound.
+pub async fn spawn(script: FakeScript) -> FakeLlm {
+    let shared = Arc::new(Shared {
+        script: Mutex::new(script),
+        received: Mutex::new(Vec::new()),
+        disconnected: AtomicBool::new(false),
+        disconnect: Notify::new(),
+    });
+    let app = Router::new()
+        .route("/v1/chat/completions", post(chat_completions))
+        .route("/v1/messages", post(messages))
+        .with_state(Arc::clone(&shared));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|err| panic!("the fake LLM cannot bind a loopback port: {err}"));
+    let addr = listener
+        .local_addr()
+        .unwrap_or_else(|err| panic!("the fake LLM has no local address: {err}"));
+    let server = tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, app).await {
+            eprintln!("the fake LLM stopped: {err}");
+        }
+    });
+    FakeLlm {
+        addr,
+        shared,
+        server,
+    }
+}
+
+impl FakeLlm {
+    /// Base URL for an `openai` provider: `http://addr/v1`.
+    pub fn openai_base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Base URL for an `anthropic` provider: `http://addr`.
+    pub fn anthropic_base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Request bodies received, in order (failed ones included).
+    pub fn requests(&self) -> Vec<Value> {
+        lock(&self.shared.received)
+            .iter()
+            .map(|request| request.body.clone())
+            .collect()
+    }
+
+    /// Requests received, in order, with their path and headers.
+    pub fn received(&self) -> Vec<Received> {
+        lock(&self.shared.received).clone()
+    }
+
+    pub fn request_count(&self) -> usize {
+        lock(&self.shared.received).len()
+    }
+
+    /// Whether a client dropped a reply before its end.
+    pub fn client_disconnected(&self) -> bool {
+        self.shared.disconnected.load(Ordering::SeqCst)
+    }
+
+    /// Waits until a client drops a reply before its end; false if that does not happen
+    /// within `within`.
+    pub async fn wait_for_disconnect(&self, within: Duration) -> bool {
+        let wait = async {
+            loop {
+                // Register before checking, so a disconnect in between is not missed.
+                let notified = self.shared.disconnect.notified();
+                if self.client_disconnected() {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::time::timeout(within, wait).await.is_ok()
+    }
+
+    /// Replaces the script for the following requests. Faults count from the first request
+    /// ever received, not from this call.
+    pub fn set_script(&self, script: FakeScript) {
+        *lock(&self.shared.script) = script;
+    }
+}
+
+impl Drop for FakeLlm {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn chat_completions(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(&shared, Api::OpenAi, uri, headers, &body)
+}
+
+async fn messages(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(&shared, Api::Anthropic, uri, headers, &body)
+}
+
+fn answer(shared: &Arc<Shared>, api: Api, uri: Uri, headers: HeaderMap, body: &[u8]) -> Response {
+    let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let model = body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("fake-model")
+        .to_owned();
+    let index = {
+        let mut received = lock(&shared.received);
+        received.push(Received {
+            path: uri.path().to_owned(),
+            headers,
+            body,
+        });
+        received.len() - 1
+    };
+    let mut script = lock(&shared.script).clone();
+
+    match script.faults.get(index) {
+        Some(Fault::Status {
+            status,
+            retry_after_secs,
+            message,
+        }) => return failure(api, *status, *retry_after_secs, message),
+        Some(Fault::Cut) => script = script.cut_after(0),
+        None => {}
+    }
+    let frames = wire::frames(api, &script, &model);
+    let guard = stream::DisconnectGuard::new(Arc::clone(shared));
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        stream::body(frames, &script, guard),
+    )
+        .into_response()
+}
+
+/// A scripted failure with the provider's own error body.
+fn failure(api: Api, status: u16, retry_after_secs: Option<u64>, message: &str) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = wire::error_body(api, status.as_u16(), message);
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(secs) = retry_after_secs {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    response
+}
