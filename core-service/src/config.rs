@@ -378,4 +378,24 @@ mod tests {
         s.chat.max_frame_bytes = limits::FRAME_BYTES_CEILING;
         assert!(s.validate().is_ok());
     }
+
+    #[test]
+    fn the_example_file_loads_and_shows_the_defaults() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/core.example.toml"
+        ));
+        let settings = Settings::load_from(
+            Some(path),
+            env(&[("CHAT_AUTH__SECRET", "a-secret-of-enough-length")]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(settings.validate().is_ok());
+        let defaults = ChatSettings::default();
+        assert_eq!(settings.chat.max_frame_bytes, defaults.max_frame_bytes);
+        assert_eq!(
+            settings.chat.heartbeat_interval_ms,
+            defaults.heartbeat_interval_ms
+        );
+    }
 }

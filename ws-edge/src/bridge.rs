@@ -143,26 +143,26 @@ where
         state.settings.limits.abuse_strikes,
     );
     // Until the core's `session` arrives the socket is neither read nor pinged: its limits
-    // are not known yet. The ticker is replaced when they are.
-    let mut socket_limits: Option<SocketLimits> = None;
-    let mut ticker = tokio::time::interval(Duration::from_millis(limits::HEARTBEAT_INTERVAL_MS));
+    // are not known yet (`announced` is false and `socket_limits` a placeholder).
+    let mut announced = false;
+    let mut socket_limits = SocketLimits::announced(&pb::Session::default());
+    let mut ticker = socket_limits.ticker();
     let mut last_seen = Instant::now();
 
-    let (code, reason) = loop {
+    let (close_code, reason) = loop {
         tokio::select! {
             () = state.shutdown.cancelled() => break (close::RESTART, "Server restarting"),
-            _ = ticker.tick(), if socket_limits.is_some() => {
-                let heartbeat = socket_limits.map_or(Duration::MAX, |l| l.heartbeat);
-                if last_seen.elapsed() > heartbeat.saturating_mul(2) {
+            _ = ticker.tick(), if announced => {
+                if last_seen.elapsed() > socket_limits.heartbeat * 2 {
                     break (close::GOING_AWAY, "Heartbeat timeout");
                 }
                 if socket.send(Message::Ping(Default::default())).await.is_err() {
                     return;
                 }
             }
-            incoming = socket.next(), if socket_limits.is_some() => {
+            incoming = socket.next(), if announced => {
                 last_seen = Instant::now();
-                let max_frame_bytes = socket_limits.map_or(0, |l| l.max_frame_bytes);
+                let max_frame_bytes = socket_limits.max_frame_bytes;
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
                     Some(Ok(Message::Binary(bytes))) => {
@@ -221,15 +221,16 @@ where
                 Some(Ok(event)) => {
                     let closing = match &event.event {
                         Some(Out::Session(session)) => {
-                            let announced = SocketLimits::announced(session);
-                            if socket_limits.is_none() {
-                                // The socket is heard from only now.
+                            let now = SocketLimits::announced(session);
+                            if !announced || now.heartbeat != socket_limits.heartbeat {
+                                ticker = now.ticker();
+                            }
+                            if !announced {
+                                // The socket is listened to only from now on.
                                 last_seen = Instant::now();
+                                announced = true;
                             }
-                            if socket_limits.is_none_or(|l| l.heartbeat != announced.heartbeat) {
-                                ticker = announced.ticker();
-                            }
-                            socket_limits = Some(announced);
+                            socket_limits = now;
                             None
                         }
                         Some(Out::Error(e)) => e.close_code,
@@ -239,9 +240,8 @@ where
                     if socket.send(Message::Text(frames::encode_server_event(&event).into())).await.is_err() {
                         return;
                     }
-                    if let Some(code) = closing {
-                        let code = u16::try_from(code).unwrap_or(close::POLICY);
-                        break (code, "Closed by server");
+                    if let Some(requested) = closing {
+                        break (u16::try_from(requested).unwrap_or(close::POLICY), "Closed by server");
                     }
                 }
                 // The core ended the stream (restart, or this connection was too slow):
@@ -250,7 +250,7 @@ where
             },
         }
     };
-    close_with(&mut socket, code, reason).await;
+    close_with(&mut socket, close_code, reason).await;
 }
 
 /// Error 401 "Authentication failed", then close 1008.

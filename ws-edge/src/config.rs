@@ -212,4 +212,23 @@ mod tests {
         s.log.format = "xml".into();
         assert!(message(&s).contains("log.format"));
     }
+
+    #[test]
+    fn the_example_file_loads_and_shows_the_defaults() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/edge.example.toml"
+        ));
+        let settings = EdgeSettings::load_from(
+            Some(path),
+            env(&[("CHAT_EDGE_AUTH__SECRET", "a-secret-of-enough-length")]),
+        )
+        .unwrap();
+        assert!(settings.validate().is_ok());
+        assert_eq!(
+            settings.limits.max_connections,
+            EdgeLimits::default().max_connections
+        );
+        assert_eq!(settings.http_addr, EdgeSettings::default().http_addr);
+    }
 }

@@ -2,8 +2,10 @@
 //! protocol of `docs/protocol.md`, and bridges each socket to one gRPC `ChatService.Connect`
 //! stream on the core. It also serves REST reads, health probes and the chat page.
 //!
-//! Module map: [`config`] (settings), [`routes`] (HTTP), [`bridge`] (socket <-> gRPC pump),
-//! [`frames`] (JSON <-> protobuf), [`upstream`] (channels to the core), [`error`] (REST errors).
+//! Module map: [`config`] (settings), [`routes`] (HTTP), [`bridge`] (socket <-> gRPC pump,
+//! enforcing the limits the core announces), [`frames`] (JSON <-> protobuf), [`upstream`]
+//! (channels to the core), [`error`] (REST errors). Protocol constants come from
+//! [`chat_proto::limits`].
 
 pub mod bridge;
 pub mod config;

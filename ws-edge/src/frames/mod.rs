@@ -9,9 +9,10 @@
 //! (code 400, or 413 for an oversized `context`) that names the offending field and echoes the
 //! client's `messageId` when one could be read.
 //!
-//! By concern: [`decode`](decode_client_frame) (client frames -> protobuf), `fields` (the
-//! cursor over one JSON object that names the field in every error), [`encode`]
-//! (protobuf -> server frames). `google.protobuf.Struct` <-> JSON is [`chat_proto::json`].
+//! By concern: `decode` (client frames -> protobuf, [`decode_client_frame`]), `fields` (the
+//! cursor over one JSON object that names the field in every error), `encode` (protobuf ->
+//! server frames, [`encode_server_event`]); the tests are in `frames/tests/`.
+//! `google.protobuf.Struct` <-> JSON is [`chat_proto::json`], shared with the core.
 
 mod decode;
 mod encode;

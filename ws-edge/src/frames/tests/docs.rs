@@ -8,6 +8,7 @@ use serde_json::Map;
 use super::*;
 use crate::frames::{CLIENT_FRAME_TYPES, SERVER_FRAME_TYPES};
 
+/// A JSON object read strictly: missing or mistyped fields are errors.
 struct Obj<'a>(&'a Map<String, Value>, &'static str);
 
 impl<'a> Obj<'a> {

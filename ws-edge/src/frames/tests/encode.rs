@@ -7,8 +7,6 @@ use super::*;
 use crate::frames::encode::{message_status_name, presence_name, rfc3339, role_name};
 use crate::frames::error_frame;
 
-// ------------------------------------------------------------ encoding
-
 fn sample_message() -> pb::ChatMessage {
     pb::ChatMessage {
         id: "m1".into(),

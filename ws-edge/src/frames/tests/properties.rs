@@ -9,8 +9,6 @@ use super::*;
 use crate::frames::encode::{object, presence_name};
 use crate::frames::{CHAT_ACTIONS, CLIENT_FRAME_TYPES};
 
-// ------------------------------------------------------------ test-only inverse codecs
-
 /// ClientEvent -> JSON frame, the way a browser would send it (the inverse of decoding).
 fn encode_client_event(ev: &ClientEvent) -> String {
     let text = |s: &str| Some(Value::from(s));
@@ -125,8 +123,6 @@ fn encode_client_event(ev: &ClientEvent) -> String {
     ])
     .to_string()
 }
-
-/// A JSON object read strictly: missing or mistyped fields are errors.
 
 // ------------------------------------------------------------ properties
 
