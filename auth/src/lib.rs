@@ -146,7 +146,8 @@ impl Verifier {
             Algorithm::HS256 => {
                 let secret = settings.secret.as_ref().ok_or_else(|| {
                     AuthConfigError(
-                        "auth.secret is required for HS256: set CHAT_AUTH__SECRET in the environment"
+                        "auth.secret is required for HS256: set CHAT_AUTH__SECRET in the core's \
+                         environment, CHAT_EDGE_AUTH__SECRET in the edge's"
                             .into(),
                     )
                 })?;
@@ -307,9 +308,29 @@ pub fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// The token of an `Authorization` value `Bearer <jwt>`: the scheme in any case, the token
+/// trimmed. `None` for another scheme or an empty token. The one parser of the header, for
+/// the edge's routes and the core's gRPC metadata alike.
+pub fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim_start().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bearer_values_yield_their_token_whatever_the_scheme_case() {
+        assert_eq!(bearer("Bearer abc.def"), Some("abc.def"));
+        assert_eq!(bearer("bearer  abc.def \t"), Some("abc.def"));
+        assert_eq!(bearer("BEARER x"), Some("x"));
+        assert_eq!(bearer("Basic dXNlcjpwdw=="), None);
+        assert_eq!(bearer("Bearer"), None);
+        assert_eq!(bearer("Bearer   "), None);
+        assert_eq!(bearer(""), None);
+    }
 
     const SECRET: &str = "a-test-secret-of-enough-length";
 

@@ -9,7 +9,11 @@ pub fn authenticate(
     verifier: &Verifier,
     metadata: &MetadataMap,
 ) -> Result<Principal, tonic::Status> {
-    let token = bearer(metadata).ok_or(AuthError::Missing);
+    let token = metadata
+        .get("authorization")
+        .and_then(|value| value.to_str().ok())
+        .and_then(chat_auth::bearer)
+        .ok_or(AuthError::Missing);
     token.and_then(|t| verifier.verify(t)).map_err(|err| {
         tracing::debug!(reason = %err, "call refused");
         tonic::Status::unauthenticated("Authentication failed")
@@ -27,12 +31,4 @@ pub fn authenticate_admin(
     } else {
         Err(tonic::Status::permission_denied("Admin role required"))
     }
-}
-
-fn bearer(metadata: &MetadataMap) -> Option<&str> {
-    let value = metadata.get("authorization")?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then_some(token.trim())
 }

@@ -1,18 +1,46 @@
 //! Typed settings of `chat-core`: built-in defaults, then an optional TOML file, then
 //! `CHAT_*` environment variables (`__` separates levels: `CHAT_DATABASE__URL`,
-//! `CHAT_AUTH__SECRET`). Secrets are accepted only from the environment; tests build the
-//! struct directly.
+//! `CHAT_AUTH__SECRET`). `CHAT_EDGE_*` variables are the edge's and `CHAT_CONFIG` names the
+//! file, so neither is read as a setting: both processes can share one environment. Secrets
+//! are accepted only from the environment; tests build the struct directly.
+//!
+//! The limits the edge enforces per socket (`chat.max_frame_bytes`,
+//! `chat.heartbeat_interval_ms`) are set here only: the core announces them in `session`.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
-use chat_auth::AuthSettings;
-use figment::Figment;
-use figment::providers::{Env, Format, Serialized, Toml};
+use chat_auth::{AuthConfigError, AuthSettings};
+use chat_proto::limits;
+use chat_runtime::{InvalidSetting, SettingsError, SettingsLoader};
 use serde::{Deserialize, Serialize};
 
 use crate::llm::LlmSettings;
 pub use chat_runtime::LogSettings;
+
+/// The environment prefix of the core's settings.
+pub const ENV_PREFIX: &str = "CHAT_";
+/// The edge's prefix, which shares [`ENV_PREFIX`]'s first letters but none of its keys.
+const EDGE_ENV_PREFIX: &str = "CHAT_EDGE_";
+/// The variable `chat-core --config` reads its file path from.
+pub const CONFIG_ENV: &str = "CHAT_CONFIG";
+
+/// Why the core's settings cannot be used. Every message names the key to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file is missing, or a value does not parse.
+    #[error(transparent)]
+    Load(#[from] SettingsError),
+    /// `[auth]` cannot verify tokens (names `CHAT_AUTH__SECRET` when the secret is missing).
+    #[error(transparent)]
+    Auth(#[from] AuthConfigError),
+    /// `[llm]` does not hold together (the catalogue's own explanation).
+    #[error("llm: {0}")]
+    Llm(String),
+    /// A value out of its range.
+    #[error(transparent)]
+    Invalid(#[from] InvalidSetting),
+}
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -59,15 +87,17 @@ impl Default for DatabaseSettings {
     }
 }
 
-/// Limits and behaviour of chats. Every limit of the protocol is here, so operators can tune it.
+/// Limits and behaviour of chats. Every tunable limit of the protocol is here, so operators can
+/// tune it; the fixed ones are in [`chat_proto::limits`].
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ChatSettings {
     /// Longest message content, in characters, after trimming.
     pub max_message_chars: u32,
-    /// Largest WebSocket frame the edge accepts (announced in the `session` frame).
+    /// Largest WebSocket frame the edge accepts, at most 1 MiB (announced in the `session`
+    /// frame; the edge enforces what the core announces).
     pub max_frame_bytes: u32,
-    /// Interval of WebSocket pings (announced in the `session` frame).
+    /// Interval of WebSocket pings (announced in the `session` frame; the edge pings at it).
     pub heartbeat_interval_ms: u64,
     /// How many recent messages are considered for the prompt (then cut to the token budget).
     pub prompt_history_messages: i64,
@@ -86,9 +116,9 @@ pub struct ChatSettings {
 impl Default for ChatSettings {
     fn default() -> Self {
         Self {
-            max_message_chars: 10_000,
-            max_frame_bytes: 64 * 1024,
-            heartbeat_interval_ms: 30_000,
+            max_message_chars: limits::MAX_MESSAGE_CHARS,
+            max_frame_bytes: limits::MAX_FRAME_BYTES,
+            heartbeat_interval_ms: limits::HEARTBEAT_INTERVAL_MS,
             prompt_history_messages: 50,
             outbound_buffer: 256,
             user_messages_per_minute: 30,
@@ -101,7 +131,7 @@ impl Default for ChatSettings {
 
 impl Settings {
     /// Defaults < `file` (when given) < `CHAT_*` environment, then [`Settings::validate`].
-    pub fn load(file: Option<&Path>) -> Result<Self, String> {
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
         let settings = Self::load_unchecked(file)?;
         settings.validate()?;
         Ok(settings)
@@ -109,50 +139,94 @@ impl Settings {
 
     /// Like [`Settings::load`] without validation, for callers that fill in more first
     /// (`chatctl dev` supplies a development secret and paths).
-    pub fn load_unchecked(file: Option<&Path>) -> Result<Self, String> {
-        let mut figment = Figment::new()
-            .merge(Serialized::defaults(DatabaseSettings::default()).key("database"))
-            .merge(Serialized::defaults(ChatSettings::default()).key("chat"))
-            .merge(Serialized::defaults(LogSettings::default()).key("log"));
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(format!("config file {} does not exist", path.display()));
-            }
-            figment = figment.merge(Toml::file(path));
-        }
-        figment = figment.merge(Env::prefixed("CHAT_").split("__"));
-        let mut settings: Settings = figment
-            .extract()
-            .map_err(|e| format!("invalid configuration: {e}"))?;
-        settings.llm.apply_env(|name| std::env::var(name).ok());
+    pub fn load_unchecked(file: Option<&Path>) -> Result<Self, SettingsError> {
+        Self::load_from(file, chat_runtime::process_env())
+    }
+
+    /// Like [`Settings::load_unchecked`] with the environment given as `(name, value)` pairs
+    /// instead of read from the process: the `CHAT_*` settings, and the provider variables
+    /// the LLM catalogue reads (`OPENAI_API_KEY`, ...).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, SettingsError> {
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut settings: Settings = SettingsLoader::new(ENV_PREFIX)
+            .ignore_prefix(EDGE_ENV_PREFIX)
+            .ignore_var(CONFIG_ENV)
+            .defaults("database", DatabaseSettings::default())
+            .defaults("chat", ChatSettings::default())
+            .defaults("log", LogSettings::default())
+            .load(file, env.iter().cloned())?;
+        settings.llm.apply_env(|name| {
+            env.iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        });
         Ok(settings)
     }
 
-    /// Checks what serde cannot: cross references, ranges, keys.
-    pub fn validate(&self) -> Result<(), String> {
-        chat_auth::Verifier::new(&self.auth).map_err(|e| e.to_string())?;
-        self.llm.validate().map_err(|e| format!("llm: {e}"))?;
-        let c = &self.chat;
-        if c.max_message_chars == 0 || c.max_frame_bytes < 1024 || c.heartbeat_interval_ms < 1000 {
-            return Err("chat: max_message_chars must be > 0, max_frame_bytes >= 1024, heartbeat_interval_ms >= 1000".into());
-        }
-        if c.outbound_buffer < 8
-            || c.user_messages_per_minute == 0
-            || c.typing_per_minute == 0
-            || c.max_connections_per_user == 0
-        {
-            return Err(
-                "chat: outbound_buffer must be >= 8, rates and max_connections_per_user > 0".into(),
-            );
-        }
-        if self.database.max_connections == 0 {
-            return Err("database.max_connections must be > 0".into());
-        }
-        if c.operator_lease_secs == 0 {
-            return Err("chat.operator_lease_secs must be > 0".into());
-        }
+    /// Checks what serde cannot: cross references, ranges, keys. The first problem found is
+    /// returned, naming its key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        chat_auth::Verifier::new(&self.auth)?;
+        self.llm
+            .validate()
+            .map_err(|e| ConfigError::Llm(e.to_string()))?;
+        self.chat.validate()?;
+        InvalidSetting::check(
+            self.database.max_connections > 0,
+            "database.max_connections",
+            "must be greater than 0",
+        )?;
         self.log.validate()?;
         Ok(())
+    }
+}
+
+impl ChatSettings {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        let positive = "must be greater than 0";
+        InvalidSetting::check(
+            self.max_message_chars > 0,
+            "chat.max_message_chars",
+            positive,
+        )?;
+        InvalidSetting::check(
+            (1024..=limits::FRAME_BYTES_CEILING).contains(&self.max_frame_bytes),
+            "chat.max_frame_bytes",
+            &format!("must be from 1024 to {}", limits::FRAME_BYTES_CEILING),
+        )?;
+        InvalidSetting::check(
+            self.heartbeat_interval_ms >= 1000,
+            "chat.heartbeat_interval_ms",
+            "must be at least 1000",
+        )?;
+        InvalidSetting::check(
+            self.outbound_buffer >= 8,
+            "chat.outbound_buffer",
+            "must be at least 8",
+        )?;
+        InvalidSetting::check(
+            self.user_messages_per_minute > 0,
+            "chat.user_messages_per_minute",
+            positive,
+        )?;
+        InvalidSetting::check(
+            self.typing_per_minute > 0,
+            "chat.typing_per_minute",
+            positive,
+        )?;
+        InvalidSetting::check(
+            self.max_connections_per_user > 0,
+            "chat.max_connections_per_user",
+            positive,
+        )?;
+        InvalidSetting::check(
+            self.operator_lease_secs > 0,
+            "chat.operator_lease_secs",
+            positive,
+        )
     }
 }
 
@@ -189,17 +263,23 @@ mod tests {
         let (_dir, path) = file("[chat]\nmax_mesage_chars = 500\n");
         let err = Settings::load_unchecked(Some(&path))
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("max_mesage_chars"), "{err}");
         let err = Settings::load_unchecked(Some(Path::new("/no/such/file.toml")))
             .err()
+            .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(err.contains("does not exist"), "{err}");
     }
 
     #[test]
     fn validation_says_what_to_fix() {
-        let err = Settings::default().validate().err().unwrap_or_default();
+        let err = Settings::default()
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(err.contains("CHAT_AUTH__SECRET"), "{err}");
         assert!(valid().validate().is_ok());
 
@@ -208,6 +288,7 @@ mod tests {
         assert!(
             s.validate()
                 .err()
+                .map(|e| e.to_string())
                 .unwrap_or_default()
                 .contains("max_message_chars")
         );
@@ -216,19 +297,105 @@ mod tests {
         assert!(
             s.validate()
                 .err()
+                .map(|e| e.to_string())
                 .unwrap_or_default()
                 .contains("log.format")
         );
         let mut s = valid();
         s.llm.default_model = "missing".into();
-        assert!(s.validate().err().unwrap_or_default().starts_with("llm:"));
+        assert!(
+            s.validate()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+                .starts_with("llm:")
+        );
         let mut s = valid();
         s.chat.operator_lease_secs = 0;
         assert!(
             s.validate()
                 .err()
+                .map(|e| e.to_string())
                 .unwrap_or_default()
                 .contains("operator_lease_secs")
+        );
+    }
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_edges_variables_and_the_file_variable_do_not_stop_the_core() {
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("CHAT_EDGE_LIMITS__FRAMES_PER_MINUTE", "5"),
+                ("CHAT_EDGE_CORE_URL", "http://core:50051"),
+                ("CHAT_CONFIG", "/etc/chat/core.toml"),
+                ("CHAT_AUTH__SECRET", "a-secret-of-enough-length"),
+                ("CHAT_DATABASE__URL", "postgres://chat@db/chat"),
+                ("CHAT_CHAT__MAX_MESSAGE_CHARS", "500"),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(settings.database.url, "postgres://chat@db/chat");
+        assert_eq!(settings.chat.max_message_chars, 500);
+        assert!(
+            settings.validate().is_ok(),
+            "the secret came from CHAT_AUTH__SECRET"
+        );
+
+        let err = Settings::load_from(None, env(&[("CHAT_EDGY__X", "1")]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("edgy"),
+            "other unknown CHAT_ keys still fail: {err}"
+        );
+    }
+
+    #[test]
+    fn provider_variables_come_from_the_given_environment() {
+        let settings = Settings::load_from(None, env(&[("OPENAI_API_KEY", "sk-test")]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(settings.llm.providers.contains_key("openai"));
+    }
+
+    #[test]
+    fn a_frame_limit_over_the_edges_ceiling_is_refused() {
+        let mut s = valid();
+        s.chat.max_frame_bytes = limits::FRAME_BYTES_CEILING + 1;
+        let err = s
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("chat.max_frame_bytes"), "{err}");
+        s.chat.max_frame_bytes = limits::FRAME_BYTES_CEILING;
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn the_example_file_loads_and_shows_the_defaults() {
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/core.example.toml"
+        ));
+        let settings = Settings::load_from(
+            Some(path),
+            env(&[("CHAT_AUTH__SECRET", "a-secret-of-enough-length")]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(settings.validate().is_ok());
+        let defaults = ChatSettings::default();
+        assert_eq!(settings.chat.max_frame_bytes, defaults.max_frame_bytes);
+        assert_eq!(
+            settings.chat.heartbeat_interval_ms,
+            defaults.heartbeat_interval_ms
         );
     }
 }

@@ -50,7 +50,9 @@ pub struct Application {
 impl Application {
     /// Connects, migrates and binds. Fails with a message saying what to fix.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        settings.validate().map_err(StartupError::Config)?;
+        settings
+            .validate()
+            .map_err(|e| StartupError::Config(e.to_string()))?;
         let db = Db::connect(&settings.database.url, settings.database.max_connections).await?;
         db.migrate().await?;
         let llm = Llm::new(&settings.llm).map_err(|e| StartupError::Config(e.to_string()))?;

@@ -1,10 +1,15 @@
-//! Process plumbing shared by the binaries: structured logging set up from settings, the
-//! process-wide Prometheus registry, and the one shutdown signal (SIGINT or SIGTERM).
+//! Process plumbing shared by the binaries: the settings loader ([`settings`]), structured
+//! logging set up from settings, the process-wide Prometheus registry, and the one shutdown
+//! signal (SIGINT or SIGTERM).
+
+pub mod settings;
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
+
+pub use settings::{InvalidSetting, SettingsError, SettingsLoader, process_env};
 
 /// The `[log]` table of a service's config.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -26,11 +31,12 @@ impl Default for LogSettings {
 }
 
 impl LogSettings {
-    pub fn validate(&self) -> Result<(), String> {
-        match self.format.as_str() {
-            "pretty" | "json" => Ok(()),
-            _ => Err("log.format must be \"pretty\" or \"json\"".into()),
-        }
+    pub fn validate(&self) -> Result<(), InvalidSetting> {
+        InvalidSetting::check(
+            matches!(self.format.as_str(), "pretty" | "json"),
+            "log.format",
+            "must be \"pretty\" or \"json\"",
+        )
     }
 }
 

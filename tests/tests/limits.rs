@@ -115,8 +115,9 @@ async fn an_edge_at_its_connection_limit_refuses_with_1013() {
 
 #[tokio::test]
 async fn a_peer_that_never_answers_pings_is_dropped_and_a_live_one_is_kept() {
+    // The core sets the heartbeat and announces it in `session`; the edge pings at it.
     let stack =
-        spawn_stack(StackOptions::default().edge(|e| e.limits.heartbeat_interval_ms = 1000)).await;
+        spawn_stack(StackOptions::default().core(|c| c.chat.heartbeat_interval_ms = 1000)).await;
     let (mut silent, _) = stack.connect("alice").await;
     let (mut live, _) = stack.connect("bob").await;
     // `live` keeps reading, so its client answers every ping; `silent` reads nothing.

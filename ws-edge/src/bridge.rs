@@ -7,9 +7,11 @@
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message};
+use chat_proto::limits::{self, close, code};
 use chat_proto::pb::chat::{self as pb, server_event::Event as Out};
 use futures::{Sink, SinkExt, Stream, StreamExt};
 use governor::clock::{Clock, DefaultClock};
@@ -17,25 +19,15 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
+use tokio::time::{Instant, Interval};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::EdgeState;
 use crate::frames::{self, Limits};
+use crate::upstream;
 
 /// Events buffered from the browser towards the core.
 const TO_CORE_BUFFER: usize = 64;
-
-/// WebSocket close codes of docs/protocol.md.
-pub mod close {
-    pub const NORMAL: u16 = 1000;
-    pub const GOING_AWAY: u16 = 1001;
-    pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
-    pub const INTERNAL: u16 = 1011;
-    pub const RESTART: u16 = 1012;
-    pub const TRY_AGAIN_LATER: u16 = 1013;
-}
 
 /// What the upgrade learned about the caller before the socket opened.
 pub enum Admission {
@@ -52,7 +44,7 @@ struct Live(Arc<EdgeState>);
 
 impl Live {
     fn new(state: Arc<EdgeState>) -> Self {
-        let live = state.connections.load(std::sync::atomic::Ordering::Relaxed);
+        let live = state.connections.load(Ordering::Relaxed);
         metrics::gauge!("chat_edge_connections").set(live as f64);
         Self(state)
     }
@@ -60,11 +52,46 @@ impl Live {
 
 impl Drop for Live {
     fn drop(&mut self) {
-        let before = self
-            .0
-            .connections
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let before = self.0.connections.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("chat_edge_connections").set(before.saturating_sub(1) as f64);
+    }
+}
+
+/// The limits of one socket, as the core announced them in its `session` event (the first
+/// event of every stream, sent again after an `auth`). The core's settings are the only
+/// source: the edge has no frame size or heartbeat of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketLimits {
+    /// Larger text or binary frames close the socket with 1009; at most
+    /// [`limits::FRAME_BYTES_CEILING`], which the WebSocket codec enforces before the
+    /// announcement arrives.
+    pub max_frame_bytes: usize,
+    /// Ping interval; a peer silent for two intervals is dropped with 1001.
+    pub heartbeat: Duration,
+}
+
+impl SocketLimits {
+    /// What `session` announces; the protocol's defaults stand in for a value a broken core
+    /// left unset (0), so a socket never runs unbounded or pings in a busy loop.
+    pub fn announced(session: &pb::Session) -> Self {
+        let frame = session
+            .limits
+            .map(|l| l.max_frame_bytes)
+            .filter(|bytes| *bytes > 0)
+            .unwrap_or(limits::MAX_FRAME_BYTES)
+            .min(limits::FRAME_BYTES_CEILING);
+        let heartbeat = u64::try_from(session.heartbeat_interval_ms)
+            .ok()
+            .filter(|ms| *ms > 0)
+            .unwrap_or(limits::HEARTBEAT_INTERVAL_MS);
+        Self {
+            max_frame_bytes: frame as usize,
+            heartbeat: Duration::from_millis(heartbeat),
+        }
+    }
+
+    fn ticker(&self) -> Interval {
+        tokio::time::interval_at(Instant::now() + self.heartbeat, self.heartbeat)
     }
 }
 
@@ -76,13 +103,10 @@ where
     let _live = Live::new(state.clone());
     let token = match admission {
         Admission::Token(token) => token,
-        Admission::Refused => {
-            let frame = frames::error_frame(401, "Authentication failed", false, None, None);
-            let _ = socket.send(Message::Text(frame.into())).await;
-            return close_with(&mut socket, close::POLICY, "Authentication failed").await;
-        }
+        Admission::Refused => return refuse_unauthenticated(&mut socket).await,
         Admission::Full => {
-            let frame = frames::error_frame(503, "Too many connections", true, None, None);
+            let frame =
+                frames::error_frame(code::UNAVAILABLE, "Too many connections", true, None, None);
             let _ = socket.send(Message::Text(frame.into())).await;
             return close_with(&mut socket, close::TRY_AGAIN_LATER, "Too many connections").await;
         }
@@ -92,28 +116,18 @@ where
     // Boxed: tokio allocates a channel's first 32-slot block up front, and an idle socket
     // should pay for pointers, not for 32 events.
     let (to_core, rx) = mpsc::channel::<Box<pb::ClientEvent>>(TO_CORE_BUFFER);
-    let mut request = tonic::Request::new(ReceiverStream::new(rx).map(|ev| *ev));
-    match format!("Bearer {token}").parse() {
-        Ok(value) => {
-            request.metadata_mut().insert("authorization", value);
-        }
-        Err(_) => {
-            let frame = frames::error_frame(401, "Authentication failed", false, None, None);
-            let _ = socket.send(Message::Text(frame.into())).await;
-            return close_with(&mut socket, close::POLICY, "Authentication failed").await;
-        }
-    }
+    let Some(request) = upstream::with_token(ReceiverStream::new(rx).map(|ev| *ev), &token) else {
+        return refuse_unauthenticated(&mut socket).await;
+    };
     let mut from_core = match state.upstream.chat().connect(request).await {
         Ok(response) => response.into_inner(),
         Err(status) if status.code() == tonic::Code::Unauthenticated => {
-            let frame = frames::error_frame(401, "Authentication failed", false, None, None);
-            let _ = socket.send(Message::Text(frame.into())).await;
-            return close_with(&mut socket, close::POLICY, "Authentication failed").await;
+            return refuse_unauthenticated(&mut socket).await;
         }
         Err(status) => {
             tracing::warn!(code = ?status.code(), "core refused or unreachable");
             let frame = frames::error_frame(
-                503,
+                code::UNAVAILABLE,
                 "Service unavailable, try again later",
                 true,
                 None,
@@ -124,32 +138,38 @@ where
         }
     };
 
-    let limits = Limits::default();
     let mut gate = FrameGate::new(
         state.settings.limits.frames_per_minute,
         state.settings.limits.abuse_strikes,
     );
-    let heartbeat = Duration::from_millis(state.settings.limits.heartbeat_interval_ms);
-    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    // Until the core's `session` arrives the socket is neither read nor pinged: its limits
+    // are not known yet (`announced` is false and `socket_limits` a placeholder).
+    let mut announced = false;
+    let mut socket_limits = SocketLimits::announced(&pb::Session::default());
+    let mut ticker = socket_limits.ticker();
     let mut last_seen = Instant::now();
 
-    let (code, reason) = loop {
+    let (close_code, reason) = loop {
         tokio::select! {
             () = state.shutdown.cancelled() => break (close::RESTART, "Server restarting"),
-            _ = ticker.tick() => {
-                if last_seen.elapsed() > heartbeat * 2 {
+            _ = ticker.tick(), if announced => {
+                if last_seen.elapsed() > socket_limits.heartbeat * 2 {
                     break (close::GOING_AWAY, "Heartbeat timeout");
                 }
                 if socket.send(Message::Ping(Default::default())).await.is_err() {
                     return;
                 }
             }
-            incoming = socket.next() => {
+            incoming = socket.next(), if announced => {
                 last_seen = Instant::now();
+                let max_frame_bytes = socket_limits.max_frame_bytes;
                 let text = match incoming {
                     Some(Ok(Message::Text(text))) => text,
-                    Some(Ok(Message::Binary(_))) => {
-                        let frame = frames::error_frame(400, "Binary frames are not supported", false, None, None);
+                    Some(Ok(Message::Binary(bytes))) => {
+                        if bytes.len() > max_frame_bytes {
+                            break (close::TOO_BIG, "Frame too large");
+                        }
+                        let frame = frames::error_frame(code::INVALID, "Binary frames are not supported", false, None, None);
                         if socket.send(Message::Text(frame.into())).await.is_err() {
                             return;
                         }
@@ -164,26 +184,26 @@ where
                         return;
                     }
                 };
-                if text.len() > state.settings.limits.max_frame_bytes {
+                if text.len() > max_frame_bytes {
                     break (close::TOO_BIG, "Frame too large");
                 }
                 match gate.check() {
                     Verdict::Pass => {}
                     Verdict::Limited(wait) => {
-                        metrics::counter!("chat_edge_rejected_frames_total", "code" => "429").increment(1);
+                        metrics::counter!("chat_edge_rejected_frames_total", "code" => code::RATE_LIMITED.to_string()).increment(1);
                         if socket.send(Message::Text(rate_limited(wait).into())).await.is_err() {
                             return;
                         }
                         continue;
                     }
                     Verdict::Abuse => {
-                        let frame = frames::error_frame(429, "Too many frames: closing", false, None, None);
+                        let frame = frames::error_frame(code::RATE_LIMITED, "Too many frames: closing", false, None, None);
                         let _ = socket.send(Message::Text(frame.into())).await;
                         break (close::POLICY, "Rate limit abuse");
                     }
                 }
                 metrics::counter!("chat_edge_frames_in_total").increment(1);
-                match frames::decode_client_frame(text.as_str(), &limits) {
+                match frames::decode_client_frame(text.as_str(), &Limits::PROTOCOL) {
                     Ok(event) => {
                         if to_core.send(Box::new(event)).await.is_err() {
                             break (close::RESTART, "Server restarting");
@@ -200,6 +220,19 @@ where
             event = from_core.next() => match event {
                 Some(Ok(event)) => {
                     let closing = match &event.event {
+                        Some(Out::Session(session)) => {
+                            let now = SocketLimits::announced(session);
+                            if !announced || now.heartbeat != socket_limits.heartbeat {
+                                ticker = now.ticker();
+                            }
+                            if !announced {
+                                // The socket is listened to only from now on.
+                                last_seen = Instant::now();
+                                announced = true;
+                            }
+                            socket_limits = now;
+                            None
+                        }
                         Some(Out::Error(e)) => e.close_code,
                         _ => None,
                     };
@@ -207,9 +240,8 @@ where
                     if socket.send(Message::Text(frames::encode_server_event(&event).into())).await.is_err() {
                         return;
                     }
-                    if let Some(code) = closing {
-                        let code = u16::try_from(code).unwrap_or(close::POLICY);
-                        break (code, "Closed by server");
+                    if let Some(requested) = closing {
+                        break (u16::try_from(requested).unwrap_or(close::POLICY), "Closed by server");
                     }
                 }
                 // The core ended the stream (restart, or this connection was too slow):
@@ -218,7 +250,23 @@ where
             },
         }
     };
-    close_with(&mut socket, code, reason).await;
+    close_with(&mut socket, close_code, reason).await;
+}
+
+/// Error 401 "Authentication failed", then close 1008.
+async fn refuse_unauthenticated<S>(socket: &mut S)
+where
+    S: Sink<Message> + Unpin,
+{
+    let frame = frames::error_frame(
+        code::UNAUTHENTICATED,
+        "Authentication failed",
+        false,
+        None,
+        None,
+    );
+    let _ = socket.send(Message::Text(frame.into())).await;
+    close_with(socket, close::POLICY, "Authentication failed").await;
 }
 
 /// The per-connection frame budget, and the line between a burst and abuse.
@@ -277,7 +325,7 @@ impl<C: Clock + Clone> FrameGate<C> {
 fn rate_limited(wait: Duration) -> String {
     let event = pb::ServerEvent {
         event: Some(Out::Error(pb::Error {
-            code: 429,
+            code: code::RATE_LIMITED,
             message: "Rate limit exceeded".into(),
             retryable: true,
             retry_after_ms: Some(wait.as_millis().max(1) as i64),
@@ -288,7 +336,7 @@ fn rate_limited(wait: Duration) -> String {
     frames::encode_server_event(&event)
 }
 
-/// Whether a read failed because the frame exceeded the configured size.
+/// Whether a read failed because the frame exceeded the codec's ceiling.
 fn is_too_big(err: axum::Error) -> bool {
     let inner = err.into_inner();
     matches!(
@@ -334,6 +382,40 @@ mod tests {
             gate.check(),
             Verdict::Abuse,
             "the third refusal in a row is abuse"
+        );
+    }
+
+    #[test]
+    fn a_socket_takes_its_limits_from_the_session_the_core_announced() {
+        let session = |frame: u32, heartbeat: i64| pb::Session {
+            heartbeat_interval_ms: heartbeat,
+            limits: Some(pb::Limits {
+                max_message_chars: 10,
+                max_frame_bytes: frame,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            SocketLimits::announced(&session(2048, 1500)),
+            SocketLimits {
+                max_frame_bytes: 2048,
+                heartbeat: Duration::from_millis(1500),
+            }
+        );
+        let defaults = SocketLimits {
+            max_frame_bytes: limits::MAX_FRAME_BYTES as usize,
+            heartbeat: Duration::from_millis(limits::HEARTBEAT_INTERVAL_MS),
+        };
+        assert_eq!(
+            SocketLimits::announced(&session(0, 0)),
+            defaults,
+            "unset values fall back"
+        );
+        assert_eq!(SocketLimits::announced(&pb::Session::default()), defaults);
+        assert_eq!(
+            SocketLimits::announced(&session(u32::MAX, -5)).max_frame_bytes,
+            limits::FRAME_BYTES_CEILING as usize,
+            "never above the codec's ceiling"
         );
     }
 

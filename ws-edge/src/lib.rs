@@ -2,8 +2,10 @@
 //! protocol of `docs/protocol.md`, and bridges each socket to one gRPC `ChatService.Connect`
 //! stream on the core. It also serves REST reads, health probes and the chat page.
 //!
-//! Module map: [`config`] (settings), [`routes`] (HTTP), [`bridge`] (socket <-> gRPC pump),
-//! [`frames`] (JSON <-> protobuf), [`upstream`] (channels to the core), [`error`] (REST errors).
+//! Module map: [`config`] (settings), [`routes`] (HTTP), [`bridge`] (socket <-> gRPC pump,
+//! enforcing the limits the core announces), [`frames`] (JSON <-> protobuf), [`upstream`]
+//! (channels to the core), [`error`] (REST errors). Protocol constants come from
+//! [`chat_proto::limits`].
 
 pub mod bridge;
 pub mod config;
@@ -26,6 +28,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::EdgeSettings;
+
+/// Why the edge cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    /// The settings are unusable; the message names the key to fix.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
 
 /// How long shutdown waits for sockets to say goodbye.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -72,13 +87,17 @@ pub struct Edge {
 
 impl Edge {
     /// Validates settings and binds. Fails with a message saying what to fix.
-    pub async fn build(settings: EdgeSettings) -> Result<Self, String> {
+    pub async fn build(settings: EdgeSettings) -> Result<Self, EdgeError> {
         settings.validate()?;
-        let verifier = Verifier::new(&settings.auth).map_err(|e| e.to_string())?;
-        let upstream = upstream::Upstream::new(&settings.core_url, settings.core_channels)?;
-        let listener = TcpListener::bind(settings.http_addr)
+        let verifier = Verifier::new(&settings.auth).map_err(config::ConfigError::from)?;
+        let endpoint = settings
+            .core_endpoint()
+            .map_err(config::ConfigError::from)?;
+        let upstream = upstream::Upstream::new(endpoint, settings.core_channels);
+        let addr = settings.http_addr;
+        let listener = TcpListener::bind(addr)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", settings.http_addr))?;
+            .map_err(|source| EdgeError::Bind { addr, source })?;
         chat_runtime::metrics();
         let state = Arc::new(EdgeState {
             settings,
@@ -99,10 +118,10 @@ impl Edge {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
-    /// Serves until `shutdown` is cancelled.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), String> {
+    /// Serves until `shutdown` is cancelled; fails only when the listener does.
+    pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let Self { listener, state } = self;
-        tracing::info!(addr = %listener.local_addr().map_err(|e| e.to_string())?, "chat-edge ready");
+        tracing::info!(addr = %listener.local_addr()?, "chat-edge ready");
         let stopping = {
             let state = state.clone();
             async move {
@@ -120,8 +139,7 @@ impl Edge {
         });
         let served = axum::serve(listener, app(state.clone()).into_make_service())
             .with_graceful_shutdown(stopping)
-            .await
-            .map_err(|e| e.to_string());
+            .await;
         // Phase 3: give sockets a moment to send their close frames.
         state.tasks.close();
         let _ = tokio::time::timeout(CLOSE_GRACE, state.tasks.wait()).await;

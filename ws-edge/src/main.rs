@@ -12,21 +12,22 @@ use tokio_util::sync::CancellationToken;
 #[command(version)]
 struct Args {
     /// TOML config file; `CHAT_EDGE_*` environment variables override it.
-    #[arg(long, env = "CHAT_EDGE_CONFIG")]
+    #[arg(long, env = chat_edge::config::CONFIG_ENV)]
     config: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let settings = EdgeSettings::load(args.config.as_deref()).map_err(anyhow::Error::msg)?;
+    let settings = EdgeSettings::load(args.config.as_deref())?;
     init_tracing(&settings.log);
-    let edge = Edge::build(settings).await.map_err(anyhow::Error::msg)?;
+    let edge = Edge::build(settings).await?;
     let token = CancellationToken::new();
     let stop = token.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         stop.cancel();
     });
-    edge.run(token).await.map_err(anyhow::Error::msg)
+    edge.run(token).await?;
+    Ok(())
 }

@@ -9,6 +9,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
+use chat_proto::limits::{FRAME_BYTES_CEILING, MAX_PAGE};
 use chat_proto::pb::chat::{self as pb, server_event::Event as Out};
 use serde_json::{Value, json};
 use tonic_health::pb::HealthCheckRequest;
@@ -18,6 +19,7 @@ use crate::EdgeState;
 use crate::bridge::{self, Admission};
 use crate::error::ApiError;
 use crate::frames;
+use crate::upstream::with_token;
 
 /// The chat page, compiled in: no build step, no files to deploy.
 const CHAT_PAGE: &str = include_str!("web/chat.html");
@@ -51,7 +53,9 @@ pub async fn websocket(
             _ => Admission::Refused,
         }
     };
-    let max = state.settings.limits.max_frame_bytes;
+    // The codec's hard ceiling: the socket's own limit arrives with the core's `session`, and
+    // the bridge closes with 1009 above it.
+    let max = FRAME_BYTES_CEILING as usize;
     let tracked = state.clone();
     upgrade
         .protocols([SUBPROTOCOL])
@@ -74,7 +78,7 @@ fn socket_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<
         return Some(token.clone());
     }
     if let Some(token) = bearer_header(headers) {
-        return Some(token);
+        return Some(token.to_owned());
     }
     headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
@@ -84,12 +88,8 @@ fn socket_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<
         .find_map(|p| p.trim().strip_prefix("bearer.").map(str::to_string))
 }
 
-fn bearer_header(headers: &HeaderMap) -> Option<String> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim().to_string())
+fn bearer_header(headers: &HeaderMap) -> Option<&str> {
+    chat_auth::bearer(headers.get(header::AUTHORIZATION)?.to_str().ok()?)
 }
 
 /// Browsers send `Origin`; non-browser clients usually do not and are let through.
@@ -108,8 +108,9 @@ fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
 /// The caller's token for a REST call (header or `?token=`), forwarded to the core.
 fn rest_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<String, ApiError> {
     bearer_header(headers)
-        .or_else(|| query.get("token").cloned())
+        .or_else(|| query.get("token").map(String::as_str))
         .filter(|t| !t.is_empty())
+        .map(str::to_owned)
         .ok_or(ApiError::Unauthenticated)
 }
 
@@ -122,20 +123,16 @@ fn authorized<T>(
         .verifier
         .verify(token)
         .map_err(|_| ApiError::Unauthenticated)?;
-    let mut request = tonic::Request::new(message);
-    let value = format!("Bearer {token}")
-        .parse()
-        .map_err(|_| ApiError::Unauthenticated)?;
-    request.metadata_mut().insert("authorization", value);
-    Ok(request)
+    with_token(message, token).ok_or(ApiError::Unauthenticated)
 }
 
 fn parse_limit(query: &HashMap<String, String>) -> Result<Option<u32>, ApiError> {
     query
         .get("limit")
         .map(|l| {
-            l.parse::<u32>()
-                .map_err(|_| ApiError::BadRequest("limit must be a number from 1 to 100".into()))
+            l.parse::<u32>().map_err(|_| {
+                ApiError::BadRequest(format!("limit must be a number from 1 to {MAX_PAGE}"))
+            })
         })
         .transpose()
 }
@@ -201,11 +198,10 @@ pub async fn models(
         .list_models(request)
         .await?
         .into_inner();
-    let named = |id: &str, name: &str| json!({"id": id, "name": name});
     Ok(Json(json!({
-        "models": r.models.iter().map(|m| named(&m.id, &m.name)).collect::<Vec<_>>(),
+        "models": r.models.iter().map(|m| frames::named(&m.id, &m.name)).collect::<Vec<_>>(),
         "defaultModel": r.default_model,
-        "agents": r.agents.iter().map(|a| named(&a.id, &a.name)).collect::<Vec<_>>(),
+        "agents": r.agents.iter().map(|a| frames::named(&a.id, &a.name)).collect::<Vec<_>>(),
     })))
 }
 

@@ -1,6 +1,7 @@
 //! The edge's connections to the core: a small pool of HTTP/2 channels. Each WebSocket gets
 //! its own gRPC stream, multiplexed over one channel picked round-robin, so streams do not
-//! all contend on a single connection's lock under load.
+//! all contend on a single connection's lock under load. Every call carries the caller's own
+//! token ([`with_token`]): the core authenticates it again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -15,19 +16,19 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    /// Channels connect lazily, so the edge starts even while the core is still starting.
-    pub fn new(core_url: &str, size: usize) -> Result<Self, String> {
-        let endpoint = Endpoint::from_shared(core_url.to_string())
-            .map_err(|e| format!("core_url {core_url:?}: {e}"))?
+    /// `size` channels (at least one) to `endpoint`. They connect lazily, so the edge starts
+    /// even while the core is still starting.
+    pub fn new(endpoint: Endpoint, size: usize) -> Self {
+        let endpoint = endpoint
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_while_idle(true);
         let channels = (0..size.max(1)).map(|_| endpoint.connect_lazy()).collect();
-        Ok(Self {
+        Self {
             channels,
             next: AtomicUsize::new(0),
-        })
+        }
     }
 
     fn channel(&self) -> Channel {
@@ -42,4 +43,13 @@ impl Upstream {
     pub fn health(&self) -> HealthClient<Channel> {
         HealthClient::new(self.channel())
     }
+}
+
+/// A request carrying `authorization: Bearer <token>`; `None` when the token cannot be a
+/// header value (control characters), which no valid token contains.
+pub fn with_token<T>(message: T, token: &str) -> Option<tonic::Request<T>> {
+    let value = format!("Bearer {token}").parse().ok()?;
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert("authorization", value);
+    Some(request)
 }

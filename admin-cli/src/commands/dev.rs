@@ -1,6 +1,12 @@
 //! `chatctl dev`: the whole stack in one process for local use. The core and the edge are
 //! each their own server on loopback and the edge talks to the core over real gRPC, exactly
 //! as in production; only the process boundary is missing.
+//!
+//! Each reads its own settings as its binary does: the core `--config` and `CHAT_*`, the edge
+//! `--edge-config` and `CHAT_EDGE_*` (the prefixes cannot collide: the core ignores
+//! `CHAT_EDGE_*`). Then `chatctl dev` fills in what a local stack needs: the ports given on
+//! its command line, the edge pointed at this core, one development secret for both, and
+//! unless configured, a SQLite database under `--data-dir`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -13,10 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Edge (HTTP/WebSocket) port.
+    /// Edge (HTTP/WebSocket) port, on loopback.
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// Core (gRPC) port.
+    /// Core (gRPC) port, on loopback.
     #[arg(long, default_value_t = 50051)]
     grpc_port: u16,
     /// Where the SQLite database and the dev secret live.
@@ -25,13 +31,16 @@ pub struct Args {
     /// Optional core config file (TOML); `CHAT_*` variables apply as usual.
     #[arg(long)]
     config: Option<PathBuf>,
+    /// Optional edge config file (TOML); `CHAT_EDGE_*` variables apply as usual.
+    #[arg(long)]
+    edge_config: Option<PathBuf>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let auth = super::dev_auth(&args.data_dir)?;
 
-    let mut core = Settings::load_unchecked(args.config.as_deref()).map_err(anyhow::Error::msg)?;
+    let mut core = Settings::load_unchecked(args.config.as_deref()).context("core settings")?;
     core.grpc_addr = SocketAddr::new(loopback, args.grpc_port);
     if std::env::var("CHAT_DATABASE__URL").is_err() && args.config.is_none() {
         core.database.url = format!("sqlite://{}", args.data_dir.join("chat.db").display());
@@ -46,14 +55,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .context("starting the core")?;
     let core_addr = core_app.local_addr();
 
-    let mut edge = EdgeSettings::load_unchecked(None).map_err(anyhow::Error::msg)?;
+    let mut edge =
+        EdgeSettings::load_unchecked(args.edge_config.as_deref()).context("edge settings")?;
     edge.http_addr = SocketAddr::new(loopback, args.port);
     edge.core_url = format!("http://{core_addr}");
     edge.auth = auth.clone();
-    let edge_app = Edge::build(edge)
-        .await
-        .map_err(anyhow::Error::msg)
-        .context("starting the edge")?;
+    let edge_app = Edge::build(edge).await.context("starting the edge")?;
     let edge_addr = edge_app.local_addr();
 
     let minter = Minter::new(&auth)?;
@@ -94,7 +101,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     chat_runtime::shutdown_signal().await;
     shutdown.cancel();
     let (edge_result, core_result) = tokio::join!(edge_task, core_task);
-    edge_result?.map_err(anyhow::Error::msg)?;
+    edge_result??;
     core_result??;
     Ok(())
 }

@@ -1,0 +1,216 @@
+//! The one settings loader of the binaries: built-in defaults, then an optional TOML file,
+//! then environment variables under one prefix (`__` separates levels, so
+//! `CHAT_DATABASE__URL` is `database.url`). Each process names the variables under its prefix
+//! that are not its settings (another process's prefix, the variable naming the file), so two
+//! processes can share one environment.
+//!
+//! The environment is a parameter: binaries pass [`process_env`], tests pass a list.
+
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Why settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file named on the command line (or in `*_CONFIG`) is not there.
+    #[error("config file {} does not exist", .0.display())]
+    MissingFile(PathBuf),
+    /// A value has the wrong type, or a key is unknown. The message names the key and where
+    /// it was set (the file, or the environment).
+    #[error("invalid configuration: {0}")]
+    Invalid(Box<figment::Error>),
+}
+
+impl SettingsError {
+    /// The dotted key of an invalid value (`chat.max_message_chars`), when one is to blame.
+    pub fn key(&self) -> Option<String> {
+        match self {
+            Self::Invalid(err) if !err.path.is_empty() => Some(err.path.join(".")),
+            _ => None,
+        }
+    }
+}
+
+/// A setting that parses but is out of its allowed range: `{key} {rule}`, e.g.
+/// `chat.max_message_chars must be greater than 0`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key} {rule}")]
+pub struct InvalidSetting {
+    /// The dotted key, as written in the TOML file.
+    pub key: &'static str,
+    /// What the value must be.
+    pub rule: String,
+}
+
+impl InvalidSetting {
+    pub fn new(key: &'static str, rule: impl Into<String>) -> Self {
+        Self {
+            key,
+            rule: rule.into(),
+        }
+    }
+
+    /// `Ok` when `holds`, else this key with this rule.
+    pub fn check(holds: bool, key: &'static str, rule: &str) -> Result<(), Self> {
+        if holds {
+            Ok(())
+        } else {
+            Err(Self::new(key, rule))
+        }
+    }
+}
+
+/// Where one process reads its settings from. Build it once per settings type.
+#[derive(Debug, Clone)]
+pub struct SettingsLoader {
+    prefix: &'static str,
+    ignored_prefixes: Vec<&'static str>,
+    ignored_vars: Vec<&'static str>,
+    defaults: Figment,
+}
+
+impl SettingsLoader {
+    /// Settings overridden by variables starting with `prefix` (`CHAT_`, `CHAT_EDGE_`).
+    pub fn new(prefix: &'static str) -> Self {
+        Self {
+            prefix,
+            ignored_prefixes: Vec::new(),
+            ignored_vars: Vec::new(),
+            defaults: Figment::new(),
+        }
+    }
+
+    /// Variables starting with `prefix` belong to someone else (the core ignores `CHAT_EDGE_`).
+    pub fn ignore_prefix(mut self, prefix: &'static str) -> Self {
+        self.ignored_prefixes.push(prefix);
+        self
+    }
+
+    /// One variable under the prefix that is not a setting (`CHAT_CONFIG`, the file's path).
+    pub fn ignore_var(mut self, name: &'static str) -> Self {
+        self.ignored_vars.push(name);
+        self
+    }
+
+    /// Defaults of the table at `key`. Fields a type's `#[serde(default)]` fills need none;
+    /// this puts them into figment's view of the settings, so errors can point at them.
+    pub fn defaults<T: Serialize>(mut self, key: &str, value: T) -> Self {
+        self.defaults = self.defaults.merge(Serialized::default(key, value));
+        self
+    }
+
+    /// Defaults < `file` (when given; it must exist) < the variables of `env` under the
+    /// prefix. Fails naming the missing file, or the key and source of a bad value.
+    pub fn load<T: DeserializeOwned>(
+        &self,
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<T, SettingsError> {
+        let mut figment = self.defaults.clone();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(SettingsError::MissingFile(path.to_path_buf()));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment
+            .merge(self.env(env))
+            .extract()
+            .map_err(|err| SettingsError::Invalid(Box::new(err)))
+    }
+
+    fn env(&self, env: impl IntoIterator<Item = (String, String)>) -> EnvProvider {
+        let mut values = Dict::new();
+        for (name, value) in env {
+            let name = name.trim();
+            if !starts_with_ignore_case(name, self.prefix)
+                || self
+                    .ignored_prefixes
+                    .iter()
+                    .any(|p| starts_with_ignore_case(name, p))
+                || self
+                    .ignored_vars
+                    .iter()
+                    .any(|v| v.eq_ignore_ascii_case(name))
+            {
+                continue;
+            }
+            let path: Vec<String> = name[self.prefix.len()..]
+                .split("__")
+                .map(str::to_ascii_lowercase)
+                .collect();
+            if path.iter().any(String::is_empty) {
+                continue;
+            }
+            // Parsed as figment's own `Env` does: numbers, booleans, arrays, else a string.
+            let value = value
+                .parse::<Value>()
+                .unwrap_or_else(|never| match never {});
+            insert(&mut values, &path, value);
+        }
+        EnvProvider {
+            prefix: self.prefix,
+            values,
+        }
+    }
+}
+
+/// The process environment, for [`SettingsLoader::load`] (non-UTF-8 bytes replaced).
+pub fn process_env() -> impl Iterator<Item = (String, String)> {
+    std::env::vars_os().map(|(name, value)| {
+        (
+            name.to_string_lossy().into_owned(),
+            value.to_string_lossy().into_owned(),
+        )
+    })
+}
+
+fn starts_with_ignore_case(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name.is_char_boundary(prefix.len())
+        && name[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
+/// Puts `value` at `path`, making tables on the way; a later variable wins over an earlier
+/// one for the same key.
+fn insert(dict: &mut Dict, path: &[String], value: Value) {
+    let [first, rest @ ..] = path else { return };
+    if rest.is_empty() {
+        dict.insert(first.clone(), value);
+        return;
+    }
+    let entry = dict
+        .entry(first.clone())
+        .or_insert_with(|| Value::from(Dict::new()));
+    if !matches!(entry, Value::Dict(..)) {
+        *entry = Value::from(Dict::new());
+    }
+    if let Value::Dict(_, inner) = entry {
+        insert(inner, rest, value);
+    }
+}
+
+/// The selected variables, as figment sees them (named like figment's `Env` in errors).
+struct EnvProvider {
+    prefix: &'static str,
+    values: Dict,
+}
+
+impl Provider for EnvProvider {
+    fn metadata(&self) -> Metadata {
+        Metadata::named(format!("`{}` environment variable(s)", self.prefix))
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        Ok(Profile::Default.collect(self.values.clone()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
+mod tests;
