@@ -4,6 +4,8 @@
 //! stream or a `tonic::Status` on a unary call, and logs internal causes there, once; the
 //! client only ever sees "Internal error" for those.
 
+use chat_proto::limits::{close, code};
+
 use crate::storage::StorageError;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -71,30 +73,33 @@ impl ChatError {
     /// The protocol code of docs/protocol.md.
     pub fn code(&self) -> u32 {
         match self {
-            Self::Invalid { .. } => 400,
-            Self::Unauthenticated | Self::TokenExpired => 401,
-            Self::Forbidden(_) => 403,
-            Self::NotFound(_) => 404,
-            Self::Conflict(_) => 409,
-            Self::TooLarge { .. } => 413,
-            Self::RateLimited { .. } | Self::TooManyConnections => 429,
-            Self::Internal(_) => 500,
-            Self::ModelFailed => 502,
-            Self::Unavailable(_) => 503,
+            Self::Invalid { .. } => code::INVALID,
+            Self::Unauthenticated | Self::TokenExpired => code::UNAUTHENTICATED,
+            Self::Forbidden(_) => code::FORBIDDEN,
+            Self::NotFound(_) => code::NOT_FOUND,
+            Self::Conflict(_) => code::CONFLICT,
+            Self::TooLarge { .. } => code::TOO_LARGE,
+            Self::RateLimited { .. } | Self::TooManyConnections => code::RATE_LIMITED,
+            Self::Internal(_) => code::INTERNAL,
+            Self::ModelFailed => code::LLM_FAILED,
+            Self::Unavailable(_) => code::UNAVAILABLE,
         }
     }
 
     /// Whether the same request may succeed later.
     pub fn retryable(&self) -> bool {
-        matches!(self.code(), 429 | 500 | 502 | 503)
+        matches!(
+            self.code(),
+            code::RATE_LIMITED | code::INTERNAL | code::LLM_FAILED | code::UNAVAILABLE
+        )
     }
 
     /// The WebSocket close code that must follow this error, for the errors that end a
     /// connection.
     pub fn close_code(&self) -> Option<u32> {
         match self {
-            Self::Unauthenticated | Self::TokenExpired => Some(1008),
-            Self::TooManyConnections => Some(1013),
+            Self::Unauthenticated | Self::TokenExpired => Some(u32::from(close::POLICY)),
+            Self::TooManyConnections => Some(u32::from(close::TRY_AGAIN_LATER)),
             _ => None,
         }
     }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use chat_auth::Principal;
+use chat_proto::limits::MAX_RECEIPT_IDS;
 
 use super::command::{HistoryQuery, SendMessage};
 use super::engine::{Engine, new_id, now};
@@ -206,10 +207,10 @@ impl Engine {
         message_ids: &[String],
     ) -> Result<(), ChatError> {
         let chat = self.chat_named(who, chat_id, "data.chatId").await?;
-        if message_ids.is_empty() || message_ids.len() > 100 {
+        if message_ids.is_empty() || message_ids.len() > MAX_RECEIPT_IDS {
             return Err(ChatError::invalid(
                 "data.messageIds",
-                "data.messageIds must have 1 to 100 entries",
+                format!("data.messageIds must have 1 to {MAX_RECEIPT_IDS} entries"),
             ));
         }
         for id in message_ids {

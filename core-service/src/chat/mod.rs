@@ -6,7 +6,7 @@
 //! - [`engine`]: the shared state, connection lifecycle, access checks, durable publishing.
 //! - [`handler`]: one connection's loop; it only dispatches commands to the engine.
 //! - [`messages`], [`chats`], [`presence`], [`resume`], [`operator`]: the operations, by concern.
-//! - [`turn`]: one assistant reply, streamed and stored.
+//! - [`turn`], [`prompt`]: one assistant reply, streamed and stored; what the model is sent.
 //! - [`rooms`]: who is connected and joined where; per-chat ordering locks.
 //! - [`validate`], [`limits`]: client input into checked values; per-user rate limits.
 //! - [`command`], [`event`], [`error`]: the domain's vocabulary in and out, and its failures.
@@ -26,6 +26,7 @@ pub mod limits;
 pub mod messages;
 pub mod operator;
 pub mod presence;
+pub mod prompt;
 pub mod resume;
 pub mod rooms;
 pub mod turn;

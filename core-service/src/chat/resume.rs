@@ -4,6 +4,7 @@
 //! with the latest history marked `reset`.
 
 use chat_auth::Principal;
+use chat_proto::limits::MAX_RESUME_CHATS as MAX_CHATS;
 
 use super::command::ResumeChat;
 use super::engine::Engine;
@@ -14,8 +15,6 @@ use crate::storage::{self, Durable};
 
 /// The most durable events replayed by one `resume` per chat before answering with a reset.
 const MAX_REPLAY: i64 = 1000;
-/// Most chats one `resume` may name.
-const MAX_CHATS: usize = 50;
 
 impl Engine {
     pub async fn resume(

@@ -5,13 +5,10 @@ use serde_json::{Map, Value};
 
 use super::error::ChatError;
 
-/// Longest id a client may send (chat ids, message ids, client message ids).
-pub const MAX_ID_CHARS: usize = 64;
-/// Largest per-message context object, serialized.
-pub const MAX_CONTEXT_BYTES: usize = 8 * 1024;
-/// Default and largest history page.
-pub const DEFAULT_PAGE: i64 = 50;
-pub const MAX_PAGE: u32 = 100;
+pub use chat_proto::limits::{MAX_CONTEXT_BYTES, MAX_ID_CHARS, MAX_PAGE};
+
+/// The page size when a client asks for none.
+pub const DEFAULT_PAGE: i64 = chat_proto::limits::DEFAULT_PAGE as i64;
 
 fn valid_id(raw: &str) -> bool {
     !raw.is_empty()
@@ -133,7 +130,7 @@ pub fn page_limit(limit: Option<u32>) -> Result<i64, ChatError> {
         Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(i64::from(n)),
         Some(_) => Err(ChatError::invalid(
             "data.limit",
-            "data.limit must be between 1 and 100",
+            format!("data.limit must be between 1 and {MAX_PAGE}"),
         )),
     }
 }

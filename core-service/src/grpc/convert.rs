@@ -88,7 +88,7 @@ pub fn send_message(m: pb::SendMessage) -> SendMessage {
         client_message_id: m.message_id,
         agent_id: Some(m.agent_id).filter(|a| !a.trim().is_empty()),
         attachments: m.attachments,
-        context: m.context.as_ref().map(struct_to_json),
+        context: m.context.as_ref().map(chat_proto::json::struct_to_json),
     }
 }
 
@@ -122,28 +122,6 @@ fn chat_action(u: pb::ChatUpdate) -> Result<ChatAction, ChatError> {
         },
         A::Unspecified => return Err(ChatError::invalid("data.action", "Unknown action")),
     })
-}
-
-/// `google.protobuf.Struct` to a JSON object.
-fn struct_to_json(s: &prost_types::Struct) -> serde_json::Map<String, serde_json::Value> {
-    s.fields
-        .iter()
-        .map(|(k, v)| (k.clone(), value_to_json(v)))
-        .collect()
-}
-
-fn value_to_json(v: &prost_types::Value) -> serde_json::Value {
-    use prost_types::value::Kind;
-    match &v.kind {
-        None | Some(Kind::NullValue(_)) => serde_json::Value::Null,
-        Some(Kind::BoolValue(b)) => (*b).into(),
-        Some(Kind::NumberValue(n)) => {
-            serde_json::Number::from_f64(*n).map_or(serde_json::Value::Null, Into::into)
-        }
-        Some(Kind::StringValue(s)) => s.clone().into(),
-        Some(Kind::ListValue(l)) => l.values.iter().map(value_to_json).collect(),
-        Some(Kind::StructValue(s)) => serde_json::Value::Object(struct_to_json(s)),
-    }
 }
 
 // ---------------------------------------------------------------- events -> server events
