@@ -1,8 +1,7 @@
 //! `admin.v1.AdminService`: operator calls. Every call requires role `admin`.
 //!
-//! The contract is fixed now so clients can be written against it; the monitoring, usage and
-//! takeover bodies arrive with the operator features and answer `UNIMPLEMENTED` (after the
-//! admin check) until then.
+//! The contract is fixed; the bodies arrive with the operator features and answer
+//! `UNIMPLEMENTED` (after the admin check) until then.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,7 +9,7 @@ use std::sync::Arc;
 use chat_proto::pb::admin as pb;
 use chat_proto::pb::admin::admin_service_server::AdminService;
 use futures::Stream;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::authenticate_admin;
 use crate::chat::Engine;
@@ -33,10 +32,12 @@ impl AdminApi {
 }
 
 type ChangeStream = Pin<Box<dyn Stream<Item = Result<pb::SessionChange, Status>> + Send>>;
+type TakeoverStream = Pin<Box<dyn Stream<Item = Result<pb::TakeoverEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     type WatchSessionsStream = ChangeStream;
+    type TakeoverStream = TakeoverStream;
 
     async fn list_sessions(
         &self,
@@ -59,6 +60,20 @@ impl AdminService for AdminApi {
         self.later(r.metadata(), "GetUsage")
     }
 
+    async fn list_help_requests(
+        &self,
+        r: Request<pb::ListHelpRequestsRequest>,
+    ) -> Result<Response<pb::ListHelpRequestsResponse>, Status> {
+        self.later(r.metadata(), "ListHelpRequests")
+    }
+
+    async fn resolve_help_request(
+        &self,
+        r: Request<pb::ResolveHelpRequestRequest>,
+    ) -> Result<Response<pb::HelpRequest>, Status> {
+        self.later(r.metadata(), "ResolveHelpRequest")
+    }
+
     async fn watch_sessions(
         &self,
         r: Request<pb::WatchSessionsRequest>,
@@ -68,8 +83,8 @@ impl AdminService for AdminApi {
 
     async fn takeover(
         &self,
-        r: Request<pb::TakeoverRequest>,
-    ) -> Result<Response<pb::TakeoverResponse>, Status> {
+        r: Request<Streaming<pb::TakeoverRequest>>,
+    ) -> Result<Response<TakeoverStream>, Status> {
         self.later(r.metadata(), "Takeover")
     }
 
