@@ -343,11 +343,15 @@ fn audit_entry(row: &AuditRow) -> AuditEntry {
     }
 }
 
-/// Cursors are `<kind>.<key>.<chat id>`: `t` with a timestamp in microseconds, `d` with a
+/// Cursors are `<kind>.<key>.<chat id>`: `t` with a timestamp in nanoseconds (the precision
+/// SQLite stores, so keyset comparisons are exact), `d` with a
 /// duration in ms, `u` with the owner id in hex (ids may hold any character).
 fn format_cursor(cursor: &SessionCursor) -> String {
     match cursor {
-        SessionCursor::At(t, id) => format!("t.{}.{id}", t.and_utc().timestamp_micros()),
+        SessionCursor::At(t, id) => format!(
+            "t.{}.{id}",
+            t.and_utc().timestamp_nanos_opt().unwrap_or(i64::MAX)
+        ),
         SessionCursor::Duration(d, id) => format!("d.{d}.{id}"),
         SessionCursor::User(owner, id) => {
             let hex: String = owner.bytes().map(|b| format!("{b:02x}")).collect();
@@ -368,9 +372,8 @@ fn parse_cursor(raw: &str, sort: SessionSort) -> Result<SessionCursor, ChatError
         .to_string();
     let cursor = match (kind, sort) {
         ("t", SessionSort::LastActivity | SessionSort::Started) => {
-            let micros: i64 = key.parse().map_err(|_| bad())?;
-            let at = DateTime::from_timestamp_micros(micros).ok_or_else(bad)?;
-            SessionCursor::At(at.naive_utc(), id)
+            let nanos: i64 = key.parse().map_err(|_| bad())?;
+            SessionCursor::At(DateTime::from_timestamp_nanos(nanos).naive_utc(), id)
         }
         ("d", SessionSort::Duration) => {
             SessionCursor::Duration(key.parse().map_err(|_| bad())?, id)
@@ -397,9 +400,7 @@ mod tests {
 
     #[test]
     fn cursors_read_back_and_reject_what_they_did_not_give_out() {
-        let at = DateTime::from_timestamp_micros(1_700_000_000_123_456)
-            .map(|t| t.naive_utc())
-            .unwrap_or_default();
+        let at = DateTime::from_timestamp_nanos(1_700_000_000_123_456_789).naive_utc();
         for (cursor, sort) in [
             (SessionCursor::At(at, "c1".into()), SessionSort::Started),
             (

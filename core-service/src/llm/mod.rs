@@ -31,8 +31,8 @@ pub use provider::{
     Delta, DeltaStream, Prompt, Provider, ProviderRequest, Turn, TurnRole, estimate_tokens,
 };
 pub use settings::{
-    AgentSettings, LlmSettings, LlmSettingsError, ModelSettings, ProviderKind, ProviderSettings,
-    RetrySettings, SettingsProblem,
+    AgentSettings, LlmSettings, LlmSettingsError, ModelSettings, Pricing, ProviderKind,
+    ProviderSettings, RetrySettings, SettingsProblem,
 };
 
 #[cfg(test)]
