@@ -111,7 +111,11 @@ pub async fn usage(
 }
 
 /// The caller's token, verified and carrying the `admin` role (401 / 403 otherwise).
-fn admin_token(state: &EdgeState, headers: &HeaderMap, params: &Params) -> Result<String, ApiError> {
+fn admin_token(
+    state: &EdgeState,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<String, ApiError> {
     let token = rest_token(headers, params)?;
     let caller = state
         .verifier
@@ -155,9 +159,12 @@ fn time(raw: &str, bound: Bound) -> Result<prost_types::Timestamp, String> {
 }
 
 fn limit(raw: &str) -> Result<u32, String> {
-    raw.trim()
-        .parse::<u32>()
-        .map_err(|_| format!("must be a number from 1 to {}", chat_proto::limits::MAX_PAGE))
+    raw.trim().parse::<u32>().map_err(|_| {
+        format!(
+            "must be a number from 1 to {}",
+            chat_proto::limits::MAX_PAGE
+        )
+    })
 }
 
 /// A core error; INVALID_ARGUMENT names the request field in `x-field` metadata, which is
@@ -187,4 +194,3 @@ fn parameter_name(field: &str) -> &str {
         other => other,
     }
 }
-

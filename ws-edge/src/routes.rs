@@ -106,7 +106,10 @@ fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
 }
 
 /// The caller's token for a REST call (header or `?token=`), forwarded to the core.
-pub(crate) fn rest_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<String, ApiError> {
+pub(crate) fn rest_token(
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<String, ApiError> {
     bearer_header(headers)
         .or_else(|| query.get("token").map(String::as_str))
         .filter(|t| !t.is_empty())

@@ -93,7 +93,12 @@ mod tests {
 
     #[test]
     fn sort_names_read_in_any_spelling() {
-        for raw in ["lastActivity", "last-activity", "last_activity", "LASTACTIVITY"] {
+        for raw in [
+            "lastActivity",
+            "last-activity",
+            "last_activity",
+            "LASTACTIVITY",
+        ] {
             assert_eq!(parse_sort(raw), Ok(SortField::LastActivity), "{raw}");
         }
         assert_eq!(parse_sort("duration"), Ok(SortField::Duration));
