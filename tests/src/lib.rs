@@ -453,3 +453,115 @@ pub async fn fresh_postgres_database() -> String {
         _ => format!("{server}/{name}"),
     }
 }
+
+/// The `chatctl` binary of this build, for tests that drive it as a process. Cargo cannot hand
+/// one crate's binary to another crate's tests (`CARGO_BIN_EXE_*` is per package), so the first
+/// call in a test process runs `cargo build -p chatctl` with the same cargo, profile and target
+/// directory as the running test (quick when it is up to date; `scripts/test.sh` has built it
+/// already) and returns `<target>/<profile>/chatctl`. Panics, saying why, when the build fails.
+pub fn chatctl_path() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // The test binary is <target>/<profile>/deps/<name>-<hash>.
+            let exe = std::env::current_exe().expect("test executable path");
+            let profile_dir = exe
+                .parent()
+                .and_then(std::path::Path::parent)
+                .expect("the test binary lives in <target>/<profile>/deps")
+                .to_path_buf();
+            let profile = profile_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("debug")
+                .to_owned();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let mut build = std::process::Command::new(cargo);
+            build
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["build", "--quiet", "-p", "chatctl", "--bin", "chatctl"]);
+            match profile.as_str() {
+                "debug" => {}
+                "release" => {
+                    build.arg("--release");
+                }
+                other => {
+                    build.args(["--profile", other]);
+                }
+            }
+            let status = build
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run cargo to build chatctl: {e}"));
+            assert!(status.success(), "cargo build -p chatctl failed ({status})");
+            let path = profile_dir.join(format!("chatctl{}", std::env::consts::EXE_SUFFIX));
+            assert!(
+                path.exists(),
+                "chatctl was built but {} is missing",
+                path.display()
+            );
+            path
+        })
+        .clone()
+}
+
+/// What a `chatctl` run printed and how it ended.
+#[derive(Debug)]
+pub struct CliRun {
+    /// The exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// stdout as JSON (for `--json`). Panics with both outputs when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("chatctl printed no JSON ({e}): {self:?}"))
+    }
+}
+
+impl Stack {
+    /// `chatctl` pointed at this stack's core (`CHATCTL_CORE`), with `token` as `CHATCTL_TOKEN`
+    /// when given; nothing from the caller's environment leaks in. Killed if dropped.
+    pub fn chatctl(&self, token: Option<&str>) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(chatctl_path());
+        cmd.env_remove("CHATCTL_TOKEN")
+            .env("CHATCTL_CORE", format!("http://{}", self.core_addr))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if let Some(token) = token {
+            cmd.env("CHATCTL_TOKEN", token);
+        }
+        cmd
+    }
+}
+
+/// Runs `cmd` with `args` to the end (at most [`WAIT`]), feeding it `stdin` when given.
+pub async fn run_chatctl(
+    mut cmd: tokio::process::Command,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> CliRun {
+    use tokio::io::AsyncWriteExt;
+    cmd.args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(std::process::Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("chatctl starts");
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).await.expect("write stdin");
+        // Dropping the pipe is the end of input.
+    }
+    let output = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("chatctl {args:?} did not finish within {WAIT:?}"))
+        .expect("chatctl runs");
+    CliRun {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
