@@ -565,3 +565,58 @@ pub async fn run_chatctl(
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
+
+/// A user's new chat after one finished turn.
+pub async fn chat_with_one_turn(ws: &mut Ws, text: &str) -> String {
+    ws.send_message(None, text, &format!("m-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let chat = ws.recv_type("ack").await["data"]["chatId"]
+        .as_str()
+        .expect("chat id")
+        .to_string();
+    ws.recv_reply().await;
+    chat
+}
+
+/// Four sessions, one per user: alice asked for help, bob's was taken over and handed back,
+/// carol's ended, dave's is plain and has two turns. Returns the chat ids by user.
+pub async fn operator_sessions(stack: &Stack) -> std::collections::BTreeMap<&'static str, String> {
+    let mut chats = std::collections::BTreeMap::new();
+    let (mut alice, _) = stack.connect("alice").await;
+    let a = chat_with_one_turn(&mut alice, "I have a question").await;
+    alice
+        .send(json!({"type": "help_request", "data": {"chatId": a, "reason": "a person please"}}))
+        .await;
+    alice.recv_type("chat_update").await;
+    chats.insert("alice", a);
+
+    let (mut bob, _) = stack.connect("bob").await;
+    let b = chat_with_one_turn(&mut bob, "hello").await;
+    let (mut admin, _) = stack.connect_with_roles("admin", &["admin"]).await;
+    admin
+        .send(json!({"type": "takeover", "data": {"chatId": b}}))
+        .await;
+    bob.recv_type("operator_joined").await;
+    admin
+        .send(json!({"type": "release", "data": {"chatId": b}}))
+        .await;
+    bob.recv_type("operator_left").await;
+    chats.insert("bob", b);
+
+    let (mut carol, _) = stack.connect("carol").await;
+    let c = chat_with_one_turn(&mut carol, "short one").await;
+    carol
+        .send(json!({"type": "chat_update", "data": {"action": "end", "chatId": c}}))
+        .await;
+    carol
+        .recv_until(|f| f["type"] == "chat_update" && f["data"]["updates"]["status"] == "ended")
+        .await;
+    chats.insert("carol", c);
+
+    let (mut dave, _) = stack.connect("dave").await;
+    let d = chat_with_one_turn(&mut dave, "first").await;
+    dave.send_message(Some(&d), "second", "d-2").await;
+    dave.recv_reply().await;
+    chats.insert("dave", d);
+    chats
+}

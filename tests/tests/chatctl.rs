@@ -8,7 +8,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chat_core::storage::{self, ChatRow};
 use chat_tests::fake_llm::FakeScript;
-use chat_tests::{Backend, Llm, Stack, StackOptions, Ws, run_chatctl, spawn_default, spawn_stack};
+use chat_tests::{
+    Backend, Llm, Stack, StackOptions, chat_with_one_turn, operator_sessions, run_chatctl,
+    spawn_default, spawn_stack,
+};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
@@ -18,65 +21,10 @@ const EXIT_UNAUTHENTICATED: i32 = 4;
 const EXIT_NOT_ADMIN: i32 = 5;
 const EXIT_CONFLICT: i32 = 8;
 
-/// A user's new chat after one finished turn.
-async fn chat_with_one_turn(ws: &mut Ws, text: &str) -> String {
-    ws.send_message(None, text, &format!("m-{}", uuid::Uuid::new_v4().simple()))
-        .await;
-    let chat = ws.recv_type("ack").await["data"]["chatId"]
-        .as_str()
-        .expect("chat id")
-        .to_string();
-    ws.recv_reply().await;
-    chat
-}
-
 async fn chatctl(stack: &Stack, token: &str, args: &[&str]) -> chat_tests::CliRun {
     let run = run_chatctl(stack.chatctl(Some(token)), args, None).await;
     assert_eq!(run.code, Some(0), "chatctl {args:?} failed: {run:?}");
     run
-}
-
-/// Four sessions, one per user: alice asked for help, bob's was taken over and handed back,
-/// carol's ended, dave's is plain and has two turns. Returns the chat ids by user.
-async fn four_sessions(stack: &Stack) -> BTreeMap<&'static str, String> {
-    let mut chats = BTreeMap::new();
-    let (mut alice, _) = stack.connect("alice").await;
-    let a = chat_with_one_turn(&mut alice, "I have a question").await;
-    alice
-        .send(json!({"type": "help_request", "data": {"chatId": a, "reason": "a person please"}}))
-        .await;
-    alice.recv_type("chat_update").await;
-    chats.insert("alice", a);
-
-    let (mut bob, _) = stack.connect("bob").await;
-    let b = chat_with_one_turn(&mut bob, "hello").await;
-    let (mut admin, _) = stack.connect_with_roles("admin", &["admin"]).await;
-    admin
-        .send(json!({"type": "takeover", "data": {"chatId": b}}))
-        .await;
-    bob.recv_type("operator_joined").await;
-    admin
-        .send(json!({"type": "release", "data": {"chatId": b}}))
-        .await;
-    bob.recv_type("operator_left").await;
-    chats.insert("bob", b);
-
-    let (mut carol, _) = stack.connect("carol").await;
-    let c = chat_with_one_turn(&mut carol, "short one").await;
-    carol
-        .send(json!({"type": "chat_update", "data": {"action": "end", "chatId": c}}))
-        .await;
-    carol
-        .recv_until(|f| f["type"] == "chat_update" && f["data"]["updates"]["status"] == "ended")
-        .await;
-    chats.insert("carol", c);
-
-    let (mut dave, _) = stack.connect("dave").await;
-    let d = chat_with_one_turn(&mut dave, "first").await;
-    dave.send_message(Some(&d), "second", "d-2").await;
-    dave.recv_reply().await;
-    chats.insert("dave", d);
-    chats
 }
 
 async fn rows(stack: &Stack, chats: &BTreeMap<&'static str, String>) -> Vec<ChatRow> {
@@ -126,7 +74,7 @@ async fn sessions_list_filters_sorts_and_pages_as_the_database_says_on_postgres(
 
 async fn sessions_list_matches_the_database(backend: Backend) {
     let stack = spawn_stack(StackOptions::default().backend(backend)).await;
-    let chats = four_sessions(&stack).await;
+    let chats = operator_sessions(&stack).await;
     let rows = rows(&stack, &chats).await;
     let admin = stack.token("admin", &["admin"]);
     let everyone = set(rows.iter().map(|r| r.id.clone()));
@@ -283,7 +231,7 @@ async fn sessions_list_matches_the_database(backend: Backend) {
 #[tokio::test]
 async fn sessions_show_prints_metrics_transcript_audit_and_help_requests() {
     let stack = spawn_default().await;
-    let chats = four_sessions(&stack).await;
+    let chats = operator_sessions(&stack).await;
     let admin = stack.token("admin", &["admin"]);
     let bob = &chats["bob"];
     let detail = chatctl(&stack, &admin, &["sessions", "show", bob, "--json"])
@@ -343,7 +291,7 @@ async fn sessions_show_prints_metrics_transcript_audit_and_help_requests() {
 #[tokio::test]
 async fn the_help_queue_lists_and_resolves_requests() {
     let stack = spawn_default().await;
-    let chats = four_sessions(&stack).await;
+    let chats = operator_sessions(&stack).await;
     let admin = stack.token("admin", &["admin"]);
     let open = chatctl(&stack, &admin, &["help-requests", "--json"])
         .await

@@ -194,3 +194,6 @@ fn parameter_name(field: &str) -> &str {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests;
