@@ -269,7 +269,7 @@ async fn the_documented_requests_are_answered_as_documented() {
             }
             None => {
                 assert_eq!(status, 200, "{path}: {body}");
-                same_shape(&name, &documented, &body).unwrap_or_else(|e| panic!("{e}"));
+                same_shape(name, &documented, &body).unwrap_or_else(|e| panic!("{e}"));
             }
         }
     }

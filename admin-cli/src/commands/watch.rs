@@ -18,9 +18,8 @@ pub async fn run(cx: &Context) -> anyhow::Result<()> {
         .await
         .map_err(|s| session.failure("watching sessions", &s))?
         .into_inner();
-    if !cx.json {
-        eprintln!("watching session changes (Ctrl-C to stop)");
-    }
+    // On stderr, so `--json` output stays pure; printed once the core has subscribed us.
+    eprintln!("watching session changes (Ctrl-C to stop)");
     loop {
         let next = tokio::select! {
             next = feed.message() => next,
