@@ -111,6 +111,15 @@ pub struct ChatSettings {
     pub max_connections_per_user: usize,
     /// How long an operator's takeover outlives its connection (renewed while connected).
     pub operator_lease_secs: u64,
+    /// A session with no activity for this long ends (status `ended`, end time and duration
+    /// stored, members told); 0 never ends one for idleness.
+    pub session_idle_timeout_secs: u64,
+    /// One active session per user: starting a new one ends the user's other active sessions.
+    /// A message to an ended session continues it (and so ends the others).
+    pub single_active_session: bool,
+    /// Session changes buffered per `WatchSessions` watcher before it counts as too slow and
+    /// its stream is ended.
+    pub watch_buffer: usize,
 }
 
 impl Default for ChatSettings {
@@ -125,6 +134,9 @@ impl Default for ChatSettings {
             typing_per_minute: 10,
             max_connections_per_user: 5,
             operator_lease_secs: 30,
+            session_idle_timeout_secs: 15 * 60,
+            single_active_session: true,
+            watch_buffer: 1024,
         }
     }
 }
@@ -221,6 +233,11 @@ impl ChatSettings {
             self.max_connections_per_user > 0,
             "chat.max_connections_per_user",
             positive,
+        )?;
+        InvalidSetting::check(
+            self.watch_buffer >= 8,
+            "chat.watch_buffer",
+            "must be at least 8",
         )?;
         InvalidSetting::check(
             self.operator_lease_secs > 0,

@@ -139,9 +139,16 @@ impl Application {
                 engine.begin_shutdown();
             }
         };
+        // Discoverable without the .proto files (grpcurl, grpcui, Postman, ...).
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(chat_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| StartupError::Config(format!("gRPC reflection: {e}")))?;
         let served = tonic::transport::Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .add_service(health)
+            .add_service(reflection)
             .add_service(ChatServiceServer::new(ChatApi::new(engine.clone())))
             .add_service(AdminServiceServer::new(AdminApi::new(engine.clone())))
             // Small frames both ways: without TCP_NODELAY, Nagle and delayed ACKs add tens of
@@ -183,6 +190,9 @@ async fn housekeeping(
         engine.prune_limits();
         if let Err(err) = engine.expire_operator_leases().await {
             tracing::warn!(error = %err, "operator lease expiry failed");
+        }
+        if let Err(err) = engine.end_idle_sessions().await {
+            tracing::warn!(error = %err, "ending idle sessions failed");
         }
         let ok = engine.db().ping().await.is_ok();
         if ok != healthy {

@@ -5,13 +5,14 @@
 use chat_auth::Principal;
 
 use super::command::ChatAction;
-use super::engine::{Engine, new_id, now};
+use super::engine::{Engine, new_id};
 use super::error::ChatError;
 use super::event::{
     ChatChanges, ChatUpdate, Durable, Event, Outgoing, PresenceChange, SessionSummary,
 };
 use super::rooms::Conn;
 use super::validate::{self, ChatId};
+use super::watch::ChangeKind;
 use crate::storage::{self, ChatRow};
 use crate::types::{ChatStatus, Presence};
 
@@ -60,14 +61,13 @@ impl Engine {
                 let chat = self.chat_named(who, &chat_id, "data.chatId").await?;
                 let title = validate::chat_title(&title)?;
                 storage::set_title(&self.db, &chat.id, &title).await?;
-                self.publish_change(
-                    &chat.id,
-                    ChatChanges {
-                        title: Some(title),
-                        ..ChatChanges::default()
-                    },
-                )
-                .await
+                let changes = ChatChanges {
+                    title: Some(title),
+                    ..ChatChanges::default()
+                };
+                self.publish_change(&chat.id, changes.clone()).await?;
+                self.session_changed(&chat, ChangeKind::Updated, changes, None);
+                Ok(())
             }
             ChatAction::SelectModel { chat_id, model } => {
                 let chat = self.chat_named(who, &chat_id, "data.chatId").await?;
@@ -76,14 +76,13 @@ impl Engine {
                     return Err(ChatError::invalid("data.model", "Unknown model"));
                 }
                 storage::set_model(&self.db, &chat.id, model).await?;
-                self.publish_change(
-                    &chat.id,
-                    ChatChanges {
-                        model: Some(model.to_string()),
-                        ..ChatChanges::default()
-                    },
-                )
-                .await
+                let changes = ChatChanges {
+                    model: Some(model.to_string()),
+                    ..ChatChanges::default()
+                };
+                self.publish_change(&chat.id, changes.clone()).await?;
+                self.session_changed(&chat, ChangeKind::Updated, changes, None);
+                Ok(())
             }
             ChatAction::End { chat_id } => {
                 let chat = self.chat_named(who, &chat_id, "data.chatId").await?;
@@ -91,21 +90,13 @@ impl Engine {
                 if chat.status == ChatStatus::Ended.as_str() {
                     return Err(ChatError::Conflict("Chat already ended".into()));
                 }
-                storage::end_chat(&self.db, &chat.id, now()).await?;
-                self.publish_change(
-                    &chat.id,
-                    ChatChanges {
-                        status: Some(ChatStatus::Ended),
-                        ..ChatChanges::default()
-                    },
-                )
-                .await
+                self.end_session(&chat, (&who.user_id, &who.name)).await
             }
             ChatAction::AddMember { chat_id, user_id } => {
                 let chat = self.chat_named(who, &chat_id, "data.chatId").await?;
                 require_owner(who, &chat, "Only the owner or an admin can change members")?;
                 let user = ChatId::parse(&user_id, "data.userId")?;
-                if !storage::add_member(&self.db, &chat.id, user.as_str(), now()).await? {
+                if !storage::add_member(&self.db, &chat.id, user.as_str(), self.now()).await? {
                     return Err(ChatError::Conflict("Already a member".into()));
                 }
                 Ok(())
@@ -160,10 +151,10 @@ impl Engine {
                 .clone()
                 .unwrap_or_else(|| settings.default_model.clone()),
         };
-        storage::upsert_user(&self.db, &who.user_id, &who.name, now()).await?;
+        storage::upsert_user(&self.db, &who.user_id, &who.name, self.now()).await?;
         let id = new_id();
         let title = title.unwrap_or_else(|| "New chat".to_string());
-        Ok(storage::create_chat(
+        let chat = storage::create_chat(
             &self.db,
             storage::NewChat {
                 id: &id,
@@ -171,10 +162,13 @@ impl Engine {
                 title: &title,
                 agent_id,
                 model: &model,
-                now: now(),
+                now: self.now(),
             },
         )
-        .await?)
+        .await?;
+        self.session_changed(&chat, ChangeKind::Created, ChatChanges::of(&chat), None);
+        self.end_other_sessions(&chat).await?;
+        Ok(chat)
     }
 
     /// Subscribes a connection to a chat and sends it the latest history, atomically with

@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chat_auth::{Principal, Verifier};
-use chrono::{NaiveDateTime, Utc};
+use chrono::NaiveDateTime;
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::clock::Clock;
 use super::command::Inbound;
 use super::error::ChatError;
 use super::event::{Catalogue, Durable, Event, Named, Outgoing, PresenceChange, Session};
@@ -23,6 +24,7 @@ use super::handler::Handler;
 use super::limits::RateLimits;
 use super::rooms::{Conn, Rooms, Sequencer};
 use super::validate::ChatId;
+use super::watch::SessionChange;
 use crate::config::ChatSettings;
 use crate::llm::Llm;
 use crate::storage::{self, ChatRow, Db};
@@ -47,6 +49,9 @@ pub struct Engine {
     /// Cancelled when the process shuts down.
     pub(super) shutdown: CancellationToken,
     pub(super) limits: RateLimits,
+    pub(super) clock: Clock,
+    /// The operators' live feed ([`super::watch`]).
+    pub(super) watch: broadcast::Sender<SessionChange>,
 }
 
 /// A reply in progress: enough to stop it and to resume its stream.
@@ -62,6 +67,7 @@ pub(super) struct ActiveReply {
 impl Engine {
     pub fn new(db: Db, llm: Llm, settings: ChatSettings, verifier: Verifier) -> Self {
         let limits = RateLimits::new(&settings);
+        let (watch, _) = broadcast::channel(settings.watch_buffer);
         Self {
             db,
             llm,
@@ -74,7 +80,20 @@ impl Engine {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             limits,
+            clock: Clock::System,
+            watch,
         }
+    }
+
+    /// The same engine on another clock (tests: [`Clock::following_tokio`]).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Now, as the engine stores and compares it.
+    pub fn now(&self) -> NaiveDateTime {
+        self.clock.now()
     }
 
     pub fn db(&self) -> &Db {
@@ -127,20 +146,32 @@ impl Engine {
         who: &Principal,
         conn: &Conn,
     ) -> Result<(Registration, Outgoing), ChatError> {
-        let users_connections = self.rooms.register(conn.clone());
-        let registration = Registration {
-            engine: self.clone(),
-            conn_id: conn.id.clone(),
-            user_id: who.user_id.clone(),
-        };
+        let registration = self.register(who, conn);
+        let users_connections = registration.users_connections;
         if users_connections > self.settings.max_connections_per_user {
             return Err(ChatError::TooManyConnections);
         }
         let session = self.session_event(who, &conn.id).await?;
         if users_connections == 1 {
-            let _ = storage::set_online(&self.db, &who.user_id, true, now()).await;
+            let _ = storage::set_online(&self.db, &who.user_id, true, self.now()).await;
         }
         Ok((registration, session))
+    }
+
+    /// Registers a live connection; the guard unregisters it when dropped.
+    pub(super) fn register(self: &Arc<Self>, who: &Principal, conn: &Conn) -> Registration {
+        let users_connections = self.rooms.register(conn.clone());
+        Registration {
+            engine: self.clone(),
+            conn_id: conn.id.clone(),
+            user_id: who.user_id.clone(),
+            users_connections,
+        }
+    }
+
+    /// A token cancelled when the core shuts down (streams that are not connections end on it).
+    pub fn stopping(&self) -> CancellationToken {
+        self.shutdown.child_token()
     }
 
     /// The `session` event that opens every stream.
@@ -149,7 +180,7 @@ impl Engine {
         who: &Principal,
         connection_id: &str,
     ) -> Result<Outgoing, ChatError> {
-        storage::upsert_user(&self.db, &who.user_id, &who.name, now()).await?;
+        storage::upsert_user(&self.db, &who.user_id, &who.name, self.now()).await?;
         let active_chat_id = storage::latest_active_chat(&self.db, &who.user_id).await?;
         Ok(Outgoing::now(Event::Session(Session {
             connection_id: connection_id.to_string(),
@@ -225,7 +256,7 @@ impl Engine {
             chat_id,
             durable.kind(),
             &durable.to_payload(),
-            now(),
+            self.now(),
         )
         .await?;
         self.rooms.broadcast(
@@ -290,6 +321,8 @@ pub(super) struct Registration {
     engine: Arc<Engine>,
     conn_id: Arc<str>,
     user_id: String,
+    /// How many connections the user had once this one registered.
+    users_connections: usize,
 }
 
 impl Drop for Registration {
@@ -305,7 +338,7 @@ impl Drop for Registration {
         // The offline flag is a write; drop cannot wait for it, so it runs on its own (and is
         // tracked, so shutdown waits for it too).
         self.engine.tasks.spawn(async move {
-            if let Err(err) = storage::set_online(&engine.db, &user_id, false, now()).await {
+            if let Err(err) = storage::set_online(&engine.db, &user_id, false, engine.now()).await {
                 tracing::debug!(error = %err, "could not mark user offline");
             }
         });
@@ -323,11 +356,6 @@ fn presence(user_id: &str, status: Presence, chat_id: &str) -> Outgoing {
 /// A new time-sortable id.
 pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
-}
-
-/// Now, UTC, as stored.
-pub fn now() -> NaiveDateTime {
-    Utc::now().naive_utc()
 }
 
 #[cfg(test)]

@@ -7,12 +7,13 @@ use chat_auth::Principal;
 use chat_proto::limits::MAX_RECEIPT_IDS;
 
 use super::command::{HistoryQuery, SendMessage};
-use super::engine::{Engine, new_id, now};
+use super::engine::{Engine, new_id};
 use super::error::ChatError;
-use super::event::{Ack, Durable, Event, History, Outgoing, Receipts, StoredMetadata};
+use super::event::{Ack, ChatChanges, Durable, Event, History, Outgoing, Receipts, StoredMetadata};
 use super::rooms::Conn;
+use super::turn;
 use super::validate::{self, ChatId, ClientMessageId, MessageText};
-use super::{operator, turn};
+use super::watch::ChangeKind;
 use crate::storage::{self, MessageRow};
 use crate::types::{MessageStatus, Role};
 
@@ -65,16 +66,18 @@ impl Engine {
             }
             Some(raw) => self.chat_named(who, raw, "data.chatId").await?,
         };
+        let mut chat = chat;
+        self.continue_session(&mut chat).await?;
         // Refreshes the sender's last activity; before the ack, so that once a message is
         // acknowledged nothing can fail between it and the start of its reply.
-        storage::upsert_user(&self.db, &who.user_id, &who.name, now()).await?;
+        storage::upsert_user(&self.db, &who.user_id, &who.name, self.now()).await?;
         if let Some(conn) = conn {
             self.rooms.join(&chat.id, &conn.id);
         }
 
         // While an operator holds the chat the assistant is silent; the operator's own
         // messages appear with role `admin` and their name.
-        let held = operator::held(&chat);
+        let held = self.held(&chat);
         let as_operator = held && chat.operator_id.as_deref() == Some(who.user_id.as_str());
         let message_id = new_id();
         let metadata = StoredMetadata {
@@ -98,7 +101,7 @@ impl Engine {
                     client_message_id: Some(client_id.as_str()),
                     attachments_json: "[]",
                     metadata_json: &metadata,
-                    now: now(),
+                    now: self.now(),
                 },
             )
             .await?;
@@ -120,6 +123,12 @@ impl Engine {
                         m.client_message_id = Some(client_id.as_str().to_string());
                     }
                     self.rooms.broadcast(&chat.id, delivered, None);
+                    self.session_changed(
+                        &chat,
+                        ChangeKind::Message,
+                        ChatChanges::default(),
+                        Role::parse(&row.role),
+                    );
                     (row, false)
                 }
             }
@@ -217,7 +226,8 @@ impl Engine {
             ChatId::parse(id, "data.messageIds")?;
         }
         let confirmed =
-            storage::record_receipts(&self.db, &chat.id, &who.user_id, message_ids, now()).await?;
+            storage::record_receipts(&self.db, &chat.id, &who.user_id, message_ids, self.now())
+                .await?;
         if confirmed.is_empty() {
             return Err(ChatError::NotFound("No such message in this chat".into()));
         }

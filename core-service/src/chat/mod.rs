@@ -3,9 +3,12 @@
 //! [`command`]s and call the [`Engine`]; its answers and live deliveries are [`event`]s, which
 //! the adapters encode. Nothing here knows protobuf or WebSockets.
 //!
-//! - [`engine`]: the shared state, connection lifecycle, access checks, durable publishing.
+//! - [`engine`]: the shared state, connection lifecycle, access checks, durable publishing;
+//!   [`clock`]: what "now" is for it.
 //! - [`handler`]: one connection's loop; it only dispatches commands to the engine.
-//! - [`messages`], [`chats`], [`presence`], [`resume`], [`operator`]: the operations, by concern.
+//! - [`messages`], [`chats`], [`presence`], [`resume`], [`operator`], [`lifecycle`]: the
+//!   operations, by concern; [`monitor`] and [`watch`]: what operators see, listed and live;
+//!   [`takeover`]: an operator's takeover as one stream.
 //! - [`turn`], [`prompt`]: one assistant reply, streamed and stored; what the model is sent.
 //! - [`rooms`]: who is connected and joined where; per-chat ordering locks.
 //! - [`validate`], [`limits`]: client input into checked values; per-user rate limits.
@@ -17,20 +20,25 @@
 //! detached from the connection that asked, so a dropped connection never stops a reply.
 
 pub mod chats;
+pub mod clock;
 pub mod command;
 pub mod engine;
 pub mod error;
 pub mod event;
 pub mod handler;
+pub mod lifecycle;
 pub mod limits;
 pub mod messages;
+pub mod monitor;
 pub mod operator;
 pub mod presence;
 pub mod prompt;
 pub mod resume;
 pub mod rooms;
+pub mod takeover;
 pub mod turn;
 pub mod validate;
+pub mod watch;
 
 pub use engine::Engine;
 pub use error::ChatError;

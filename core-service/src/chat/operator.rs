@@ -10,10 +10,14 @@
 
 use chat_auth::Principal;
 
-use super::engine::{Engine, now};
+use super::engine::Engine;
+use super::engine::new_id;
 use super::error::ChatError;
 use super::event::{ChatChanges, ChatUpdate, Durable, Event, Operator, OperatorEvent, Outgoing};
+use super::monitor::HelpTicket;
 use super::rooms::Conn;
+use super::validate::ChatId;
+use super::watch::ChangeKind;
 use crate::storage::{self, ChatRow};
 
 /// Longest help request reason, in characters.
@@ -21,7 +25,7 @@ const MAX_REASON_CHARS: usize = 500;
 
 impl Engine {
     fn lease_until(&self) -> chrono::NaiveDateTime {
-        now()
+        self.now()
             + chrono::Duration::from_std(self.operator_lease())
                 .unwrap_or(chrono::Duration::seconds(30))
     }
@@ -45,16 +49,76 @@ impl Engine {
                 "Help already requested for this chat".into(),
             ));
         }
-        // Ids only: the reason is the user's text and is never logged.
-        tracing::warn!(chat = %chat.id, user = %who.user_id, "help requested");
-        self.publish_change(
-            &chat.id,
-            ChatChanges {
-                needs_help: Some(true),
-                ..ChatChanges::default()
+        let ticket = storage::insert_help_request(
+            &self.db,
+            storage::NewHelpRequest {
+                id: &new_id(),
+                chat_id: &chat.id,
+                user_id: &who.user_id,
+                reason,
+                now: self.now(),
             },
         )
-        .await
+        .await?;
+        // Ids only: the reason is the user's text and is never logged.
+        tracing::warn!(chat = %chat.id, user = %who.user_id, request = %ticket.id, "help requested");
+        self.audit(&chat.id, "help_requested", (&who.user_id, &who.name))
+            .await;
+        let changes = ChatChanges {
+            needs_help: Some(true),
+            ..ChatChanges::default()
+        };
+        self.publish_change(&chat.id, changes.clone()).await?;
+        self.session_changed(&chat, ChangeKind::NeedsHelp, changes, None);
+        Ok(())
+    }
+
+    /// An admin resolves a help request: stored with who and when; when it was the chat's last
+    /// open one, the chat's help flag clears (members told). 404 for an unknown id, 409 when
+    /// already resolved.
+    pub async fn resolve_help_request(
+        &self,
+        who: &Principal,
+        id: &str,
+    ) -> Result<HelpTicket, ChatError> {
+        require_admin(who)?;
+        let id = ChatId::parse(id, "id")?;
+        let Some(row) =
+            storage::resolve_help_request(&self.db, id.as_str(), &who.user_id, self.now()).await?
+        else {
+            return Err(
+                match storage::get_help_request(&self.db, id.as_str()).await? {
+                    Some(_) => ChatError::Conflict("Help request already resolved".into()),
+                    None => ChatError::NotFound("Help request not found".into()),
+                },
+            );
+        };
+        self.audit(&row.chat_id, "help_resolved", (&who.user_id, &who.name))
+            .await;
+        let open = storage::help_requests_of_chat(&self.db, &row.chat_id)
+            .await?
+            .iter()
+            .any(|r| r.resolved_at.is_none());
+        if !open {
+            self.clear_help_flag(&row.chat_id).await?;
+        }
+        Ok(HelpTicket::of(&row))
+    }
+
+    /// Clears a chat's help flag and tells its members and the operators' feed.
+    async fn clear_help_flag(&self, chat_id: &str) -> Result<(), ChatError> {
+        if !storage::set_needs_help(&self.db, chat_id, false).await? {
+            return Ok(());
+        }
+        let changes = ChatChanges {
+            needs_help: Some(false),
+            ..ChatChanges::default()
+        };
+        self.publish_change(chat_id, changes.clone()).await?;
+        if let Some(chat) = storage::get_chat(&self.db, chat_id).await? {
+            self.session_changed(&chat, ChangeKind::HelpResolved, changes, None);
+        }
+        Ok(())
     }
 
     /// An admin takes the chat over: acquires the lock (409 if another operator holds it),
@@ -67,9 +131,7 @@ impl Engine {
         chat_id: &str,
         conn: &Conn,
     ) -> Result<(), ChatError> {
-        if !who.is_admin() {
-            return Err(ChatError::Forbidden("Admin role required".into()));
-        }
+        require_admin(who)?;
         let chat = self.chat_named(who, chat_id, "data.chatId").await?;
         let already_mine = chat.operator_id.as_deref() == Some(who.user_id.as_str());
         if !storage::acquire_operator(
@@ -78,7 +140,7 @@ impl Engine {
             &who.user_id,
             &who.name,
             self.lease_until(),
-            now(),
+            self.now(),
         )
         .await?
         {
@@ -101,17 +163,29 @@ impl Engine {
             }),
         )
         .await?;
-        self.publish_change(&chat.id, changes_operator(Some(op)))
+        self.publish_change(&chat.id, changes_operator(Some(op.clone())))
             .await?;
+        self.audit(&chat.id, "takeover", (&who.user_id, &who.name))
+            .await;
+        self.session_changed(
+            &chat,
+            ChangeKind::OperatorJoined,
+            changes_operator(Some(op)),
+            None,
+        );
+        // A human has the session now: the help request is answered.
+        if chat.needs_help {
+            storage::resolve_open_help_requests(&self.db, &chat.id, &who.user_id, self.now())
+                .await?;
+            self.clear_help_flag(&chat.id).await?;
+        }
         tracing::info!(chat = %chat.id, operator = %who.user_id, "takeover started");
         Ok(())
     }
 
     /// The operator hands the chat back to the assistant.
     pub async fn release(&self, who: &Principal, chat_id: &str) -> Result<(), ChatError> {
-        if !who.is_admin() {
-            return Err(ChatError::Forbidden("Admin role required".into()));
-        }
+        require_admin(who)?;
         let chat = self.chat_named(who, chat_id, "data.chatId").await?;
         if !storage::release_operator(&self.db, &chat.id, &who.user_id, None).await? {
             return Err(ChatError::Conflict("You do not hold this chat".into()));
@@ -122,6 +196,7 @@ impl Engine {
             chat.operator_name
                 .clone()
                 .unwrap_or_else(|| who.name.clone()),
+            "release",
         )
         .await
     }
@@ -142,7 +217,7 @@ impl Engine {
 
     /// Releases every lease nobody renewed in time (the operator vanished).
     pub async fn expire_operator_leases(&self) -> Result<(), ChatError> {
-        let at = now();
+        let at = self.now();
         for chat in storage::expired_operator_leases(&self.db, at).await? {
             let Some(op_id) = chat.operator_id.clone() else {
                 continue;
@@ -150,7 +225,8 @@ impl Engine {
             if storage::release_operator(&self.db, &chat.id, &op_id, Some(at)).await? {
                 tracing::info!(chat = %chat.id, operator = %op_id, "operator lease expired");
                 let name = chat.operator_name.clone().unwrap_or_else(|| op_id.clone());
-                self.announce_release(&chat, &op_id, name).await?;
+                self.announce_release(&chat, &op_id, name, "lease_expired")
+                    .await?;
             }
         }
         Ok(())
@@ -161,6 +237,7 @@ impl Engine {
         chat: &ChatRow,
         op_id: &str,
         name: String,
+        action: &str,
     ) -> Result<(), ChatError> {
         let op = Operator {
             id: op_id.to_string(),
@@ -170,12 +247,14 @@ impl Engine {
             &chat.id,
             Durable::OperatorLeft(OperatorEvent {
                 chat_id: chat.id.clone(),
-                operator: op,
+                operator: op.clone(),
             }),
         )
         .await?;
         self.publish_change(&chat.id, changes_operator(None))
             .await?;
+        self.audit(&chat.id, action, (op_id, &op.name)).await;
+        self.session_changed(chat, ChangeKind::OperatorLeft, changes_operator(None), None);
         tracing::info!(chat = %chat.id, operator = %op_id, "takeover ended");
         Ok(())
     }
@@ -194,12 +273,23 @@ impl Engine {
     }
 }
 
-/// Whether an operator currently holds the chat (the assistant must stay silent).
-pub fn held(chat: &ChatRow) -> bool {
-    chat.operator_id.is_some()
-        && chat
-            .operator_lease_until
-            .is_some_and(|until| until >= now())
+impl Engine {
+    /// Whether an operator currently holds the chat (the assistant must stay silent).
+    pub(super) fn held(&self, chat: &ChatRow) -> bool {
+        chat.operator_id.is_some()
+            && chat
+                .operator_lease_until
+                .is_some_and(|until| until >= self.now())
+    }
+}
+
+/// 403 unless the caller is an admin.
+pub(super) fn require_admin(who: &Principal) -> Result<(), ChatError> {
+    if who.is_admin() {
+        Ok(())
+    } else {
+        Err(ChatError::Forbidden("Admin role required".into()))
+    }
 }
 
 fn operator(who: &Principal) -> Operator {

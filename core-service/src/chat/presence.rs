@@ -3,7 +3,7 @@
 
 use chat_auth::Principal;
 
-use super::engine::{Engine, now};
+use super::engine::Engine;
 use super::error::ChatError;
 use super::event::{Event, Outgoing, Typing};
 use super::rooms::Conn;
@@ -44,7 +44,7 @@ impl Engine {
                 "data.status must be \"online\" or \"away\"",
             ));
         }
-        storage::upsert_user(&self.db, &who.user_id, &who.name, now()).await?;
+        storage::upsert_user(&self.db, &who.user_id, &who.name, self.now()).await?;
         self.broadcast_presence(&who.user_id, status, Some(&conn.id));
         Ok(())
     }

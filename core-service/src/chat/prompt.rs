@@ -103,7 +103,6 @@ fn same_role(a: &TurnRole, b: &TurnRole) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chat::engine::now;
 
     fn row(seq: i64, role: &str, status: &str, content: &str) -> MessageRow {
         MessageRow {
@@ -118,7 +117,7 @@ mod tests {
             client_message_id: None,
             attachments: "[]".into(),
             metadata: "{}".into(),
-            created_at: now(),
+            created_at: chrono::Utc::now().naive_utc(),
         }
     }
 

@@ -14,10 +14,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::ASSISTANT;
-use super::engine::{ActiveReply, Engine, new_id, now};
+use super::engine::{ActiveReply, Engine, new_id};
 use super::error::ChatError;
-use super::event::{Chunk, Event, Outgoing, StoredMetadata, Typing};
+use super::event::{ChatChanges, Chunk, Event, Outgoing, StoredMetadata, Typing};
 use super::prompt::build_prompt;
+use super::watch::ChangeKind;
 use crate::llm::{Delta, LlmError, Prompt, estimate_tokens};
 use crate::storage::{self, ChatRow, MessageRow};
 use crate::types::{MessageStatus, Role};
@@ -99,7 +100,7 @@ async fn run(
             chat
         }
     };
-    if super::operator::held(&chat) {
+    if engine.held(&chat) {
         return Ok(());
     }
     let message_id = new_id();
@@ -194,7 +195,7 @@ async fn run(
                 client_message_id: None,
                 attachments_json: "[]",
                 metadata_json: &metadata.to_json(),
-                now: now(),
+                now: engine.now(),
             },
         )
         .await;
@@ -208,6 +209,12 @@ async fn run(
                 engine
                     .rooms
                     .broadcast(&chat.id, Outgoing::message(&row), None);
+                engine.session_changed(
+                    &chat,
+                    ChangeKind::Message,
+                    ChatChanges::default(),
+                    Some(Role::Assistant),
+                );
                 Ok(row)
             }
             Err(err) => Err(err),
@@ -237,7 +244,7 @@ async fn run(
             estimated,
             ttft_ms: metadata.ttft_ms,
             total_ms: latency.as_millis() as i64,
-            now: now(),
+            now: engine.now(),
         },
     )
     .await?;

@@ -332,7 +332,7 @@ fn message(m: &ChatMessage) -> pb::ChatMessage {
     }
 }
 
-fn changes(c: &ChatChanges) -> pb::ChatChanges {
+pub fn changes(c: &ChatChanges) -> pb::ChatChanges {
     pb::ChatChanges {
         title: c.title.clone(),
         message_count: c.message_count,
@@ -345,14 +345,14 @@ fn changes(c: &ChatChanges) -> pb::ChatChanges {
     }
 }
 
-fn operator(o: &Operator) -> pb::Operator {
+pub fn operator(o: &Operator) -> pb::Operator {
     pb::Operator {
         id: o.id.clone(),
         name: o.name.clone(),
     }
 }
 
-fn role(r: Role) -> pb::Role {
+pub fn role(r: Role) -> pb::Role {
     match r {
         Role::User => pb::Role::User,
         Role::Assistant => pb::Role::Assistant,
@@ -377,7 +377,7 @@ fn presence(p: Presence) -> pb::PresenceStatus {
     }
 }
 
-fn timestamp(t: NaiveDateTime) -> prost_types::Timestamp {
+pub fn timestamp(t: NaiveDateTime) -> prost_types::Timestamp {
     let utc = t.and_utc();
     prost_types::Timestamp {
         seconds: utc.timestamp(),

@@ -10,8 +10,8 @@ use diesel::result::DatabaseErrorKind;
 use diesel_async::RunQueryDsl;
 
 use super::models::ChatRow;
-use super::schema::{chat_members, chats};
-use super::{Db, Result, StorageError};
+use super::schema::{chat_members, chats, session_metrics};
+use super::{Db, Result, StorageError, duration_ms};
 use crate::types::ChatStatus;
 
 /// Role of the chat's creator in `chat_members`.
@@ -55,6 +55,10 @@ pub async fn create_chat(db: &Db, new: NewChat<'_>) -> Result<ChatRow> {
                 chat_members::role.eq(ROLE_OWNER),
                 chat_members::joined_at.eq(new.now),
             ))
+            .execute(conn)
+            .await?;
+        diesel::insert_into(session_metrics::table)
+            .values(session_metrics::chat_id.eq(new.id))
             .execute(conn)
             .await?;
         Ok(chat)
@@ -179,19 +183,74 @@ pub async fn set_model(db: &Db, id: &str, model: &str) -> Result<()> {
     found(rows)
 }
 
-/// Marks the chat ended at `now`. Ending an already ended chat keeps the first `ended_at`.
-/// Fails with [`StorageError::NotFound`] if the chat does not exist.
+/// Marks the chat ended at `now` and records its duration. Ending an already ended chat keeps
+/// the first `ended_at`. Fails with [`StorageError::NotFound`] if the chat does not exist.
 pub async fn end_chat(db: &Db, id: &str, now: NaiveDateTime) -> Result<()> {
-    let rows = with_conn!(db, |conn| {
-        diesel::update(chats::table.find(id))
-            .set((
-                chats::status.eq(ChatStatus::Ended.as_str()),
-                chats::ended_at.eq(coalesce(chats::ended_at, now)),
-            ))
+    with_tx!(db, StorageError, |conn| {
+        let ended: Option<(NaiveDateTime, Option<NaiveDateTime>)> =
+            diesel::update(chats::table.find(id))
+                .set((
+                    chats::status.eq(ChatStatus::Ended.as_str()),
+                    chats::ended_at.eq(coalesce(chats::ended_at, now)),
+                ))
+                .returning((chats::started_at, chats::ended_at))
+                .get_result(conn)
+                .await
+                .optional()?;
+        let Some((started_at, ended_at)) = ended else {
+            return Err(StorageError::NotFound);
+        };
+        diesel::update(session_metrics::table.find(id))
+            .set(session_metrics::duration_ms.eq(duration_ms(started_at, ended_at.unwrap_or(now))))
             .execute(conn)
-            .await?
+            .await?;
+        Ok(())
+    })
+}
+
+/// Makes an ended chat active again (its owner continued it). Returns whether it was ended.
+pub async fn reopen_chat(db: &Db, id: &str) -> Result<bool> {
+    let rows = with_conn!(db, |conn| {
+        diesel::update(
+            chats::table
+                .find(id)
+                .filter(chats::status.eq(ChatStatus::Ended.as_str())),
+        )
+        .set((
+            chats::status.eq(ChatStatus::Active.as_str()),
+            chats::ended_at.eq(None::<NaiveDateTime>),
+        ))
+        .execute(conn)
+        .await?
     });
-    found(rows)
+    Ok(rows == 1)
+}
+
+/// Active chats with no activity since `before` (candidates for the idle timeout).
+pub async fn idle_chats(db: &Db, before: NaiveDateTime, limit: i64) -> Result<Vec<ChatRow>> {
+    with_conn!(db, |conn| {
+        Ok(chats::table
+            .filter(chats::status.eq(ChatStatus::Active.as_str()))
+            .filter(chats::last_activity_at.lt(before))
+            .order(chats::last_activity_at.asc())
+            .limit(limit)
+            .select(ChatRow::as_select())
+            .load(conn)
+            .await?)
+    })
+}
+
+/// The owner's active chats other than `except`.
+pub async fn other_active_chats(db: &Db, owner_id: &str, except: &str) -> Result<Vec<ChatRow>> {
+    with_conn!(db, |conn| {
+        Ok(chats::table
+            .filter(chats::owner_id.eq(owner_id))
+            .filter(chats::status.eq(ChatStatus::Active.as_str()))
+            .filter(chats::id.ne(except))
+            .select(ChatRow::as_select())
+            .load(conn)
+            .await?)
+    })
 }
 
 /// Sets or clears the chat's "a human is needed" flag. Returns whether it changed.

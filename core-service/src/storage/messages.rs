@@ -9,8 +9,8 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::models::MessageRow;
-use super::schema::{chats, messages};
-use super::{Db, Result, StorageError, TxError, is_unique_violation};
+use super::schema::{chats, messages, session_metrics};
+use super::{Db, Result, StorageError, TxError, duration_ms, is_unique_violation};
 use crate::types::{MessageStatus, Role};
 
 #[derive(Debug, Clone, Copy)]
@@ -75,18 +75,51 @@ pub async fn insert_message(db: &Db, new: NewMessage<'_>) -> Result<Inserted> {
 
     let new = &new;
     let outcome = with_tx!(db, TxError, |conn| {
-        let next_seq: Option<i64> = diesel::update(chats::table.find(new.chat_id))
+        let counter: Option<(i64, NaiveDateTime)> = diesel::update(chats::table.find(new.chat_id))
             .set((
                 chats::next_seq.eq(chats::next_seq + 1),
                 chats::message_count.eq(chats::message_count + 1),
                 chats::last_activity_at.eq(new.now),
             ))
-            .returning(chats::next_seq)
+            .returning((chats::next_seq, chats::started_at))
             .get_result(conn)
             .await
             .optional()?;
-        let Some(next_seq) = next_seq else {
+        let Some((next_seq, started_at)) = counter else {
             return Err(TxError::ChatMissing);
+        };
+        let m = session_metrics::table.find(new.chat_id);
+        let duration = session_metrics::duration_ms.eq(duration_ms(started_at, new.now));
+        match new.role {
+            Role::User => {
+                diesel::update(m)
+                    .set((
+                        session_metrics::user_messages.eq(session_metrics::user_messages + 1),
+                        duration,
+                    ))
+                    .execute(conn)
+                    .await?
+            }
+            Role::Assistant => {
+                diesel::update(m)
+                    .set((
+                        session_metrics::assistant_messages
+                            .eq(session_metrics::assistant_messages + 1),
+                        duration,
+                    ))
+                    .execute(conn)
+                    .await?
+            }
+            Role::Admin => {
+                diesel::update(m)
+                    .set((
+                        session_metrics::admin_messages.eq(session_metrics::admin_messages + 1),
+                        duration,
+                    ))
+                    .execute(conn)
+                    .await?
+            }
+            Role::System => diesel::update(m).set(duration).execute(conn).await?,
         };
         let row = diesel::insert_into(messages::table)
             .values((

@@ -82,8 +82,11 @@ impl From<diesel::result::Error> for TxError {
     }
 }
 
+pub mod admin;
+pub mod audit;
 pub mod chats;
 pub mod events;
+pub mod help;
 pub mod messages;
 pub mod models;
 pub mod schema;
@@ -106,18 +109,35 @@ use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures::FutureExt as _;
 
 // The flat API callers use (`storage::insert_message`); the modules group it by table.
+pub use admin::{
+    SessionCursor, SessionFilter, SessionSort, UsageGroup, UsageTotals, list_sessions, session_of,
+    usage_report, user_names,
+};
+pub use audit::{audit_of_chat, record_audit};
 pub use chats::{
     NewChat, acquire_operator, add_member, create_chat, end_chat, expired_operator_leases,
-    get_chat, is_member, latest_active_chat, list_user_chats, member_ids, release_operator,
-    remove_member, renew_operator, set_model, set_needs_help, set_title,
+    get_chat, idle_chats, is_member, latest_active_chat, list_user_chats, member_ids,
+    other_active_chats, release_operator, remove_member, renew_operator, reopen_chat, set_model,
+    set_needs_help, set_title,
 };
 pub use events::{Durable, append_event, events_after, record_receipts};
+pub use help::{
+    NewHelpRequest, get_help_request, help_requests_of_chat, insert_help_request,
+    list_help_requests, resolve_help_request, resolve_open_help_requests,
+};
 pub use messages::{
     Inserted, NewMessage, find_by_client_id, get_message, history, insert_message, last_seq,
 };
-pub use models::{ChatRow, EventRow, MessageRow, UsageRow, UserRow};
+pub use models::{
+    AuditRow, ChatRow, EventRow, HelpRequestRow, MessageRow, SessionMetricsRow, UsageRow, UserRow,
+};
 pub use usage::{NewUsage, insert_usage, usage_for_message};
 pub use users::{get_user, set_online, upsert_user};
+
+/// Milliseconds from `from` to `to`, never negative (clocks may step back).
+pub(crate) fn duration_ms(from: chrono::NaiveDateTime, to: chrono::NaiveDateTime) -> i64 {
+    (to - from).num_milliseconds().max(0)
+}
 
 /// SQLite has no async driver: diesel-async runs the sync connection on the blocking pool.
 pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;

@@ -6,7 +6,9 @@
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
-use super::schema::{chat_events, chats, messages, token_usage, users};
+use super::schema::{
+    audit_events, chat_events, chats, help_requests, messages, session_metrics, token_usage, users,
+};
 
 #[derive(Queryable, Selectable, Debug, Clone, PartialEq, Eq)]
 #[diesel(table_name = users)]
@@ -94,5 +96,52 @@ pub struct UsageRow {
     /// Time to first token; `None` when no token arrived.
     pub ttft_ms: Option<i64>,
     pub total_ms: i64,
+    pub created_at: NaiveDateTime,
+}
+
+/// A session's running figures (see the `session_metrics` migration for each column).
+#[derive(Queryable, Selectable, Debug, Clone, PartialEq, Eq)]
+#[diesel(table_name = session_metrics)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct SessionMetricsRow {
+    pub chat_id: String,
+    pub user_messages: i64,
+    pub assistant_messages: i64,
+    pub admin_messages: i64,
+    /// Replies that produced a first token.
+    pub timed_replies: i64,
+    pub ttft_total_ms: i64,
+    pub ttft_max_ms: Option<i64>,
+    pub response_total_ms: i64,
+    pub response_max_ms: Option<i64>,
+    pub prompt_tokens: i64,
+    pub completion_tokens: i64,
+    /// serde_json text: model ids in order of first use.
+    pub models: String,
+    pub duration_ms: i64,
+}
+
+#[derive(Queryable, Selectable, Debug, Clone, PartialEq, Eq)]
+#[diesel(table_name = help_requests)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct HelpRequestRow {
+    pub id: String,
+    pub chat_id: String,
+    pub user_id: String,
+    pub reason: Option<String>,
+    pub created_at: NaiveDateTime,
+    pub resolved_at: Option<NaiveDateTime>,
+    pub resolved_by: Option<String>,
+}
+
+#[derive(Queryable, Selectable, Debug, Clone, PartialEq, Eq)]
+#[diesel(table_name = audit_events)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct AuditRow {
+    pub id: String,
+    pub chat_id: String,
+    pub action: String,
+    pub actor_id: String,
+    pub actor_name: String,
     pub created_at: NaiveDateTime,
 }

@@ -100,7 +100,51 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    session_metrics (chat_id) {
+        chat_id -> Text,
+        user_messages -> BigInt,
+        assistant_messages -> BigInt,
+        admin_messages -> BigInt,
+        timed_replies -> BigInt,
+        ttft_total_ms -> BigInt,
+        ttft_max_ms -> Nullable<BigInt>,
+        response_total_ms -> BigInt,
+        response_max_ms -> Nullable<BigInt>,
+        prompt_tokens -> BigInt,
+        completion_tokens -> BigInt,
+        models -> Text,
+        duration_ms -> BigInt,
+    }
+}
+
+diesel::table! {
+    help_requests (id) {
+        id -> Text,
+        chat_id -> Text,
+        user_id -> Text,
+        reason -> Nullable<Text>,
+        created_at -> Timestamp,
+        resolved_at -> Nullable<Timestamp>,
+        resolved_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    audit_events (id) {
+        id -> Text,
+        chat_id -> Text,
+        action -> Text,
+        actor_id -> Text,
+        actor_name -> Text,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(chat_members -> chats (chat_id));
+diesel::joinable!(session_metrics -> chats (chat_id));
+diesel::joinable!(help_requests -> chats (chat_id));
+diesel::joinable!(audit_events -> chats (chat_id));
 diesel::joinable!(messages -> chats (chat_id));
 diesel::joinable!(chat_events -> chats (chat_id));
 diesel::joinable!(read_receipts -> chats (chat_id));
@@ -114,4 +158,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     chat_events,
     read_receipts,
     token_usage,
+    session_metrics,
+    help_requests,
+    audit_events,
 );

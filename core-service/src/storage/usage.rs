@@ -5,9 +5,9 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
-use super::models::UsageRow;
-use super::schema::token_usage;
-use super::{Db, Result};
+use super::models::{SessionMetricsRow, UsageRow};
+use super::schema::{session_metrics, token_usage};
+use super::{Db, Result, StorageError};
 
 #[derive(Debug, Clone, Copy)]
 pub struct NewUsage<'a> {
@@ -24,12 +24,14 @@ pub struct NewUsage<'a> {
     pub now: NaiveDateTime,
 }
 
-/// Records usage for a message. Idempotent: if the message already has a usage row, that row
-/// is kept and this call does nothing (a retried write must not fail a finished turn).
+/// Records usage for a message and adds it to the session's metrics, in one transaction.
+/// Idempotent: if the message already has a usage row, that row is kept and this call does
+/// nothing (a retried write must not fail a finished turn, nor count twice).
 /// Fails with [`super::StorageError::Query`] (foreign key) if the chat does not exist.
 pub async fn insert_usage(db: &Db, new: NewUsage<'_>) -> Result<()> {
-    with_conn!(db, |conn| {
-        diesel::insert_into(token_usage::table)
+    let new = &new;
+    with_tx!(db, StorageError, |conn| {
+        let inserted = diesel::insert_into(token_usage::table)
             .values((
                 token_usage::message_id.eq(new.message_id),
                 token_usage::chat_id.eq(new.chat_id),
@@ -43,6 +45,55 @@ pub async fn insert_usage(db: &Db, new: NewUsage<'_>) -> Result<()> {
                 token_usage::created_at.eq(new.now),
             ))
             .on_conflict_do_nothing()
+            .execute(conn)
+            .await?;
+        if inserted == 0 {
+            return Ok(());
+        }
+        // Read, add, write: replies of one chat are stored one at a time (the engine's reply
+        // order), and message inserts touch other columns, so no update is lost.
+        let metrics: Option<SessionMetricsRow> = session_metrics::table
+            .find(new.chat_id)
+            .select(SessionMetricsRow::as_select())
+            .first(conn)
+            .await
+            .optional()?;
+        let Some(metrics) = metrics else {
+            return Ok(());
+        };
+        let mut models: Vec<String> = serde_json::from_str(&metrics.models).unwrap_or_default();
+        if !models.iter().any(|m| m == new.model) {
+            models.push(new.model.to_string());
+        }
+        let models = serde_json::to_string(&models).unwrap_or_else(|_| "[]".into());
+        let (timed, ttft_total, ttft_max) = match new.ttft_ms {
+            Some(t) => (
+                metrics.timed_replies + 1,
+                metrics.ttft_total_ms + t,
+                Some(metrics.ttft_max_ms.map_or(t, |m| m.max(t))),
+            ),
+            None => (
+                metrics.timed_replies,
+                metrics.ttft_total_ms,
+                metrics.ttft_max_ms,
+            ),
+        };
+        diesel::update(session_metrics::table.find(new.chat_id))
+            .set((
+                session_metrics::timed_replies.eq(timed),
+                session_metrics::ttft_total_ms.eq(ttft_total),
+                session_metrics::ttft_max_ms.eq(ttft_max),
+                session_metrics::response_total_ms.eq(metrics.response_total_ms + new.total_ms),
+                session_metrics::response_max_ms.eq(Some(
+                    metrics
+                        .response_max_ms
+                        .map_or(new.total_ms, |m| m.max(new.total_ms)),
+                )),
+                session_metrics::prompt_tokens.eq(metrics.prompt_tokens + new.prompt_tokens),
+                session_metrics::completion_tokens
+                    .eq(metrics.completion_tokens + new.completion_tokens),
+                session_metrics::models.eq(models),
+            ))
             .execute(conn)
             .await?;
         Ok(())

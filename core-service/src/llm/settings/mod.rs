@@ -54,6 +54,8 @@ pub struct LlmSettings {
     pub retry: RetrySettings,
     /// Text shown to the user when no model could answer.
     pub apology: String,
+    /// Currency of the models' `pricing` (shown with usage costs).
+    pub currency: String,
 }
 
 /// Which wire protocol a provider speaks.
@@ -88,7 +90,7 @@ pub struct ProviderSettings {
 }
 
 /// One entry of the model catalogue.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(from = "ModelSettingsFile")]
 pub struct ModelSettings {
     /// Stable id stored on chats and chosen by users.
@@ -107,6 +109,25 @@ pub struct ModelSettings {
     pub fallback: Option<String>,
     /// Whether the model accepts images.
     pub vision: bool,
+    /// Prices per million tokens, in [`LlmSettings::currency`], for usage reports' cost.
+    pub pricing: Option<Pricing>,
+}
+
+/// What a model costs, per million tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pricing {
+    pub prompt_per_million: f64,
+    pub completion_per_million: f64,
+}
+
+impl Pricing {
+    /// The cost of a number of prompt and completion tokens.
+    pub fn cost(&self, prompt_tokens: i64, completion_tokens: i64) -> f64 {
+        (prompt_tokens as f64 * self.prompt_per_million
+            + completion_tokens as f64 * self.completion_per_million)
+            / 1_000_000.0
+    }
 }
 
 /// The file form of [`ModelSettings`]: `name` and `upstream` may be left out.
@@ -127,6 +148,8 @@ struct ModelSettingsFile {
     fallback: Option<String>,
     #[serde(default)]
     vision: bool,
+    #[serde(default)]
+    pricing: Option<Pricing>,
 }
 
 impl From<ModelSettingsFile> for ModelSettings {
@@ -140,6 +163,7 @@ impl From<ModelSettingsFile> for ModelSettings {
             max_output_tokens: file.max_output_tokens,
             fallback: file.fallback,
             vision: file.vision,
+            pricing: file.pricing,
         }
     }
 }
@@ -164,6 +188,7 @@ impl ModelSettings {
             max_output_tokens: default_max_output_tokens(),
             fallback: None,
             vision: false,
+            pricing: None,
         }
     }
 }
@@ -253,6 +278,7 @@ impl Default for LlmSettings {
             idle_timeout_ms: 30_000,
             retry: RetrySettings::default(),
             apology: "Sorry, the assistant is unavailable right now. Please try again.".to_owned(),
+            currency: "USD".to_owned(),
         }
     }
 }
