@@ -205,6 +205,21 @@ async fn the_admin_routes_serve_what_the_core_holds() {
 fn same_shape(path: &str, documented: &Value, actual: &Value) -> Result<(), String> {
     match (documented, actual) {
         (Value::Null, _) | (_, Value::Null) => Ok(()),
+        // Message metadata carries only the keys that apply (as on the socket).
+        (Value::Object(_), Value::Object(a)) if path.ends_with(".metadata") => {
+            let known = [
+                "model",
+                "promptTokens",
+                "completionTokens",
+                "ttftMs",
+                "latencyMs",
+                "operatorName",
+            ];
+            match a.keys().find(|k| !known.contains(&k.as_str())) {
+                Some(k) => Err(format!("{path}: undocumented {k}")),
+                None => Ok(()),
+            }
+        }
         (Value::Object(d), Value::Object(a)) => {
             let dk: BTreeSet<&String> = d.keys().collect();
             let ak: BTreeSet<&String> = a.keys().collect();

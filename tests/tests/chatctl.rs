@@ -58,10 +58,6 @@ fn rfc3339(at: chrono::NaiveDateTime) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
-fn duration(row: &ChatRow) -> chrono::TimeDelta {
-    row.ended_at.unwrap_or(row.last_activity_at) - row.started_at
-}
-
 #[tokio::test]
 async fn sessions_list_filters_sorts_and_pages_as_the_database_says_on_sqlite() {
     sessions_list_matches_the_database(Backend::Sqlite).await;
@@ -159,8 +155,17 @@ async fn sessions_list_matches_the_database(backend: Backend) {
     .await));
     assert_eq!(got, everyone, "plain dates cover the whole UTC day");
 
-    // Each sort, both ways: the stored values come out in order.
+    // Each sort, both ways: the stored values come out in order (durations as the session's
+    // metrics store them).
     let by_id: BTreeMap<String, &ChatRow> = rows.iter().map(|r| (r.id.clone(), r)).collect();
+    let mut durations = BTreeMap::new();
+    for id in by_id.keys() {
+        let (_, metrics) = storage::session_of(&stack.db, id)
+            .await
+            .expect("read metrics")
+            .expect("metrics stored");
+        durations.insert(id.clone(), metrics.duration_ms);
+    }
     for sort in ["last-activity", "started", "duration", "user"] {
         for order in ["--asc", "--desc"] {
             let got = ids(&list(vec!["--sort".into(), sort.into(), order.into()]).await);
@@ -172,9 +177,7 @@ async fn sessions_list_matches_the_database(backend: Backend) {
                     match sort {
                         "last-activity" => rfc3339(r.last_activity_at),
                         "started" => rfc3339(r.started_at),
-                        "duration" => {
-                            format!("{:020}", duration(r).num_microseconds().unwrap_or(0))
-                        }
+                        "duration" => format!("{:020}", durations[id]),
                         _ => r.owner_id.clone(),
                     }
                 })
@@ -460,9 +463,23 @@ async fn takeover_through_a_pipe_while_a_reply_streams_hands_back_after_its_line
 }
 
 #[tokio::test]
-async fn usage_by_user_model_and_day_equals_the_stored_usage() {
+async fn usage_by_user_model_and_day_equals_the_stored_usage_on_sqlite() {
+    usage_equals_the_stored_usage(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn usage_by_user_model_and_day_equals_the_stored_usage_on_postgres() {
+    usage_equals_the_stored_usage(Backend::Postgres).await;
+}
+
+async fn usage_equals_the_stored_usage(backend: Backend) {
     let script = FakeScript::reply(&["fine ", "thanks"]).with_usage(11, 7);
-    let stack = spawn_stack(StackOptions::default().llm(Llm::OpenAi(script))).await;
+    let stack = spawn_stack(
+        StackOptions::default()
+            .backend(backend)
+            .llm(Llm::OpenAi(script)),
+    )
+    .await;
     let mut chats = Vec::new();
     for (user, turns) in [("alice", 2), ("bob", 1)] {
         let (mut ws, _) = stack.connect(user).await;
@@ -474,6 +491,7 @@ async fn usage_by_user_model_and_day_equals_the_stored_usage() {
         }
         chats.push(chat);
     }
+    chat_tests::usage_stored(&stack.db, &chats).await;
     // What the database holds, by user, model and day.
     let mut expected: BTreeMap<(&str, String), (i64, i64, i64)> = BTreeMap::new();
     for chat in &chats {

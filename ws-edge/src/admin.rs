@@ -184,9 +184,10 @@ fn core_error(status: tonic::Status) -> ApiError {
     }
 }
 
-/// `admin.v1` field names -> the query parameters of these routes.
+/// `admin.v1` field names (bare, or as the socket protocol's `data.` path) -> the query
+/// parameters of these routes.
 fn parameter_name(field: &str) -> &str {
-    match field {
+    match field.strip_prefix("data.").unwrap_or(field) {
         "user_id" | "userId" => "user",
         "needs_help" => "needsHelp",
         "admin_assisted" | "adminAssisted" => "assisted",

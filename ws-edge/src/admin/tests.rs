@@ -153,7 +153,7 @@ fn the_documented_usage_is_what_the_edge_renders() {
             row("gpt-4o-mini", 120, 48_000, 21_000, 0, Some(0.0198)),
             row("demo", 4, 300, 180, 4, None),
         ],
-        total: Some(row("", 124, 48_300, 21_180, 4, None)),
+        total: Some(row("total", 124, 48_300, 21_180, 4, None)),
         currency: "USD".into(),
     };
     assert_eq!(
