@@ -453,3 +453,199 @@ pub async fn fresh_postgres_database() -> String {
         _ => format!("{server}/{name}"),
     }
 }
+
+/// The `chatctl` binary of this build, for tests that drive it as a process. Cargo cannot hand
+/// one crate's binary to another crate's tests (`CARGO_BIN_EXE_*` is per package), so the first
+/// call in a test process runs `cargo build -p chatctl` with the same cargo, profile and target
+/// directory as the running test (quick when it is up to date; `scripts/test.sh` has built it
+/// already) and returns `<target>/<profile>/chatctl`. Panics, saying why, when the build fails.
+pub fn chatctl_path() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            // The test binary is <target>/<profile>/deps/<name>-<hash>.
+            let exe = std::env::current_exe().expect("test executable path");
+            let profile_dir = exe
+                .parent()
+                .and_then(std::path::Path::parent)
+                .expect("the test binary lives in <target>/<profile>/deps")
+                .to_path_buf();
+            let profile = profile_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("debug")
+                .to_owned();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let mut build = std::process::Command::new(cargo);
+            build
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .args(["build", "--quiet", "-p", "chatctl", "--bin", "chatctl"]);
+            match profile.as_str() {
+                "debug" => {}
+                "release" => {
+                    build.arg("--release");
+                }
+                other => {
+                    build.args(["--profile", other]);
+                }
+            }
+            let status = build
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run cargo to build chatctl: {e}"));
+            assert!(status.success(), "cargo build -p chatctl failed ({status})");
+            let path = profile_dir.join(format!("chatctl{}", std::env::consts::EXE_SUFFIX));
+            assert!(
+                path.exists(),
+                "chatctl was built but {} is missing",
+                path.display()
+            );
+            path
+        })
+        .clone()
+}
+
+/// What a `chatctl` run printed and how it ended.
+#[derive(Debug)]
+pub struct CliRun {
+    /// The exit code (`None`: killed by a signal).
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliRun {
+    /// stdout as JSON (for `--json`). Panics with both outputs when it is not.
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("chatctl printed no JSON ({e}): {self:?}"))
+    }
+}
+
+impl Stack {
+    /// `chatctl` pointed at this stack's core (`CHATCTL_CORE`), with `token` as `CHATCTL_TOKEN`
+    /// when given; nothing from the caller's environment leaks in. Killed if dropped.
+    pub fn chatctl(&self, token: Option<&str>) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(chatctl_path());
+        cmd.env_remove("CHATCTL_TOKEN")
+            .env("CHATCTL_CORE", format!("http://{}", self.core_addr))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        if let Some(token) = token {
+            cmd.env("CHATCTL_TOKEN", token);
+        }
+        cmd
+    }
+}
+
+/// Runs `cmd` with `args` to the end (at most [`WAIT`]), feeding it `stdin` when given.
+pub async fn run_chatctl(
+    mut cmd: tokio::process::Command,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> CliRun {
+    use tokio::io::AsyncWriteExt;
+    cmd.args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(std::process::Stdio::piped());
+    }
+    let mut child = cmd.spawn().expect("chatctl starts");
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).await.expect("write stdin");
+        // Dropping the pipe is the end of input.
+    }
+    let output = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("chatctl {args:?} did not finish within {WAIT:?}"))
+        .expect("chatctl runs");
+    CliRun {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// A user's new chat after one finished turn.
+pub async fn chat_with_one_turn(ws: &mut Ws, text: &str) -> String {
+    ws.send_message(None, text, &format!("m-{}", uuid::Uuid::new_v4().simple()))
+        .await;
+    let chat = ws.recv_type("ack").await["data"]["chatId"]
+        .as_str()
+        .expect("chat id")
+        .to_string();
+    ws.recv_reply().await;
+    chat
+}
+
+/// Four sessions, one per user: alice asked for help, bob's was taken over and handed back,
+/// carol's ended, dave's is plain and has two turns. Returns the chat ids by user.
+pub async fn operator_sessions(stack: &Stack) -> std::collections::BTreeMap<&'static str, String> {
+    let mut chats = std::collections::BTreeMap::new();
+    let (mut alice, _) = stack.connect("alice").await;
+    let a = chat_with_one_turn(&mut alice, "I have a question").await;
+    alice
+        .send(json!({"type": "help_request", "data": {"chatId": a, "reason": "a person please"}}))
+        .await;
+    alice.recv_type("chat_update").await;
+    chats.insert("alice", a);
+
+    let (mut bob, _) = stack.connect("bob").await;
+    let b = chat_with_one_turn(&mut bob, "hello").await;
+    let (mut admin, _) = stack.connect_with_roles("admin", &["admin"]).await;
+    admin
+        .send(json!({"type": "takeover", "data": {"chatId": b}}))
+        .await;
+    bob.recv_type("operator_joined").await;
+    admin
+        .send(json!({"type": "release", "data": {"chatId": b}}))
+        .await;
+    bob.recv_type("operator_left").await;
+    chats.insert("bob", b);
+
+    let (mut carol, _) = stack.connect("carol").await;
+    let c = chat_with_one_turn(&mut carol, "short one").await;
+    carol
+        .send(json!({"type": "chat_update", "data": {"action": "end", "chatId": c}}))
+        .await;
+    carol
+        .recv_until(|f| f["type"] == "chat_update" && f["data"]["updates"]["status"] == "ended")
+        .await;
+    chats.insert("carol", c);
+
+    let (mut dave, _) = stack.connect("dave").await;
+    let d = chat_with_one_turn(&mut dave, "first").await;
+    dave.send_message(Some(&d), "second", "d-2").await;
+    dave.recv_reply().await;
+    chats.insert("dave", d);
+    usage_stored(&stack.db, chats.values()).await;
+    chats
+}
+
+/// Waits until every assistant message of `chats` has its `token_usage` row. The core stores a
+/// reply's usage (and adds it to the session's metrics) just after it has broadcast the reply
+/// and the assistant's `typing: false`, and tells no client when that is done, so a test that
+/// checks usage right after a reply has no event to wait on: this re-reads the database (every
+/// few milliseconds, at most [`WAIT`]) instead.
+pub async fn usage_stored(db: &Db, chats: impl IntoIterator<Item = &String>) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    for chat in chats {
+        let (messages, _) = chat_core::storage::history(db, chat, None, 100)
+            .await
+            .expect("history");
+        for m in messages.iter().filter(|m| m.role == "assistant") {
+            while chat_core::storage::usage_for_message(db, &m.id)
+                .await
+                .expect("read usage")
+                .is_none()
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "no usage stored for reply {} within {WAIT:?}",
+                    m.id
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}

@@ -1,4 +1,4 @@
-//! REST errors: one enum, rendered in one place as `{"error": {"code", "message"}}`.
+//! REST errors: one enum, rendered in one place as `{"error": {"code", "message", "field"?}}`.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -10,6 +10,9 @@ pub enum ApiError {
     Unauthenticated,
     #[error("{0}")]
     BadRequest(String),
+    /// A 400 that names the offending parameter in `error.field`.
+    #[error("{message}")]
+    Invalid { field: String, message: String },
     #[error("{0}")]
     Forbidden(String),
     #[error("{0}")]
@@ -24,7 +27,7 @@ impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
-            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::BadRequest(_) | Self::Invalid { .. } => StatusCode::BAD_REQUEST,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -55,8 +58,11 @@ impl From<tonic::Status> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let body =
+        let mut body =
             serde_json::json!({"error": {"code": status.as_u16(), "message": self.to_string()}});
+        if let Self::Invalid { field, .. } = &self {
+            body["error"]["field"] = field.clone().into();
+        }
         (status, Json(body)).into_response()
     }
 }

@@ -7,6 +7,7 @@
 //! (channels to the core), [`error`] (REST errors). Protocol constants come from
 //! [`chat_proto::limits`].
 
+pub mod admin;
 pub mod bridge;
 pub mod config;
 pub mod error;
@@ -76,6 +77,7 @@ pub fn app(state: Arc<EdgeState>) -> Router {
         .route("/api/chat/history/{chat_id}", get(routes::history))
         .route("/api/models", get(routes::models))
         .route("/metrics", get(routes::metrics))
+        .merge(admin::routes())
         .with_state(state)
 }
 

@@ -106,7 +106,10 @@ fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
 }
 
 /// The caller's token for a REST call (header or `?token=`), forwarded to the core.
-fn rest_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Result<String, ApiError> {
+pub(crate) fn rest_token(
+    headers: &HeaderMap,
+    query: &HashMap<String, String>,
+) -> Result<String, ApiError> {
     bearer_header(headers)
         .or_else(|| query.get("token").map(String::as_str))
         .filter(|t| !t.is_empty())
@@ -205,7 +208,7 @@ pub async fn models(
     })))
 }
 
-fn session_json(s: &pb::SessionSummary) -> Value {
+pub(crate) fn session_json(s: &pb::SessionSummary) -> Value {
     json!({
         "chatId": s.chat_id,
         "title": s.title,

@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use chat_proto::pb::admin::admin_service_client::AdminServiceClient;
 use chat_proto::pb::chat::chat_service_client::ChatServiceClient;
 use tonic::transport::{Channel, Endpoint};
 use tonic_health::pb::health_client::HealthClient;
@@ -38,6 +39,10 @@ impl Upstream {
 
     pub fn chat(&self) -> ChatServiceClient<Channel> {
         ChatServiceClient::new(self.channel())
+    }
+
+    pub fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel())
     }
 
     pub fn health(&self) -> HealthClient<Channel> {

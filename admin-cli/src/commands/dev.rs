@@ -92,6 +92,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!();
     println!("  demo user token:  {user_token}");
     println!("  admin token:      {admin_token}");
+    println!(
+        "  operators:        export CHATCTL_CORE=http://{core_addr} CHATCTL_TOKEN={admin_token}"
+    );
     println!();
     println!("  Ctrl-C to stop.");
 

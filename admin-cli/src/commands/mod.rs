@@ -1,13 +1,27 @@
-//! Subcommands, one per file, plus the development secret they share.
+//! Subcommands, one per file, plus what they share: the [`Context`] of the operator commands
+//! and the development secret.
 
 pub mod dev;
+pub mod health;
+pub mod help_requests;
 pub mod migrate;
+pub mod sessions;
+pub mod takeover;
 pub mod token;
+pub mod usage;
+pub mod watch;
 
 use std::path::Path;
 
-use anyhow::Context;
+use anyhow::Context as _;
 use chat_auth::AuthSettings;
+
+/// What every operator command gets: the core to ask and how to print.
+pub struct Context {
+    pub core: crate::client::Core,
+    /// `--json`: print JSON (the admin REST routes' objects) instead of tables.
+    pub json: bool,
+}
 
 /// The environment variable that holds the HS256 secret everywhere.
 pub const SECRET_ENV: &str = "CHAT_AUTH__SECRET";

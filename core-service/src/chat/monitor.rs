@@ -19,6 +19,12 @@ use crate::storage::{
 };
 pub use crate::storage::{SessionFilter, SessionSort, UsageGroup};
 
+/// The open end of a usage range, representable on both backends.
+const FAR_FUTURE: NaiveDateTime = match chrono::NaiveDate::from_ymd_opt(9999, 12, 31) {
+    Some(day) => day.and_time(chrono::NaiveTime::MIN),
+    None => NaiveDateTime::MIN,
+};
+
 /// A page request of the session list.
 #[derive(Debug, Clone)]
 pub struct SessionQuery {
@@ -241,7 +247,9 @@ impl Engine {
     ) -> Result<UsageReport, ChatError> {
         require_admin(who)?;
         let from = query.from.unwrap_or(DateTime::UNIX_EPOCH.naive_utc());
-        let to = query.to.unwrap_or(NaiveDateTime::MAX);
+        // Not NaiveDateTime::MAX: SQLite compares timestamps as text ("+262142-..." sorts
+        // before "2026-...") and PostgreSQL cannot hold it; the year 9999 is in both.
+        let to = query.to.unwrap_or(FAR_FUTURE);
         if from >= to {
             return Err(ChatError::invalid("from", "from must be before to"));
         }
