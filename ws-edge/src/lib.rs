@@ -11,6 +11,7 @@ pub mod bridge;
 pub mod config;
 pub mod error;
 pub mod frames;
+pub mod outbox;
 pub mod routes;
 pub mod upstream;
 
@@ -52,6 +53,10 @@ pub struct EdgeState {
     pub upstream: upstream::Upstream,
     /// Live (and upgrading) sockets.
     pub connections: AtomicUsize,
+    /// HTTP connections not upgraded (yet), against `limits.max_http_connections`.
+    pub http_connections: AtomicUsize,
+    /// Frames and bytes waiting in every socket's write queue.
+    pub queued: Arc<outbox::QueueFigures>,
     /// Cancelled on shutdown: every socket closes with 1012.
     pub shutdown: CancellationToken,
     /// Socket tasks, waited for at shutdown.
@@ -104,6 +109,8 @@ impl Edge {
             verifier,
             upstream,
             connections: AtomicUsize::new(0),
+            http_connections: AtomicUsize::new(0),
+            queued: Arc::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Instant::now(),

@@ -265,6 +265,10 @@ pub async fn ws_health(State(state): State<Arc<EdgeState>>) -> Json<Value> {
         "status": if state.shutdown.is_cancelled() { "shutting_down" } else { "ok" },
         "connections": state.connections.load(Ordering::Relaxed),
         "maxConnections": state.settings.limits.max_connections,
+        "httpConnections": state.http_connections.load(Ordering::Relaxed),
+        "maxHttpConnections": state.settings.limits.max_http_connections,
+        "queuedFrames": state.queued.frames.load(Ordering::Relaxed),
+        "queuedBytes": state.queued.bytes.load(Ordering::Relaxed),
         "uptimeSeconds": state.started.elapsed().as_secs(),
     }))
 }
