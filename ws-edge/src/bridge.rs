@@ -275,13 +275,16 @@ where
             },
         }
     };
-    if (close_code, reason) == SLOW {
-        metrics::counter!("chat_edge_slow_sockets_closed_total").increment(1);
-        tracing::debug!("closing a socket that does not read its frames");
-    }
     // Dropping the core stream here tells the core this connection is gone.
     drop(from_core);
     drop(to_core);
+    let grace = if (close_code, reason) == SLOW {
+        metrics::counter!("chat_edge_slow_sockets_closed_total").increment(1);
+        tracing::debug!("closing a socket that does not read its frames");
+        Duration::ZERO
+    } else {
+        grace
+    };
     close_with(outbox, close_code, reason, grace).await;
 }
 

@@ -135,8 +135,9 @@ impl Outbox {
     }
 
     /// Queues the close frame after what is already queued and waits (at most `grace`) for
-    /// the writer to deliver it. A stalled or full socket is simply dropped: a peer that reads
-    /// nothing would not read the close frame either.
+    /// the writer to deliver it. A full queue, a stopped writer or a zero `grace` (a socket
+    /// closed for not reading) drop the socket at once: a peer that reads nothing would not
+    /// read the close frame either.
     pub async fn close(self, code: u16, reason: &str, grace: Duration) {
         let frame = CloseFrame {
             code,
@@ -153,7 +154,7 @@ impl Outbox {
             })
             .is_ok();
         drop(tx);
-        if queued && !writer.is_finished() {
+        if queued && !grace.is_zero() && !writer.is_finished() {
             let _ = tokio::time::timeout(grace, writer).await;
         }
     }
