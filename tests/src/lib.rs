@@ -469,7 +469,9 @@ pub async fn raw_websocket(addr: SocketAddr, path: &str, recv_buffer: Option<u32
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
-    tcp.write_all(request.as_bytes()).await.expect("upgrade sent");
+    tcp.write_all(request.as_bytes())
+        .await
+        .expect("upgrade sent");
     let head = read_http_head(&mut tcp).await;
     assert!(head.starts_with("HTTP/1.1 101"), "no upgrade: {head}");
     tcp

@@ -167,7 +167,10 @@ async fn a_client_whose_queue_fills_is_closed_and_the_queue_never_exceeds_its_bo
         .expect("connections");
     let mut tcp = reader_that_stops(&stack, "bob").await;
     let Observed { frames, bytes, .. } = watch_until_connections_are(&stack, before).await;
-    assert!(frames <= FRAMES, "{frames} frames queued, the bound is {FRAMES}");
+    assert!(
+        frames <= FRAMES,
+        "{frames} frames queued, the bound is {FRAMES}"
+    );
     // One frame in the socket's hands counts until written: at most one chunk over the bound.
     assert!(
         bytes <= BYTES + 4_300,

@@ -247,10 +247,17 @@ async fn every_response_carries_the_security_headers_and_the_pages_a_strict_poli
         assert_eq!(header("referrer-policy"), "no-referrer", "{path}");
         assert_eq!(header("x-frame-options"), "DENY", "{path}");
         let policy = header("content-security-policy");
-        assert!(policy.contains("frame-ancestors 'none'"), "{path}: {policy}");
+        assert!(
+            policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
         assert!(!policy.contains("unsafe-inline"), "{path}: {policy}");
         let is_page = ["/", "/chat.html", "/chat.js", "/chat.css"].contains(path);
-        assert_eq!(policy, if is_page { PAGE_POLICY } else { API_POLICY }, "{path}");
+        assert_eq!(
+            policy,
+            if is_page { PAGE_POLICY } else { API_POLICY },
+            "{path}"
+        );
     }
 
     // The page loads its script and style from the edge and inlines neither.
@@ -264,7 +271,11 @@ async fn every_response_carries_the_security_headers_and_the_pages_a_strict_poli
     assert!(html.contains(r#"<script src="/chat.js"></script>"#));
     assert!(!html.contains("<script>") && !html.contains("<style"));
     for (path, content_type, marker) in [
-        ("/chat.js", "text/javascript; charset=utf-8", "function connect()"),
+        (
+            "/chat.js",
+            "text/javascript; charset=utf-8",
+            "function connect()",
+        ),
         ("/chat.css", "text/css; charset=utf-8", ":root"),
     ] {
         let response = client
@@ -274,7 +285,10 @@ async fn every_response_carries_the_security_headers_and_the_pages_a_strict_poli
             .expect("file");
         assert_eq!(response.status(), 200, "{path}");
         assert_eq!(response.headers()["content-type"], content_type, "{path}");
-        assert!(response.text().await.expect("body").contains(marker), "{path}");
+        assert!(
+            response.text().await.expect("body").contains(marker),
+            "{path}"
+        );
     }
 }
 
@@ -336,5 +350,9 @@ async fn metrics_on_their_own_address_leave_the_public_port() {
         .send()
         .await
         .expect("answered");
-    assert_eq!(other.status(), 404, "the metrics listener serves metrics only");
+    assert_eq!(
+        other.status(),
+        404,
+        "the metrics listener serves metrics only"
+    );
 }

@@ -128,8 +128,13 @@ where
             let frame =
                 frames::error_frame(code::UNAVAILABLE, "Too many connections", true, None, None);
             let _ = outbox.text(frame);
-            return close_with(outbox, close::TRY_AGAIN_LATER, "Too many connections", grace)
-                .await;
+            return close_with(
+                outbox,
+                close::TRY_AGAIN_LATER,
+                "Too many connections",
+                grace,
+            )
+            .await;
         }
     };
 
@@ -155,8 +160,7 @@ where
                 None,
             );
             let _ = outbox.text(frame);
-            return close_with(outbox, close::TRY_AGAIN_LATER, "Service unavailable", grace)
-                .await;
+            return close_with(outbox, close::TRY_AGAIN_LATER, "Service unavailable", grace).await;
         }
     };
 

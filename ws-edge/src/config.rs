@@ -339,13 +339,19 @@ mod tests {
 
     #[test]
     fn an_edge_beyond_loopback_without_an_origin_list_is_warned_naming_the_setting() {
-        assert!(valid().startup_warnings().is_empty(), "loopback is development");
+        assert!(
+            valid().startup_warnings().is_empty(),
+            "loopback is development"
+        );
         let mut s = valid();
         s.http_addr = "0.0.0.0:8080".parse().unwrap();
         let warnings = s.startup_warnings();
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings[0].contains("allowed_origins"), "{warnings:?}");
-        assert!(warnings[0].contains("CHAT_EDGE_ALLOWED_ORIGINS"), "{warnings:?}");
+        assert!(
+            warnings[0].contains("CHAT_EDGE_ALLOWED_ORIGINS"),
+            "{warnings:?}"
+        );
         assert!(warnings[1].contains("metrics.token"), "{warnings:?}");
         s.allowed_origins = vec!["https://app.example".into()];
         s.metrics.token = Some("a-metrics-token-of-length".to_string().into());
@@ -368,7 +374,10 @@ mod tests {
             settings.metrics.token.as_ref().unwrap().expose_secret(),
             "a-metrics-token-of-length"
         );
-        assert_eq!(settings.metrics.addr, Some("127.0.0.1:9465".parse().unwrap()));
+        assert_eq!(
+            settings.metrics.addr,
+            Some("127.0.0.1:9465".parse().unwrap())
+        );
         assert_eq!(settings.limits.send_timeout(), Duration::from_millis(2500));
     }
 

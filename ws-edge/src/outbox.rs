@@ -235,7 +235,11 @@ mod tests {
         assert_eq!(figures.bytes.load(Ordering::Relaxed), 30);
         drop(outbox);
         settle().await;
-        assert_eq!(figures.frames.load(Ordering::Relaxed), 0, "dropped frames are released");
+        assert_eq!(
+            figures.frames.load(Ordering::Relaxed),
+            0,
+            "dropped frames are released"
+        );
         assert_eq!(figures.bytes.load(Ordering::Relaxed), 0);
     }
 

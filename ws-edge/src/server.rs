@@ -85,7 +85,10 @@ pub async fn serve(
         connections.spawn(serve_one(tcp, service.clone(), limits, stop.clone(), slot));
     }
     connections.close();
-    if tokio::time::timeout(grace, connections.wait()).await.is_err() {
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
         tracing::debug!("HTTP connections still open after the shutdown grace");
     }
 }

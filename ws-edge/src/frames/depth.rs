@@ -81,7 +81,11 @@ mod tests {
         let err = decode_client_frame(&frame, &Limits::PROTOCOL).unwrap_err();
         assert_eq!(err.code, 400);
         assert_eq!(err.field.as_deref(), Some("data.context"));
-        assert_eq!(err.message_id.as_deref(), Some("deep-1"), "the id is echoed");
+        assert_eq!(
+            err.message_id.as_deref(),
+            Some("deep-1"),
+            "the id is echoed"
+        );
         assert_eq!(
             err.message,
             "data.context is nested too deeply: a frame may nest at most 32 levels"
