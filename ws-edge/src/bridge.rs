@@ -127,7 +127,7 @@ where
         Admission::Full => {
             let frame =
                 frames::error_frame(code::UNAVAILABLE, "Too many connections", true, None, None);
-            let _ = outbox.text(frame);
+            let _ = outbox.text(frame).await;
             return close_with(
                 outbox,
                 close::TRY_AGAIN_LATER,
@@ -159,7 +159,7 @@ where
                 None,
                 None,
             );
-            let _ = outbox.text(frame);
+            let _ = outbox.text(frame).await;
             return close_with(outbox, close::TRY_AGAIN_LATER, "Service unavailable", grace).await;
         }
     };
@@ -172,8 +172,9 @@ where
     let mut ticker = socket_limits.ticker();
     let mut last_seen = Instant::now();
 
-    // Every frame to the browser is queued, never awaited: a socket whose queue is full, or
-    // that does not take a frame within `limits.send_timeout_ms`, is closed with 1013.
+    // Every frame to the browser is queued, never written here: a socket whose queue has no
+    // room within `limits.send_timeout_ms`, or that does not take a frame within it, is closed
+    // with 1013.
     let (close_code, reason) = loop {
         tokio::select! {
             () = state.shutdown.cancelled() => break (close::RESTART, "Server restarting"),
@@ -185,7 +186,7 @@ where
                 if last_seen.elapsed() > socket_limits.heartbeat * 2 {
                     break (close::GOING_AWAY, "Heartbeat timeout");
                 }
-                if outbox.push(Message::Ping(Default::default())).is_err() {
+                if outbox.push(Message::Ping(Default::default())).await.is_err() {
                     break SLOW;
                 }
             }
@@ -199,7 +200,7 @@ where
                             break (close::TOO_BIG, "Frame too large");
                         }
                         let frame = frames::error_frame(code::INVALID, "Binary frames are not supported", false, None, None);
-                        if outbox.text(frame).is_err() {
+                        if outbox.text(frame).await.is_err() {
                             break SLOW;
                         }
                         continue;
@@ -220,14 +221,14 @@ where
                     Verdict::Pass => {}
                     Verdict::Limited(wait) => {
                         metrics::counter!("chat_edge_rejected_frames_total", "code" => code::RATE_LIMITED.to_string()).increment(1);
-                        if outbox.text(rate_limited(wait)).is_err() {
+                        if outbox.text(rate_limited(wait)).await.is_err() {
                             break SLOW;
                         }
                         continue;
                     }
                     Verdict::Abuse => {
                         let frame = frames::error_frame(code::RATE_LIMITED, "Too many frames: closing", false, None, None);
-                        let _ = outbox.text(frame);
+                        let _ = outbox.text(frame).await;
                         break (close::POLICY, "Rate limit abuse");
                     }
                 }
@@ -240,7 +241,7 @@ where
                     }
                     Err(err) => {
                         metrics::counter!("chat_edge_rejected_frames_total", "code" => err.code.to_string()).increment(1);
-                        if outbox.text(err.into_frame()).is_err() {
+                        if outbox.text(err.into_frame()).await.is_err() {
                             break SLOW;
                         }
                     }
@@ -266,7 +267,7 @@ where
                         _ => None,
                     };
                     metrics::counter!("chat_edge_frames_out_total").increment(1);
-                    if outbox.text(frames::encode_server_event(&event)).is_err() {
+                    if outbox.text(frames::encode_server_event(&event)).await.is_err() {
                         break SLOW;
                     }
                     if let Some(requested) = closing {
@@ -301,7 +302,7 @@ async fn refuse_unauthenticated(outbox: Outbox, grace: Duration) {
         None,
         None,
     );
-    let _ = outbox.text(frame);
+    let _ = outbox.text(frame).await;
     close_with(outbox, close::POLICY, "Authentication failed", grace).await;
 }
 

@@ -63,11 +63,11 @@ pub struct EdgeLimits {
     pub frames_per_minute: u32,
     /// Frames refused for rate in one minute after which the connection is closed (1008).
     pub abuse_strikes: u32,
-    /// Frames waiting to be written to one socket; a socket whose queue is full is closed
-    /// (1013) instead of buffering more.
+    /// Frames waiting to be written to one socket; a socket whose queue has no room within
+    /// `send_timeout_ms` is closed (1013) instead of buffering more.
     pub send_queue_frames: usize,
     /// Bytes waiting to be written to one socket (a single larger frame is still let into an
-    /// empty queue); over it, the socket is closed (1013).
+    /// empty queue); as for `send_queue_frames`, no room in time closes the socket (1013).
     pub send_queue_bytes: usize,
     /// The longest one frame may take to be written to a socket; a socket that takes longer is
     /// closed (1013).

@@ -1,8 +1,9 @@
 //! The write side of one socket: a bounded queue of frames drained by one writer task that gives
-//! every frame a send deadline. The bridge never awaits the socket: it queues, and a socket
-//! that cannot take its frames (queue full, or one frame not written within the deadline) is
-//! reported so the bridge closes it with 1013 and frees its slot, instead of the edge buffering
-//! without bound or holding the slot forever.
+//! every frame a send deadline. The bridge never awaits the socket itself: it queues, waiting
+//! for room at most the send deadline when the queue is full (a burst the writer has not caught
+//! up with yet). A socket that cannot take its frames (no room within the deadline, or one frame
+//! not written within it) is reported so the bridge closes it with 1013 and frees its slot,
+//! instead of the edge buffering without bound or holding the slot forever.
 //!
 //! Queued frames and bytes are counted per edge ([`QueueFigures`], shown by `/ws/health`) so
 //! tests and operators can see the memory that waiting frames hold.
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message};
 use futures::{Sink, SinkExt};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_util::task::AbortOnDropHandle;
 
 /// Frames and bytes waiting in every socket's queue of one edge.
@@ -42,7 +43,7 @@ pub enum Ended {
     Broken,
 }
 
-/// The socket did not take its frames: its queue is full.
+/// The socket did not take its frames: its queue stayed full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Full;
 
@@ -57,13 +58,21 @@ struct Queued {
 /// queue.
 struct Counts {
     bytes: usize,
-    socket_bytes: Arc<AtomicUsize>,
+    socket: Arc<SocketQueue>,
     figures: Arc<QueueFigures>,
+}
+
+/// One socket's queued bytes, and the signal that some left.
+#[derive(Default)]
+struct SocketQueue {
+    bytes: AtomicUsize,
+    room: Notify,
 }
 
 impl Drop for Counts {
     fn drop(&mut self) {
-        self.socket_bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.socket.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
+        self.socket.room.notify_one();
         self.figures.frames.fetch_sub(1, Ordering::Relaxed);
         self.figures.bytes.fetch_sub(self.bytes, Ordering::Relaxed);
     }
@@ -73,9 +82,10 @@ impl Drop for Counts {
 /// [`Outbox::close`] to say goodbye first.
 pub struct Outbox {
     tx: mpsc::Sender<Queued>,
-    socket_bytes: Arc<AtomicUsize>,
+    socket: Arc<SocketQueue>,
     figures: Arc<QueueFigures>,
     max_bytes: usize,
+    send_timeout: Duration,
     writer: AbortOnDropHandle<Ended>,
 }
 
@@ -90,39 +100,63 @@ impl Outbox {
         let writer = tokio::spawn(write_all(sink, rx, limits.send_timeout));
         Self {
             tx,
-            socket_bytes: Arc::new(AtomicUsize::new(0)),
+            socket: Arc::default(),
             figures,
             max_bytes: limits.bytes,
+            send_timeout: limits.send_timeout,
             writer: AbortOnDropHandle::new(writer),
         }
     }
 
-    /// Queues a text frame.
-    pub fn text(&self, text: String) -> Result<(), Full> {
-        self.push(Message::Text(text.into()))
+    /// Queues a text frame (see [`Outbox::push`]).
+    pub async fn text(&self, text: String) -> Result<(), Full> {
+        self.push(Message::Text(text.into())).await
     }
 
-    /// Queues a frame; never waits. A frame larger than the byte bound still enters an empty
-    /// queue, so one large `history` is not refused outright.
-    pub fn push(&self, message: Message) -> Result<(), Full> {
+    /// Queues a frame, waiting at most the send deadline for room. A frame larger than the
+    /// byte bound still enters an empty queue, so one large `history` is not refused outright.
+    pub async fn push(&self, message: Message) -> Result<(), Full> {
         let bytes = frame_bytes(&message);
-        let queued = self.socket_bytes.load(Ordering::Relaxed);
+        let mut message = Some(message);
+        let wait = async {
+            loop {
+                let room = self.socket.room.notified();
+                if let Some(permit) = self.room_for(bytes) {
+                    let message = message.take().ok_or(Full)?;
+                    self.queue(permit, message, bytes);
+                    return Ok(());
+                }
+                if self.tx.is_closed() {
+                    return Err(Full);
+                }
+                room.await;
+            }
+        };
+        tokio::time::timeout(self.send_timeout, wait)
+            .await
+            .unwrap_or(Err(Full))
+    }
+
+    fn room_for(&self, bytes: usize) -> Option<mpsc::Permit<'_, Queued>> {
+        let queued = self.socket.bytes.load(Ordering::Relaxed);
         if queued > 0 && queued.saturating_add(bytes) > self.max_bytes {
-            return Err(Full);
+            return None;
         }
-        let permit = self.tx.try_reserve().map_err(|_| Full)?;
-        self.socket_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.tx.try_reserve().ok()
+    }
+
+    fn queue(&self, permit: mpsc::Permit<'_, Queued>, message: Message, bytes: usize) {
+        self.socket.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.figures.frames.fetch_add(1, Ordering::Relaxed);
         self.figures.bytes.fetch_add(bytes, Ordering::Relaxed);
         permit.send(Queued {
             message,
             counts: Some(Counts {
                 bytes,
-                socket_bytes: self.socket_bytes.clone(),
+                socket: self.socket.clone(),
                 figures: self.figures.clone(),
             }),
         });
-        Ok(())
     }
 
     /// Resolves when the writer stops on its own (stalled or broken); cancel-safe, for the
@@ -134,8 +168,8 @@ impl Outbox {
         }
     }
 
-    /// Queues the close frame after what is already queued and waits (at most `grace`) for
-    /// the writer to deliver it. A full queue, a stopped writer or a zero `grace` (a socket
+    /// Queues the close frame after what is already queued and waits (at most `grace`, in
+    /// all) for the writer to deliver everything. A stopped writer or a zero `grace` (a socket
     /// closed for not reading) drop the socket at once: a peer that reads nothing would not
     /// read the close frame either.
     pub async fn close(self, code: u16, reason: &str, grace: Duration) {
@@ -144,19 +178,20 @@ impl Outbox {
             reason: reason.into(),
         };
         let Self { tx, writer, .. } = self;
-        let queued = tx
-            .try_reserve()
-            .map(|permit| {
-                permit.send(Queued {
+        if grace.is_zero() || writer.is_finished() {
+            return;
+        }
+        let closing = async {
+            if let Ok(permit) = tx.reserve_owned().await {
+                // The queue's last sender goes with the permit: the writer ends after this.
+                drop(permit.send(Queued {
                     message: Message::Close(Some(frame)),
                     counts: None,
-                });
-            })
-            .is_ok();
-        drop(tx);
-        if queued && !grace.is_zero() && !writer.is_finished() {
-            let _ = tokio::time::timeout(grace, writer).await;
-        }
+                }));
+                let _ = writer.await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, closing).await;
     }
 }
 
@@ -228,9 +263,9 @@ mod tests {
         let figures = Arc::new(QueueFigures::default());
         let outbox = Outbox::start(stuck(), limits(3, 1000), figures.clone());
         for _ in 0..3 {
-            outbox.text("x".repeat(10)).unwrap();
+            outbox.text("x".repeat(10)).await.unwrap();
         }
-        assert_eq!(outbox.text("y".into()), Err(Full));
+        assert_eq!(outbox.text("y".into()).await, Err(Full));
         assert_eq!(figures.frames.load(Ordering::Relaxed), 3);
         assert_eq!(figures.bytes.load(Ordering::Relaxed), 30);
         drop(outbox);
@@ -247,8 +282,11 @@ mod tests {
     async fn the_byte_bound_refuses_but_lets_one_large_frame_into_an_empty_queue() {
         let figures = Arc::new(QueueFigures::default());
         let outbox = Outbox::start(stuck(), limits(100, 10), figures.clone());
-        outbox.text("a frame larger than ten bytes".into()).unwrap();
-        assert_eq!(outbox.text("x".into()), Err(Full));
+        outbox
+            .text("a frame larger than ten bytes".into())
+            .await
+            .unwrap();
+        assert_eq!(outbox.text("x".into()).await, Err(Full));
         assert_eq!(figures.bytes.load(Ordering::Relaxed), 29);
     }
 
@@ -256,7 +294,7 @@ mod tests {
     async fn a_frame_not_written_within_the_deadline_stops_the_writer_as_stalled() {
         let figures = Arc::new(QueueFigures::default());
         let mut outbox = Outbox::start(stuck(), limits(8, 1000), figures.clone());
-        outbox.text("hello".into()).unwrap();
+        outbox.text("hello".into()).await.unwrap();
         let ended = tokio::time::timeout(Duration::from_secs(5), outbox.stopped())
             .await
             .unwrap();
@@ -266,11 +304,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_burst_larger_than_the_queue_waits_for_a_writer_that_keeps_up() {
+        let (sink, seen) = futures::channel::mpsc::unbounded::<Message>();
+        let figures = Arc::new(QueueFigures::default());
+        let outbox = Outbox::start(sink.sink_map_err(|_| ()), limits(2, 1000), figures);
+        for i in 0..100 {
+            outbox.text(format!("{i}")).await.unwrap();
+        }
+        outbox.close(1000, "done", Duration::from_secs(5)).await;
+        use futures::StreamExt;
+        let texts: Vec<String> = seen
+            .filter_map(|m| async move {
+                match m {
+                    Message::Text(text) => Some(text.to_string()),
+                    _ => None,
+                }
+            })
+            .collect()
+            .await;
+        let expected: Vec<String> = (0..100).map(|i| i.to_string()).collect();
+        assert_eq!(texts, expected, "every frame, in order");
+    }
+
+    #[tokio::test]
     async fn close_delivers_what_was_queued_then_the_close_frame() {
         let (sink, mut seen) = futures::channel::mpsc::unbounded::<Message>();
         let figures = Arc::new(QueueFigures::default());
         let outbox = Outbox::start(sink.sink_map_err(|_| ()), limits(8, 1000), figures);
-        outbox.text("last words".into()).unwrap();
+        outbox.text("last words".into()).await.unwrap();
         outbox.close(1013, "Too slow", Duration::from_secs(5)).await;
         use futures::StreamExt;
         assert_eq!(seen.next().await, Some(Message::Text("last words".into())));
