@@ -649,3 +649,79 @@ pub async fn usage_stored(db: &Db, chats: impl IntoIterator<Item = &String>) {
         }
     }
 }
+
+/// Opens a WebSocket by hand on a raw TCP socket (the upgrade request written, the `101`
+/// response read byte by byte so nothing after it is consumed), for tests of clients that
+/// misbehave below the WebSocket layer: never reading, trickling bytes. `recv_buffer` shrinks
+/// the socket's receive buffer (`SO_RCVBUF`) so a client that stops reading fills up soon.
+pub async fn raw_websocket(addr: SocketAddr, path: &str, recv_buffer: Option<u32>) -> TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    if let Some(bytes) = recv_buffer {
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+    }
+    let mut tcp = socket.connect(addr).await.expect("edge reachable");
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    tcp.write_all(request.as_bytes())
+        .await
+        .expect("upgrade sent");
+    let head = read_http_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "no upgrade: {head}");
+    tcp
+}
+
+/// Reads an HTTP response head (up to and including the blank line), one byte at a time.
+pub async fn read_http_head(tcp: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = tokio::time::timeout(WAIT, tcp.read_u8())
+            .await
+            .expect("timed out reading a response head")
+            .expect("connection closed inside a response head");
+        head.push(byte);
+    }
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// One client-to-server text frame, masked as RFC 6455 requires of clients.
+pub fn masked_text_frame(text: &str) -> Vec<u8> {
+    let payload = text.as_bytes();
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![0x81];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// The edge's `/ws/health` at `addr`, over a connection of its own that is not kept alive, so
+/// the edge's `httpConnections` counts this request and nothing left over from earlier ones.
+pub async fn edge_health(addr: SocketAddr) -> Value {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    client
+        .get(format!("http://{addr}/ws/health"))
+        .header("connection", "close")
+        .send()
+        .await
+        .expect("health reachable")
+        .json()
+        .await
+        .expect("health is JSON")
+}

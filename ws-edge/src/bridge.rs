@@ -3,17 +3,19 @@
 //! It keeps no chat state; everything it forwards is translated by [`crate::frames`].
 //!
 //! The loop is generic over the socket (`Stream` + `Sink` of axum messages), so it is driven
-//! by real sockets in production and end-to-end tests alike.
+//! by real sockets in production and end-to-end tests alike. Frames to the browser go through
+//! the socket's [`crate::outbox`] (bounded, with a send deadline); the loop never waits on the
+//! socket's write side.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message};
+use axum::extract::ws::Message;
 use chat_proto::limits::{self, close, code};
 use chat_proto::pb::chat::{self as pb, server_event::Event as Out};
-use futures::{Sink, SinkExt, Stream, StreamExt};
+use futures::{Sink, Stream, StreamExt};
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -24,6 +26,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::EdgeState;
 use crate::frames::{self, Limits};
+use crate::outbox::{Ended, Outbox, QueueLimits};
 use crate::upstream;
 
 /// Events buffered from the browser towards the core.
@@ -95,20 +98,43 @@ impl SocketLimits {
     }
 }
 
+/// Why a socket is closed when it cannot take its frames: 1013 (try again later) rather than
+/// 1008, because a slow network is not a policy violation and the page reconnects and resumes
+/// on 1013, while 1008 tells it to stop (authentication).
+const SLOW: (u16, &str) = (close::TRY_AGAIN_LATER, "Too slow: frames were not read");
+
 /// Serves one socket until either side ends it.
-pub async fn serve<S>(state: Arc<EdgeState>, mut socket: S, admission: Admission)
+pub async fn serve<S>(state: Arc<EdgeState>, socket: S, admission: Admission)
 where
-    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message> + Unpin + Send,
+    S: Stream<Item = Result<Message, axum::Error>> + Sink<Message> + Unpin + Send + 'static,
 {
     let _live = Live::new(state.clone());
+    let (sink, mut socket) = socket.split();
+    let limits = &state.settings.limits;
+    let mut outbox = Outbox::start(
+        sink,
+        QueueLimits {
+            frames: limits.send_queue_frames,
+            bytes: limits.send_queue_bytes,
+            send_timeout: limits.send_timeout(),
+        },
+        state.queued.clone(),
+    );
+    let grace = limits.send_timeout();
     let token = match admission {
         Admission::Token(token) => token,
-        Admission::Refused => return refuse_unauthenticated(&mut socket).await,
+        Admission::Refused => return refuse_unauthenticated(outbox, grace).await,
         Admission::Full => {
             let frame =
                 frames::error_frame(code::UNAVAILABLE, "Too many connections", true, None, None);
-            let _ = socket.send(Message::Text(frame.into())).await;
-            return close_with(&mut socket, close::TRY_AGAIN_LATER, "Too many connections").await;
+            let _ = outbox.text(frame).await;
+            return close_with(
+                outbox,
+                close::TRY_AGAIN_LATER,
+                "Too many connections",
+                grace,
+            )
+            .await;
         }
     };
 
@@ -117,12 +143,12 @@ where
     // should pay for pointers, not for 32 events.
     let (to_core, rx) = mpsc::channel::<Box<pb::ClientEvent>>(TO_CORE_BUFFER);
     let Some(request) = upstream::with_token(ReceiverStream::new(rx).map(|ev| *ev), &token) else {
-        return refuse_unauthenticated(&mut socket).await;
+        return refuse_unauthenticated(outbox, grace).await;
     };
     let mut from_core = match state.upstream.chat().connect(request).await {
         Ok(response) => response.into_inner(),
         Err(status) if status.code() == tonic::Code::Unauthenticated => {
-            return refuse_unauthenticated(&mut socket).await;
+            return refuse_unauthenticated(outbox, grace).await;
         }
         Err(status) => {
             tracing::warn!(code = ?status.code(), "core refused or unreachable");
@@ -133,15 +159,12 @@ where
                 None,
                 None,
             );
-            let _ = socket.send(Message::Text(frame.into())).await;
-            return close_with(&mut socket, close::TRY_AGAIN_LATER, "Service unavailable").await;
+            let _ = outbox.text(frame).await;
+            return close_with(outbox, close::TRY_AGAIN_LATER, "Service unavailable", grace).await;
         }
     };
 
-    let mut gate = FrameGate::new(
-        state.settings.limits.frames_per_minute,
-        state.settings.limits.abuse_strikes,
-    );
+    let mut gate = FrameGate::new(limits.frames_per_minute, limits.abuse_strikes);
     // Until the core's `session` arrives the socket is neither read nor pinged: its limits
     // are not known yet (`announced` is false and `socket_limits` a placeholder).
     let mut announced = false;
@@ -149,15 +172,22 @@ where
     let mut ticker = socket_limits.ticker();
     let mut last_seen = Instant::now();
 
+    // Every frame to the browser is queued, never written here: a socket whose queue has no
+    // room within `limits.send_timeout_ms`, or that does not take a frame within it, is closed
+    // with 1013.
     let (close_code, reason) = loop {
         tokio::select! {
             () = state.shutdown.cancelled() => break (close::RESTART, "Server restarting"),
+            ended = outbox.stopped() => match ended {
+                Ended::Stalled => break SLOW,
+                Ended::Broken | Ended::Flushed => return,
+            },
             _ = ticker.tick(), if announced => {
                 if last_seen.elapsed() > socket_limits.heartbeat * 2 {
                     break (close::GOING_AWAY, "Heartbeat timeout");
                 }
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
+                if outbox.push(Message::Ping(Default::default())).await.is_err() {
+                    break SLOW;
                 }
             }
             incoming = socket.next(), if announced => {
@@ -170,8 +200,8 @@ where
                             break (close::TOO_BIG, "Frame too large");
                         }
                         let frame = frames::error_frame(code::INVALID, "Binary frames are not supported", false, None, None);
-                        if socket.send(Message::Text(frame.into())).await.is_err() {
-                            return;
+                        if outbox.text(frame).await.is_err() {
+                            break SLOW;
                         }
                         continue;
                     }
@@ -191,14 +221,14 @@ where
                     Verdict::Pass => {}
                     Verdict::Limited(wait) => {
                         metrics::counter!("chat_edge_rejected_frames_total", "code" => code::RATE_LIMITED.to_string()).increment(1);
-                        if socket.send(Message::Text(rate_limited(wait).into())).await.is_err() {
-                            return;
+                        if outbox.text(rate_limited(wait)).await.is_err() {
+                            break SLOW;
                         }
                         continue;
                     }
                     Verdict::Abuse => {
                         let frame = frames::error_frame(code::RATE_LIMITED, "Too many frames: closing", false, None, None);
-                        let _ = socket.send(Message::Text(frame.into())).await;
+                        let _ = outbox.text(frame).await;
                         break (close::POLICY, "Rate limit abuse");
                     }
                 }
@@ -211,8 +241,8 @@ where
                     }
                     Err(err) => {
                         metrics::counter!("chat_edge_rejected_frames_total", "code" => err.code.to_string()).increment(1);
-                        if socket.send(Message::Text(err.into_frame().into())).await.is_err() {
-                            return;
+                        if outbox.text(err.into_frame()).await.is_err() {
+                            break SLOW;
                         }
                     }
                 }
@@ -237,8 +267,8 @@ where
                         _ => None,
                     };
                     metrics::counter!("chat_edge_frames_out_total").increment(1);
-                    if socket.send(Message::Text(frames::encode_server_event(&event).into())).await.is_err() {
-                        return;
+                    if outbox.text(frames::encode_server_event(&event)).await.is_err() {
+                        break SLOW;
                     }
                     if let Some(requested) = closing {
                         break (u16::try_from(requested).unwrap_or(close::POLICY), "Closed by server");
@@ -250,14 +280,21 @@ where
             },
         }
     };
-    close_with(&mut socket, close_code, reason).await;
+    // Dropping the core stream here tells the core this connection is gone.
+    drop(from_core);
+    drop(to_core);
+    let grace = if (close_code, reason) == SLOW {
+        metrics::counter!("chat_edge_slow_sockets_closed_total").increment(1);
+        tracing::debug!("closing a socket that does not read its frames");
+        Duration::ZERO
+    } else {
+        grace
+    };
+    close_with(outbox, close_code, reason, grace).await;
 }
 
 /// Error 401 "Authentication failed", then close 1008.
-async fn refuse_unauthenticated<S>(socket: &mut S)
-where
-    S: Sink<Message> + Unpin,
-{
+async fn refuse_unauthenticated(outbox: Outbox, grace: Duration) {
     let frame = frames::error_frame(
         code::UNAUTHENTICATED,
         "Authentication failed",
@@ -265,8 +302,8 @@ where
         None,
         None,
     );
-    let _ = socket.send(Message::Text(frame.into())).await;
-    close_with(socket, close::POLICY, "Authentication failed").await;
+    let _ = outbox.text(frame).await;
+    close_with(outbox, close::POLICY, "Authentication failed", grace).await;
 }
 
 /// The per-connection frame budget, and the line between a burst and abuse.
@@ -345,17 +382,10 @@ fn is_too_big(err: axum::Error) -> bool {
     )
 }
 
-async fn close_with<S>(socket: &mut S, code: u16, reason: &str)
-where
-    S: Sink<Message> + Unpin,
-{
+/// Counts the close, then sends the close frame after what is queued (see [`Outbox::close`]).
+async fn close_with(outbox: Outbox, code: u16, reason: &str, grace: Duration) {
     metrics::counter!("chat_edge_closes_total", "code" => code.to_string()).increment(1);
-    let frame = CloseFrame {
-        code,
-        reason: reason.into(),
-    };
-    let _ = socket.send(Message::Close(Some(frame))).await;
-    let _ = socket.close().await;
+    outbox.close(code, reason, grace).await;
 }
 
 #[cfg(test)]

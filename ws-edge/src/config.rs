@@ -9,9 +9,11 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use chat_auth::{AuthConfigError, AuthSettings};
 use chat_runtime::{InvalidSetting, LogSettings, SettingsError, SettingsLoader};
+use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Endpoint;
 
@@ -31,19 +33,55 @@ pub struct EdgeSettings {
     pub core_channels: usize,
     pub auth: AuthSettings,
     pub limits: EdgeLimits,
-    /// Browser origins allowed to open a WebSocket; empty allows any origin.
+    /// Browser origins allowed to open a WebSocket; empty allows any origin (a warning at
+    /// start when the edge listens beyond loopback).
     pub allowed_origins: Vec<String>,
+    pub metrics: MetricsSettings,
     pub log: LogSettings,
 }
 
+/// Where and to whom `/metrics` is served.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// A listener of its own for `/metrics` (then `http_addr` does not serve it); unset serves
+    /// it on `http_addr`.
+    pub addr: Option<SocketAddr>,
+    /// When set, `/metrics` wants `Authorization: Bearer <token>` (environment only:
+    /// `CHAT_EDGE_METRICS__TOKEN`).
+    pub token: Option<SecretString>,
+}
+
 /// Per-connection and per-edge limits the edge owns (the per-user ones live in the core).
+/// Every one is listed, with what a client meets, in the "Limits" section of
+/// `docs/protocol.md`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EdgeLimits {
+    /// Open WebSockets; more are refused with error 503 and close 1013.
     pub max_connections: usize,
     pub frames_per_minute: u32,
     /// Frames refused for rate in one minute after which the connection is closed (1008).
     pub abuse_strikes: u32,
+    /// Frames waiting to be written to one socket; a socket whose queue has no room within
+    /// `send_timeout_ms` is closed (1013) instead of buffering more.
+    pub send_queue_frames: usize,
+    /// Bytes waiting to be written to one socket (a single larger frame is still let into an
+    /// empty queue); as for `send_queue_frames`, no room in time closes the socket (1013).
+    pub send_queue_bytes: usize,
+    /// The longest one frame may take to be written to a socket; a socket that takes longer is
+    /// closed (1013).
+    pub send_timeout_ms: u64,
+    /// HTTP connections not (yet) upgraded to a WebSocket; more are answered 503 and closed.
+    pub max_http_connections: usize,
+    /// Time for a client to send a request's headers, the first one and each next one on a
+    /// kept-alive connection; then the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// An HTTP connection (not upgraded) on which no byte moves either way for this long is
+    /// closed.
+    pub http_idle_timeout_ms: u64,
+    /// Largest request body on every HTTP route; a larger one is answered 413.
+    pub max_body_bytes: usize,
 }
 
 impl Default for EdgeLimits {
@@ -52,7 +90,28 @@ impl Default for EdgeLimits {
             max_connections: 10_000,
             frames_per_minute: 60,
             abuse_strikes: 20,
+            send_queue_frames: 256,
+            send_queue_bytes: 1024 * 1024,
+            send_timeout_ms: 10_000,
+            max_http_connections: 1024,
+            header_read_timeout_ms: 10_000,
+            http_idle_timeout_ms: 60_000,
+            max_body_bytes: 64 * 1024,
         }
+    }
+}
+
+impl EdgeLimits {
+    pub fn send_timeout(&self) -> Duration {
+        Duration::from_millis(self.send_timeout_ms)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn http_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.http_idle_timeout_ms)
     }
 }
 
@@ -65,6 +124,7 @@ impl Default for EdgeSettings {
             auth: AuthSettings::default(),
             limits: EdgeLimits::default(),
             allowed_origins: Vec::new(),
+            metrics: MetricsSettings::default(),
             log: LogSettings::default(),
         }
     }
@@ -130,7 +190,62 @@ impl EdgeSettings {
             positive,
         )?;
         InvalidSetting::check(l.abuse_strikes > 0, "limits.abuse_strikes", positive)?;
+        InvalidSetting::check(
+            l.send_queue_frames > 0,
+            "limits.send_queue_frames",
+            positive,
+        )?;
+        InvalidSetting::check(l.send_queue_bytes > 0, "limits.send_queue_bytes", positive)?;
+        InvalidSetting::check(l.send_timeout_ms > 0, "limits.send_timeout_ms", positive)?;
+        InvalidSetting::check(
+            l.max_http_connections > 0,
+            "limits.max_http_connections",
+            positive,
+        )?;
+        InvalidSetting::check(
+            l.header_read_timeout_ms > 0,
+            "limits.header_read_timeout_ms",
+            positive,
+        )?;
+        InvalidSetting::check(
+            l.http_idle_timeout_ms > 0,
+            "limits.http_idle_timeout_ms",
+            positive,
+        )?;
+        InvalidSetting::check(l.max_body_bytes > 0, "limits.max_body_bytes", positive)?;
+        if let Some(token) = &self.metrics.token {
+            use secrecy::ExposeSecret;
+            InvalidSetting::check(
+                token.expose_secret().len() >= 16,
+                "metrics.token",
+                "must be at least 16 characters (set CHAT_EDGE_METRICS__TOKEN)",
+            )?;
+        }
         Ok(())
+    }
+
+    /// What a production edge is warned about at start, each naming its setting. "Production"
+    /// means listening on an address other than loopback: a loopback edge is a developer's.
+    pub fn startup_warnings(&self) -> Vec<String> {
+        if self.http_addr.ip().is_loopback() {
+            return Vec::new();
+        }
+        let mut warnings = Vec::new();
+        if self.allowed_origins.is_empty() {
+            warnings.push(format!(
+                "allowed_origins is empty, so any web page may open WebSockets to this edge \
+                 listening on {}: set allowed_origins (CHAT_EDGE_ALLOWED_ORIGINS)",
+                self.http_addr
+            ));
+        }
+        if self.metrics.addr.is_none() && self.metrics.token.is_none() {
+            warnings.push(format!(
+                "/metrics is open to anyone on {}: set metrics.addr (a private listener) or \
+                 metrics.token (CHAT_EDGE_METRICS__TOKEN)",
+                self.http_addr
+            ));
+        }
+        warnings
     }
 
     /// The core's address as a gRPC endpoint; fails naming `core_url` unless it is an
@@ -211,6 +326,59 @@ mod tests {
         let mut s = valid();
         s.log.format = "xml".into();
         assert!(message(&s).contains("log.format"));
+        let mut s = valid();
+        s.limits.send_timeout_ms = 0;
+        assert!(message(&s).contains("limits.send_timeout_ms"));
+        let mut s = valid();
+        s.limits.max_http_connections = 0;
+        assert!(message(&s).contains("limits.max_http_connections"));
+        let mut s = valid();
+        s.metrics.token = Some("short".to_string().into());
+        assert!(message(&s).contains("metrics.token"));
+    }
+
+    #[test]
+    fn an_edge_beyond_loopback_without_an_origin_list_is_warned_naming_the_setting() {
+        assert!(
+            valid().startup_warnings().is_empty(),
+            "loopback is development"
+        );
+        let mut s = valid();
+        s.http_addr = "0.0.0.0:8080".parse().unwrap();
+        let warnings = s.startup_warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("allowed_origins"), "{warnings:?}");
+        assert!(
+            warnings[0].contains("CHAT_EDGE_ALLOWED_ORIGINS"),
+            "{warnings:?}"
+        );
+        assert!(warnings[1].contains("metrics.token"), "{warnings:?}");
+        s.allowed_origins = vec!["https://app.example".into()];
+        s.metrics.token = Some("a-metrics-token-of-length".to_string().into());
+        assert!(s.startup_warnings().is_empty());
+    }
+
+    #[test]
+    fn the_metrics_token_comes_from_the_environment() {
+        let settings = EdgeSettings::load_from(
+            None,
+            env(&[
+                ("CHAT_EDGE_METRICS__TOKEN", "a-metrics-token-of-length"),
+                ("CHAT_EDGE_METRICS__ADDR", "127.0.0.1:9465"),
+                ("CHAT_EDGE_LIMITS__SEND_TIMEOUT_MS", "2500"),
+            ]),
+        )
+        .unwrap();
+        use secrecy::ExposeSecret;
+        assert_eq!(
+            settings.metrics.token.as_ref().unwrap().expose_secret(),
+            "a-metrics-token-of-length"
+        );
+        assert_eq!(
+            settings.metrics.addr,
+            Some("127.0.0.1:9465".parse().unwrap())
+        );
+        assert_eq!(settings.limits.send_timeout(), Duration::from_millis(2500));
     }
 
     #[test]

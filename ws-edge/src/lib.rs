@@ -2,17 +2,21 @@
 //! protocol of `docs/protocol.md`, and bridges each socket to one gRPC `ChatService.Connect`
 //! stream on the core. It also serves REST reads, health probes and the chat page.
 //!
-//! Module map: [`config`] (settings), [`routes`] (HTTP), [`bridge`] (socket <-> gRPC pump,
-//! enforcing the limits the core announces), [`frames`] (JSON <-> protobuf), [`upstream`]
-//! (channels to the core), [`error`] (REST errors). Protocol constants come from
-//! [`chat_proto::limits`].
+//! Module map: [`config`] (settings), [`server`] (accepting and serving HTTP connections:
+//! timeouts, caps), [`routes`] (HTTP routes), [`pages`] (the chat page, security headers),
+//! [`bridge`] (socket <-> gRPC pump, enforcing the limits the core announces), [`outbox`] (a
+//! socket's bounded write queue), [`frames`] (JSON <-> protobuf), [`upstream`] (channels to the
+//! core), [`error`] (REST errors). Protocol constants come from [`chat_proto::limits`].
 
 pub mod admin;
 pub mod bridge;
 pub mod config;
 pub mod error;
 pub mod frames;
+pub mod outbox;
+pub mod pages;
 pub mod routes;
+pub mod server;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -21,8 +25,8 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use chat_auth::Verifier;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -53,6 +57,10 @@ pub struct EdgeState {
     pub upstream: upstream::Upstream,
     /// Live (and upgrading) sockets.
     pub connections: AtomicUsize,
+    /// HTTP connections not upgraded (yet), against `limits.max_http_connections`.
+    pub http_connections: Arc<AtomicUsize>,
+    /// Frames and bytes waiting in every socket's write queue.
+    pub queued: Arc<outbox::QueueFigures>,
     /// Cancelled on shutdown: every socket closes with 1012.
     pub shutdown: CancellationToken,
     /// Socket tasks, waited for at shutdown.
@@ -60,11 +68,14 @@ pub struct EdgeState {
     pub started: Instant,
 }
 
-/// The edge's router, shared by `main`, `chatctl dev` and tests.
+/// The edge's router, shared by `main`, `chatctl dev` and tests. `/metrics` is on it unless
+/// `metrics.addr` gives it a listener of its own ([`metrics_app`]).
 pub fn app(state: Arc<EdgeState>) -> Router {
-    Router::new()
-        .route("/", get(routes::chat_page))
-        .route("/chat.html", get(routes::chat_page))
+    let router = Router::new()
+        .route("/", get(pages::chat_page))
+        .route("/chat.html", get(pages::chat_page))
+        .route("/chat.js", get(pages::chat_script))
+        .route("/chat.css", get(pages::chat_style))
         .route("/ws", get(routes::websocket))
         .route("/chat", get(routes::websocket))
         .route("/api/v1/chat/ws", get(routes::websocket))
@@ -74,16 +85,38 @@ pub fn app(state: Arc<EdgeState>) -> Router {
         .route("/api/websocket/health", get(routes::ws_health))
         .route("/api/sessions", get(routes::sessions))
         .route("/api/sessions/{chat_id}/messages", get(routes::history))
-        .route("/api/chat/history/{chat_id}", get(routes::history))
+        .route("/api/chat/history/{chat_id}", get(routes::history));
+    let router = router
         .route("/api/models", get(routes::models))
-        .route("/metrics", get(routes::metrics))
-        .merge(admin::routes())
-        .with_state(state)
+        .merge(admin::routes());
+    let router = if state.settings.metrics.addr.is_none() {
+        router.route("/metrics", get(routes::metrics))
+    } else {
+        router
+    };
+    guarded(router, &state).with_state(state)
+}
+
+/// The router of the metrics listener (`metrics.addr`).
+pub fn metrics_app(state: Arc<EdgeState>) -> Router {
+    let router = Router::new().route("/metrics", get(routes::metrics));
+    guarded(router, &state).with_state(state)
+}
+
+/// What every route gets: the body limit (413 above `limits.max_body_bytes`, by
+/// `Content-Length` before the handler runs, or while a body is read) and the security headers.
+fn guarded(router: Router<Arc<EdgeState>>, state: &EdgeState) -> Router<Arc<EdgeState>> {
+    let max_body = state.settings.limits.max_body_bytes;
+    router
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
+        .layer(axum::middleware::from_fn(pages::security_headers))
 }
 
 /// A bound edge, ready to run.
 pub struct Edge {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     state: Arc<EdgeState>,
 }
 
@@ -100,17 +133,34 @@ impl Edge {
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| EdgeError::Bind { addr, source })?;
+        let metrics_listener = match settings.metrics.addr {
+            None => None,
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| EdgeError::Bind { addr, source })?,
+            ),
+        };
+        for warning in settings.startup_warnings() {
+            tracing::warn!("{warning}");
+        }
         chat_runtime::metrics();
         let state = Arc::new(EdgeState {
             settings,
             verifier,
             upstream,
             connections: AtomicUsize::new(0),
+            http_connections: Arc::default(),
+            queued: Arc::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             started: Instant::now(),
         });
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            metrics_listener,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -120,32 +170,62 @@ impl Edge {
             .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
+    /// The metrics listener's address, when `metrics.addr` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
     /// Serves until `shutdown` is cancelled; fails only when the listener does.
     pub async fn run(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let Self { listener, state } = self;
+        let Self {
+            listener,
+            metrics_listener,
+            state,
+        } = self;
         tracing::info!(addr = %listener.local_addr()?, "chat-edge ready");
-        let stopping = {
-            let state = state.clone();
-            async move {
-                shutdown.cancelled().await;
-                // Phase 1: stop accepting (axum stops on this future).
-                // Phase 2: every socket closes with 1012 so clients reconnect and resume.
-                state.shutdown.cancel();
-            }
+        let l = &state.settings.limits;
+        let limits = server::HttpLimits {
+            max_connections: l.max_http_connections,
+            header_read_timeout: l.header_read_timeout(),
+            idle_timeout: l.http_idle_timeout(),
         };
-        // Chat frames are small: send them at once (no Nagle delay).
-        let listener = listener.tap_io(|tcp| {
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
-            }
+        // Phase 1: stop accepting (the servers stop on `shutdown`), and close kept-alive HTTP
+        // connections once their requests are answered.
+        // Phase 2: every socket closes with 1012 so clients reconnect and resume.
+        let sockets = state.shutdown.clone();
+        let phase2 = shutdown.clone();
+        tokio::spawn(async move {
+            phase2.cancelled().await;
+            sockets.cancel();
         });
-        let served = axum::serve(listener, app(state.clone()).into_make_service())
-            .with_graceful_shutdown(stopping)
-            .await;
+        let metrics = metrics_listener.map(|listener| {
+            tokio::spawn(server::serve(
+                listener,
+                metrics_app(state.clone()),
+                limits,
+                Arc::default(),
+                shutdown.clone(),
+                CLOSE_GRACE,
+            ))
+        });
+        server::serve(
+            listener,
+            app(state.clone()),
+            limits,
+            state.http_connections.clone(),
+            shutdown,
+            CLOSE_GRACE,
+        )
+        .await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
         // Phase 3: give sockets a moment to send their close frames.
         state.tasks.close();
         let _ = tokio::time::timeout(CLOSE_GRACE, state.tasks.wait()).await;
         tracing::info!("chat-edge stopped");
-        served
+        Ok(())
     }
 }

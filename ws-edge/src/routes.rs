@@ -1,5 +1,5 @@
 //! HTTP routes of the edge: the WebSocket upgrade (three paths), REST reads proxied to the
-//! core with the caller's token, health probes, and the chat page.
+//! core with the caller's token, health probes and metrics. The page is [`crate::pages`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use axum::Json;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use chat_proto::limits::{FRAME_BYTES_CEILING, MAX_PAGE};
 use chat_proto::pb::chat::{self as pb, server_event::Event as Out};
 use serde_json::{Value, json};
@@ -21,17 +21,11 @@ use crate::error::ApiError;
 use crate::frames;
 use crate::upstream::with_token;
 
-/// The chat page, compiled in: no build step, no files to deploy.
-const CHAT_PAGE: &str = include_str!("web/chat.html");
 /// Subprotocol the server selects when the client offers it.
 const SUBPROTOCOL: &str = "chat.v1";
 /// Memory per idle socket: chat frames are small, so tungstenite's 128 KiB default read
 /// buffer would cost far more than the traffic needs.
 const SOCKET_BUFFER: usize = 4 * 1024;
-
-pub async fn chat_page() -> Html<&'static str> {
-    Html(CHAT_PAGE)
-}
 
 /// `GET /ws`, `/chat`, `/api/v1/chat/ws`.
 pub async fn websocket(
@@ -254,12 +248,36 @@ pub async fn readyz(State(state): State<Arc<EdgeState>>) -> Response {
     }
 }
 
-/// `GET /metrics`: Prometheus text exposition.
-pub async fn metrics() -> impl IntoResponse {
+/// `GET /metrics`: Prometheus text exposition; with `metrics.token` set, only for
+/// `Authorization: Bearer <token>`.
+pub async fn metrics(State(state): State<Arc<EdgeState>>, headers: HeaderMap) -> Response {
+    if let Some(expected) = &state.settings.metrics.token {
+        use secrecy::ExposeSecret;
+        let given = bearer_header(&headers).unwrap_or_default();
+        if !same_secret(given.as_bytes(), expected.expose_secret().as_bytes()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Bearer")],
+                "metrics token required",
+            )
+                .into_response();
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         chat_runtime::render_metrics(),
     )
+        .into_response()
+}
+
+/// Compares two secrets in time independent of where they differ.
+fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+    given.len() == expected.len()
+        && given
+            .iter()
+            .zip(expected)
+            .fold(0u8, |diff, (a, b)| diff | (a ^ b))
+            == 0
 }
 
 /// `GET /ws/health` and `/api/websocket/health`.
@@ -268,6 +286,10 @@ pub async fn ws_health(State(state): State<Arc<EdgeState>>) -> Json<Value> {
         "status": if state.shutdown.is_cancelled() { "shutting_down" } else { "ok" },
         "connections": state.connections.load(Ordering::Relaxed),
         "maxConnections": state.settings.limits.max_connections,
+        "httpConnections": state.http_connections.load(Ordering::Relaxed),
+        "maxHttpConnections": state.settings.limits.max_http_connections,
+        "queuedFrames": state.queued.frames.load(Ordering::Relaxed),
+        "queuedBytes": state.queued.bytes.load(Ordering::Relaxed),
         "uptimeSeconds": state.started.elapsed().as_secs(),
     }))
 }
@@ -295,6 +317,14 @@ mod tests {
         assert_eq!(socket_token(&h, &q).as_deref(), Some("hdr"));
         q.insert("token".to_string(), "qry".to_string());
         assert_eq!(socket_token(&h, &q).as_deref(), Some("qry"));
+    }
+
+    #[test]
+    fn secrets_compare_whole() {
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abd", b"abc"));
+        assert!(!same_secret(b"ab", b"abc"));
+        assert!(!same_secret(b"", b"abc"));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use chat_proto::pb::chat::{self as pb, ClientEvent, client_event::Event as ClientKind};
 use serde_json::{Map, Value};
 
+use super::depth;
 use super::fields::Fields;
 use super::{CLIENT_FRAME_TYPES, FrameError, Limits};
 
@@ -11,7 +12,8 @@ use super::{CLIENT_FRAME_TYPES, FrameError, Limits};
 ///
 /// Checks shape and types only (see `docs/protocol.md`, "What the edge checks"). Fails with a
 /// [`FrameError`] of code 400 naming the field for anything malformed ("Invalid JSON",
-/// "Unknown message type", "data.chatId must be a string", ...), and 413 for a `context` larger
+/// "Unknown message type", "data.chatId must be a string", a frame nested deeper than
+/// `limits.max_depth`, ...), and 413 for a `context` larger
 /// than `limits.max_context_bytes`. Unknown extra fields are ignored; `null` counts as absent for
 /// optional fields.
 pub fn decode_client_frame(text: &str, limits: &Limits) -> Result<ClientEvent, FrameError> {
@@ -28,6 +30,7 @@ pub fn decode_client_frame(text: &str, limits: &Limits) -> Result<ClientEvent, F
 }
 
 fn decode_frame(frame: &Map<String, Value>, limits: &Limits) -> Result<ClientEvent, FrameError> {
+    depth::check(frame, limits.max_depth)?;
     let top = Fields::top(frame);
     let kind = match frame.get("type") {
         None => return Err(FrameError::invalid("type", "is required")),

@@ -9,12 +9,14 @@
 //! (code 400, or 413 for an oversized `context`) that names the offending field and echoes the
 //! client's `messageId` when one could be read.
 //!
-//! By concern: `decode` (client frames -> protobuf, [`decode_client_frame`]), `fields` (the
+//! By concern: `decode` (client frames -> protobuf, [`decode_client_frame`]), `depth` (how
+//! deeply a frame nests), `fields` (the
 //! cursor over one JSON object that names the field in every error), `encode` (protobuf ->
 //! server frames, [`encode_server_event`]); the tests are in `frames/tests/`.
 //! `google.protobuf.Struct` <-> JSON is [`chat_proto::json`], shared with the core.
 
 mod decode;
+mod depth;
 mod encode;
 mod fields;
 
@@ -96,7 +98,15 @@ pub struct Limits {
     pub max_receipt_ids: usize,
     /// Largest `history.limit`.
     pub max_history_limit: u32,
+    /// Deepest nesting of arrays and objects in a frame, the frame itself being level 1;
+    /// deeper is error 400 naming the field.
+    pub max_depth: usize,
 }
+
+/// The deepest a client frame may nest ([`Limits::max_depth`]): `data.context` is level 3, so
+/// a context may hold 29 more levels. Far below prost's recursion limit of 100 at the core,
+/// where each JSON level of a `google.protobuf.Struct` costs up to three.
+pub const MAX_JSON_DEPTH: usize = 32;
 
 impl Limits {
     /// The protocol's bounds, which the bridge enforces on every socket.
@@ -105,6 +115,7 @@ impl Limits {
         max_context_bytes: limits::MAX_CONTEXT_BYTES,
         max_receipt_ids: limits::MAX_RECEIPT_IDS,
         max_history_limit: limits::MAX_PAGE,
+        max_depth: MAX_JSON_DEPTH,
     };
 }
 

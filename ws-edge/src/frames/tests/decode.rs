@@ -583,6 +583,7 @@ fn limits_are_configurable() {
         max_context_bytes: 10,
         max_receipt_ids: 2,
         max_history_limit: 20,
+        max_depth: 4,
     };
     let check = |frame: Value, message: &str| {
         let err = decode_client_frame(&frame.to_string(), &limits).unwrap_err();
@@ -603,6 +604,10 @@ fn limits_are_configurable() {
     check(
         json!({"type": "history", "data": {"chatId": "c", "limit": 21}}),
         "data.limit must be an integer from 1 to 20",
+    );
+    check(
+        json!({"type": "message", "data": {"messageId": "a", "content": "", "context": {"a": {"b": {}}}}}),
+        "data.context is nested too deeply: a frame may nest at most 4 levels",
     );
     // Characters, not bytes: four two-byte characters fit.
     assert!(

@@ -1,0 +1,721 @@
+// Script of the chat page (chat.html), served by chat-edge at /chat.js.
+/*
+ * Chat client for protocol v1. State lives in `S`; frames arrive in onFrame() and are dispatched
+ * to one handler per type. Outgoing messages live in an outbox (mirrored to localStorage) until the
+ * server acks them, so nothing typed is lost across reconnects or reloads; the server deduplicates
+ * by messageId. Every durable event's `seq` is tracked per chat and sent back in `resume`.
+ */
+'use strict';
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const LS_TOKEN = 'chat.token';
+  const LS_OUTBOX = 'chat.outbox';
+  const BACKOFF_MAX_S = 30;
+  const LABELS = { pending: 'pending', sent: 'sent', failed: 'failed', streaming: '', complete: '', stopped: 'stopped' };
+
+  const S = {
+    token: null, ws: null, ready: false, booted: false, authFailed: false, signedOut: false,
+    attempt: 0, retryTimer: null, countdown: null, noticeTimer: null,
+    session: null, chatId: null, chatModel: null, pendingModel: null,
+    lastSeq: {},               // chatId -> highest seq processed
+    outbox: [],                // [{messageId, chatId, content, createdAt, failed?}]
+    sentOnConn: new Set(),     // outbox ids already sent on the current socket
+    chatlessInFlight: null,    // id of the message that is creating a chat (no chatId)
+    creating: null,            // request id of a pending `chat_update create`
+    requests: new Map(),       // request id -> {kind, chatId, ...} for error correlation
+    bubbles: new Map(),        // server message id -> element
+    pendingEls: new Map(),     // client messageId -> element (not yet acked)
+    stream: null,              // {chatId, id, el, text, lastIndex, partial, pending: Map}
+    assistantTyping: false, othersTyping: new Set(), names: new Map(),
+    titleFor: null,            // chatId whose title was last looked up (loadTitle)
+  };
+
+  // ---------- storage and ids ----------
+  function lsGet(key) { try { return localStorage.getItem(key); } catch { return null; } }
+  function lsSet(key, value) {
+    try { if (value == null) localStorage.removeItem(key); else localStorage.setItem(key, value); } catch { /* storage off */ }
+  }
+  function loadOutbox() {
+    try {
+      const list = JSON.parse(lsGet(LS_OUTBOX) || '[]');
+      return Array.isArray(list)
+        ? list.filter((m) => m && typeof m.messageId === 'string' && typeof m.content === 'string') : [];
+    } catch { return []; }
+  }
+  function saveOutbox() { lsSet(LS_OUTBOX, S.outbox.length ? JSON.stringify(S.outbox) : null); }
+  const findOutbox = (id) => S.outbox.find((m) => m.messageId === id);
+  function dropOutbox(id) { S.outbox = S.outbox.filter((m) => m.messageId !== id); saveOutbox(); }
+
+  function uuid() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
+    const b = crypto.getRandomValues(new Uint8Array(16)); // randomUUID needs a secure context
+    b[6] = (b[6] & 0x0f) | 0x40; b[8] = (b[8] & 0x3f) | 0x80;
+    const h = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+
+  // ---------- token ----------
+  const cleanToken = (t) => (t || '').trim().replace(/^bearer\s+/i, '');
+  function takeToken() {
+    const url = new URL(location.href);
+    const fromUrl = cleanToken(url.searchParams.get('token'));
+    if (url.searchParams.has('token')) {
+      url.searchParams.delete('token');
+      history.replaceState(history.state, '', url.pathname + url.search + url.hash);
+    }
+    if (fromUrl) lsSet(LS_TOKEN, fromUrl);
+    return fromUrl || cleanToken(lsGet(LS_TOKEN)) || null;
+  }
+  function showTokenForm(text) {
+    $('token-msg').textContent = text || 'Paste an access token to start chatting.';
+    $('token-form').hidden = false;
+    $('sign-out').hidden = true;
+    $('token-input').focus();
+  }
+  function submitToken(ev) {
+    ev.preventDefault();
+    const token = cleanToken($('token-input').value);
+    if (!token) return;
+    $('token-input').value = '';
+    S.token = token; lsSet(LS_TOKEN, token);
+    S.authFailed = false; S.signedOut = false; S.attempt = 0;
+    $('token-form').hidden = true;
+    connect();
+  }
+  function signOut(ev) {
+    ev.preventDefault();
+    S.signedOut = true; S.token = null; S.booted = false;
+    lsSet(LS_TOKEN, null);
+    S.outbox = []; saveOutbox();
+    closeSocket();
+    S.lastSeq = {}; S.session = null;
+    newChat(false);
+    $('user').textContent = '';
+    setStatus('offline', 'offline (signed out)');
+    showTokenForm('Signed out. Paste a token to sign in again.');
+  }
+  function authFail() {
+    S.authFailed = true; S.token = null;
+    lsSet(LS_TOKEN, null);
+    closeSocket();
+    setStatus('auth-failed', 'authentication failed');
+    showTokenForm('Authentication failed. Paste a new token to reconnect.');
+  }
+
+  // ---------- connection ----------
+  function setStatus(state, text) {
+    const el = $('status');
+    el.dataset.state = state;
+    el.textContent = text;
+  }
+  function connect() {
+    clearRetry();
+    if (S.ws) return;
+    if (!S.token) { setStatus('offline', 'offline'); showTokenForm(); return; }
+    setStatus('connecting', 'connecting…');
+    const url = `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/ws`;
+    let ws;
+    try { ws = new WebSocket(url, ['chat.v1', `bearer.${S.token}`]); } catch { authFail(); return; } // bad token chars
+    S.ws = ws;
+    $('sign-out').hidden = false;
+    ws.onmessage = (ev) => { if (S.ws === ws) onFrame(ev.data); };
+    ws.onclose = (ev) => { if (S.ws === ws) onClose(ev); };
+  }
+  function resetConnState() {
+    S.ws = null; S.ready = false;
+    S.sentOnConn.clear(); S.requests.clear();
+    S.chatlessInFlight = null; S.creating = null;
+    S.assistantTyping = false; S.othersTyping.clear();
+    renderActivity();
+  }
+  function closeSocket() {
+    clearRetry();
+    const ws = S.ws;
+    resetConnState();
+    if (ws) try { ws.close(1000); } catch { /* already closing */ }
+  }
+  function onClose(ev) {
+    resetConnState();
+    if (S.signedOut) return;
+    if (S.authFailed || ev.code === 1008) { authFail(); return; }
+    scheduleReconnect();
+  }
+  function scheduleReconnect() {
+    clearRetry();
+    if (!navigator.onLine) { setStatus('offline', 'offline'); return; } // the `online` event reconnects
+    const base = Math.min(BACKOFF_MAX_S, 2 ** Math.min(S.attempt, 5)); // 1, 2, 4, 8, 16, 30
+    S.attempt += 1;
+    const delay = Math.min(BACKOFF_MAX_S * 1000, base * 1000 * (0.9 + Math.random() * 0.2));
+    const due = Date.now() + delay;
+    const tick = () => setStatus('reconnecting', `reconnecting in ${Math.max(1, Math.round((due - Date.now()) / 1000))}s`);
+    tick();
+    S.countdown = setInterval(tick, 250);
+    S.retryTimer = setTimeout(connect, delay);
+  }
+  function clearRetry() {
+    clearTimeout(S.retryTimer); clearInterval(S.countdown);
+    S.retryTimer = null; S.countdown = null;
+  }
+  function reconnectNow() {
+    if (!S.ws && S.token && !S.authFailed && !S.signedOut) connect();
+  }
+
+  function send(type, data, messageId) {
+    if (!S.ws || S.ws.readyState !== WebSocket.OPEN) return false;
+    const frame = { type, data, timestamp: Date.now() };
+    if (messageId) frame.messageId = messageId;
+    S.ws.send(JSON.stringify(frame));
+    return true;
+  }
+  // A frame whose errors we want to recognise: it carries a fresh messageId we remember.
+  function request(kind, type, data, extra) {
+    const id = uuid();
+    if (!send(type, data, id)) return null;
+    S.requests.set(id, Object.assign({ kind, chatId: data.chatId }, extra));
+    return id;
+  }
+
+  // ---------- incoming frames ----------
+  const HANDLERS = {
+    session: onSession, ack: onAck, message: onMessage, message_chunk: onChunk, typing: onTyping,
+    chat_update: onChatUpdate, history: onHistory, error: onError,
+    operator_joined: (d, f, fresh) => onOperator(d, f, fresh, true),
+    operator_left: (d, f, fresh) => onOperator(d, f, fresh, false),
+  };
+  function onFrame(raw) {
+    let f;
+    try { f = JSON.parse(raw); } catch { return; }
+    if (!f || typeof f.type !== 'string') return;
+    const d = f.data && typeof f.data === 'object' ? f.data : {};
+    const msg = d.message && typeof d.message === 'object' ? d.message : null;
+    const chatId = d.chatId || (msg && msg.chatId);
+    const seq = typeof f.seq === 'number' ? f.seq : msg && msg.seq;
+    const fresh = f.type === 'ack' || f.type === 'history' || noteSeq(chatId, seq);
+    const handler = HANDLERS[f.type];
+    if (handler) handler(d, f, fresh);
+  }
+  // Records a durable event's seq; false when it was already seen (a replayed duplicate).
+  function noteSeq(chatId, seq) {
+    if (!chatId || typeof seq !== 'number') return true;
+    const last = S.lastSeq[chatId];
+    if (last != null && seq <= last) return false;
+    S.lastSeq[chatId] = seq;
+    return true;
+  }
+
+  function onSession(d) {
+    const first = !S.ready;
+    S.session = d; S.ready = true; S.attempt = 0;
+    clearRetry();
+    setStatus('connected', 'connected');
+    $('user').textContent = d.name || d.userId || '';
+    $('sign-out').hidden = false;
+    renderModels();
+    if (!first) return; // sent again after `auth`: nothing to re-join
+    if (S.chatId) rejoin(S.chatId);
+    else if (!S.booted) openInitialChat(d.activeChatId);
+    S.booted = true;
+    for (const item of S.outbox) {
+      if (item.failed && item.failed.retryable) markPending(item); // e.g. 503 during a restart
+    }
+    flush();
+    renderActivity();
+  }
+  function openInitialChat(activeChatId) {
+    if (S.outbox.some((m) => !m.chatId)) return; // unsent messages of a new chat: stay there
+    const target = (S.outbox[0] && S.outbox[0].chatId) || activeChatId;
+    if (target) openChat(target);
+  }
+  function rejoin(chatId) {
+    const lastSeq = S.lastSeq[chatId];
+    if (lastSeq == null) { joinChat(chatId); return; }
+    const entry = { chatId, lastSeq };
+    const s = S.stream;
+    if (s && s.chatId === chatId) entry.streaming = { messageId: s.id, lastIndex: s.lastIndex };
+    request('resume', 'resume', { chats: [entry] }, { chatId });
+  }
+  function joinChat(chatId) { request('join', 'chat_update', { action: 'join', chatId }); }
+
+  function onAck(d, f) {
+    const ref = d.messageId || f.messageId;
+    const req = S.requests.get(ref);
+    if (req && req.kind === 'create' && d.chatId) { chatCreated(ref, d.chatId); return; }
+    settleOutgoing(ref, d.id, d.seq, d.chatId);
+  }
+  // The server stored one of our messages (ack, or its broadcast echo): mark it sent.
+  function settleOutgoing(clientId, serverId, seq, chatId) {
+    const item = findOutbox(clientId);
+    const el = S.pendingEls.get(clientId);
+    if (!item && !el) return; // unknown or already settled: duplicates are fine
+    if (item) dropOutbox(clientId);
+    if (S.chatlessInFlight === clientId) S.chatlessInFlight = null;
+    if (el) {
+      S.pendingEls.delete(clientId);
+      if (!S.chatId && chatId) adoptChat(chatId); // our first message created this chat
+      const existing = serverId && S.bubbles.get(serverId);
+      if (existing && existing !== el) {
+        el.remove(); // already shown from history
+      } else {
+        if (serverId) { el.dataset.id = serverId; S.bubbles.set(serverId, el); }
+        if (typeof seq === 'number') el.dataset.seq = seq;
+        setBubbleStatus(el, 'sent');
+      }
+    }
+    flush();
+  }
+
+  function onMessage(d) {
+    const m = d.message;
+    if (!m || !m.id) return;
+    const chatId = d.chatId || m.chatId;
+    if (d.messageId) settleOutgoing(d.messageId, m.id, m.seq, chatId);
+    if (chatId !== S.chatId) return;
+    withScroll(() => upsertMessage(m));
+    if (S.stream && S.stream.id === m.id) endStream(); // the final message is authoritative
+  }
+
+  function onChunk(d) {
+    if (d.chatId !== S.chatId || !d.messageId || typeof d.index !== 'number') return;
+    let s = S.stream;
+    if (!s || s.id !== d.messageId) {
+      const shown = S.bubbles.get(d.messageId);
+      if (shown && shown.dataset.status !== 'streaming') return; // final message already shown
+      s = startStream(d.chatId, d.messageId, d.index);
+    }
+    if (d.index <= s.lastIndex || s.pending.has(d.index)) return; // duplicate chunk
+    s.pending.set(d.index, String(d.delta == null ? '' : d.delta));
+    while (s.pending.has(s.lastIndex + 1)) {
+      s.lastIndex += 1;
+      s.text += s.pending.get(s.lastIndex);
+      s.pending.delete(s.lastIndex);
+    }
+    withScroll(() => { s.el.querySelector('.body').textContent = (s.partial ? '… ' : '') + s.text; });
+  }
+  function startStream(chatId, id, firstIndex) {
+    const el = S.bubbles.get(id) || bubble('assistant');
+    el.dataset.id = id;
+    if (!el.isConnected) setMeta(el, modelName(S.chatModel) || 'assistant', Date.now());
+    setBubbleStatus(el, 'streaming');
+    S.bubbles.set(id, el);
+    if (!el.isConnected) withScroll(() => $('messages').appendChild(el));
+    // Joined mid-reply: earlier chunks are unknown, the final message will fill them in.
+    S.stream = { chatId, id, el, text: '', lastIndex: firstIndex - 1, partial: firstIndex > 0, pending: new Map() };
+    renderActivity();
+    return S.stream;
+  }
+  function endStream() { S.stream = null; renderActivity(); }
+
+  function onTyping(d) {
+    if (d.chatId !== S.chatId) return;
+    if (d.userId === 'assistant') S.assistantTyping = !!d.isTyping;
+    else if (!S.session || d.userId !== S.session.userId) {
+      if (d.isTyping) S.othersTyping.add(d.userId); else S.othersTyping.delete(d.userId);
+    }
+    renderActivity();
+  }
+
+  function onChatUpdate(d, f) {
+    const ref = f.messageId || d.messageId;
+    const req = ref && S.requests.get(ref);
+    if (req && req.kind === 'create' && d.chatId) { chatCreated(ref, d.chatId); return; }
+    // The answer to our `create` (a chat we have never seen) while waiting for one.
+    if (S.creating && !S.chatId && d.chatId && !(d.chatId in S.lastSeq)) { chatCreated(S.creating, d.chatId); return; }
+    if (!d.chatId || d.chatId !== S.chatId) return;
+    const u = d.updates || {};
+    if (typeof u.title === 'string' && u.title) setTitle(u.title);
+    if (typeof u.model === 'string' && u.model) { S.chatModel = u.model; renderModels(); }
+  }
+
+  function onHistory(d) {
+    if (!d.chatId || d.chatId !== S.chatId) return;
+    const msgs = Array.isArray(d.messages) ? d.messages : [];
+    const first = !$('messages').querySelector('.msg[data-seq]');
+    withScroll(() => {
+      if (d.reset) clearView();
+      for (const m of msgs) {
+        if (!m || !m.id) continue;
+        upsertMessage(m);
+        if (S.stream && S.stream.id === m.id) endStream();
+      }
+      if (d.reset) {
+        const s = S.stream;
+        if (s && s.chatId === S.chatId) { S.bubbles.set(s.id, s.el); $('messages').appendChild(s.el); }
+        showPendingFor(S.chatId);
+      }
+    }, d.reset || first);
+    if (S.titleFor !== d.chatId) { S.titleFor = d.chatId; loadTitle(d.chatId); }
+    if (typeof d.lastSeq === 'number') {
+      if (d.reset) S.lastSeq[d.chatId] = d.lastSeq; else noteSeq(d.chatId, d.lastSeq);
+    }
+    if (!S.chatModel) {
+      const last = msgs.filter((m) => m && m.role === 'assistant' && m.metadata && m.metadata.model).pop();
+      if (last) { S.chatModel = last.metadata.model; renderModels(); }
+    }
+  }
+
+  function onOperator(d, f, fresh, joined) {
+    if (!fresh || d.chatId !== S.chatId) return;
+    const op = d.operator || {};
+    const name = op.name || 'An operator';
+    if (op.id) S.names.set(op.id, name);
+    note(joined ? `${name} (a human operator) joined the chat` : `${name} left the chat; the assistant is back`, f.seq);
+  }
+
+  function onError(d, f) {
+    if (d.code === 401) { authFail(); return; }
+    const ref = d.messageId || f.messageId;
+    const item = ref && findOutbox(ref);
+    if (item) { markFailed(item, d); return; }
+    const req = ref && S.requests.get(ref);
+    if (req) { S.requests.delete(ref); requestFailed(req, ref, d); return; }
+    notify(errorText(d));
+  }
+  const errorText = (d) => `${d.message || 'Error'}${d.code ? ` (${d.code})` : ''}`;
+  function requestFailed(req, id, d) {
+    if (req.kind === 'create') {
+      if (S.creating === id) S.creating = null;
+      S.pendingModel = null; // fall back to the default model
+      renderModels();
+      notify(`Could not start a chat with that model: ${errorText(d)}`);
+      flush();
+    } else if ((req.kind === 'join' || req.kind === 'resume') && req.chatId === S.chatId && (d.code === 403 || d.code === 404)) {
+      notify('That chat is not available any more; starting a new one.');
+      newChat(false);
+    } else if (req.kind === 'select_model') {
+      S.chatModel = req.prev || null;
+      renderModels();
+      notify(`Could not change the model: ${errorText(d)}`);
+    } else {
+      notify(errorText(d));
+    }
+  }
+
+  // ---------- outgoing messages ----------
+  function submitMessage(ev) {
+    if (ev) ev.preventDefault();
+    const input = $('input');
+    const content = input.value.trim();
+    if (!content) return;
+    const max = (S.session && S.session.limits && S.session.limits.maxMessageChars) || 10000;
+    if (content.length > max) { notify(`Message too long: ${content.length} of at most ${max} characters.`); return; }
+    const item = { messageId: uuid(), chatId: S.chatId, content, createdAt: Date.now() };
+    S.outbox.push(item);
+    saveOutbox();
+    input.value = '';
+    autosize();
+    withScroll(() => showPending(item), true);
+    flush();
+  }
+  const wantsCreate = () => !!(S.pendingModel && S.session && S.pendingModel !== S.session.defaultModel);
+  // Sends every queued message not yet sent on this socket. Messages of a chat that does not
+  // exist yet wait for the first one (or the `create`) to establish the chatId.
+  function flush() {
+    if (!S.ready) return;
+    let changed = false;
+    for (const item of S.outbox) {
+      if (item.failed || S.sentOnConn.has(item.messageId)) continue;
+      if (!item.chatId) {
+        if (S.chatId) { item.chatId = S.chatId; changed = true; }
+        else if (S.creating || S.chatlessInFlight) continue;
+        else if (wantsCreate()) {
+          S.creating = request('create', 'chat_update', { action: 'create', model: S.pendingModel }, { model: S.pendingModel });
+          continue;
+        } else S.chatlessInFlight = item.messageId;
+      }
+      const data = { content: item.content, messageId: item.messageId };
+      if (item.chatId) data.chatId = item.chatId;
+      if (!send('message', data, item.messageId)) break;
+      S.sentOnConn.add(item.messageId);
+    }
+    if (changed) saveOutbox();
+  }
+  function markFailed(item, d) {
+    item.failed = { code: d.code, message: d.message || 'error', retryable: !!d.retryable };
+    saveOutbox();
+    S.sentOnConn.delete(item.messageId);
+    if (S.chatlessInFlight === item.messageId) S.chatlessInFlight = null;
+    const el = S.pendingEls.get(item.messageId);
+    if (el) setBubbleStatus(el, 'failed', errorText(d));
+    flush();
+  }
+  function markPending(item) {
+    item.failed = null;
+    saveOutbox();
+    S.sentOnConn.delete(item.messageId);
+    const el = S.pendingEls.get(item.messageId);
+    if (el) setBubbleStatus(el, 'pending');
+  }
+  function retry(id) { // resends with the SAME messageId: the server deduplicates
+    const item = findOutbox(id);
+    if (!item) return;
+    markPending(item);
+    flush();
+  }
+  function discard(id) {
+    dropOutbox(id);
+    const el = S.pendingEls.get(id);
+    if (el) el.remove();
+    S.pendingEls.delete(id);
+  }
+
+  // ---------- chats ----------
+  function openChat(chatId) {
+    S.chatId = chatId; S.chatModel = null;
+    setTitle('Chat');
+    clearView();
+    showPendingFor(chatId);
+    renderModels();
+    joinChat(chatId);
+  }
+  function adoptChat(chatId) { // a chat created by our first message or by `create`
+    S.chatId = chatId;
+    S.chatModel = S.pendingModel || (S.session && S.session.defaultModel) || null;
+    S.pendingModel = null;
+    setTitle('Chat');
+    renderModels();
+    joinChat(chatId);
+  }
+  function chatCreated(reqId, chatId) {
+    const req = S.requests.get(reqId);
+    S.requests.delete(reqId);
+    if (S.creating !== reqId) return;
+    S.creating = null;
+    if (!S.chatId) {
+      if (req && req.model) S.pendingModel = req.model;
+      adoptChat(chatId);
+    }
+    flush();
+  }
+  function newChat(leave) {
+    if (leave !== false && S.chatId) send('chat_update', { action: 'leave', chatId: S.chatId });
+    S.chatId = null; S.chatModel = null; S.stream = null;
+    S.assistantTyping = false; S.othersTyping.clear();
+    setTitle('New chat');
+    clearView();
+    showPendingFor(null);
+    renderModels();
+    renderActivity();
+  }
+  function changeModel() {
+    const model = $('model').value;
+    if (!S.chatId) { S.pendingModel = model; return; } // used by the next chat's `create`
+    const prev = S.chatModel;
+    S.chatModel = model;
+    if (!request('select_model', 'chat_update', { action: 'select_model', chatId: S.chatId, model }, { prev })) {
+      S.chatModel = prev;
+      renderModels();
+      notify('Offline: the model can be changed once reconnected.');
+    }
+  }
+  function stopReply() { if (S.chatId) send('stop', { chatId: S.chatId }); }
+
+  // ---------- rendering (textContent only) ----------
+  function setTitle(text) { $('title').textContent = text; $('title').title = text; document.title = `${text} · Chat`; }
+  // The server names a chat created by its first message without announcing the name on the
+  // socket, so the title comes from `GET /api/sessions` (same token). Best effort: on any error
+  // the header keeps "Chat"; a later `chat_update {title}` still wins.
+  async function loadTitle(chatId) {
+    if (!S.token || !chatId) return;
+    try {
+      const res = await fetch('/api/sessions?limit=100', { headers: { Authorization: `Bearer ${S.token}` }, cache: 'no-store' });
+      if (!res.ok) return;
+      const body = await res.json();
+      const found = (Array.isArray(body && body.sessions) ? body.sessions : []).find((c) => c && c.chatId === chatId);
+      if (found && typeof found.title === 'string' && found.title.trim() && S.chatId === chatId && $('title').textContent === 'Chat') {
+        setTitle(found.title.trim());
+      }
+    } catch { /* offline or not available: keep the generic title */ }
+  }
+  function clearView() {
+    $('messages').replaceChildren();
+    S.bubbles.clear();
+    S.pendingEls.clear();
+  }
+  function withScroll(fn, force) {
+    const box = $('messages');
+    const stick = force || box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+    fn();
+    if (stick) box.scrollTop = box.scrollHeight;
+  }
+  function bubble(role) {
+    const el = document.createElement('div');
+    el.className = 'msg';
+    el.dataset.role = role; el.dataset.status = ''; el.dataset.id = '';
+    const body = document.createElement('div'); body.className = 'body';
+    const meta = document.createElement('div'); meta.className = 'meta';
+    for (const cls of ['who', 'when', 'state', 'actions']) {
+      const part = document.createElement(cls === 'when' ? 'time' : 'span');
+      part.className = cls;
+      meta.append(part);
+    }
+    el.append(body, meta);
+    return el;
+  }
+  // Inserts before the first element with a higher seq or without one (pending, streaming).
+  function place(el, seq) {
+    const box = $('messages');
+    if (typeof seq === 'number') {
+      for (const child of box.children) {
+        const cs = child.dataset.seq;
+        if (cs === undefined || cs === '' || Number(cs) > seq) { box.insertBefore(el, child); return; }
+      }
+    }
+    box.appendChild(el);
+  }
+  function upsertMessage(m) {
+    let el = S.bubbles.get(m.id);
+    if (!el) {
+      el = bubble(m.role || 'assistant');
+      S.bubbles.set(m.id, el);
+      place(el, m.seq);
+    }
+    fillBubble(el, m);
+  }
+  function fillBubble(el, m) {
+    const role = m.role || 'assistant';
+    const md = m.metadata || {};
+    el.dataset.role = role;
+    el.dataset.id = m.id;
+    if (typeof m.seq === 'number') el.dataset.seq = m.seq;
+    el.querySelector('.body').textContent = m.content || '';
+    renderAttachments(el, m.attachments);
+    let who = role;
+    if (role === 'admin') who = md.operatorName || 'operator';
+    else if (role === 'assistant') who = modelName(md.model) || 'assistant';
+    else if (role === 'user') who = S.session && m.userId === S.session.userId ? 'you' : 'user';
+    setMeta(el, who, m.timestamp);
+    const userish = role === 'user' || role === 'admin';
+    setBubbleStatus(el, userish ? 'sent' : m.status || 'complete');
+  }
+  function renderAttachments(el, list) {
+    const old = el.querySelector('.files');
+    if (old) old.remove();
+    if (!Array.isArray(list) || !list.length) return;
+    const box = document.createElement('div');
+    box.className = 'files';
+    for (const a of list) {
+      if (!a) continue;
+      const link = document.createElement('a');
+      link.textContent = `\u{1F4CE} ${a.name || 'attachment'}`;
+      if (isSafeUrl(a.url)) { link.href = a.url; link.target = '_blank'; link.rel = 'noopener'; }
+      box.append(link);
+    }
+    el.insertBefore(box, el.querySelector('.meta'));
+  }
+  function isSafeUrl(url) {
+    try { return ['http:', 'https:'].includes(new URL(url, location.href).protocol); } catch { return false; }
+  }
+  function setMeta(el, who, ts) {
+    el.querySelector('.who').textContent = who;
+    const when = el.querySelector('.when');
+    const date = new Date(ts);
+    if (Number.isNaN(date.getTime())) return;
+    when.dateTime = date.toISOString();
+    when.textContent = date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  }
+  function setBubbleStatus(el, status, detail) {
+    el.dataset.status = status;
+    const label = LABELS[status] !== undefined ? LABELS[status] : status;
+    el.querySelector('.state').textContent = status === 'failed' && detail ? `failed: ${detail}` : label;
+    const actions = el.querySelector('.actions');
+    actions.replaceChildren();
+    const id = el.dataset.clientId;
+    if (status === 'failed' && id) {
+      actions.append(button('Retry', 'retry', () => retry(id)), button('Discard', 'discard', () => discard(id)));
+    }
+  }
+  function button(text, cls, onClick) {
+    const b = document.createElement('button');
+    b.type = 'button'; b.className = cls; b.textContent = text;
+    b.addEventListener('click', onClick);
+    return b;
+  }
+  function showPending(item) {
+    const el = bubble('user');
+    el.dataset.clientId = item.messageId;
+    el.querySelector('.body').textContent = item.content;
+    setMeta(el, 'you', item.createdAt);
+    setBubbleStatus(el, item.failed ? 'failed' : 'pending', item.failed && errorText(item.failed));
+    S.pendingEls.set(item.messageId, el);
+    $('messages').appendChild(el);
+  }
+  function showPendingFor(chatId) {
+    for (const item of S.outbox) if ((item.chatId || null) === chatId) showPending(item);
+  }
+  function note(text, seq) {
+    const el = document.createElement('div');
+    el.className = 'note';
+    el.textContent = text;
+    const at = typeof seq === 'number' ? seq : S.lastSeq[S.chatId];
+    if (typeof at === 'number') el.dataset.seq = at;
+    withScroll(() => place(el, at));
+  }
+  function modelName(id) {
+    const models = (S.session && S.session.models) || [];
+    const found = models.find((m) => m && m.id === id);
+    return found ? found.name || found.id : id;
+  }
+  function renderModels() {
+    const sel = $('model');
+    const models = S.session && Array.isArray(S.session.models) ? S.session.models.filter((m) => m && m.id) : [];
+    sel.hidden = models.length <= 1;
+    sel.replaceChildren(...models.map((m) => new Option(m.name || m.id, m.id)));
+    const wanted = (S.chatId ? S.chatModel : S.pendingModel) || (S.session && S.session.defaultModel);
+    if (wanted) sel.value = wanted;
+  }
+  function renderActivity() {
+    const streaming = !!(S.stream && S.stream.chatId === S.chatId && S.chatId);
+    const bot = S.assistantTyping || streaming;
+    const others = [...S.othersTyping].map((id) => S.names.get(id) || 'someone');
+    const typing = $('typing');
+    typing.textContent = bot ? 'assistant is typing…' : others.length ? `${others.join(', ')} typing…` : '';
+    typing.hidden = !typing.textContent;
+    $('stop').hidden = !(S.ready && S.chatId && bot);
+  }
+  function notify(text) {
+    const el = $('notice');
+    el.textContent = text;
+    el.hidden = false;
+    clearTimeout(S.noticeTimer);
+    S.noticeTimer = setTimeout(() => { el.hidden = true; }, 6000);
+  }
+  function autosize() {
+    const input = $('input');
+    input.style.height = 'auto';
+    input.style.height = `${Math.min(input.scrollHeight + 2, 192)}px`;
+  }
+
+  // ---------- start ----------
+  function init() {
+    $('composer').addEventListener('submit', submitMessage);
+    $('input').addEventListener('keydown', (ev) => {
+      if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) submitMessage(ev);
+    });
+    $('input').addEventListener('input', autosize);
+    const narrow = window.matchMedia('(max-width: 600px)');
+    const placeholder = () => {
+      $('input').placeholder = narrow.matches ? 'Message…' : 'Message… (Enter to send, Shift+Enter for a new line)';
+      autosize();
+    };
+    placeholder();
+    if (narrow.addEventListener) narrow.addEventListener('change', placeholder); else narrow.addListener(placeholder);
+    $('stop').addEventListener('click', stopReply);
+    $('new-chat').addEventListener('click', () => { newChat(); $('input').focus(); });
+    $('model').addEventListener('change', changeModel);
+    $('token-form').addEventListener('submit', submitToken);
+    $('sign-out').addEventListener('click', signOut);
+    window.addEventListener('online', reconnectNow);
+    window.addEventListener('offline', () => {
+      if (!S.ws && S.token && !S.authFailed && !S.signedOut) { clearRetry(); setStatus('offline', 'offline'); }
+    });
+    document.addEventListener('visibilitychange', () => { if (!document.hidden && S.retryTimer) reconnectNow(); });
+
+    S.outbox = loadOutbox();
+    S.token = takeToken();
+    setTitle('New chat');
+    showPendingFor(null);
+    if (S.token) connect();
+    else { setStatus('offline', 'offline'); showTokenForm(); }
+  }
+  init();
+})();
