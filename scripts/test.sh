@@ -3,7 +3,8 @@
 # postgresql-15 binaries), runs every test of the workspace against it and SQLite, and
 # removes the cluster again, after checking formatting (rustfmt) and lints (clippy, warnings
 # are errors); then scans every log the tests captured for the tokens and message texts they
-# used (tests/src/bin/scan-logs.rs). Extra arguments go to `cargo test` (e.g. a test name filter).
+# used (tests/src/bin/scan-logs.rs). Extra arguments go to `cargo test` (e.g. a test name
+# filter).
 #
 # Needs: the Rust toolchain and the postgresql-15 server package (fails loudly, saying what
 # to install, when the binaries are missing). Set CARGO_TARGET_DIR to reuse a build cache.

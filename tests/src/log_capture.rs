@@ -21,8 +21,16 @@ pub const LOG_DIR_ENV: &str = "CHAT_TEST_LOG_DIR";
 pub const CAPTURE_FILTER: &str = "debug,chat_core=trace,chat_edge=trace,chat_auth=trace,\
      chat_runtime=trace,chat_proto=trace,chat_fake_llm=trace,chat_tests=trace,chatctl=trace";
 /// Secrets shorter than this (in bytes) are only found as a whole logged value or quoted
-/// (`"hi"`, as `{:?}` prints it): as substrings they would match ordinary log words.
+/// (`"hi"`, as `{:?}` prints it): as substrings they would match ordinary log words. So are
+/// reply deltas, which are single words.
 pub const MIN_SUBSTRING_BYTES: usize = 8;
+/// Kind of the recorded strings that are not secret (see [`record_frame`]).
+pub const PUBLIC: &str = "public";
+/// Kinds that are always secret, even when a frame also carries the same string openly.
+const ALWAYS_SECRET: &[&str] = &["token", "secret"];
+/// Kinds matched only whole or quoted whatever their length: a reply's deltas are single
+/// words ("provider "), found as substrings of any log sentence.
+const WORD_KINDS: &[&str] = &["delta"];
 /// Suffix of the log copies.
 pub const LOG_SUFFIX: &str = ".log.jsonl";
 /// Suffix of the recorded secrets.
@@ -36,6 +44,8 @@ const SECRET_KEYS: &[(&str, &str)] = &[
     ("reason", "reason"),
     ("token", "token"),
     ("lastMessage", "content"),
+    // A chat's title is the start of its first message unless renamed.
+    ("title", "content"),
 ];
 
 struct Capture {
@@ -99,7 +109,7 @@ pub fn record(kind: &str, secret: &str) {
     let mut capture = capture
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if capture.seen.insert(secret.to_string()) {
+    if capture.seen.insert(format!("{kind}\u{0}{secret}")) {
         let line = serde_json::json!({"kind": kind, "value": secret}).to_string();
         capture
             .file
@@ -109,7 +119,9 @@ pub fn record(kind: &str, secret: &str) {
 }
 
 /// Records the secrets of a protocol frame sent or received: every string under a
-/// [`SECRET_KEYS`] key, and every string inside a `context`.
+/// [`SECRET_KEYS`] key, and every string inside a `context`. Every other string of the frame
+/// (ids, model names, actions, statuses) is recorded as `public`: a text equal to one of them
+/// (the fuzzing tests send such values in every field) cannot be told apart from it in a log.
 pub fn record_frame(frame: &Value) {
     if CAPTURE.get().is_some_and(Option::is_none) {
         return;
@@ -117,15 +129,11 @@ pub fn record_frame(frame: &Value) {
     walk(frame, None, &mut |kind, secret| record(kind, secret));
 }
 
-/// Calls `sink(kind, text)` for every secret string of `value`; `kind` is that of the key
-/// above (strings under `context` stay context however deep).
+/// Calls `sink(kind, text)` for every string of `value`: `kind` is that of the key above
+/// (strings under `context` stay context however deep), `public` outside secret keys.
 fn walk(value: &Value, kind: Option<&str>, sink: &mut impl FnMut(&str, &str)) {
     match value {
-        Value::String(s) => {
-            if let Some(kind) = kind {
-                sink(kind, s);
-            }
-        }
+        Value::String(s) => sink(kind.unwrap_or(PUBLIC), s),
         Value::Array(items) => items.iter().for_each(|v| walk(v, kind, sink)),
         Value::Object(map) => {
             for (key, v) in map {
@@ -165,7 +173,10 @@ pub struct Summary {
     pub verbose_lines: usize,
     /// Distinct secrets by kind.
     pub secrets: HashMap<String, usize>,
+    /// Secrets matched only whole or quoted (short ones, deltas).
     pub short_secrets: usize,
+    /// Texts not checked because a frame also carried them openly (an id, a model name).
+    pub public_secrets: usize,
     pub leaks: Vec<Leak>,
 }
 
@@ -224,8 +235,8 @@ pub fn scan(dir: &Path) -> std::io::Result<Summary> {
         .collect();
     files.sort();
     let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
-    let mut secrets: Vec<(String, String)> = Vec::new();
-    let mut seen = HashSet::new();
+    let mut recorded: Vec<(String, String)> = Vec::new();
+    let mut public = HashSet::new();
     for path in files
         .iter()
         .filter(|p| name(p).is_some_and(|n| n.ends_with(SECRETS_SUFFIX)))
@@ -236,10 +247,21 @@ pub fn scan(dir: &Path) -> std::io::Result<Summary> {
             else {
                 continue;
             };
-            if seen.insert(value.to_string()) {
-                *summary.secrets.entry(kind.to_string()).or_default() += 1;
-                secrets.push((kind.to_string(), value.to_string()));
+            if kind == PUBLIC {
+                public.insert(value.to_string());
+            } else {
+                recorded.push((kind.to_string(), value.to_string()));
             }
+        }
+    }
+    let mut secrets: Vec<(String, String)> = Vec::new();
+    let mut seen = HashSet::new();
+    for (kind, value) in recorded {
+        if !ALWAYS_SECRET.contains(&kind.as_str()) && public.contains(&value) {
+            summary.public_secrets += 1;
+        } else if seen.insert(value.clone()) {
+            *summary.secrets.entry(kind.clone()).or_default() += 1;
+            secrets.push((kind, value));
         }
     }
     let matcher = Matcher::new(&secrets);
@@ -305,9 +327,9 @@ impl Matcher {
             short: HashMap::new(),
             quoted: Vec::new(),
         };
-        for (index, (_, secret)) in secrets.iter().enumerate() {
+        for (index, (kind, secret)) in secrets.iter().enumerate() {
             let debug = format!("{secret:?}");
-            if secret.len() < MIN_SUBSTRING_BYTES {
+            if secret.len() < MIN_SUBSTRING_BYTES || WORD_KINDS.contains(&kind.as_str()) {
                 m.short.insert(secret.clone(), index);
                 m.quoted.push((debug, index));
                 continue;
@@ -501,7 +523,67 @@ mod tests {
                 ("content".into(), "hello".into()),
                 ("context".into(), "deep".into()),
                 ("context".into(), "pro".into()),
+                ("public".into(), "c1".into()),
+                ("public".into(), "m1".into()),
+                ("public".into(), "message".into()),
+                ("public".into(), "msg-1".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn texts_a_frame_carries_openly_are_not_checked_but_tokens_always_are() {
+        let secrets = [
+            ("token", TOKEN),
+            ("public", TOKEN),
+            ("content", "some chat id"),
+            ("public", "some chat id"),
+            ("content", "secret plans"),
+        ];
+        let mut log = clean_log();
+        log.push(line(
+            "chat_core",
+            "INFO",
+            serde_json::json!({"chat": "some chat id"}),
+        ));
+        let summary = scan(dir_with(&secrets, &log).path()).expect("scan");
+        assert!(summary.leaks.is_empty(), "{:?}", summary.leaks);
+        assert_eq!(summary.public_secrets, 1);
+        log.push(line("chat_core", "INFO", serde_json::json!({"t": TOKEN})));
+        let summary = scan(dir_with(&secrets, &log).path()).expect("scan");
+        assert_eq!(summary.leaks.len(), 1);
+    }
+
+    #[test]
+    fn deltas_are_words_found_only_whole_or_quoted() {
+        let secrets = [
+            ("token", TOKEN),
+            ("content", "x y z"),
+            ("delta", "provider "),
+        ];
+        let mut log = clean_log();
+        log.push(line(
+            "chat_core",
+            "WARN",
+            serde_json::json!({"error": "model provider answered 500"}),
+        ));
+        assert!(
+            scan(dir_with(&secrets, &log).path())
+                .expect("scan")
+                .leaks
+                .is_empty()
+        );
+        log.push(line(
+            "chat_core",
+            "TRACE",
+            serde_json::json!({"delta": "provider "}),
+        ));
+        assert_eq!(
+            scan(dir_with(&secrets, &log).path())
+                .expect("scan")
+                .leaks
+                .len(),
+            1
         );
     }
 }

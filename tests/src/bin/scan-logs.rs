@@ -42,7 +42,8 @@ fn main() -> ExitCode {
     let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
     eprintln!(
         "scan-logs: {} lines in {} log files ({} chat_core, {} chat_edge, {} DEBUG/TRACE from \
-         our crates) against {} secrets ({}; {} shorter than {} bytes matched whole or quoted)",
+         our crates) against {} secrets ({}; {} short ones or deltas matched whole or quoted; \
+         {} texts skipped as a frame also carried them openly)",
         summary.log_lines,
         summary.log_files,
         summary.core_lines,
@@ -51,7 +52,7 @@ fn main() -> ExitCode {
         summary.secrets.values().sum::<usize>(),
         kinds.join(", "),
         summary.short_secrets,
-        log_capture::MIN_SUBSTRING_BYTES,
+        summary.public_secrets,
     );
     let problems = summary.problems();
     if problems.is_empty() {
