@@ -14,16 +14,17 @@ cd "$(dirname "$0")/.."
 eval "$(bash scripts/pg-throwaway.sh start)"
 # Every end-to-end test process copies its servers' logs (at their most verbose level) and the
 # tokens and message texts it used into this folder; the last step scans the one for the other.
-# Kept when the run fails, removed when it passes.
-CHAT_TEST_LOG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/chat-test-logs.XXXXXX")"
-export CHAT_TEST_LOG_DIR
+# Kept when the run fails, removed when it passes. (Not a CHAT_* name: the core refuses unknown
+# CHAT_* variables.)
+TEST_LOG_DIR="$(mktemp -d "${TMPDIR:-/tmp}/chat-test-logs.XXXXXX")"
+export TEST_LOG_DIR
 cleanup() {
     local status=$?
     bash scripts/pg-throwaway.sh stop "$PG_THROWAWAY_DIR" >/dev/null 2>&1 || true
     if [ "$status" -eq 0 ]; then
-        rm -rf "$CHAT_TEST_LOG_DIR"
+        rm -rf "$TEST_LOG_DIR"
     else
-        echo "test logs kept in $CHAT_TEST_LOG_DIR" >&2
+        echo "test logs kept in $TEST_LOG_DIR" >&2
     fi
 }
 trap cleanup EXIT
@@ -35,4 +36,4 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --tests --locked
 cargo test --workspace --locked "$@"
 # No token or message text in any log of the run (a filtered run may have started no stack).
-cargo run --quiet --locked -p chat-tests --bin scan-logs -- "$CHAT_TEST_LOG_DIR" ${1:+--partial}
+cargo run --quiet --locked -p chat-tests --bin scan-logs -- "$TEST_LOG_DIR" ${1:+--partial}

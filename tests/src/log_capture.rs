@@ -1,4 +1,4 @@
-//! Suite-wide proof that no token or message text reaches a log. When `CHAT_TEST_LOG_DIR` is
+//! Suite-wide proof that no token or message text reaches a log. When `TEST_LOG_DIR` is
 //! set (scripts/test.sh sets it), each test process copies every event of the servers it runs,
 //! at the most verbose level they have ([`CAPTURE_FILTER`]), as JSON lines to
 //! `<dir>/<binary>-<pid>.log.jsonl`, and writes every token and message text the harness
@@ -15,7 +15,7 @@ use std::sync::{Mutex, OnceLock};
 use serde_json::Value;
 
 /// The folder the capture files go to; unset, nothing is captured.
-pub const LOG_DIR_ENV: &str = "CHAT_TEST_LOG_DIR";
+pub const LOG_DIR_ENV: &str = "TEST_LOG_DIR";
 /// What is copied: our crates at `trace` (the most verbose level any of them uses), every
 /// dependency at `debug`.
 pub const CAPTURE_FILTER: &str = "debug,chat_core=trace,chat_edge=trace,chat_auth=trace,\
@@ -56,7 +56,7 @@ struct Capture {
 static CAPTURE: OnceLock<Option<Mutex<Capture>>> = OnceLock::new();
 
 /// Installs the capture once per process (a no-op after the first call). Without
-/// `CHAT_TEST_LOG_DIR`, logs go to stderr only when `RUST_LOG` is set, as before. Panics when
+/// `TEST_LOG_DIR`, logs go to stderr only when `RUST_LOG` is set, as before. Panics when
 /// the folder cannot be written or another subscriber got there first.
 pub fn install() {
     CAPTURE.get_or_init(|| {
@@ -206,7 +206,7 @@ impl Summary {
         };
         require(
             self.log_files > 0,
-            "no capture files (was CHAT_TEST_LOG_DIR set?)",
+            "no capture files (was TEST_LOG_DIR set?)",
         );
         require(self.log_lines > 0, "the captured logs are empty");
         require(self.core_lines > 0, "no line from chat_core");
