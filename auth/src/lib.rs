@@ -4,13 +4,20 @@
 //!
 //! One algorithm is configured per deployment and it is the whole allow-list: a token signed
 //! with anything else (including `alg: none`, which jsonwebtoken never accepts) is refused.
-//! `exp` and `sub` are required; `iss` and `aud` are checked when configured.
+//! `exp` and `sub` are required; `nbf` is checked when present (with the same leeway as
+//! `exp`); `iss` and `aud` are checked when configured. An HS256 secret has at least
+//! [`MIN_HS256_SECRET_BYTES`] bytes.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
+
+/// The shortest HS256 secret accepted, in bytes: HS256 keys shorter than its 256-bit hash
+/// output weaken it (RFC 7518, section 3.2), and a short secret can be brute-forced offline
+/// from any one token.
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
 
 /// Role that grants operator powers (takeover, admin calls).
 pub const ROLE_ADMIN: &str = "admin";
@@ -24,7 +31,8 @@ pub const ROLE_SERVICE: &str = "service";
 pub struct AuthSettings {
     /// `HS256`, `RS256`, `ES256` or `EdDSA`.
     pub algorithm: String,
-    /// HS256 shared secret (environment only, e.g. `CHAT_AUTH__SECRET`).
+    /// HS256 shared secret, at least [`MIN_HS256_SECRET_BYTES`] bytes (environment only:
+    /// `CHAT_AUTH__SECRET` for the core, `CHAT_EDGE_AUTH__SECRET` for the edge).
     pub secret: Option<SecretString>,
     /// PEM public key for the asymmetric algorithms.
     pub public_key_pem: Option<String>,
@@ -61,6 +69,28 @@ impl AuthSettings {
         }
     }
 
+    /// The HS256 secret's bytes, or why it cannot be used (`needed_for` ends the message
+    /// when it is missing).
+    fn hs256_secret(&self, needed_for: &str) -> Result<&[u8], AuthConfigError> {
+        let secret = self.secret.as_ref().ok_or_else(|| {
+            AuthConfigError(format!(
+                "auth.secret is required {needed_for}: set CHAT_AUTH__SECRET in the core's \
+                 environment, CHAT_EDGE_AUTH__SECRET in the edge's"
+            ))
+        })?;
+        let bytes = secret.expose_secret().as_bytes();
+        if bytes.len() < MIN_HS256_SECRET_BYTES {
+            // The length only, never the secret.
+            return Err(AuthConfigError(format!(
+                "auth.secret is {} bytes long; HS256 needs at least {MIN_HS256_SECRET_BYTES}: \
+                 set CHAT_AUTH__SECRET (core) and CHAT_EDGE_AUTH__SECRET (edge) to the same \
+                 longer random value, e.g. from `openssl rand -hex 32`",
+                bytes.len()
+            )));
+        }
+        Ok(bytes)
+    }
+
     fn algorithm(&self) -> Result<Algorithm, AuthConfigError> {
         match self.algorithm.as_str() {
             "HS256" => Ok(Algorithm::HS256),
@@ -87,6 +117,10 @@ pub enum AuthError {
     Missing,
     #[error("token expired")]
     Expired,
+    /// `nbf` is still in the future (beyond the leeway).
+    #[error("token not valid yet")]
+    NotYetValid,
+    /// The reason is a fixed description, never a claim's value or a piece of the token.
     #[error("token invalid: {0}")]
     Invalid(String),
 }
@@ -143,21 +177,7 @@ impl Verifier {
     pub fn new(settings: &AuthSettings) -> Result<Self, AuthConfigError> {
         let algorithm = settings.algorithm()?;
         let key = match algorithm {
-            Algorithm::HS256 => {
-                let secret = settings.secret.as_ref().ok_or_else(|| {
-                    AuthConfigError(
-                        "auth.secret is required for HS256: set CHAT_AUTH__SECRET in the core's \
-                         environment, CHAT_EDGE_AUTH__SECRET in the edge's"
-                            .into(),
-                    )
-                })?;
-                if secret.expose_secret().len() < 16 {
-                    return Err(AuthConfigError(
-                        "auth.secret must be at least 16 characters".into(),
-                    ));
-                }
-                DecodingKey::from_secret(secret.expose_secret().as_bytes())
-            }
+            Algorithm::HS256 => DecodingKey::from_secret(settings.hs256_secret("for HS256")?),
             _ => {
                 let pem = settings.public_key_pem.as_deref().ok_or_else(|| {
                     AuthConfigError(format!(
@@ -180,6 +200,9 @@ impl Verifier {
         required.extend(settings.issuer.as_ref().map(|_| "iss"));
         required.extend(settings.audience.as_ref().map(|_| "aud"));
         validation.set_required_spec_claims(&required);
+        // `nbf` (when present) with the same leeway as `exp`: a token not valid yet is refused
+        // like an expired one.
+        validation.validate_nbf = true;
         validation.leeway = settings.leeway_secs;
         match &settings.issuer {
             Some(iss) => validation.set_issuer(&[iss]),
@@ -192,7 +215,7 @@ impl Verifier {
         Ok(Self { key, validation })
     }
 
-    /// Checks signature, algorithm, `exp`, `iss` and `aud`, and returns the caller.
+    /// Checks signature, algorithm, `exp`, `nbf`, `iss` and `aud`, and returns the caller.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let token = token.trim();
         if token.is_empty() {
@@ -201,7 +224,8 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
-                kind => AuthError::Invalid(format!("{kind:?}")),
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+                kind => AuthError::Invalid(invalid_reason(kind).into()),
             },
         )?;
         let claims = data.claims;
@@ -253,10 +277,7 @@ impl Minter {
         let algorithm = settings.algorithm()?;
         let key = match algorithm {
             Algorithm::HS256 => {
-                let secret = settings.secret.as_ref().ok_or_else(|| {
-                    AuthConfigError("auth.secret is required to mint HS256 tokens".into())
-                })?;
-                EncodingKey::from_secret(secret.expose_secret().as_bytes())
+                EncodingKey::from_secret(settings.hs256_secret("to mint HS256 tokens")?)
             }
             _ => {
                 let pem = settings.private_key_pem.as_ref().ok_or_else(|| {
@@ -300,6 +321,25 @@ impl Minter {
     }
 }
 
+/// Why jsonwebtoken refused a token, as a fixed phrase: its own messages may quote a claim's
+/// value (serde's "invalid type: string ..."), and reasons end up in logs.
+fn invalid_reason(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::InvalidToken => "not a JWT",
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "algorithm not allowed",
+        ErrorKind::MissingRequiredClaim(_) => "a required claim is missing",
+        ErrorKind::InvalidClaimFormat(_) => "a claim has the wrong type",
+        ErrorKind::InvalidIssuer => "wrong issuer",
+        ErrorKind::InvalidAudience => "wrong audience",
+        ErrorKind::InvalidSubject => "wrong subject",
+        ErrorKind::Base64(_) => "not base64url",
+        ErrorKind::Json(_) => "header or claims are not the expected JSON",
+        ErrorKind::Utf8(_) => "not UTF-8",
+        _ => "unreadable",
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     SystemTime::now()
@@ -332,7 +372,7 @@ mod tests {
         assert_eq!(bearer(""), None);
     }
 
-    const SECRET: &str = "a-test-secret-of-enough-length";
+    const SECRET: &str = "a-test-secret-of-enough-length-32b";
 
     fn mint(settings: &AuthSettings, user: &str, roles: &[&str], ttl: u64) -> String {
         Minter::new(settings)
@@ -384,7 +424,7 @@ mod tests {
         };
         assert_eq!(verifier.verify(&expired), Err(AuthError::Expired));
 
-        let other = AuthSettings::hs256("another-secret-also-long-enough");
+        let other = AuthSettings::hs256("another-secret-also-long-enough-32");
         let wrong_key = mint(&other, "u", &[], 60);
         assert!(matches!(
             verifier.verify(&wrong_key),
@@ -414,6 +454,94 @@ mod tests {
             verifier.verify(&no_exp),
             Err(AuthError::Invalid(_))
         ));
+    }
+
+    fn sign(claims: serde_json::Value) -> String {
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_token_not_valid_yet_is_refused_beyond_the_leeway_like_an_expired_one() {
+        let mut settings = AuthSettings::hs256(SECRET);
+        settings.leeway_secs = 30;
+        let Ok(verifier) = Verifier::new(&settings) else {
+            panic!("verifier must build")
+        };
+        let now = now_secs();
+        let not_yet = sign(serde_json::json!({"sub": "u", "exp": now + 7200, "nbf": now + 3600}));
+        assert_eq!(verifier.verify(&not_yet), Err(AuthError::NotYetValid));
+        // Just beyond the leeway is refused, within it accepted (clock skew), as for `exp`.
+        let beyond = sign(serde_json::json!({"sub": "u", "exp": now + 600, "nbf": now + 40}));
+        assert_eq!(verifier.verify(&beyond), Err(AuthError::NotYetValid));
+        let within = sign(serde_json::json!({"sub": "u", "exp": now + 600, "nbf": now + 20}));
+        assert!(verifier.verify(&within).is_ok());
+        let expired_within =
+            sign(serde_json::json!({"sub": "u", "exp": now - 20, "nbf": now - 600}));
+        assert!(verifier.verify(&expired_within).is_ok());
+        let past = sign(serde_json::json!({"sub": "u", "exp": now + 600, "nbf": now - 600}));
+        assert!(verifier.verify(&past).is_ok());
+        // A malformed `nbf` is refused, not ignored.
+        let malformed = sign(serde_json::json!({"sub": "u", "exp": now + 600, "nbf": "soon"}));
+        assert!(matches!(
+            verifier.verify(&malformed),
+            Err(AuthError::Invalid(_))
+        ));
+        // With no leeway, a token starting a minute from now is refused too.
+        settings.leeway_secs = 0;
+        let Ok(strict) = Verifier::new(&settings) else {
+            panic!("verifier must build")
+        };
+        let soon = sign(serde_json::json!({"sub": "u", "exp": now + 600, "nbf": now + 60}));
+        assert_eq!(strict.verify(&soon), Err(AuthError::NotYetValid));
+    }
+
+    #[test]
+    fn refusal_reasons_never_quote_the_token_or_its_claims() {
+        let Ok(verifier) = Verifier::new(&AuthSettings::hs256(SECRET)) else {
+            panic!("verifier must build")
+        };
+        let odd = sign(serde_json::json!({"sub": "u", "exp": "hidden-claim-value"}));
+        let wrong_type =
+            sign(serde_json::json!({"sub": ["hidden-claim-value"], "exp": now_secs() + 60}));
+        for token in [
+            odd,
+            wrong_type,
+            "eyJhbGciOi.hidden-claim-value.x".to_string(),
+        ] {
+            let reason = verifier.verify(&token).err().map(|e| e.to_string());
+            let Some(reason) = reason else {
+                panic!("{token} must be refused")
+            };
+            assert!(!reason.contains("hidden-claim-value"), "{reason}");
+            assert!(!reason.contains(&token), "{reason}");
+        }
+    }
+
+    #[test]
+    fn an_hs256_secret_shorter_than_32_bytes_is_refused_naming_both_variables() {
+        let short = "x".repeat(MIN_HS256_SECRET_BYTES - 1);
+        for err in [
+            Verifier::new(&AuthSettings::hs256(short.clone())).err(),
+            Minter::new(&AuthSettings::hs256(short.clone())).err(),
+        ] {
+            let Some(err) = err.map(|e| e.to_string()) else {
+                panic!("a 31-byte secret must be refused")
+            };
+            assert!(err.contains("CHAT_AUTH__SECRET"), "{err}");
+            assert!(err.contains("CHAT_EDGE_AUTH__SECRET"), "{err}");
+            assert!(err.contains("at least 32"), "{err}");
+            assert!(
+                !err.contains(&short),
+                "the message never shows the secret: {err}"
+            );
+        }
+        // Bytes, not characters: 11 three-byte characters are 33 bytes.
+        let multibyte = "\u{20ac}".repeat(11);
+        assert!(Verifier::new(&AuthSettings::hs256(multibyte)).is_ok());
+        let exact = "y".repeat(MIN_HS256_SECRET_BYTES);
+        assert!(Verifier::new(&AuthSettings::hs256(exact.clone())).is_ok());
+        assert!(Minter::new(&AuthSettings::hs256(exact)).is_ok());
     }
 
     #[test]

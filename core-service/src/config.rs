@@ -260,7 +260,7 @@ mod tests {
 
     fn valid() -> Settings {
         Settings {
-            auth: AuthSettings::hs256("a-secret-of-enough-length"),
+            auth: AuthSettings::hs256("a-secret-of-enough-length-for-hs256"),
             ..Settings::default()
         }
     }
@@ -352,7 +352,7 @@ mod tests {
                 ("CHAT_EDGE_LIMITS__FRAMES_PER_MINUTE", "5"),
                 ("CHAT_EDGE_CORE_URL", "http://core:50051"),
                 ("CHAT_CONFIG", "/etc/chat/core.toml"),
-                ("CHAT_AUTH__SECRET", "a-secret-of-enough-length"),
+                ("CHAT_AUTH__SECRET", "a-secret-of-enough-length-for-hs256"),
                 ("CHAT_DATABASE__URL", "postgres://chat@db/chat"),
                 ("CHAT_CHAT__MAX_MESSAGE_CHARS", "500"),
             ]),
@@ -404,7 +404,7 @@ mod tests {
         ));
         let settings = Settings::load_from(
             Some(path),
-            env(&[("CHAT_AUTH__SECRET", "a-secret-of-enough-length")]),
+            env(&[("CHAT_AUTH__SECRET", "a-secret-of-enough-length-for-hs256")]),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert!(settings.validate().is_ok());

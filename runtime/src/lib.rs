@@ -1,5 +1,5 @@
 //! Process plumbing shared by the binaries: the settings loader ([`settings`]), structured
-//! logging set up from settings, the process-wide Prometheus registry, and the one shutdown
+//! logging set up from settings (with an optional JSON-lines copy for the test suite), the process-wide Prometheus registry, and the one shutdown
 //! signal (SIGINT or SIGTERM).
 
 pub mod settings;
@@ -43,18 +43,54 @@ impl LogSettings {
 /// Starts tracing: JSON or human-readable, filtered by `RUST_LOG` or the setting. A second
 /// call (tests, `chatctl dev` running two services) keeps the first subscriber.
 pub fn init_tracing(log: &LogSettings) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.filter));
-    // Logs go to stderr: stdout belongs to what a program prints on purpose (chatctl's URLs
-    // and tokens), and a reader that stops draining stdout must not block the server.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = if log.format == "json" {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
+    let _ = install(Some(log), None);
+}
+
+/// A copy of the log for later inspection: every event that passes `filter` (an `EnvFilter`
+/// directive, independent of `RUST_LOG`), as one JSON object per line appended to `file`.
+/// The end-to-end suite writes one per test process and scans them for secrets.
+pub struct LogCopy {
+    pub file: std::fs::File,
+    pub filter: String,
+}
+
+/// Like [`init_tracing`] (stderr output only when `log` is given), plus `copy`. False when a
+/// subscriber was already installed in this process, so the copy would stay empty.
+pub fn init_tracing_with_copy(log: Option<&LogSettings>, copy: LogCopy) -> bool {
+    install(log, Some(copy))
+}
+
+fn install(log: Option<&LogSettings>, copy: Option<LogCopy>) -> bool {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer, fmt};
+    let stderr = log.map(|log| {
+        let filter =
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.filter));
+        // Logs go to stderr: stdout belongs to what a program prints on purpose (chatctl's
+        // URLs and tokens), and a reader that stops draining stdout must not block the server.
+        let layer = fmt::layer().with_writer(std::io::stderr);
+        let layer = if log.format == "json" {
+            layer.json().boxed()
+        } else {
+            layer.boxed()
+        };
+        layer.with_filter(filter)
+    });
+    let copy = copy.map(|copy| {
+        // One `write` per event (the formatter buffers the line), so lines never interleave.
+        fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .with_writer(std::sync::Mutex::new(copy.file))
+            .with_filter(EnvFilter::new(&copy.filter))
+    });
+    tracing_subscriber::registry()
+        .with(stderr)
+        .with(copy)
+        .try_init()
+        .is_ok()
 }
 
 /// Resolves on SIGINT or SIGTERM.

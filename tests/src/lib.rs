@@ -4,6 +4,7 @@
 //! real streaming wire formats. Tests drive it through real WebSockets ([`Ws`]) and real gRPC.
 
 pub mod dev_server;
+pub mod log_capture;
 /// The workspace's one fake LLM (crate `chat-fake-llm`), under the name the tests import.
 pub use chat_fake_llm as fake_llm;
 
@@ -25,6 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 /// The HS256 secret every test stack uses.
 pub const SECRET: &str = "end-to-end-test-secret-0123456789";
+/// The API key the stacks give the fake LLM's providers.
+const FAKE_API_KEY: &str = "fake-llm-test-api-key";
 /// How long a test waits for an expected frame before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -111,9 +114,10 @@ pub async fn spawn_default() -> Stack {
 /// Starts the real core and edge on port 0. Panics (failing the test) with a clear message
 /// when something cannot start, PostgreSQL included.
 pub async fn spawn_stack(opts: StackOptions) -> Stack {
-    if std::env::var_os("RUST_LOG").is_some() {
-        chat_runtime::init_tracing(&chat_runtime::LogSettings::default());
-    }
+    // The suite's log copy (and stderr logs under RUST_LOG); the secrets of this stack are
+    // recorded so the copy can be searched for them.
+    log_capture::install();
+    log_capture::record("secret", SECRET);
     let dir = tempfile::tempdir().expect("temp dir");
     let database_url = match opts.backend {
         Backend::Sqlite => format!("sqlite://{}", dir.path().join("chat.db").display()),
@@ -211,7 +215,10 @@ fn add_model(llm: &mut LlmSettings, provider: &str, kind: ProviderKind, base_url
         ProviderSettings {
             kind,
             base_url: Some(base_url),
-            api_key: Some("test-key".to_string().into()),
+            api_key: Some({
+                log_capture::record("secret", FAKE_API_KEY);
+                FAKE_API_KEY.to_string().into()
+            }),
             api_key_env: None,
             word_delay_ms: None,
         },
@@ -234,14 +241,17 @@ impl Stack {
     }
 
     pub fn token_for(&self, user: &str, roles: &[&str], ttl_secs: u64) -> String {
-        self.minter
+        let token = self
+            .minter
             .mint(&MintRequest {
                 user_id: user.into(),
                 name: Some(format!("{user} name")),
                 roles: roles.iter().map(|r| r.to_string()).collect(),
                 ttl_secs,
             })
-            .expect("mint")
+            .expect("mint");
+        log_capture::record("token", &token);
+        token
     }
 
     pub fn ws_url(&self) -> String {
@@ -324,6 +334,9 @@ impl Ws {
     }
 
     pub async fn send_text(&mut self, text: &str) {
+        if let Ok(frame) = serde_json::from_str::<Value>(text) {
+            log_capture::record_frame(&frame);
+        }
         self.inner
             .send(Message::Text(text.into()))
             .await
@@ -409,9 +422,9 @@ impl Ws {
                 .expect("timed out waiting for a frame");
             match next {
                 Some(Ok(Message::Text(text))) => {
-                    return Frame::Json(
-                        serde_json::from_str(text.as_str()).expect("server sends JSON"),
-                    );
+                    let frame = serde_json::from_str(text.as_str()).expect("server sends JSON");
+                    log_capture::record_frame(&frame);
+                    return Frame::Json(frame);
                 }
                 Some(Ok(Message::Close(frame))) => {
                     return Frame::Closed(frame.map(|f| u16::from(f.code)));

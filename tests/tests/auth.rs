@@ -35,7 +35,7 @@ fn sign(claims: serde_json::Value) -> String {
 /// Tokens that must all be refused, by name.
 fn bad_tokens(good: &str) -> Vec<(&'static str, String)> {
     let other_key = chat_auth::Minter::new(&chat_auth::AuthSettings::hs256(
-        "a-completely-different-secret",
+        "a-completely-different-secret-of-32-bytes",
     ))
     .and_then(|m| {
         m.mint(&chat_auth::MintRequest {

@@ -273,7 +273,7 @@ mod tests {
 
     fn valid() -> EdgeSettings {
         EdgeSettings {
-            auth: AuthSettings::hs256("a-secret-of-enough-length"),
+            auth: AuthSettings::hs256("a-secret-of-enough-length-for-hs256"),
             ..EdgeSettings::default()
         }
     }
@@ -389,7 +389,10 @@ mod tests {
         ));
         let settings = EdgeSettings::load_from(
             Some(path),
-            env(&[("CHAT_EDGE_AUTH__SECRET", "a-secret-of-enough-length")]),
+            env(&[(
+                "CHAT_EDGE_AUTH__SECRET",
+                "a-secret-of-enough-length-for-hs256",
+            )]),
         )
         .unwrap();
         assert!(settings.validate().is_ok());
