@@ -25,6 +25,7 @@ use super::rooms::{Conn, Rooms, Sequencer};
 use super::validate::ChatId;
 use crate::config::ChatSettings;
 use crate::llm::Llm;
+use crate::notify::Notifier;
 use crate::storage::{self, ChatRow, Db};
 use crate::types::Presence;
 
@@ -47,6 +48,8 @@ pub struct Engine {
     /// Cancelled when the process shuts down.
     pub(super) shutdown: CancellationToken,
     pub(super) limits: RateLimits,
+    /// Operator alerts; never waits (disabled unless startup passes one in).
+    pub(super) notifier: Notifier,
 }
 
 /// A reply in progress: enough to stop it and to resume its stream.
@@ -74,7 +77,18 @@ impl Engine {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             limits,
+            notifier: Notifier::disabled(),
         }
+    }
+
+    /// The engine with operator alerts going to `notifier`.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
     }
 
     pub fn db(&self) -> &Db {

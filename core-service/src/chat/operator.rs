@@ -47,6 +47,7 @@ impl Engine {
         }
         // Ids only: the reason is the user's text and is never logged.
         tracing::warn!(chat = %chat.id, user = %who.user_id, "help requested");
+        self.notifier.help_requested(&who.user_id, &chat.id, reason);
         self.publish_change(
             &chat.id,
             ChatChanges {
