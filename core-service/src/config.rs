@@ -158,6 +158,7 @@ impl Settings {
         let mut settings: Settings = SettingsLoader::new(ENV_PREFIX)
             .ignore_prefix(EDGE_ENV_PREFIX)
             .ignore_var(CONFIG_ENV)
+            .verbatim(NotifySettings::VERBATIM_KEYS)
             .defaults("database", DatabaseSettings::default())
             .defaults("chat", ChatSettings::default())
             .defaults("log", LogSettings::default())

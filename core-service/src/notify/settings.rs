@@ -99,7 +99,8 @@ pub struct SmtpSettings {
     pub security: SmtpSecurity,
     /// The sender, `alerts@example.com` or `Chat alerts <alerts@example.com>`.
     pub from: String,
-    /// Recipients, at least one.
+    /// Recipients, at least one (a list, or in the environment `a@x.com,b@x.com`).
+    #[serde(deserialize_with = "list_or_commas")]
     pub to: Vec<String>,
     /// Login user, when the server wants one (the password then comes from
     /// `CHAT_NOTIFY__SMTP__PASSWORD`).
@@ -135,7 +136,9 @@ pub struct SmsSettings {
     pub account: String,
     /// Sending number, `+15550100`.
     pub from: String,
-    /// Recipients' numbers, at least one; one message each.
+    /// Recipients' numbers, at least one; one message each (a list, or in the environment
+    /// `+15550199,+15550198`).
+    #[serde(deserialize_with = "list_or_commas")]
     pub to: Vec<String>,
     /// Environment only: `CHAT_NOTIFY__SMS__TOKEN` (the basic-auth password).
     pub token: Option<SecretString>,
@@ -157,6 +160,20 @@ impl Default for SmsSettings {
 }
 
 impl NotifySettings {
+    /// Keys whose environment variables are read as written (the loader would otherwise make
+    /// `0123` a number and drop the `+` of `+15550100`). The recipient lists are also
+    /// accepted there as one comma-separated string.
+    pub const VERBATIM_KEYS: &'static [&'static str] = &[
+        "notify.smtp.user",
+        "notify.smtp.password",
+        "notify.smtp.from",
+        "notify.smtp.to",
+        "notify.sms.account",
+        "notify.sms.from",
+        "notify.sms.to",
+        "notify.sms.token",
+    ];
+
     /// Whether any channel is configured.
     pub fn enabled(&self) -> bool {
         self.smtp.is_some() || self.sms.is_some()
@@ -306,6 +323,25 @@ impl SmsSettings {
     }
 }
 
+/// A list of strings, or one string of comma-separated items.
+fn list_or_commas<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Items {
+        List(Vec<String>),
+        Commas(String),
+    }
+    Ok(match Items::deserialize(de)? {
+        Items::List(items) => items,
+        Items::Commas(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(str::to_string)
+            .collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,6 +426,52 @@ mod tests {
             ..sms()
         });
         assert!(error(&bad).contains("notify.sms.account"));
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_beside_the_file() {
+        use secrecy::ExposeSecret;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("core.toml");
+        std::fs::write(
+            &path,
+            "[notify]\nalerts_per_hour = 5\n[notify.smtp]\nhost = \"mail.example.com\"\n\
+             port = 587\nsecurity = \"starttls\"\nfrom = \"alerts@example.com\"\n\
+             to = [\"ops@example.com\", \"oncall@example.com\"]\nuser = \"alerts\"\n",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let env = [
+            ("CHAT_AUTH__SECRET", "a-secret-of-enough-length"),
+            ("CHAT_NOTIFY__SMTP__PASSWORD", "12345678"),
+            ("CHAT_NOTIFY__SMS__ACCOUNT", "AC1"),
+            ("CHAT_NOTIFY__SMS__FROM", "+15550100"),
+            ("CHAT_NOTIFY__SMS__TO", "+15550199, +15550198"),
+            ("CHAT_NOTIFY__SMS__TOKEN", "tok"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let settings =
+            crate::Settings::load_from(Some(&path), env).unwrap_or_else(|e| panic!("{e}"));
+        assert!(settings.validate().is_ok());
+        let notify = &settings.notify;
+        assert_eq!(notify.alerts_per_hour, 5);
+        let smtp = notify.smtp.as_ref().unwrap_or_else(|| panic!("smtp"));
+        assert_eq!(smtp.security, SmtpSecurity::Starttls);
+        assert_eq!(smtp.to.len(), 2);
+        assert_eq!(
+            smtp.password
+                .as_ref()
+                .map(|p| p.expose_secret().to_string()),
+            Some("12345678".into()),
+            "a password of digits stays a string"
+        );
+        let sms = notify.sms.as_ref().unwrap_or_else(|| panic!("sms"));
+        assert_eq!(sms.base_url, "https://api.twilio.com");
+        assert_eq!(sms.from, "+15550100");
+        assert_eq!(sms.to, ["+15550199", "+15550198"]);
+        assert!(
+            !format!("{settings:?}").contains("12345678"),
+            "secrets never show"
+        );
     }
 
     #[test]
