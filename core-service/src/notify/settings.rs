@@ -475,6 +475,27 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_shows_the_notify_defaults() {
+        let path = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/core.example.toml"
+        ));
+        let settings =
+            crate::Settings::load_from(Some(path), Vec::new()).unwrap_or_else(|e| panic!("{e}"));
+        let (file, defaults) = (settings.notify, NotifySettings::default());
+        assert!(!file.enabled(), "the example sends nothing");
+        assert_eq!(file.queue_capacity, defaults.queue_capacity);
+        assert_eq!(file.max_in_flight, defaults.max_in_flight);
+        assert_eq!(file.help_per_chat_secs, defaults.help_per_chat_secs);
+        assert_eq!(file.critical_every_secs, defaults.critical_every_secs);
+        assert_eq!(file.alerts_per_hour, defaults.alerts_per_hour);
+        assert_eq!(file.provider_failure_secs, defaults.provider_failure_secs);
+        assert_eq!(file.retry.max_attempts, defaults.retry.max_attempts);
+        assert_eq!(file.retry.base_delay_ms, defaults.retry.base_delay_ms);
+        assert_eq!(file.retry.max_delay_ms, defaults.retry.max_delay_ms);
+    }
+
+    #[test]
     fn the_messages_url_follows_the_twilio_layout() {
         let s = SmsSettings {
             base_url: "http://127.0.0.1:9/".into(),
