@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 
 # Test peers from PyPI, in a virtual environment under the cache folder, reused when present:
 # aiosmtpd (a real SMTP server for the notification tests). The tests run it with the python
-# named in CHAT_TEST_PYTHON and fail when it is missing.
+# named in TEST_PYTHON (not CHAT_*: the core reads every CHAT_ variable as a setting) and fail
+# when it is missing.
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/chat-backend/venv"
 if ! "$venv/bin/python" -c 'import aiosmtpd' >/dev/null 2>&1; then
   if ! command -v python3 >/dev/null 2>&1; then
@@ -28,7 +29,7 @@ if ! "$venv/bin/python" -c 'import aiosmtpd' >/dev/null 2>&1; then
     exit 1
   fi
 fi
-export CHAT_TEST_PYTHON="$venv/bin/python"
+export TEST_PYTHON="$venv/bin/python"
 
 eval "$(bash scripts/pg-throwaway.sh start)"
 trap 'bash scripts/pg-throwaway.sh stop "$PG_THROWAWAY_DIR" >/dev/null 2>&1 || true' EXIT

@@ -459,7 +459,7 @@ pub async fn fresh_postgres_database() -> String {
 }
 
 /// A real SMTP server: Python's `aiosmtpd` (from PyPI) with its Maildir handler, run from the
-/// virtual environment `scripts/test.sh` installs (its python in `CHAT_TEST_PYTHON`) on a free
+/// virtual environment `scripts/test.sh` installs (its python in `TEST_PYTHON`) on a free
 /// loopback port. Killed when dropped. Panics, failing the test, when it cannot start.
 pub struct SmtpServer {
     pub port: u16,
@@ -471,21 +471,21 @@ pub struct SmtpServer {
 impl SmtpServer {
     pub async fn start() -> Self {
         use tokio::io::{AsyncBufReadExt, BufReader};
-        let python = std::env::var("CHAT_TEST_PYTHON").unwrap_or_else(|_| {
+        let python = std::env::var("TEST_PYTHON").unwrap_or_else(|_| {
             panic!(
-                "CHAT_TEST_PYTHON is not set: run the tests with scripts/test.sh, which installs \
+                "TEST_PYTHON is not set: run the tests with scripts/test.sh, which installs \
                  aiosmtpd from PyPI into a virtual environment (needs python3 with venv and \
-                 pip), or point CHAT_TEST_PYTHON at a python that has aiosmtpd"
+                 pip), or point TEST_PYTHON at a python that has aiosmtpd"
             )
         });
         let check = tokio::process::Command::new(&python)
             .args(["-c", "import aiosmtpd"])
             .output()
             .await
-            .unwrap_or_else(|e| panic!("CHAT_TEST_PYTHON={python} does not run: {e}"));
+            .unwrap_or_else(|e| panic!("TEST_PYTHON={python} does not run: {e}"));
         assert!(
             check.status.success(),
-            "aiosmtpd is not installed for CHAT_TEST_PYTHON={python}: run scripts/test.sh, or \
+            "aiosmtpd is not installed for TEST_PYTHON={python}: run scripts/test.sh, or \
              `{python} -m pip install aiosmtpd` ({})",
             String::from_utf8_lossy(&check.stderr).trim()
         );
