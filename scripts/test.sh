@@ -6,10 +6,32 @@
 # used (tests/src/bin/scan-logs.rs). Extra arguments go to `cargo test` (e.g. a test name
 # filter).
 #
-# Needs: the Rust toolchain and the postgresql-15 server package (fails loudly, saying what
-# to install, when the binaries are missing). Set CARGO_TARGET_DIR to reuse a build cache.
+# Needs: the Rust toolchain, the postgresql-15 server package, and python3 with venv and pip
+# (for the test peers from PyPI); fails loudly, saying what to install, when one is missing.
+# Set CARGO_TARGET_DIR to reuse a build cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Test peers from PyPI, in a virtual environment under the cache folder, reused when present:
+# aiosmtpd (a real SMTP server for the notification tests). The tests run it with the python
+# named in TEST_PYTHON (not CHAT_*: the core reads every CHAT_ variable as a setting) and fail
+# when it is missing.
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/chat-backend/venv"
+if ! "$venv/bin/python" -c 'import aiosmtpd' >/dev/null 2>&1; then
+  if ! command -v python3 >/dev/null 2>&1; then
+    echo "scripts/test.sh: python3 is needed for the test peers (Debian: apt-get install python3 python3-venv)" >&2
+    exit 1
+  fi
+  if ! python3 -m venv "$venv" >&2; then
+    echo "scripts/test.sh: cannot create a virtual environment in $venv (Debian: apt-get install python3-venv)" >&2
+    exit 1
+  fi
+  if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'aiosmtpd==1.4.6' >&2; then
+    echo "scripts/test.sh: cannot install aiosmtpd from PyPI into $venv (pip needs the package index)" >&2
+    exit 1
+  fi
+fi
+export TEST_PYTHON="$venv/bin/python"
 
 eval "$(bash scripts/pg-throwaway.sh start)"
 # Every end-to-end test process copies its servers' logs (at their most verbose level) and the

@@ -16,6 +16,7 @@ use chat_runtime::{InvalidSetting, SettingsError, SettingsLoader};
 use serde::{Deserialize, Serialize};
 
 use crate::llm::LlmSettings;
+use crate::notify::NotifySettings;
 pub use chat_runtime::LogSettings;
 
 /// The environment prefix of the core's settings.
@@ -54,6 +55,8 @@ pub struct Settings {
     pub llm: LlmSettings,
     pub chat: ChatSettings,
     pub log: LogSettings,
+    /// Operator alerts by email and SMS; off unless a channel is configured.
+    pub notify: NotifySettings,
 }
 
 impl Default for Settings {
@@ -66,6 +69,7 @@ impl Default for Settings {
             llm: LlmSettings::default(),
             chat: ChatSettings::default(),
             log: LogSettings::default(),
+            notify: NotifySettings::default(),
         }
     }
 }
@@ -166,6 +170,7 @@ impl Settings {
         let mut settings: Settings = SettingsLoader::new(ENV_PREFIX)
             .ignore_prefix(EDGE_ENV_PREFIX)
             .ignore_var(CONFIG_ENV)
+            .verbatim(NotifySettings::VERBATIM_KEYS)
             .defaults("database", DatabaseSettings::default())
             .defaults("chat", ChatSettings::default())
             .defaults("log", LogSettings::default())
@@ -192,6 +197,7 @@ impl Settings {
             "must be greater than 0",
         )?;
         self.log.validate()?;
+        self.notify.validate()?;
         Ok(())
     }
 }

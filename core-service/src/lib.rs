@@ -7,6 +7,7 @@
 //! - [`grpc`]: adapters only, protobuf <-> domain ([`grpc::chat`], [`grpc::admin`]).
 //! - [`chat`]: the domain: sessions, rooms and fan-out, the per-stream handler, reply turns.
 //! - [`llm`]: providers behind one trait (OpenAI-compatible, Anthropic, demo), retries.
+//! - [`notify`]: operator alerts (help requests, critical errors) by email and SMS, rate limited.
 //! - [`storage`]: diesel-async on SQLite or PostgreSQL, one query path for both.
 //! - [`types`]: closed vocabularies (roles, statuses, presence) shared by the modules above.
 
@@ -15,6 +16,7 @@ pub mod chat;
 pub mod config;
 pub mod grpc;
 pub mod llm;
+pub mod notify;
 pub mod startup;
 pub mod storage;
 pub mod types;

@@ -17,12 +17,15 @@ use crate::Settings;
 use crate::chat::Engine;
 use crate::grpc::{admin::AdminApi, chat::ChatApi};
 use crate::llm::Llm;
+use crate::notify::Notifier;
 use crate::storage::Db;
 
 /// How long shutdown waits for replies in flight.
 const REPLY_GRACE: Duration = Duration::from_secs(30);
 /// How often readiness re-checks the database (and limiters are pruned).
 const DB_CHECK_EVERY: Duration = Duration::from_secs(5);
+/// How long shutdown waits for operator alerts still being delivered.
+const NOTIFY_GRACE: Duration = Duration::from_secs(5);
 /// The service name readiness is reported under (also the overall "" service).
 pub const HEALTH_SERVICE: &str = "chat.v1.ChatService";
 
@@ -73,7 +76,10 @@ impl Application {
             None => None,
         };
         chat_runtime::metrics();
-        let engine = Arc::new(Engine::new(db, llm, settings.chat.clone(), verifier));
+        let notifier =
+            Notifier::start(&settings.notify).map_err(|e| StartupError::Config(e.to_string()))?;
+        let engine =
+            Arc::new(Engine::new(db, llm, settings.chat.clone(), verifier).with_notifier(notifier));
         tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.grpc_addr, source })?, backend = engine.db().backend(), "chat-core ready");
         Ok(Self {
             listener,
@@ -164,6 +170,7 @@ impl Application {
         }
         // Phase 4: stop background work and return.
         watchdog.abort();
+        engine.notifier().shutdown(NOTIFY_GRACE).await;
         tracing::info!("chat-core stopped");
         served.map_err(Into::into)
     }
@@ -204,6 +211,7 @@ async fn housekeeping(
             };
             if !ok {
                 tracing::error!("database unreachable: readiness is NOT_SERVING");
+                engine.notifier().database_unreachable();
             }
             reporter.set_service_status(HEALTH_SERVICE, status).await;
             reporter.set_service_status("", status).await;

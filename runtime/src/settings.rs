@@ -71,6 +71,7 @@ pub struct SettingsLoader {
     prefix: &'static str,
     ignored_prefixes: Vec<&'static str>,
     ignored_vars: Vec<&'static str>,
+    verbatim: Vec<&'static str>,
     defaults: Figment,
 }
 
@@ -81,6 +82,7 @@ impl SettingsLoader {
             prefix,
             ignored_prefixes: Vec::new(),
             ignored_vars: Vec::new(),
+            verbatim: Vec::new(),
             defaults: Figment::new(),
         }
     }
@@ -94,6 +96,13 @@ impl SettingsLoader {
     /// One variable under the prefix that is not a setting (`CHAT_CONFIG`, the file's path).
     pub fn ignore_var(mut self, name: &'static str) -> Self {
         self.ignored_vars.push(name);
+        self
+    }
+
+    /// Dotted keys whose variables are taken as written, never parsed as numbers, booleans or
+    /// arrays: secrets and phone numbers keep their form (`0123`, `+15550100`).
+    pub fn verbatim(mut self, keys: &[&'static str]) -> Self {
+        self.verbatim.extend_from_slice(keys);
         self
     }
 
@@ -148,9 +157,13 @@ impl SettingsLoader {
                 continue;
             }
             // Parsed as figment's own `Env` does: numbers, booleans, arrays, else a string.
-            let value = value
-                .parse::<Value>()
-                .unwrap_or_else(|never| match never {});
+            let value = if self.verbatim.contains(&path.join(".").as_str()) {
+                Value::from(value)
+            } else {
+                value
+                    .parse::<Value>()
+                    .unwrap_or_else(|never| match never {})
+            };
             insert(&mut values, &path, value);
         }
         EnvProvider {

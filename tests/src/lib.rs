@@ -99,6 +99,8 @@ pub struct Stack {
     /// The core's database, for asserting what was stored.
     pub db: Db,
     pub fake: Option<fake_llm::FakeLlm>,
+    /// The core's operator notifier (disabled unless the test configured `notify`).
+    pub notifier: chat_core::notify::Notifier,
     minter: Minter,
     shutdown: CancellationToken,
     core_task: Option<tokio::task::JoinHandle<()>>,
@@ -166,6 +168,7 @@ pub async fn spawn_stack(opts: StackOptions) -> Stack {
     let core_addr = core_app.local_addr();
     let core_metrics_addr = core_app.metrics_addr();
     let db = core_app.engine().db().clone();
+    let notifier = core_app.engine().notifier().clone();
 
     let mut edge = EdgeSettings {
         http_addr: "127.0.0.1:0".parse().expect("addr"),
@@ -201,6 +204,7 @@ pub async fn spawn_stack(opts: StackOptions) -> Stack {
         core_metrics_addr,
         db,
         fake,
+        notifier,
         minter: Minter::new(&auth).expect("minter"),
         shutdown,
         core_task: Some(core_task),
@@ -737,4 +741,107 @@ pub async fn edge_health(addr: SocketAddr) -> Value {
         .json()
         .await
         .expect("health is JSON")
+}
+
+/// A real SMTP server: Python's `aiosmtpd` (from PyPI) with its Maildir handler, run from the
+/// virtual environment `scripts/test.sh` installs (its python in `TEST_PYTHON`) on a free
+/// loopback port. Killed when dropped. Panics, failing the test, when it cannot start.
+pub struct SmtpServer {
+    pub port: u16,
+    maildir: std::path::PathBuf,
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl SmtpServer {
+    pub async fn start() -> Self {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let python = std::env::var("TEST_PYTHON").unwrap_or_else(|_| {
+            panic!(
+                "TEST_PYTHON is not set: run the tests with scripts/test.sh, which installs \
+                 aiosmtpd from PyPI into a virtual environment (needs python3 with venv and \
+                 pip), or point TEST_PYTHON at a python that has aiosmtpd"
+            )
+        });
+        let check = tokio::process::Command::new(&python)
+            .args(["-c", "import aiosmtpd"])
+            .output()
+            .await
+            .unwrap_or_else(|e| panic!("TEST_PYTHON={python} does not run: {e}"));
+        assert!(
+            check.status.success(),
+            "aiosmtpd is not installed for TEST_PYTHON={python}: run scripts/test.sh, or \
+             `{python} -m pip install aiosmtpd` ({})",
+            String::from_utf8_lossy(&check.stderr).trim()
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        // aiosmtpd creates the Maildir itself, and only when it does not exist yet.
+        let maildir = dir.path().join("maildir");
+        let mut last_error = String::new();
+        // A free port can be taken by someone else before aiosmtpd binds it: try a few.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = tokio::process::Command::new(&python)
+                .args(["-m", "aiosmtpd", "-n", "-d", "-l"])
+                .arg(format!("127.0.0.1:{port}"))
+                .args(["-c", "aiosmtpd.handlers.Mailbox"])
+                .arg(&maildir)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start aiosmtpd with {python}: {e}"));
+            let stderr = child.stderr.take().expect("piped stderr");
+            let mut lines = BufReader::new(stderr).lines();
+            // `-d` makes it say when its socket listens; any other end means it failed.
+            let listening = tokio::time::timeout(WAIT, async {
+                let mut seen = Vec::new();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if line.contains("Server is listening on") {
+                        return Ok(());
+                    }
+                    seen.push(line);
+                }
+                Err(seen.join("\n"))
+            })
+            .await
+            .unwrap_or_else(|_| panic!("aiosmtpd did not start listening within {WAIT:?}"));
+            match listening {
+                Ok(()) => {
+                    // Keep draining its log, or a full pipe would stop the server.
+                    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+                    return Self {
+                        port,
+                        maildir,
+                        _child: child,
+                        _dir: dir,
+                    };
+                }
+                Err(output) => last_error = output,
+            }
+        }
+        panic!("aiosmtpd did not start: {last_error}");
+    }
+
+    /// Every delivered message, raw (headers, blank line, body), oldest first.
+    pub fn messages(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(self.maildir.join("new")) else {
+            return Vec::new();
+        };
+        let mut files: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        files.sort();
+        files
+            .iter()
+            .map(|path| std::fs::read_to_string(path).expect("read delivered mail"))
+            .collect()
+    }
+}
+
+/// A loopback port nobody listened on a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }

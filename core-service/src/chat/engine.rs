@@ -27,6 +27,7 @@ use super::validate::ChatId;
 use super::watch::SessionChange;
 use crate::config::ChatSettings;
 use crate::llm::Llm;
+use crate::notify::Notifier;
 use crate::storage::{self, ChatRow, Db};
 use crate::types::Presence;
 
@@ -52,6 +53,8 @@ pub struct Engine {
     pub(super) clock: Clock,
     /// The operators' live feed ([`super::watch`]).
     pub(super) watch: broadcast::Sender<SessionChange>,
+    /// Operator alerts; never waits (disabled unless startup passes one in).
+    pub(super) notifier: Notifier,
 }
 
 /// A reply in progress: enough to stop it and to resume its stream.
@@ -82,7 +85,18 @@ impl Engine {
             limits,
             clock: Clock::System,
             watch,
+            notifier: Notifier::disabled(),
         }
+    }
+
+    /// The engine with operator alerts going to `notifier`.
+    pub fn with_notifier(mut self, notifier: Notifier) -> Self {
+        self.notifier = notifier;
+        self
+    }
+
+    pub fn notifier(&self) -> &Notifier {
+        &self.notifier
     }
 
     /// The same engine on another clock (tests: [`Clock::following_tokio`]).

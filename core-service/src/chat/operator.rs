@@ -62,6 +62,7 @@ impl Engine {
         .await?;
         // Ids only: the reason is the user's text and is never logged.
         tracing::warn!(chat = %chat.id, user = %who.user_id, request = %ticket.id, "help requested");
+        self.notifier.help_requested(&who.user_id, &chat.id, reason);
         self.audit(&chat.id, "help_requested", (&who.user_id, &who.name))
             .await;
         let changes = ChatChanges {

@@ -176,6 +176,11 @@ async fn run(
     metrics::counter!("chat_core_llm_tokens_total", "model" => model.clone(), "kind" => "prompt")
         .increment(prompt_tokens as u64);
     metrics::counter!("chat_core_llm_tokens_total", "model" => model.clone(), "kind" => "completion").increment(completion_tokens as u64);
+    match &outcome.error {
+        Some(Failure::Model(err)) => engine.notifier.model_failed(&model, err.kind()),
+        None if status == MessageStatus::Complete => engine.notifier.model_succeeded(&model),
+        _ => {}
+    }
     if let Some(Failure::Model(err)) = &outcome.error {
         metrics::counter!("chat_core_llm_errors_total", "model" => model, "kind" => err.kind())
             .increment(1);
