@@ -195,12 +195,9 @@ async fn housekeeping(
             () = tokio::time::sleep(every) => {}
         }
         engine.prune_limits();
-        if let Err(err) = engine.expire_operator_leases().await {
-            tracing::warn!(error = %err, "operator lease expiry failed");
-        }
-        if let Err(err) = engine.end_idle_sessions().await {
-            tracing::warn!(error = %err, "ending idle sessions failed");
-        }
+        // The database first: while it does not answer, readiness says so at once, and the
+        // upkeep below (which needs it) waits for the next round instead of each part waiting
+        // out the pool's timeout.
         let ok = engine.db().ping().await.is_ok();
         if ok != healthy {
             healthy = ok;
@@ -215,6 +212,15 @@ async fn housekeeping(
             }
             reporter.set_service_status(HEALTH_SERVICE, status).await;
             reporter.set_service_status("", status).await;
+        }
+        if !ok {
+            continue;
+        }
+        if let Err(err) = engine.expire_operator_leases().await {
+            tracing::warn!(error = %err, "operator lease expiry failed");
+        }
+        if let Err(err) = engine.end_idle_sessions().await {
+            tracing::warn!(error = %err, "ending idle sessions failed");
         }
     }
 }

@@ -639,30 +639,23 @@ pub async fn operator_sessions(stack: &Stack) -> std::collections::BTreeMap<&'st
     chats
 }
 
-/// Waits until every assistant message of `chats` has its `token_usage` row. The core stores a
-/// reply's usage (and adds it to the session's metrics) just after it has broadcast the reply
-/// and the assistant's `typing: false`, and tells no client when that is done, so a test that
-/// checks usage right after a reply has no event to wait on: this re-reads the database (every
-/// few milliseconds, at most [`WAIT`]) instead.
+/// Asserts that every assistant message of `chats` has its `token_usage` row. The core stores
+/// a reply's usage (and adds it to the session's metrics) before it delivers the reply, so once
+/// a test has seen the final messages there is nothing to wait for.
 pub async fn usage_stored(db: &Db, chats: impl IntoIterator<Item = &String>) {
-    let deadline = tokio::time::Instant::now() + WAIT;
     for chat in chats {
         let (messages, _) = chat_core::storage::history(db, chat, None, 100)
             .await
             .expect("history");
         for m in messages.iter().filter(|m| m.role == "assistant") {
-            while chat_core::storage::usage_for_message(db, &m.id)
-                .await
-                .expect("read usage")
-                .is_none()
-            {
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "no usage stored for reply {} within {WAIT:?}",
-                    m.id
-                );
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            assert!(
+                chat_core::storage::usage_for_message(db, &m.id)
+                    .await
+                    .expect("read usage")
+                    .is_some(),
+                "reply {} was delivered before its usage was stored",
+                m.id
+            );
         }
     }
 }

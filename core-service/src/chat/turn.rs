@@ -211,6 +211,27 @@ async fn run(
             .remove(&chat.id);
         match inserted {
             Ok(storage::Inserted::New(row) | storage::Inserted::Duplicate(row)) => {
+                // Usage and the session's metrics are stored before anyone sees the reply, so
+                // whoever reads them after the final message finds them.
+                let usage = storage::insert_usage(
+                    &engine.db,
+                    storage::NewUsage {
+                        message_id: &row.id,
+                        chat_id: &chat.id,
+                        user_id: &requester,
+                        model: &outcome.model_id,
+                        prompt_tokens,
+                        completion_tokens,
+                        estimated,
+                        ttft_ms: metadata.ttft_ms,
+                        total_ms: latency.as_millis() as i64,
+                        now: engine.now(),
+                    },
+                )
+                .await;
+                if let Err(err) = usage {
+                    tracing::error!(error = %err, "usage of a stored reply was not recorded");
+                }
                 engine
                     .rooms
                     .broadcast(&chat.id, Outgoing::message(&row), None);
@@ -226,8 +247,8 @@ async fn run(
         }
     };
     engine.rooms.broadcast(&chat.id, typing(&chat, false), None);
-    let row = match stored {
-        Ok(row) => row,
+    match stored {
+        Ok(_) => {}
         Err(err) => {
             // Nothing was stored: say so instead of leaving the requester waiting.
             engine.rooms.send_to_user(
@@ -237,22 +258,6 @@ async fn run(
             return Err(err);
         }
     };
-    storage::insert_usage(
-        &engine.db,
-        storage::NewUsage {
-            message_id: &row.id,
-            chat_id: &chat.id,
-            user_id: &requester,
-            model: &outcome.model_id,
-            prompt_tokens,
-            completion_tokens,
-            estimated,
-            ttft_ms: metadata.ttft_ms,
-            total_ms: latency.as_millis() as i64,
-            now: engine.now(),
-        },
-    )
-    .await?;
     if let Some(err) = &outcome.error {
         tracing::warn!(error = %err, kind = err.kind(), "reply failed");
         engine

@@ -441,7 +441,7 @@ mod tests {
         )
         .unwrap_or_else(|e| panic!("{e}"));
         let env = [
-            ("CHAT_AUTH__SECRET", "a-secret-of-enough-length"),
+            ("CHAT_AUTH__SECRET", "a-secret-of-at-least-thirty-two-bytes"),
             ("CHAT_NOTIFY__SMTP__PASSWORD", "12345678"),
             ("CHAT_NOTIFY__SMS__ACCOUNT", "AC1"),
             ("CHAT_NOTIFY__SMS__FROM", "+15550100"),
