@@ -11,8 +11,8 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::models::{EventRow, MessageRow};
-use super::schema::{chat_events, chats, messages, read_receipts};
-use super::{Db, Result, StorageError, TxError};
+use super::schema::{chat_events, chats, messages, read_receipts, session_metrics};
+use super::{Db, Result, StorageError, TxError, duration_ms};
 
 /// Bound on ids per statement, well below SQLite's and PostgreSQL's bind-parameter limits.
 const RECEIPT_CHUNK: usize = 500;
@@ -46,18 +46,25 @@ pub async fn append_event(
     now: NaiveDateTime,
 ) -> Result<i64> {
     let outcome = with_tx!(db, TxError, |conn| {
-        let next_seq: Option<i64> = diesel::update(chats::table.find(chat_id))
-            .set((
-                chats::next_seq.eq(chats::next_seq + 1),
-                chats::last_activity_at.eq(now),
-            ))
-            .returning(chats::next_seq)
-            .get_result(conn)
-            .await
-            .optional()?;
-        let Some(next_seq) = next_seq else {
+        let counter: Option<(i64, NaiveDateTime, Option<NaiveDateTime>)> =
+            diesel::update(chats::table.find(chat_id))
+                .set((
+                    chats::next_seq.eq(chats::next_seq + 1),
+                    chats::last_activity_at.eq(now),
+                ))
+                .returning((chats::next_seq, chats::started_at, chats::ended_at))
+                .get_result(conn)
+                .await
+                .optional()?;
+        let Some((next_seq, started_at, ended_at)) = counter else {
             return Err(TxError::ChatMissing);
         };
+        // Activity moves an active session's duration (last activity minus start); an ended
+        // one keeps end minus start.
+        diesel::update(session_metrics::table.find(chat_id))
+            .set(session_metrics::duration_ms.eq(duration_ms(started_at, ended_at.unwrap_or(now))))
+            .execute(conn)
+            .await?;
         let seq = next_seq - 1;
         diesel::insert_into(chat_events::table)
             .values((

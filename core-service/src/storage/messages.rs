@@ -75,21 +75,24 @@ pub async fn insert_message(db: &Db, new: NewMessage<'_>) -> Result<Inserted> {
 
     let new = &new;
     let outcome = with_tx!(db, TxError, |conn| {
-        let counter: Option<(i64, NaiveDateTime)> = diesel::update(chats::table.find(new.chat_id))
-            .set((
-                chats::next_seq.eq(chats::next_seq + 1),
-                chats::message_count.eq(chats::message_count + 1),
-                chats::last_activity_at.eq(new.now),
-            ))
-            .returning((chats::next_seq, chats::started_at))
-            .get_result(conn)
-            .await
-            .optional()?;
-        let Some((next_seq, started_at)) = counter else {
+        let counter: Option<(i64, NaiveDateTime, Option<NaiveDateTime>)> =
+            diesel::update(chats::table.find(new.chat_id))
+                .set((
+                    chats::next_seq.eq(chats::next_seq + 1),
+                    chats::message_count.eq(chats::message_count + 1),
+                    chats::last_activity_at.eq(new.now),
+                ))
+                .returning((chats::next_seq, chats::started_at, chats::ended_at))
+                .get_result(conn)
+                .await
+                .optional()?;
+        let Some((next_seq, started_at, ended_at)) = counter else {
             return Err(TxError::ChatMissing);
         };
+        // An active session's duration runs to its last activity; an ended one's to its end.
         let m = session_metrics::table.find(new.chat_id);
-        let duration = session_metrics::duration_ms.eq(duration_ms(started_at, new.now));
+        let duration =
+            session_metrics::duration_ms.eq(duration_ms(started_at, ended_at.unwrap_or(new.now)));
         match new.role {
             Role::User => {
                 diesel::update(m)
