@@ -56,6 +56,9 @@ export RUST_BACKTRACE=1
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --tests --locked
+# The binaries the tests run as processes (chatctl), built exactly as tests/src/lib.rs
+# builds them, so that build finds them up to date.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"
 # No token or message text in any log of the run (a filtered run may have started no stack).
 cargo run --quiet --locked -p chat-tests --bin scan-logs -- "$TEST_LOG_DIR" ${1:+--partial}

@@ -54,6 +54,8 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub llm: LlmSettings,
     pub chat: ChatSettings,
+    /// The gRPC server's own limits (message size, streams per connection, keepalive).
+    pub grpc: GrpcSettings,
     pub log: LogSettings,
     /// Operator alerts by email and SMS; off unless a channel is configured.
     pub notify: NotifySettings,
@@ -68,6 +70,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             llm: LlmSettings::default(),
             chat: ChatSettings::default(),
+            grpc: GrpcSettings::default(),
             log: LogSettings::default(),
             notify: NotifySettings::default(),
         }
@@ -111,6 +114,17 @@ pub struct ChatSettings {
     pub user_messages_per_minute: u32,
     /// Typing events per minute per user.
     pub typing_per_minute: u32,
+    /// New chats per minute per user (`chat_update {action: "create"}`, or a message without
+    /// a `chatId`).
+    pub chats_per_minute: u32,
+    /// `chat_update {action: "join"}` frames per minute per user.
+    pub joins_per_minute: u32,
+    /// History pages per minute per user (`history` frames, `GetHistory` calls).
+    pub history_per_minute: u32,
+    /// Chats resumed per minute per user (each chat of a `resume` frame counts).
+    pub resumes_per_minute: u32,
+    /// `read` receipt frames per minute per user (each one stores a durable event).
+    pub read_receipts_per_minute: u32,
     /// Live connections per user on this core; one more is refused with close 1013.
     pub max_connections_per_user: usize,
     /// How long an operator's takeover outlives its connection (renewed while connected).
@@ -136,12 +150,75 @@ impl Default for ChatSettings {
             outbound_buffer: 256,
             user_messages_per_minute: 30,
             typing_per_minute: 10,
+            chats_per_minute: 30,
+            joins_per_minute: 60,
+            history_per_minute: 120,
+            resumes_per_minute: 300,
+            read_receipts_per_minute: 120,
             max_connections_per_user: 5,
             operator_lease_secs: 30,
             session_idle_timeout_secs: 15 * 60,
             single_active_session: true,
             watch_buffer: 1024,
         }
+    }
+}
+
+/// The gRPC server's limits, which hold for internal services that reach the core without an
+/// edge as much as for edges.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcSettings {
+    /// Largest message the core decodes, in bytes; 0 means 8 x `chat.max_frame_bytes` (a frame
+    /// the edge accepts grows at most 5.5 times from JSON to protobuf: `[0,0,...]`). A larger
+    /// message ends its call with `OUT_OF_RANGE` (on the stream, after an error event 413).
+    pub max_message_bytes: u32,
+    /// Concurrent calls (streams) on one HTTP/2 connection. An edge multiplexes its sockets
+    /// over `core_channels` connections, so keep `limits.max_connections / core_channels`
+    /// of every edge below it.
+    pub max_concurrent_streams: u32,
+    /// Interval of HTTP/2 pings to each peer.
+    pub keepalive_interval_secs: u64,
+    /// A peer that does not answer a ping within this long is disconnected.
+    pub keepalive_timeout_secs: u64,
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 0,
+            max_concurrent_streams: 4096,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 20,
+        }
+    }
+}
+
+impl GrpcSettings {
+    /// [`GrpcSettings::max_message_bytes`] with its default filled in.
+    pub fn message_limit(&self, chat: &ChatSettings) -> usize {
+        match self.max_message_bytes {
+            0 => chat.max_frame_bytes as usize * 8,
+            n => n as usize,
+        }
+    }
+
+    fn validate(&self, chat: &ChatSettings) -> Result<(), InvalidSetting> {
+        InvalidSetting::check(
+            self.max_message_bytes == 0 || self.max_message_bytes >= chat.max_frame_bytes,
+            "grpc.max_message_bytes",
+            "must be 0 (8 x chat.max_frame_bytes) or at least chat.max_frame_bytes",
+        )?;
+        InvalidSetting::check(
+            self.max_concurrent_streams > 0,
+            "grpc.max_concurrent_streams",
+            "must be greater than 0",
+        )?;
+        InvalidSetting::check(
+            self.keepalive_interval_secs > 0 && self.keepalive_timeout_secs > 0,
+            "grpc.keepalive_interval_secs",
+            "keepalive interval and timeout must be greater than 0",
+        )
     }
 }
 
@@ -173,6 +250,7 @@ impl Settings {
             .verbatim(NotifySettings::VERBATIM_KEYS)
             .defaults("database", DatabaseSettings::default())
             .defaults("chat", ChatSettings::default())
+            .defaults("grpc", GrpcSettings::default())
             .defaults("log", LogSettings::default())
             .load(file, env.iter().cloned())?;
         settings.llm.apply_env(|name| {
@@ -191,6 +269,7 @@ impl Settings {
             .validate()
             .map_err(|e| ConfigError::Llm(e.to_string()))?;
         self.chat.validate()?;
+        self.grpc.validate(&self.chat)?;
         InvalidSetting::check(
             self.database.max_connections > 0,
             "database.max_connections",
@@ -230,11 +309,19 @@ impl ChatSettings {
             "chat.user_messages_per_minute",
             positive,
         )?;
-        InvalidSetting::check(
-            self.typing_per_minute > 0,
-            "chat.typing_per_minute",
-            positive,
-        )?;
+        for (value, key) in [
+            (self.typing_per_minute, "chat.typing_per_minute"),
+            (self.chats_per_minute, "chat.chats_per_minute"),
+            (self.joins_per_minute, "chat.joins_per_minute"),
+            (self.history_per_minute, "chat.history_per_minute"),
+            (self.resumes_per_minute, "chat.resumes_per_minute"),
+            (
+                self.read_receipts_per_minute,
+                "chat.read_receipts_per_minute",
+            ),
+        ] {
+            InvalidSetting::check(value > 0, key, positive)?;
+        }
         InvalidSetting::check(
             self.max_connections_per_user > 0,
             "chat.max_connections_per_user",

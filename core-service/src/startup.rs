@@ -48,6 +48,16 @@ pub struct Application {
     listener: TcpListener,
     metrics: Option<TcpListener>,
     engine: Arc<Engine>,
+    grpc: GrpcLimits,
+}
+
+/// The gRPC server's limits, from [`crate::config::GrpcSettings`].
+#[derive(Clone, Copy, Debug)]
+struct GrpcLimits {
+    max_message_bytes: usize,
+    max_concurrent_streams: u32,
+    keepalive_interval: Duration,
+    keepalive_timeout: Duration,
 }
 
 impl Application {
@@ -81,10 +91,17 @@ impl Application {
         let engine =
             Arc::new(Engine::new(db, llm, settings.chat.clone(), verifier).with_notifier(notifier));
         tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.grpc_addr, source })?, backend = engine.db().backend(), "chat-core ready");
+        let grpc = GrpcLimits {
+            max_message_bytes: settings.grpc.message_limit(&settings.chat),
+            max_concurrent_streams: settings.grpc.max_concurrent_streams,
+            keepalive_interval: Duration::from_secs(settings.grpc.keepalive_interval_secs),
+            keepalive_timeout: Duration::from_secs(settings.grpc.keepalive_timeout_secs),
+        };
         Ok(Self {
             listener,
             metrics,
             engine,
+            grpc,
         })
     }
 
@@ -110,6 +127,7 @@ impl Application {
             listener,
             metrics,
             engine,
+            grpc: limits,
         } = self;
         if let Some(listener) = metrics {
             let router = axum::Router::new().route(
@@ -152,11 +170,19 @@ impl Application {
             .build_v1()
             .map_err(|e| StartupError::Config(format!("gRPC reflection: {e}")))?;
         let served = tonic::transport::Server::builder()
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_interval(Some(limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(limits.keepalive_timeout))
+            .max_concurrent_streams(Some(limits.max_concurrent_streams))
             .add_service(health)
             .add_service(reflection)
-            .add_service(ChatServiceServer::new(ChatApi::new(engine.clone())))
-            .add_service(AdminServiceServer::new(AdminApi::new(engine.clone())))
+            .add_service(
+                ChatServiceServer::new(ChatApi::new(engine.clone()))
+                    .max_decoding_message_size(limits.max_message_bytes),
+            )
+            .add_service(
+                AdminServiceServer::new(AdminApi::new(engine.clone()))
+                    .max_decoding_message_size(limits.max_message_bytes),
+            )
             // Small frames both ways: without TCP_NODELAY, Nagle and delayed ACKs add tens of
             // milliseconds to each exchange with the edge.
             .serve_with_incoming_shutdown(

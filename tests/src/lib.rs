@@ -473,9 +473,9 @@ pub async fn fresh_postgres_database() -> String {
 
 /// The `chatctl` binary of this build, for tests that drive it as a process. Cargo cannot hand
 /// one crate's binary to another crate's tests (`CARGO_BIN_EXE_*` is per package), so the first
-/// call in a test process runs `cargo build -p chatctl` with the same cargo, profile and target
-/// directory as the running test (quick when it is up to date; `scripts/test.sh` has built it
-/// already) and returns `<target>/<profile>/chatctl`. Panics, saying why, when the build fails.
+/// call in a test process runs `cargo build --workspace --bins` with the same cargo, profile
+/// and target directory as the running test (quick when it is up to date: `scripts/test.sh`
+/// runs the same build first; `-p chatctl` alone would resolve other features and rebuild) and returns `<target>/<profile>/chatctl`. Panics, saying why, when the build fails.
 pub fn chatctl_path() -> std::path::PathBuf {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BUILT
@@ -494,9 +494,12 @@ pub fn chatctl_path() -> std::path::PathBuf {
                 .to_owned();
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let mut build = std::process::Command::new(cargo);
-            build
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .args(["build", "--quiet", "-p", "chatctl", "--bin", "chatctl"]);
+            build.current_dir(env!("CARGO_MANIFEST_DIR")).args([
+                "build",
+                "--quiet",
+                "--workspace",
+                "--bins",
+            ]);
             match profile.as_str() {
                 "debug" => {}
                 "release" => {
@@ -509,7 +512,10 @@ pub fn chatctl_path() -> std::path::PathBuf {
             let status = build
                 .status()
                 .unwrap_or_else(|e| panic!("cannot run cargo to build chatctl: {e}"));
-            assert!(status.success(), "cargo build -p chatctl failed ({status})");
+            assert!(
+                status.success(),
+                "cargo build --workspace --bins failed ({status})"
+            );
             let path = profile_dir.join(format!("chatctl{}", std::env::consts::EXE_SUFFIX));
             assert!(
                 path.exists(),

@@ -10,6 +10,7 @@ use super::error::ChatError;
 use super::event::{
     ChatChanges, ChatUpdate, Durable, Event, Outgoing, PresenceChange, SessionSummary,
 };
+use super::limits::Rate;
 use super::rooms::Conn;
 use super::validate::{self, ChatId};
 use super::watch::ChangeKind;
@@ -133,6 +134,7 @@ impl Engine {
         agent_id: Option<&str>,
         model: Option<&str>,
     ) -> Result<ChatRow, ChatError> {
+        self.limits.check(Rate::NewChat, &who.user_id)?;
         let settings = self.llm.settings();
         let agent_id = agent_id.unwrap_or(&settings.default_agent);
         let agent = self
@@ -174,6 +176,7 @@ impl Engine {
     /// Subscribes a connection to a chat and sends it the latest history, atomically with
     /// respect to new events: everything after the history's `lastSeq` arrives live.
     async fn join(&self, who: &Principal, chat_id: &str, conn: &Conn) -> Result<(), ChatError> {
+        self.limits.check(Rate::Join, &who.user_id)?;
         let chat = self.chat_named(who, chat_id, "data.chatId").await?;
         let _order = self.seq.lock(&chat.id).await;
         let history = self.history_of(&chat.id, None, JOIN_HISTORY).await?;

@@ -98,3 +98,274 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Idle timeout and the single-active-session rule on an engine whose clock follows
+    //! tokio's: time is paused and advanced by hand, so no test waits for a timeout.
+
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use chat_auth::{Principal, Verifier};
+    use tokio::sync::mpsc;
+
+    use super::*;
+    use crate::chat::clock::Clock;
+    use crate::chat::command::{ChatAction, SendMessage};
+    use crate::chat::event::{Event, Outgoing};
+    use crate::chat::rooms::Conn;
+    use crate::config::ChatSettings;
+    use crate::llm::{Llm, LlmSettings};
+    use crate::storage::Db;
+    use crate::types::Role;
+
+    const MINUTE: Duration = Duration::from_secs(60);
+
+    async fn engine(dir: &tempfile::TempDir, settings: ChatSettings) -> Arc<Engine> {
+        let url = format!("sqlite://{}", dir.path().join("chat.db").display());
+        let db = Db::connect(&url, 2)
+            .await
+            .unwrap_or_else(|e| panic!("db: {e}"));
+        db.migrate()
+            .await
+            .unwrap_or_else(|e| panic!("migrate: {e}"));
+        let mut llm = LlmSettings::default();
+        if let Some(demo) = llm.providers.get_mut("demo") {
+            demo.word_delay_ms = Some(0);
+        }
+        let llm = Llm::new(&llm).unwrap_or_else(|e| panic!("llm: {e}"));
+        let verifier = Verifier::new(&chat_auth::AuthSettings::hs256(
+            "a-test-secret-of-32-bytes-or-more!!",
+        ))
+        .unwrap_or_else(|e| panic!("verifier: {e}"));
+        Arc::new(Engine::new(db, llm, settings, verifier).with_clock(Clock::following_tokio()))
+    }
+
+    fn user(id: &str) -> Principal {
+        Principal {
+            user_id: id.into(),
+            name: format!("{id} name"),
+            roles: Vec::new(),
+            expires_at: u64::MAX,
+        }
+    }
+
+    /// A registered connection of `who` (registered while the first value lives), its
+    /// outbox, and the `session` event already read from it.
+    async fn conn(
+        engine: &Arc<Engine>,
+        who: &Principal,
+    ) -> (impl Sized, Conn, mpsc::Receiver<Arc<Outgoing>>) {
+        let (tx, rx) = mpsc::channel(256);
+        let conn = Conn {
+            id: new_id().into(),
+            user_id: who.user_id.as_str().into(),
+            tx,
+            kill: engine.shutdown.child_token(),
+        };
+        let (registration, _session) = engine
+            .open(who, &conn)
+            .await
+            .unwrap_or_else(|e| panic!("open: {e}"));
+        (registration, conn, rx)
+    }
+
+    /// Sends a message (to a new chat when `chat` is `None`) and waits for the stored reply.
+    /// Returns the chat's id and the statuses announced meanwhile.
+    async fn turn(
+        engine: &Arc<Engine>,
+        who: &Principal,
+        conn: &Conn,
+        rx: &mut mpsc::Receiver<Arc<Outgoing>>,
+        chat: Option<&str>,
+        id: &str,
+    ) -> (String, Vec<(String, ChatStatus)>) {
+        let ack = engine
+            .send_message(
+                who,
+                SendMessage {
+                    chat_id: chat.map(str::to_string),
+                    content: "hello there".into(),
+                    client_message_id: id.into(),
+                    ..SendMessage::default()
+                },
+                Some(conn),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("send: {e}"));
+        let mut statuses = Vec::new();
+        loop {
+            let out = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no reply"))
+                .unwrap_or_else(|| panic!("outbox closed"));
+            match &out.event {
+                Event::Message(m) if m.message.role == Role::Assistant => {
+                    return (ack.chat_id, statuses);
+                }
+                Event::ChatUpdate(update) => statuses.extend(
+                    update
+                        .changes
+                        .status
+                        .map(|status| (update.chat_id.clone(), status)),
+                ),
+                _ => {}
+            }
+        }
+    }
+
+    /// The statuses announced by `chat_update` events queued for a connection, in order.
+    fn announced_statuses(rx: &mut mpsc::Receiver<Arc<Outgoing>>) -> Vec<(String, ChatStatus)> {
+        let mut statuses = Vec::new();
+        while let Ok(out) = rx.try_recv() {
+            if let Event::ChatUpdate(update) = &out.event
+                && let Some(status) = update.changes.status
+            {
+                statuses.push((update.chat_id.clone(), status));
+            }
+        }
+        statuses
+    }
+
+    async fn chat(engine: &Engine, id: &str) -> ChatRow {
+        storage::get_chat(engine.db(), id)
+            .await
+            .unwrap_or_else(|e| panic!("chat: {e}"))
+            .unwrap_or_else(|| panic!("chat {id} stored"))
+    }
+
+    /// Moves the engine's clock (tokio's, paused) forward by `by`.
+    async fn advance(by: Duration) {
+        tokio::time::pause();
+        tokio::time::advance(by).await;
+        tokio::time::resume();
+    }
+
+    #[tokio::test]
+    async fn an_idle_session_ends_after_the_timeout_with_its_end_and_duration_stored() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let engine = engine(&dir, ChatSettings::default()).await;
+        let alice = user("alice");
+        let (_registered, conn, mut rx) = conn(&engine, &alice).await;
+        let (chat_id, _) = turn(&engine, &alice, &conn, &mut rx, None, "m1").await;
+        let started = chat(&engine, &chat_id).await.started_at;
+
+        // 14 minutes idle: nothing ends.
+        advance(14 * MINUTE).await;
+        assert_eq!(engine.end_idle_sessions().await.ok(), Some(0));
+        // Coming back within the timeout continues the same session and resets its idleness.
+        let (again, seen) = turn(&engine, &alice, &conn, &mut rx, Some(&chat_id), "m2").await;
+        assert!(seen.is_empty(), "{seen:?}");
+        assert_eq!(again, chat_id, "the same session goes on");
+        advance(14 * MINUTE).await;
+        assert_eq!(engine.end_idle_sessions().await.ok(), Some(0));
+        assert!(announced_statuses(&mut rx).is_empty());
+
+        // 15 minutes and a second after the last activity it ends.
+        advance(MINUTE + Duration::from_secs(1)).await;
+        assert_eq!(engine.end_idle_sessions().await.ok(), Some(1));
+        let ended = chat(&engine, &chat_id).await;
+        assert_eq!(ended.status, ChatStatus::Ended.as_str());
+        let ended_at = ended.ended_at.unwrap_or_else(|| panic!("end time stored"));
+        let expected = chrono::Duration::minutes(29) + chrono::Duration::seconds(1);
+        let elapsed = ended_at - started;
+        assert!(
+            elapsed >= expected && elapsed < expected + chrono::Duration::seconds(5),
+            "ended {elapsed} after the start"
+        );
+        let (_, metrics) = storage::session_of(engine.db(), &chat_id)
+            .await
+            .unwrap_or_else(|e| panic!("metrics: {e}"))
+            .unwrap_or_else(|| panic!("metrics stored"));
+        assert_eq!(metrics.duration_ms, elapsed.num_milliseconds());
+        assert_eq!(
+            announced_statuses(&mut rx),
+            vec![(chat_id.clone(), ChatStatus::Ended)],
+            "the member was told"
+        );
+        // Ending is done once.
+        advance(20 * MINUTE).await;
+        assert_eq!(engine.end_idle_sessions().await.ok(), Some(0));
+
+        // A message to the ended session continues it.
+        let (_, seen) = turn(&engine, &alice, &conn, &mut rx, Some(&chat_id), "m3").await;
+        assert_eq!(
+            chat(&engine, &chat_id).await.status,
+            ChatStatus::Active.as_str()
+        );
+        assert_eq!(seen, vec![(chat_id.clone(), ChatStatus::Active)]);
+    }
+
+    #[tokio::test]
+    async fn a_timeout_of_zero_never_ends_a_session() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let settings = ChatSettings {
+            session_idle_timeout_secs: 0,
+            ..ChatSettings::default()
+        };
+        let engine = engine(&dir, settings).await;
+        let bob = user("bob");
+        let (_registered, conn, mut rx) = conn(&engine, &bob).await;
+        let (chat_id, _) = turn(&engine, &bob, &conn, &mut rx, None, "m1").await;
+        advance(24 * 60 * MINUTE).await;
+        assert_eq!(engine.end_idle_sessions().await.ok(), Some(0));
+        assert_eq!(
+            chat(&engine, &chat_id).await.status,
+            ChatStatus::Active.as_str()
+        );
+    }
+
+    #[tokio::test]
+    async fn starting_a_session_ends_the_users_previous_one_unless_configured_off() {
+        for single in [true, false] {
+            let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+            let settings = ChatSettings {
+                single_active_session: single,
+                ..ChatSettings::default()
+            };
+            let engine = engine(&dir, settings).await;
+            let carol = user("carol");
+            let (_registered, conn, mut rx) = conn(&engine, &carol).await;
+            let (first, _) = turn(&engine, &carol, &conn, &mut rx, None, "m1").await;
+            advance(MINUTE).await;
+            engine
+                .chat_action(
+                    &carol,
+                    ChatAction::Create {
+                        title: Some("second".into()),
+                        agent_id: None,
+                        model: None,
+                    },
+                    &conn,
+                )
+                .await
+                .unwrap_or_else(|e| panic!("create: {e}"));
+            let first_row = chat(&engine, &first).await;
+            if single {
+                assert_eq!(first_row.status, ChatStatus::Ended.as_str());
+                assert!(first_row.ended_at.is_some());
+                let told: Vec<_> = announced_statuses(&mut rx)
+                    .into_iter()
+                    .filter(|(chat, _)| *chat == first)
+                    .collect();
+                assert_eq!(told, vec![(first.clone(), ChatStatus::Ended)]);
+                // Continuing the first session ends the second in turn.
+                turn(&engine, &carol, &conn, &mut rx, Some(&first), "m2").await;
+                let active = storage::other_active_chats(engine.db(), "carol", "")
+                    .await
+                    .unwrap_or_else(|e| panic!("active: {e}"));
+                assert_eq!(
+                    active.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(),
+                    vec![first.as_str()]
+                );
+            } else {
+                assert_eq!(first_row.status, ChatStatus::Active.as_str());
+                let active = storage::other_active_chats(engine.db(), "carol", "")
+                    .await
+                    .unwrap_or_else(|e| panic!("active: {e}"));
+                assert_eq!(active.len(), 2, "both sessions stay active");
+            }
+        }
+    }
+}

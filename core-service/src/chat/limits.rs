@@ -14,11 +14,68 @@ use crate::config::ChatSettings;
 type KeyedLimiter<C> =
     RateLimiter<String, HashMapStateStore<String>, C, NoOpMiddleware<<C as Clock>::Instant>>;
 
+/// What a user does that costs the core work or storage, each with its own per-minute budget
+/// (`chat.*_per_minute`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rate {
+    /// A message (`chat.user_messages_per_minute`).
+    Message,
+    /// A typing event (`chat.typing_per_minute`).
+    Typing,
+    /// A new chat (`chat.chats_per_minute`).
+    NewChat,
+    /// Joining a chat (`chat.joins_per_minute`).
+    Join,
+    /// A history page (`chat.history_per_minute`).
+    History,
+    /// One chat of a `resume` (`chat.resumes_per_minute`).
+    Resume,
+    /// A read receipt (`chat.read_receipts_per_minute`).
+    ReadReceipt,
+}
+
+impl Rate {
+    const ALL: [Rate; 7] = [
+        Rate::Message,
+        Rate::Typing,
+        Rate::NewChat,
+        Rate::Join,
+        Rate::History,
+        Rate::Resume,
+        Rate::ReadReceipt,
+    ];
+
+    fn per_minute(self, settings: &ChatSettings) -> u32 {
+        match self {
+            Rate::Message => settings.user_messages_per_minute,
+            Rate::Typing => settings.typing_per_minute,
+            Rate::NewChat => settings.chats_per_minute,
+            Rate::Join => settings.joins_per_minute,
+            Rate::History => settings.history_per_minute,
+            Rate::Resume => settings.resumes_per_minute,
+            Rate::ReadReceipt => settings.read_receipts_per_minute,
+        }
+    }
+
+    /// The name in logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rate::Message => "message",
+            Rate::Typing => "typing",
+            Rate::NewChat => "new_chat",
+            Rate::Join => "join",
+            Rate::History => "history",
+            Rate::Resume => "resume",
+            Rate::ReadReceipt => "read_receipt",
+        }
+    }
+}
+
 /// Per-user limits, kept in the core so they hold across edges. Generic over the clock so
 /// tests can move time by hand.
 pub struct RateLimits<C: Clock + Clone = DefaultClock> {
-    messages: KeyedLimiter<C>,
-    typing: KeyedLimiter<C>,
+    /// One keyed limiter per [`Rate`], in [`Rate::ALL`] order.
+    limiters: Vec<KeyedLimiter<C>>,
     clock: C,
 }
 
@@ -30,43 +87,49 @@ impl RateLimits<DefaultClock> {
 
 impl<C: Clock + Clone> RateLimits<C> {
     pub fn with_clock(settings: &ChatSettings, clock: C) -> Self {
-        let per_minute = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
-        Self {
-            messages: RateLimiter::hashmap_with_clock(
-                per_minute(settings.user_messages_per_minute),
-                clock.clone(),
-            ),
-            typing: RateLimiter::hashmap_with_clock(
-                per_minute(settings.typing_per_minute),
-                clock.clone(),
-            ),
-            clock,
+        let limiters = Rate::ALL
+            .iter()
+            .map(|rate| {
+                let per_minute =
+                    NonZeroU32::new(rate.per_minute(settings)).unwrap_or(NonZeroU32::MIN);
+                RateLimiter::hashmap_with_clock(Quota::per_minute(per_minute), clock.clone())
+            })
+            .collect();
+        Self { limiters, clock }
+    }
+
+    /// Spends `n` of the user's `rate` budget, or answers 429 with the wait until it may.
+    /// Spending is all or nothing: a refused batch spends none.
+    pub fn check_n(&self, rate: Rate, user_id: &str, n: u32) -> Result<(), ChatError> {
+        let Some(n) = NonZeroU32::new(n) else {
+            return Ok(());
+        };
+        let limiter = &self.limiters[rate as usize];
+        let refused = |retry_after_ms: i64| {
+            tracing::info!(user = %user_id, limit = rate.as_str(), retry_after_ms, "rate limit hit");
+            ChatError::RateLimited { retry_after_ms }
+        };
+        match limiter.check_key_n(&user_id.to_string(), n) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(not_until)) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                Err(refused(wait.as_millis().max(1) as i64))
+            }
+            // More than a whole minute's budget at once: never allowed.
+            Err(_) => Err(refused(60_000)),
         }
     }
 
-    /// 429 with the wait until the user may send another message.
-    pub fn check_message(&self, user_id: &str) -> Result<(), ChatError> {
-        self.check(&self.messages, user_id)
-    }
-
-    /// 429 with the wait until the user may send another typing event.
-    pub fn check_typing(&self, user_id: &str) -> Result<(), ChatError> {
-        self.check(&self.typing, user_id)
+    /// Spends one of the user's `rate` budget, or answers 429 with the wait until it may.
+    pub fn check(&self, rate: Rate, user_id: &str) -> Result<(), ChatError> {
+        self.check_n(rate, user_id, 1)
     }
 
     /// Forgets users whose buckets are full again, so the maps do not grow without bound.
     pub fn prune(&self) {
-        self.messages.retain_recent();
-        self.typing.retain_recent();
-    }
-
-    fn check(&self, limiter: &KeyedLimiter<C>, key: &str) -> Result<(), ChatError> {
-        limiter.check_key(&key.to_string()).map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.clock.now());
-            ChatError::RateLimited {
-                retry_after_ms: wait.as_millis().max(1) as i64,
-            }
-        })
+        for limiter in &self.limiters {
+            limiter.retain_recent();
+        }
     }
 }
 
@@ -83,27 +146,30 @@ mod tests {
             ..ChatSettings::default()
         };
         let limits = RateLimits::with_clock(&settings, clock.clone());
-        assert!(limits.check_message("u1").is_ok());
-        assert!(limits.check_message("u1").is_ok());
-        match limits.check_message("u1") {
+        assert!(limits.check(Rate::Message, "u1").is_ok());
+        assert!(limits.check(Rate::Message, "u1").is_ok());
+        match limits.check(Rate::Message, "u1") {
             Err(ChatError::RateLimited { retry_after_ms }) => assert_eq!(retry_after_ms, 30_000),
             other => panic!("expected 429, got {other:?}"),
         }
-        assert!(limits.check_message("u2").is_ok(), "limits are per user");
         assert!(
-            limits.check_typing("u1").is_ok(),
+            limits.check(Rate::Message, "u2").is_ok(),
+            "limits are per user"
+        );
+        assert!(
+            limits.check(Rate::Typing, "u1").is_ok(),
             "typing has its own budget"
         );
-        assert!(limits.check_typing("u1").is_err());
+        assert!(limits.check(Rate::Typing, "u1").is_err());
 
         clock.advance(std::time::Duration::from_secs(29));
-        assert!(limits.check_message("u1").is_err(), "not yet");
+        assert!(limits.check(Rate::Message, "u1").is_err(), "not yet");
         clock.advance(std::time::Duration::from_secs(1));
         assert!(
-            limits.check_message("u1").is_ok(),
+            limits.check(Rate::Message, "u1").is_ok(),
             "one message per 30 s refills"
         );
-        assert!(limits.check_message("u1").is_err());
+        assert!(limits.check(Rate::Message, "u1").is_err());
         limits.prune();
     }
 }

@@ -10,6 +10,7 @@ use super::command::{HistoryQuery, SendMessage};
 use super::engine::{Engine, new_id};
 use super::error::ChatError;
 use super::event::{Ack, ChatChanges, Durable, Event, History, Outgoing, Receipts, StoredMetadata};
+use super::limits::Rate;
 use super::rooms::Conn;
 use super::turn;
 use super::validate::{self, ChatId, ClientMessageId, MessageText};
@@ -44,7 +45,7 @@ impl Engine {
             Some(id) if self.llm.agent(id).is_some() => Some(id.to_string()),
             Some(_) => return Err(ChatError::invalid("data.agentId", "Unknown agent")),
         };
-        self.limits.check_message(&who.user_id)?;
+        self.limits.check(Rate::Message, &who.user_id)?;
 
         // Idempotency first: a resend must not create a second chat either.
         let chat = match req.chat_id.as_deref().map(str::trim) {
@@ -174,6 +175,7 @@ impl Engine {
         let chat = self.chat_named(who, &query.chat_id, "data.chatId").await?;
         let before = validate::cursor(query.before.as_deref())?;
         let limit = validate::page_limit(query.limit)?;
+        self.limits.check(Rate::History, &who.user_id)?;
         self.history_of(&chat.id, before, limit).await
     }
 
@@ -225,6 +227,7 @@ impl Engine {
         for id in message_ids {
             ChatId::parse(id, "data.messageIds")?;
         }
+        self.limits.check(Rate::ReadReceipt, &who.user_id)?;
         let confirmed =
             storage::record_receipts(&self.db, &chat.id, &who.user_id, message_ids, self.now())
                 .await?;

@@ -6,6 +6,7 @@ use chat_auth::Principal;
 use super::engine::Engine;
 use super::error::ChatError;
 use super::event::{Event, Outgoing, Typing};
+use super::limits::Rate;
 use super::rooms::Conn;
 use crate::storage;
 use crate::types::Presence;
@@ -20,7 +21,7 @@ impl Engine {
         conn: &Conn,
     ) -> Result<(), ChatError> {
         let chat = self.chat_named(who, chat_id, "data.chatId").await?;
-        self.limits.check_typing(&who.user_id)?;
+        self.limits.check(Rate::Typing, &who.user_id)?;
         let typing = Outgoing::now(Event::Typing(Typing {
             chat_id: chat.id.clone(),
             user_id: who.user_id.clone(),

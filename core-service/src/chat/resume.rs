@@ -10,6 +10,7 @@ use super::command::ResumeChat;
 use super::engine::Engine;
 use super::error::ChatError;
 use super::event::{Chunk, Event, Outgoing};
+use super::limits::Rate;
 use super::rooms::Conn;
 use crate::storage::{self, Durable};
 
@@ -29,6 +30,9 @@ impl Engine {
                 format!("data.chats must have at most {MAX_CHATS} entries"),
             ));
         }
+        // At most MAX_CHATS (50), so the count fits.
+        self.limits
+            .check_n(Rate::Resume, &who.user_id, chats.len() as u32)?;
         for want in chats {
             let chat = self
                 .chat_named(who, &want.chat_id, "data.chats.chatId")

@@ -39,11 +39,17 @@ impl ChatService for ChatApi {
         request: Request<Streaming<pb::ClientEvent>>,
     ) -> Result<Response<EventStream>, Status> {
         let who = authenticate(self.engine.verifier(), request.metadata())?;
-        let inbound = tokio_stream::StreamExt::map_while(request.into_inner(), |frame| {
-            frame
-                .map_err(|status| tracing::debug!(status = %status.code(), "client stream failed"))
-                .ok()
-                .map(convert::inbound)
+        let inbound = futures::stream::unfold(Some(request.into_inner()), |frames| async move {
+            let mut frames = frames?;
+            match frames.next().await? {
+                Ok(frame) => Some((convert::inbound(frame), Some(frames))),
+                // tonic cannot go on after a failure: say why when the client can act on it,
+                // then end the connection.
+                Err(status) => {
+                    tracing::debug!(status = %status.code(), "client stream failed");
+                    convert::stream_failure(&status).map(|last| (last, None))
+                }
+            }
         });
         let outbox = self
             .engine

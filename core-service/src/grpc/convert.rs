@@ -21,6 +21,17 @@ use crate::types::{MessageStatus, Presence, Role};
 
 /// One client event as the command it asks for.
 pub fn inbound(ev: pb::ClientEvent) -> Inbound {
+    if ev.event.is_none() && ev.message_id == chat_proto::codec::UNDECODABLE_FRAME {
+        return Inbound {
+            frame_id: String::new(),
+            command: Err(ChatError::Invalid {
+                message: "The frame could not be decoded: malformed protobuf, or nested more \
+                          than 100 levels deep"
+                    .into(),
+                field: None,
+            }),
+        };
+    }
     let frame_id = ev.message_id;
     let command = match ev.event {
         Some(In::Message(mut msg)) => {
@@ -78,6 +89,18 @@ pub fn inbound(ev: pb::ClientEvent) -> Inbound {
         }),
     };
     Inbound { frame_id, command }
+}
+
+/// The last frame of a client stream that failed: a message over the size limit is answered
+/// with 413 before the stream ends; other failures (a broken transport) end it silently.
+pub fn stream_failure(status: &tonic::Status) -> Option<Inbound> {
+    (status.code() == tonic::Code::OutOfRange).then(|| Inbound {
+        frame_id: String::new(),
+        command: Err(ChatError::TooLarge {
+            message: format!("Frame too large: {}", status.message()),
+            field: None,
+        }),
+    })
 }
 
 /// A `message` frame or a `PostMessage` call.
