@@ -15,7 +15,7 @@ pub fn authenticate(
         .and_then(chat_auth::bearer)
         .ok_or(AuthError::Missing);
     token.and_then(|t| verifier.verify(t)).map_err(|err| {
-        tracing::debug!(reason = %err, "call refused");
+        tracing::info!(reason = %err, "authentication failed");
         tonic::Status::unauthenticated("Authentication failed")
     })
 }

@@ -49,8 +49,11 @@ const SECRET_KEYS: &[(&str, &str)] = &[
 ];
 
 struct Capture {
+    /// The recorded secrets.
     file: File,
     seen: HashSet<String>,
+    /// The log copy.
+    log_path: PathBuf,
 }
 
 static CAPTURE: OnceLock<Option<Mutex<Capture>>> = OnceLock::new();
@@ -59,41 +62,67 @@ static CAPTURE: OnceLock<Option<Mutex<Capture>>> = OnceLock::new();
 /// `TEST_LOG_DIR`, logs go to stderr only when `RUST_LOG` is set, as before. Panics when
 /// the folder cannot be written or another subscriber got there first.
 pub fn install() {
-    CAPTURE.get_or_init(|| {
-        let stderr = std::env::var_os("RUST_LOG")
-            .is_some()
-            .then(chat_runtime::LogSettings::default);
-        let Some(dir) = std::env::var_os(LOG_DIR_ENV).map(PathBuf::from) else {
-            if let Some(log) = &stderr {
-                chat_runtime::init_tracing(log);
-            }
-            return None;
-        };
-        std::fs::create_dir_all(&dir)
-            .unwrap_or_else(|e| panic!("{LOG_DIR_ENV}={}: {e}", dir.display()));
-        let stem = std::env::current_exe()
-            .ok()
-            .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
-            .unwrap_or_else(|| "test".into());
-        let base = dir.join(format!("{stem}-{}", std::process::id()));
-        let open = |suffix: &str| {
-            let path = PathBuf::from(format!("{}{suffix}", base.display()));
-            File::create(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        };
-        let copy = chat_runtime::LogCopy {
-            file: open(LOG_SUFFIX),
-            filter: CAPTURE_FILTER.into(),
-        };
-        assert!(
-            chat_runtime::init_tracing_with_copy(stderr.as_ref(), copy),
-            "another tracing subscriber was installed first: the log capture would stay empty"
-        );
-        let capture = Mutex::new(Capture {
-            file: open(SECRETS_SUFFIX),
-            seen: HashSet::new(),
-        });
-        Some(capture)
+    CAPTURE.get_or_init(|| start(std::env::var_os(LOG_DIR_ENV).map(PathBuf::from)));
+}
+
+/// The file this process's log copy goes to, installing the capture first: into
+/// `TEST_LOG_DIR` when set, else into a folder of its own under the system's temporary
+/// folder, so a test that reads the logs also works under a plain `cargo test`. A test binary
+/// that reads its logs calls this before anything logs. Panics when the capture was already
+/// installed without a folder.
+pub fn capture_file() -> PathBuf {
+    let capture = CAPTURE.get_or_init(|| {
+        let dir = std::env::var_os(LOG_DIR_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("chat-test-logs-{}", std::process::id()))
+            });
+        start(Some(dir))
     });
+    match capture {
+        Some(capture) => capture
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .log_path
+            .clone(),
+        None => panic!("the log capture was installed without a folder before capture_file()"),
+    }
+}
+
+/// Starts the capture into `dir` (`None`: no copy).
+fn start(dir: Option<PathBuf>) -> Option<Mutex<Capture>> {
+    let stderr = std::env::var_os("RUST_LOG")
+        .is_some()
+        .then(chat_runtime::LogSettings::default);
+    let Some(dir) = dir else {
+        if let Some(log) = &stderr {
+            chat_runtime::init_tracing(log);
+        }
+        return None;
+    };
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    let stem = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "test".into());
+    let base = dir.join(format!("{stem}-{}", std::process::id()));
+    let path = |suffix: &str| PathBuf::from(format!("{}{suffix}", base.display()));
+    let open =
+        |path: &Path| File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let log_path = path(LOG_SUFFIX);
+    let copy = chat_runtime::LogCopy {
+        file: open(&log_path),
+        filter: CAPTURE_FILTER.into(),
+    };
+    assert!(
+        chat_runtime::init_tracing_with_copy(stderr.as_ref(), copy),
+        "another tracing subscriber was installed first: the log capture would stay empty"
+    );
+    Some(Mutex::new(Capture {
+        file: open(&path(SECRETS_SUFFIX)),
+        seen: HashSet::new(),
+        log_path,
+    }))
 }
 
 /// Records a secret (a token, a message text) that must never appear in a log. A no-op when

@@ -4,17 +4,16 @@
 //! chat turn; a failing model and an unreachable database alert too. Every wait is on an
 //! event: a frame, a delivery report of the core's notifier, a request at a sink.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use axum::extract::{Form, OriginalUri, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::Method;
 use base64::Engine as _;
 use chat_core::notify::{
     AlertKind, Channel, Limit, NotifyRetry, NotifySettings, Outcome, Report, SmsSettings,
     SmtpSettings,
 };
 use chat_tests::fake_llm::FakeScript;
+use chat_tests::sms_sink::SmsSink;
 use chat_tests::{Backend, Llm, SmtpServer, StackOptions, WAIT, Ws, free_port, spawn_stack};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
@@ -56,66 +55,6 @@ fn notify(smtp: Option<SmtpSettings>, sms: Option<SmsSettings>) -> NotifySetting
             max_delay_ms: 50,
         },
         ..NotifySettings::default()
-    }
-}
-
-/// One request the SMS sink received.
-#[derive(Debug)]
-struct SmsRequest {
-    method: Method,
-    path: String,
-    authorization: Option<String>,
-    form: HashMap<String, String>,
-}
-
-/// A Twilio-style SMS API in the test: records every request and answers 201.
-struct SmsSink {
-    base_url: String,
-    received: mpsc::UnboundedReceiver<SmsRequest>,
-}
-
-impl SmsSink {
-    async fn start() -> Self {
-        async fn record(
-            State(tx): State<mpsc::UnboundedSender<SmsRequest>>,
-            method: Method,
-            OriginalUri(uri): OriginalUri,
-            headers: HeaderMap,
-            Form(form): Form<HashMap<String, String>>,
-        ) -> (StatusCode, axum::Json<serde_json::Value>) {
-            let authorization = headers
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string);
-            let _ = tx.send(SmsRequest {
-                method,
-                path: uri.path().to_string(),
-                authorization,
-                form,
-            });
-            (
-                StatusCode::CREATED,
-                axum::Json(json!({"sid": "SM0001", "status": "queued"})),
-            )
-        }
-        let (tx, received) = mpsc::unbounded_channel();
-        let app = axum::Router::new().fallback(record).with_state(tx);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind sms sink");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self {
-            base_url: format!("http://{addr}"),
-            received,
-        }
-    }
-
-    async fn next(&mut self) -> SmsRequest {
-        tokio::time::timeout(WAIT, self.received.recv())
-            .await
-            .expect("an SMS request in time")
-            .expect("sink open")
     }
 }
 
@@ -332,7 +271,7 @@ async fn a_second_help_request_inside_the_window_is_rate_limited_and_not_sent() 
     }
     // A limited alert is never queued, so nothing can still be on its way.
     assert_eq!(smtp.messages().len(), 1);
-    assert!(sink.received.try_recv().is_err(), "no second SMS");
+    assert!(sink.try_next().is_none(), "no second SMS");
 
     let metrics = reqwest::get(format!(
         "http://{}/metrics",
@@ -451,7 +390,7 @@ async fn a_failing_model_alerts_the_operators_once_per_window() {
     assert_eq!(alice.recv_type("error").await["data"]["code"], 502);
     let limited = report_where(&mut reports, WAIT, model_alert("rate_limited")).await;
     assert_eq!(limited.outcome, Outcome::RateLimited(Limit::PerKey));
-    assert!(sink.received.try_recv().is_err(), "one alert per window");
+    assert!(sink.try_next().is_none(), "one alert per window");
 }
 
 #[tokio::test]

@@ -171,6 +171,7 @@ where
     let mut socket_limits = SocketLimits::announced(&pb::Session::default());
     let mut ticker = socket_limits.ticker();
     let mut last_seen = Instant::now();
+    let mut log = SocketLog::default();
 
     // Every frame to the browser is queued, never written here: a socket whose queue has no
     // room within `limits.send_timeout_ms`, or that does not take a frame within it, is closed
@@ -180,7 +181,7 @@ where
             () = state.shutdown.cancelled() => break (close::RESTART, "Server restarting"),
             ended = outbox.stopped() => match ended {
                 Ended::Stalled => break SLOW,
-                Ended::Broken | Ended::Flushed => return,
+                Ended::Broken | Ended::Flushed => return log.closed(None, "connection lost"),
             },
             _ = ticker.tick(), if announced => {
                 if last_seen.elapsed() > socket_limits.heartbeat * 2 {
@@ -206,12 +207,15 @@ where
                         continue;
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(_))) | None => return,
+                    Some(Ok(Message::Close(frame))) => {
+                        return log.closed(frame.map(|f| f.code), "closed by client");
+                    }
+                    None => return log.closed(None, "connection lost"),
                     Some(Err(err)) => {
                         if is_too_big(err) {
                             break (close::TOO_BIG, "Frame too large");
                         }
-                        return;
+                        return log.closed(None, "connection lost");
                     }
                 };
                 if text.len() > max_frame_bytes {
@@ -220,6 +224,10 @@ where
                 match gate.check() {
                     Verdict::Pass => {}
                     Verdict::Limited(wait) => {
+                        if gate.strikes() == 1 {
+                            // Once per run of refusals, not once per frame.
+                            tracing::info!(user = %log.user, conn = %log.conn, limit = "frames", retry_after_ms = wait.as_millis() as u64, "rate limit hit");
+                        }
                         metrics::counter!("chat_edge_rejected_frames_total", "code" => code::RATE_LIMITED.to_string()).increment(1);
                         if outbox.text(rate_limited(wait)).await.is_err() {
                             break SLOW;
@@ -259,6 +267,7 @@ where
                                 // The socket is listened to only from now on.
                                 last_seen = Instant::now();
                                 announced = true;
+                                log.connected(session);
                             }
                             socket_limits = now;
                             None
@@ -290,7 +299,40 @@ where
     } else {
         grace
     };
+    log.closed(Some(close_code), reason);
     close_with(outbox, close_code, reason, grace).await;
+}
+
+/// The operator's view of one socket: a line when the core accepts it, and one when it closes
+/// with the close code and how long it lived. Ids only, never a token or a frame.
+#[derive(Default)]
+struct SocketLog {
+    user: String,
+    conn: String,
+    opened: Option<Instant>,
+}
+
+impl SocketLog {
+    fn connected(&mut self, session: &pb::Session) {
+        self.user.clone_from(&session.user_id);
+        self.conn.clone_from(&session.connection_id);
+        self.opened = Some(Instant::now());
+        tracing::info!(user = %self.user, conn = %self.conn, "socket connected");
+    }
+
+    /// `code`: the close code sent or received (`None`: the connection was lost).
+    fn closed(&self, code: Option<u16>, reason: &str) {
+        if let Some(opened) = self.opened {
+            tracing::info!(
+                user = %self.user,
+                conn = %self.conn,
+                close_code = code,
+                reason,
+                duration_ms = opened.elapsed().as_millis() as u64,
+                "socket closed"
+            );
+        }
+    }
 }
 
 /// Error 401 "Authentication failed", then close 1008.
@@ -339,6 +381,11 @@ impl<C: Clock + Clone> FrameGate<C> {
             strikes: 0,
             abuse_strikes,
         }
+    }
+
+    /// Frames refused in a row so far.
+    pub fn strikes(&self) -> u32 {
+        self.strikes
     }
 
     pub fn check(&mut self) -> Verdict {

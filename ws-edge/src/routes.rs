@@ -42,9 +42,16 @@ pub async fn websocket(
     {
         Admission::Full
     } else {
-        match socket_token(&headers, &query) {
-            Some(token) if state.verifier.verify(&token).is_ok() => Admission::Token(token),
-            _ => Admission::Refused,
+        let verified = socket_token(&headers, &query)
+            .ok_or(chat_auth::AuthError::Missing)
+            .and_then(|token| state.verifier.verify(&token).map(|_| token));
+        match verified {
+            Ok(token) => Admission::Token(token),
+            // The reason only (no token, expired, bad signature, ...): never the token.
+            Err(reason) => {
+                tracing::info!(reason = %reason, "authentication failed");
+                Admission::Refused
+            }
         }
     };
     // The codec's hard ceiling: the socket's own limit arrives with the core's `session`, and

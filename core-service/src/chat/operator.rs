@@ -61,7 +61,7 @@ impl Engine {
         )
         .await?;
         // Ids only: the reason is the user's text and is never logged.
-        tracing::warn!(chat = %chat.id, user = %who.user_id, request = %ticket.id, "help requested");
+        tracing::info!(chat = %chat.id, user = %who.user_id, request = %ticket.id, "help requested");
         self.notifier.help_requested(&who.user_id, &chat.id, reason);
         self.audit(&chat.id, "help_requested", (&who.user_id, &who.name))
             .await;
@@ -180,7 +180,7 @@ impl Engine {
                 .await?;
             self.clear_help_flag(&chat.id).await?;
         }
-        tracing::info!(chat = %chat.id, operator = %who.user_id, "takeover started");
+        tracing::info!(chat = %chat.id, user = %chat.owner_id, operator = %who.user_id, "takeover started");
         Ok(())
     }
 
@@ -256,7 +256,7 @@ impl Engine {
             .await?;
         self.audit(&chat.id, action, (op_id, &op.name)).await;
         self.session_changed(chat, ChangeKind::OperatorLeft, changes_operator(None), None);
-        tracing::info!(chat = %chat.id, operator = %op_id, "takeover ended");
+        tracing::info!(chat = %chat.id, user = %chat.owner_id, operator = %op_id, how = action, "takeover ended");
         Ok(())
     }
 

@@ -264,7 +264,17 @@ async fn run(
             .rooms
             .send_to_user(&requester, Outgoing::error(err.to_error(), None));
     }
-    tracing::info!(status = status.as_str(), model = %outcome.model_id, latency_ms = latency.as_millis() as u64, "reply stored");
+    tracing::info!(
+        chat = %chat.id,
+        user = %requester,
+        status = status.as_str(),
+        model = %outcome.model_id,
+        ttft_ms = outcome.ttft.map(|d| d.as_millis() as u64),
+        latency_ms = latency.as_millis() as u64,
+        prompt_tokens,
+        completion_tokens,
+        "reply stored"
+    );
     Ok(())
 }
 
