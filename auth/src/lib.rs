@@ -46,6 +46,19 @@ pub struct AuthSettings {
     pub leeway_secs: u64,
 }
 
+impl AuthSettings {
+    /// Keys whose environment variables the settings loaders read as written: a secret of
+    /// digits only (or an issuer such as `1234`) must stay a string, not become a number.
+    pub const VERBATIM_KEYS: &'static [&'static str] = &[
+        "auth.algorithm",
+        "auth.secret",
+        "auth.public_key_pem",
+        "auth.private_key_pem",
+        "auth.issuer",
+        "auth.audience",
+    ];
+}
+
 impl Default for AuthSettings {
     fn default() -> Self {
         Self {

@@ -248,6 +248,7 @@ impl Settings {
             .ignore_prefix(EDGE_ENV_PREFIX)
             .ignore_var(CONFIG_ENV)
             .verbatim(NotifySettings::VERBATIM_KEYS)
+            .verbatim(AuthSettings::VERBATIM_KEYS)
             .defaults("database", DatabaseSettings::default())
             .defaults("chat", ChatSettings::default())
             .defaults("grpc", GrpcSettings::default())
@@ -435,6 +436,25 @@ mod tests {
         vars.iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect()
+    }
+
+    #[test]
+    fn a_secret_of_digits_only_stays_the_string_it_was_written_as() {
+        let digits = "01234567890123456789012345678901234";
+        let settings = Settings::load_from(None, env(&[("CHAT_AUTH__SECRET", digits)]))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(settings.validate().is_ok());
+        use secrecy::ExposeSecret;
+        let secret = settings
+            .auth
+            .secret
+            .as_ref()
+            .map(|s| s.expose_secret().to_string());
+        assert_eq!(
+            secret.as_deref(),
+            Some(digits),
+            "leading zero kept, not a number"
+        );
     }
 
     #[test]

@@ -265,6 +265,11 @@ async fn main() {
             ("CHAT_CHAT__MAX_CONNECTIONS_PER_USER", "1000"),
             ("CHAT_CHAT__USER_MESSAGES_PER_MINUTE", unlimited),
             ("CHAT_CHAT__TYPING_PER_MINUTE", unlimited),
+            ("CHAT_CHAT__CHATS_PER_MINUTE", unlimited),
+            ("CHAT_CHAT__JOINS_PER_MINUTE", unlimited),
+            ("CHAT_CHAT__HISTORY_PER_MINUTE", unlimited),
+            ("CHAT_CHAT__RESUMES_PER_MINUTE", unlimited),
+            ("CHAT_CHAT__READ_RECEIPTS_PER_MINUTE", unlimited),
             ("CHAT_EDGE_LIMITS__FRAMES_PER_MINUTE", unlimited),
         ],
     );

@@ -166,6 +166,7 @@ impl EdgeSettings {
     ) -> Result<Self, SettingsError> {
         SettingsLoader::new(ENV_PREFIX)
             .ignore_var(CONFIG_ENV)
+            .verbatim(AuthSettings::VERBATIM_KEYS)
             .defaults("limits", EdgeLimits::default())
             .defaults("log", LogSettings::default())
             .load(file, env)
