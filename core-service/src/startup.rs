@@ -22,6 +22,8 @@ use crate::storage::Db;
 
 /// How long shutdown waits for replies in flight.
 const REPLY_GRACE: Duration = Duration::from_secs(30);
+/// How long shutdown then waits for the replies it stopped to be stored as `stopped`.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 /// How often readiness re-checks the database (and limiters are pruned).
 const DB_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How long shutdown waits for operator alerts still being delivered.
@@ -90,6 +92,8 @@ impl Application {
             Notifier::start(&settings.notify).map_err(|e| StartupError::Config(e.to_string()))?;
         let engine =
             Arc::new(Engine::new(db, llm, settings.chat.clone(), verifier).with_notifier(notifier));
+        // Before any client: what the last run left owed is answered (chat::recovery).
+        engine.recover_replies().await?;
         tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.grpc_addr, source })?, backend = engine.db().backend(), "chat-core ready");
         let grpc = GrpcLimits {
             max_message_bytes: settings.grpc.message_limit(&settings.chat),
@@ -191,8 +195,13 @@ impl Application {
             )
             .await;
         // Phase 3: let replies in flight finish and be stored, within a grace period.
+        // Those still running then are stopped and stored with their partial text; replies
+        // that had not started stay owed for the next start (chat::recovery).
         if !engine.finish_replies(REPLY_GRACE).await {
-            tracing::warn!("replies still running after the grace period; exiting anyway");
+            tracing::warn!("replies still running after the grace period; stopping them");
+            if !engine.stop_replies(STOP_GRACE).await {
+                tracing::warn!("stopped replies not stored in time; the next start fails them");
+            }
         }
         // Phase 4: stop background work and return.
         watchdog.abort();

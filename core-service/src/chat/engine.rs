@@ -375,33 +375,11 @@ pub fn new_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::llm::LlmSettings;
+
+    use crate::chat::testing::conn;
 
     async fn engine(dir: &tempfile::TempDir) -> Arc<Engine> {
-        let url = format!("sqlite://{}", dir.path().join("chat.db").display());
-        let db = Db::connect(&url, 2)
-            .await
-            .unwrap_or_else(|e| panic!("db: {e}"));
-        db.migrate()
-            .await
-            .unwrap_or_else(|e| panic!("migrate: {e}"));
-        let llm = Llm::new(&LlmSettings::default()).unwrap_or_else(|e| panic!("llm: {e}"));
-        let verifier = Verifier::new(&chat_auth::AuthSettings::hs256(
-            "a-test-secret-of-32-bytes-or-more!!",
-        ))
-        .unwrap_or_else(|e| panic!("verifier: {e}"));
-        Arc::new(Engine::new(db, llm, ChatSettings::default(), verifier))
-    }
-
-    fn conn(engine: &Engine, user: &str) -> (Conn, mpsc::Receiver<Arc<Outgoing>>) {
-        let (tx, rx) = mpsc::channel(8);
-        let conn = Conn {
-            id: new_id().into(),
-            user_id: user.into(),
-            tx,
-            kill: engine.shutdown.child_token(),
-        };
-        (conn, rx)
+        Arc::new(crate::chat::testing::engine(dir, ChatSettings::default(), 0).await)
     }
 
     #[tokio::test(flavor = "multi_thread")]

@@ -107,7 +107,7 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use chat_auth::{Principal, Verifier};
+    use chat_auth::Principal;
     use tokio::sync::mpsc;
 
     use super::*;
@@ -115,60 +115,18 @@ mod tests {
     use crate::chat::command::{ChatAction, SendMessage};
     use crate::chat::event::{Event, Outgoing};
     use crate::chat::rooms::Conn;
+    use crate::chat::testing::{self, connect, user};
     use crate::config::ChatSettings;
-    use crate::llm::{Llm, LlmSettings};
-    use crate::storage::Db;
     use crate::types::Role;
 
     const MINUTE: Duration = Duration::from_secs(60);
 
     async fn engine(dir: &tempfile::TempDir, settings: ChatSettings) -> Arc<Engine> {
-        let url = format!("sqlite://{}", dir.path().join("chat.db").display());
-        let db = Db::connect(&url, 2)
-            .await
-            .unwrap_or_else(|e| panic!("db: {e}"));
-        db.migrate()
-            .await
-            .unwrap_or_else(|e| panic!("migrate: {e}"));
-        let mut llm = LlmSettings::default();
-        if let Some(demo) = llm.providers.get_mut("demo") {
-            demo.word_delay_ms = Some(0);
-        }
-        let llm = Llm::new(&llm).unwrap_or_else(|e| panic!("llm: {e}"));
-        let verifier = Verifier::new(&chat_auth::AuthSettings::hs256(
-            "a-test-secret-of-32-bytes-or-more!!",
-        ))
-        .unwrap_or_else(|e| panic!("verifier: {e}"));
-        Arc::new(Engine::new(db, llm, settings, verifier).with_clock(Clock::following_tokio()))
-    }
-
-    fn user(id: &str) -> Principal {
-        Principal {
-            user_id: id.into(),
-            name: format!("{id} name"),
-            roles: Vec::new(),
-            expires_at: u64::MAX,
-        }
-    }
-
-    /// A registered connection of `who` (registered while the first value lives), its
-    /// outbox, and the `session` event already read from it.
-    async fn conn(
-        engine: &Arc<Engine>,
-        who: &Principal,
-    ) -> (impl Sized, Conn, mpsc::Receiver<Arc<Outgoing>>) {
-        let (tx, rx) = mpsc::channel(256);
-        let conn = Conn {
-            id: new_id().into(),
-            user_id: who.user_id.as_str().into(),
-            tx,
-            kill: engine.shutdown.child_token(),
-        };
-        let (registration, _session) = engine
-            .open(who, &conn)
-            .await
-            .unwrap_or_else(|e| panic!("open: {e}"));
-        (registration, conn, rx)
+        Arc::new(
+            testing::engine(dir, settings, 0)
+                .await
+                .with_clock(Clock::following_tokio()),
+        )
     }
 
     /// Sends a message (to a new chat when `chat` is `None`) and waits for the stored reply.
@@ -247,7 +205,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
         let engine = engine(&dir, ChatSettings::default()).await;
         let alice = user("alice");
-        let (_registered, conn, mut rx) = conn(&engine, &alice).await;
+        let (_registered, conn, mut rx) = connect(&engine, &alice).await;
         let (chat_id, _) = turn(&engine, &alice, &conn, &mut rx, None, "m1").await;
         let started = chat(&engine, &chat_id).await.started_at;
 
@@ -306,7 +264,7 @@ mod tests {
         };
         let engine = engine(&dir, settings).await;
         let bob = user("bob");
-        let (_registered, conn, mut rx) = conn(&engine, &bob).await;
+        let (_registered, conn, mut rx) = connect(&engine, &bob).await;
         let (chat_id, _) = turn(&engine, &bob, &conn, &mut rx, None, "m1").await;
         advance(24 * 60 * MINUTE).await;
         assert_eq!(engine.end_idle_sessions().await.ok(), Some(0));
@@ -326,7 +284,7 @@ mod tests {
             };
             let engine = engine(&dir, settings).await;
             let carol = user("carol");
-            let (_registered, conn, mut rx) = conn(&engine, &carol).await;
+            let (_registered, conn, mut rx) = connect(&engine, &carol).await;
             let (first, _) = turn(&engine, &carol, &conn, &mut rx, None, "m1").await;
             advance(MINUTE).await;
             engine

@@ -103,6 +103,15 @@ impl Engine {
                     attachments_json: "[]",
                     metadata_json: &metadata,
                     now: self.now(),
+                    // Owed in the same transaction: a crash from here on leaves a row saying
+                    // so, which the next start answers (`Engine::recover_replies`).
+                    reply: if held {
+                        storage::ReplyLink::None
+                    } else {
+                        storage::ReplyLink::Owed {
+                            requester: &who.user_id,
+                        }
+                    },
                 },
             )
             .await?;

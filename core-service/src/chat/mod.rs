@@ -33,9 +33,12 @@ pub mod monitor;
 pub mod operator;
 pub mod presence;
 pub mod prompt;
+pub mod recovery;
 pub mod resume;
 pub mod rooms;
 pub mod takeover;
+#[cfg(test)]
+mod testing;
 pub mod turn;
 pub mod validate;
 pub mod watch;

@@ -100,7 +100,16 @@ async fn run(
             chat
         }
     };
+    // Shutting down: a reply that has not started waits for the next start, which finds it
+    // owed and generates it (`Engine::recover_replies`).
+    if engine.shutdown.is_cancelled() {
+        return Ok(());
+    }
     if engine.held(&chat) {
+        // The operator answers instead: nothing is owed any more.
+        if let Err(err) = storage::forget_pending_reply(&engine.db, &trigger.id).await {
+            tracing::warn!(error = %err, "owed reply not cleared");
+        }
         return Ok(());
     }
     let message_id = new_id();
@@ -115,6 +124,20 @@ async fn run(
         .unwrap_or_else(|p| p.into_inner())
         .insert(chat.id.clone(), reply.clone());
     engine.rooms.broadcast(&chat.id, typing(&chat, true), None);
+    // From here a restart stores this reply (by this id) as failed rather than generating it
+    // again: clients may have seen its first chunks.
+    if let Err(err) = storage::checkpoint_reply(
+        &engine.db,
+        &trigger.id,
+        &message_id,
+        &chat.model,
+        "",
+        engine.now(),
+    )
+    .await
+    {
+        tracing::warn!(error = %err, "reply start not recorded");
+    }
 
     let started = Instant::now();
     let (outcome, prompt_estimate) = match build_prompt(&engine, &chat, &trigger).await {
@@ -125,7 +148,10 @@ async fn run(
                     .iter()
                     .map(|t| estimate_tokens(&t.content))
                     .sum::<u32>();
-            (generate(&engine, &chat, prompt, &reply).await, estimate)
+            (
+                generate(&engine, &chat, &trigger.id, prompt, &reply).await,
+                estimate,
+            )
         }
         Err(err) => (
             Outcome {
@@ -201,6 +227,9 @@ async fn run(
                 attachments_json: "[]",
                 metadata_json: &metadata.to_json(),
                 now: engine.now(),
+                reply: storage::ReplyLink::Answers {
+                    trigger_id: &trigger.id,
+                },
             },
         )
         .await;
@@ -279,7 +308,13 @@ async fn run(
 }
 
 /// Streams the reply into the room until it ends, fails, or is stopped.
-async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &ActiveReply) -> Outcome {
+async fn generate(
+    engine: &Engine,
+    chat: &ChatRow,
+    trigger_id: &str,
+    prompt: Prompt,
+    reply: &ActiveReply,
+) -> Outcome {
     let model_id = if engine.llm.model(&chat.model).is_some() {
         chat.model.clone()
     } else {
@@ -313,6 +348,7 @@ async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &Activ
         }
     };
     let mut index = 0i64;
+    let mut checkpoint = Checkpoint::default();
     loop {
         tokio::select! {
             biased;
@@ -345,6 +381,7 @@ async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &Activ
                     engine.rooms.broadcast(&chat.id, chunk, None);
                     drop(chunks);
                     index += 1;
+                    checkpoint.maybe(engine, trigger_id, &reply.message_id, &out);
                 }
                 Some(Ok(Delta::Usage { prompt_tokens, completion_tokens })) => {
                     out.usage = Some((prompt_tokens, completion_tokens));
@@ -361,6 +398,44 @@ async fn generate(engine: &Engine, chat: &ChatRow, prompt: Prompt, reply: &Activ
     // Dropping the stream here drops the upstream request at once (stop, failure or end).
     drop(stream);
     out
+}
+
+/// How often a streaming reply's text so far is written to its `pending_replies` row, so a
+/// crash loses at most this much of it.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+/// The periodic checkpoint of one streaming reply: at most one write in flight, none more
+/// often than [`CHECKPOINT_EVERY`]; it never delays a chunk.
+#[derive(Default)]
+struct Checkpoint {
+    last: Option<Instant>,
+    writing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Checkpoint {
+    fn maybe(&mut self, engine: &Engine, trigger_id: &str, reply_id: &str, out: &Outcome) {
+        let due = self.last.is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY);
+        let idle = self.writing.as_ref().is_none_or(|w| w.is_finished());
+        if !(due && idle) {
+            return;
+        }
+        self.last = Some(Instant::now());
+        let db = engine.db.clone();
+        let (trigger, reply, model, text) = (
+            trigger_id.to_string(),
+            reply_id.to_string(),
+            out.model_id.clone(),
+            out.text.clone(),
+        );
+        let now = engine.now();
+        self.writing = Some(tokio::spawn(async move {
+            if let Err(err) =
+                storage::checkpoint_reply(&db, &trigger, &reply, &model, &text, now).await
+            {
+                tracing::warn!(error = %err, "reply checkpoint not stored");
+            }
+        }));
+    }
 }
 
 fn typing(chat: &ChatRow, is_typing: bool) -> Outgoing {

@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::models::MessageRow;
-use super::schema::{chats, messages, session_metrics};
+use super::schema::{chats, messages, pending_replies, session_metrics};
 use super::{Db, Result, StorageError, TxError, duration_ms, is_unique_violation};
 use crate::types::{MessageStatus, Role};
 
@@ -29,6 +29,20 @@ pub struct NewMessage<'a> {
     /// serde_json text (an object).
     pub metadata_json: &'a str,
     pub now: NaiveDateTime,
+    /// How this message stands to the replies owed (`pending_replies`), changed in the same
+    /// transaction.
+    pub reply: ReplyLink<'a>,
+}
+
+/// What storing a message does to the replies owed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyLink<'a> {
+    /// Nothing.
+    None,
+    /// A reply to this message is owed to `requester`.
+    Owed { requester: &'a str },
+    /// This message is the reply owed to the message `trigger_id`.
+    Answers { trigger_id: &'a str },
 }
 
 /// What [`insert_message`] did.
@@ -142,6 +156,26 @@ pub async fn insert_message(db: &Db, new: NewMessage<'_>) -> Result<Inserted> {
             .returning(MessageRow::as_returning())
             .get_result(conn)
             .await?;
+        match new.reply {
+            ReplyLink::None => {}
+            ReplyLink::Owed { requester } => {
+                diesel::insert_into(pending_replies::table)
+                    .values((
+                        pending_replies::trigger_id.eq(new.id),
+                        pending_replies::chat_id.eq(new.chat_id),
+                        pending_replies::requester_id.eq(requester),
+                        pending_replies::created_at.eq(new.now),
+                        pending_replies::updated_at.eq(new.now),
+                    ))
+                    .execute(conn)
+                    .await?;
+            }
+            ReplyLink::Answers { trigger_id } => {
+                diesel::delete(pending_replies::table.find(trigger_id))
+                    .execute(conn)
+                    .await?;
+            }
+        }
         Ok(row)
     });
 

@@ -89,6 +89,7 @@ pub mod events;
 pub mod help;
 pub mod messages;
 pub mod models;
+pub mod pending;
 pub mod schema;
 pub mod usage;
 pub mod users;
@@ -126,11 +127,14 @@ pub use help::{
     list_help_requests, resolve_help_request, resolve_open_help_requests,
 };
 pub use messages::{
-    Inserted, NewMessage, find_by_client_id, get_message, history, insert_message, last_seq,
+    Inserted, NewMessage, ReplyLink, find_by_client_id, get_message, history, insert_message,
+    last_seq,
 };
 pub use models::{
-    AuditRow, ChatRow, EventRow, HelpRequestRow, MessageRow, SessionMetricsRow, UsageRow, UserRow,
+    AuditRow, ChatRow, EventRow, HelpRequestRow, MessageRow, PendingReplyRow, SessionMetricsRow,
+    UsageRow, UserRow,
 };
+pub use pending::{checkpoint_reply, forget_pending_reply, pending_replies};
 pub use usage::{NewUsage, insert_usage, usage_for_message};
 pub use users::{get_user, set_online, upsert_user};
 

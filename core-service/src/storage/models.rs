@@ -7,7 +7,8 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::{
-    audit_events, chat_events, chats, help_requests, messages, session_metrics, token_usage, users,
+    audit_events, chat_events, chats, help_requests, messages, pending_replies, session_metrics,
+    token_usage, users,
 };
 
 #[derive(Queryable, Selectable, Debug, Clone, PartialEq, Eq)]
@@ -144,4 +145,21 @@ pub struct AuditRow {
     pub actor_id: String,
     pub actor_name: String,
     pub created_at: NaiveDateTime,
+}
+
+/// A reply owed to a stored user message (see the `pending_replies` migration).
+#[derive(Queryable, Selectable, Debug, Clone, PartialEq, Eq)]
+#[diesel(table_name = pending_replies)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct PendingReplyRow {
+    pub trigger_id: String,
+    pub chat_id: String,
+    pub requester_id: String,
+    /// The id the reply's chunks carried; `None`: it had not started.
+    pub reply_id: Option<String>,
+    pub model: Option<String>,
+    /// The text streamed so far, as last checkpointed.
+    pub partial: String,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
 }

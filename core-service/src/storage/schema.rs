@@ -141,7 +141,21 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    pending_replies (trigger_id) {
+        trigger_id -> Text,
+        chat_id -> Text,
+        requester_id -> Text,
+        reply_id -> Nullable<Text>,
+        model -> Nullable<Text>,
+        partial -> Text,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(chat_members -> chats (chat_id));
+diesel::joinable!(pending_replies -> chats (chat_id));
 diesel::joinable!(session_metrics -> chats (chat_id));
 diesel::joinable!(help_requests -> chats (chat_id));
 diesel::joinable!(audit_events -> chats (chat_id));
@@ -161,4 +175,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     session_metrics,
     help_requests,
     audit_events,
+    pending_replies,
 );

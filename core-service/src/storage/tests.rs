@@ -50,6 +50,7 @@ both!(
     upsert_user_updates_name_and_set_online_needs_a_known_user,
     the_help_flag_changes_once_and_a_missing_chat_is_not_found,
     the_operator_lease_is_exclusive_renewable_and_expires,
+    a_reply_is_owed_from_its_message_until_it_is_stored,
 );
 
 /// A migrated database; holds the temp dir (SQLite) for as long as the test runs.
@@ -143,6 +144,7 @@ fn message<'a>(id: &'a str, chat_id: &'a str, sender_id: &'a str, secs: i64) -> 
         attachments_json: "[]",
         metadata_json: "{}",
         now: at(secs),
+        reply: messages::ReplyLink::None,
     }
 }
 
@@ -731,5 +733,57 @@ async fn the_operator_lease_is_exclusive_renewable_and_expires(db: &Db) -> Resul
     );
     assert!(chat.admin_assisted, "admin-assisted stays");
     assert!(!chats::acquire_operator(db, "nope", "op1", "One", at(10), at(0)).await?);
+    Ok(())
+}
+
+async fn a_reply_is_owed_from_its_message_until_it_is_stored(db: &Db) -> Result<()> {
+    use super::pending;
+    new_chat(db, "c1", "alice", 0).await?;
+    let asked = NewMessage {
+        reply: messages::ReplyLink::Owed { requester: "alice" },
+        ..message("m1", "c1", "alice", 1)
+    };
+    expect_new(messages::insert_message(db, asked).await?);
+    let owed = pending::pending_replies(db).await?;
+    assert_eq!(owed.len(), 1);
+    assert_eq!(
+        (owed[0].trigger_id.as_str(), owed[0].requester_id.as_str()),
+        ("m1", "alice")
+    );
+    assert_eq!(
+        (owed[0].reply_id.as_deref(), owed[0].partial.as_str()),
+        (None, "")
+    );
+
+    pending::checkpoint_reply(db, "m1", "r1", "demo", "Half a repl", at(2)).await?;
+    let owed = pending::pending_replies(db).await?;
+    assert_eq!(owed[0].reply_id.as_deref(), Some("r1"));
+    assert_eq!(owed[0].model.as_deref(), Some("demo"));
+    assert_eq!(
+        (owed[0].partial.as_str(), owed[0].updated_at),
+        ("Half a repl", at(2))
+    );
+
+    let reply = NewMessage {
+        role: crate::types::Role::Assistant,
+        reply: messages::ReplyLink::Answers { trigger_id: "m1" },
+        ..message("r1", "c1", "assistant", 3)
+    };
+    expect_new(messages::insert_message(db, reply).await?);
+    assert!(
+        pending::pending_replies(db).await?.is_empty(),
+        "stored with its reply"
+    );
+    // A checkpoint arriving after the reply was stored changes nothing.
+    pending::checkpoint_reply(db, "m1", "r1", "demo", "late", at(4)).await?;
+    assert!(pending::pending_replies(db).await?.is_empty());
+
+    let asked = NewMessage {
+        reply: messages::ReplyLink::Owed { requester: "alice" },
+        ..message("m2", "c1", "alice", 5)
+    };
+    expect_new(messages::insert_message(db, asked).await?);
+    pending::forget_pending_reply(db, "m2").await?;
+    assert!(pending::pending_replies(db).await?.is_empty());
     Ok(())
 }
