@@ -1,7 +1,7 @@
 //! The real `chatctl dev` binary as a child process, for the programs under `examples/` that
 //! measure the server from outside (memory from `/proc`, panics from its log): started on free
 //! ports with a throwaway data directory, its log captured to a file, killed when dropped
-//! (panics included).
+//! (panics included), or killed on purpose and started again on the same data (crash tests).
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -22,7 +22,12 @@ impl DevServer {
     /// with `config` as the core's TOML file and `env` added to its environment. Panics with
     /// the build command to run when the binary is missing.
     pub fn start(config: &str, env: &[(&str, &str)]) -> Self {
-        let data = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), config, env)
+    }
+
+    /// Like [`DevServer::start`] on the data directory (database included) of an earlier
+    /// server, as a restart finds it.
+    pub fn start_in(data: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Self {
         let config_path = data.path().join("core.toml");
         std::fs::write(&config_path, config).expect("config");
         let log = data.path().join("server.log");
@@ -55,13 +60,17 @@ impl DevServer {
             )
         });
         let mut url = String::new();
-        for line in BufReader::new(child.stdout.take().expect("stdout")).lines() {
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        for line in lines.by_ref() {
             let line = line.expect("line");
             if let Some(rest) = line.trim().strip_prefix("open:") {
                 url = rest.trim().to_string();
                 break;
             }
         }
+        // Keep reading: with the pipe closed, the server's next `println!` would fail and
+        // end the process.
+        std::thread::spawn(move || lines.for_each(drop));
         assert!(
             !url.is_empty(),
             "chatctl dev printed no URL; see {}",
@@ -102,6 +111,15 @@ impl DevServer {
             .filter(|l| l.contains("panicked"))
             .map(str::to_string)
             .collect()
+    }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind, as a crash) and returns its
+    /// data directory for [`DevServer::start_in`].
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let placeholder = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self._data, placeholder)
     }
 
     /// Whether the process is still running.
