@@ -110,6 +110,9 @@ pub struct ChatSettings {
     pub prompt_history_messages: i64,
     /// Events buffered per connection before it counts as too slow and is dropped.
     pub outbound_buffer: usize,
+    /// The most durable events one `resume` replays per chat (paced to the connection); a
+    /// larger gap is answered with the latest history and `reset: true`.
+    pub resume_max_events: u32,
     /// User messages per minute per user (across all connections and edges of this core).
     pub user_messages_per_minute: u32,
     /// Typing events per minute per user.
@@ -148,6 +151,7 @@ impl Default for ChatSettings {
             heartbeat_interval_ms: limits::HEARTBEAT_INTERVAL_MS,
             prompt_history_messages: 50,
             outbound_buffer: 256,
+            resume_max_events: 1000,
             user_messages_per_minute: 30,
             typing_per_minute: 10,
             chats_per_minute: 30,
@@ -311,6 +315,7 @@ impl ChatSettings {
             positive,
         )?;
         for (value, key) in [
+            (self.resume_max_events, "chat.resume_max_events"),
             (self.typing_per_minute, "chat.typing_per_minute"),
             (self.chats_per_minute, "chat.chats_per_minute"),
             (self.joins_per_minute, "chat.joins_per_minute"),

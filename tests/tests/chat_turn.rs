@@ -461,3 +461,111 @@ async fn a_provider_that_keeps_failing_gives_a_failed_reply_and_a_502() {
     let error = ws.recv_type("error").await;
     assert_eq!(error["data"]["code"], 502);
 }
+
+/// Stores `n` messages from `sender` in `chat` directly, as a long absence would leave them.
+async fn fill(db: &storage::Db, chat: &str, sender: &str, n: usize) {
+    for i in 0..n {
+        let id = uuid::Uuid::now_v7().to_string();
+        storage::insert_message(
+            db,
+            storage::NewMessage {
+                id: &id,
+                chat_id: chat,
+                sender_id: sender,
+                role: chat_core::types::Role::User,
+                agent_id: "default",
+                content: &format!("backlog {i}"),
+                status: chat_core::types::MessageStatus::Complete,
+                client_message_id: None,
+                attachments_json: "[]",
+                metadata_json: "{}",
+                now: chrono::Utc::now().naive_utc(),
+                reply: storage::ReplyLink::None,
+            },
+        )
+        .await
+        .expect("backlog message");
+    }
+}
+
+#[tokio::test]
+async fn a_resume_of_1000_missed_events_across_chats_with_a_reply_streaming_arrives_whole() {
+    let words: Vec<String> = (0..30).map(|i| format!("v{i} ")).collect();
+    let refs: Vec<&str> = words.iter().map(String::as_str).collect();
+    let script = FakeScript::reply(&refs).with_delay(Duration::from_millis(30));
+    let stack = spawn_stack(
+        StackOptions::default()
+            .llm(Llm::OpenAi(script))
+            .core(|c| c.chat.single_active_session = false),
+    )
+    .await;
+    let (mut ws, _) = stack.connect("ivy").await;
+    let mut chats = Vec::new();
+    for title in ["first", "second"] {
+        ws.send(json!({"type": "chat_update", "data": {"action": "create", "title": title}}))
+            .await;
+        let created = ws.recv_type("chat_update").await;
+        chats.push(
+            created["data"]["chatId"]
+                .as_str()
+                .expect("chat id")
+                .to_string(),
+        );
+    }
+    // 600 missed in each chat: 1,200 events, far more than a connection's outbox (256).
+    for chat in &chats {
+        fill(&stack.db, chat, "ivy", 600).await;
+    }
+    ws.send_message(Some(&chats[0]), "and now a story", "story-1")
+        .await;
+    let ack = ws.recv_type("ack").await;
+    assert_eq!(ack["data"]["seq"], 601);
+    let first = ws.recv_type("message_chunk").await;
+    let reply_id = first["data"]["messageId"].as_str().expect("id").to_string();
+    drop(ws);
+
+    let (mut ws, _) = stack.connect("ivy").await;
+    ws.send(json!({"type": "resume", "data": {"chats": [
+        {"chatId": chats[0], "lastSeq": 0, "streaming": {"messageId": reply_id, "lastIndex": 0}},
+        {"chatId": chats[1], "lastSeq": 0},
+    ]}}))
+    .await;
+    let mut next_seq = [1i64, 1];
+    let mut text = String::from("v0 ");
+    let mut next_index = 1;
+    while next_seq[0] <= 602 || next_seq[1] <= 600 {
+        let frame = ws.recv().await;
+        assert_ne!(frame["type"], "history", "no reset: {frame}");
+        let chat = frame["data"]["chatId"].as_str().unwrap_or_default();
+        let Some(slot) = chats.iter().position(|c| c == chat) else {
+            continue;
+        };
+        match frame["type"].as_str() {
+            Some("message") => {
+                assert_eq!(
+                    frame["seq"], next_seq[slot],
+                    "chat {slot}: in order, once: {frame}"
+                );
+                next_seq[slot] += 1;
+                if frame["seq"] == 602 {
+                    assert_eq!(frame["data"]["message"]["id"], reply_id.as_str());
+                    assert_eq!(frame["data"]["message"]["content"], words.concat().as_str());
+                }
+            }
+            Some("message_chunk") => {
+                assert_eq!(
+                    frame["data"]["index"], next_index,
+                    "each chunk once, in order"
+                );
+                next_index += 1;
+                text.push_str(frame["data"]["delta"].as_str().unwrap_or_default());
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        text,
+        words.concat(),
+        "replayed and live chunks make the whole reply"
+    );
+}

@@ -1,7 +1,8 @@
 //! Resume after a reconnect: re-join the client's chats and replay what it missed, exactly
 //! once: durable events after its `lastSeq` in order, then the chunks of a reply still
 //! streaming after its `lastIndex`, then live events. A gap too large to replay is answered
-//! with the latest history marked `reset`.
+//! with the latest history marked `reset` (`chat.resume_max_events`). Events are kept as long
+//! as their chat, so any gap up to that many events is replayed.
 
 use chat_auth::Principal;
 use chat_proto::limits::MAX_RESUME_CHATS as MAX_CHATS;
@@ -14,8 +15,14 @@ use super::limits::Rate;
 use super::rooms::Conn;
 use crate::storage::{self, Durable};
 
-/// The most durable events replayed by one `resume` per chat before answering with a reset.
-const MAX_REPLAY: i64 = 1000;
+/// Durable events replayed per page while a resume catches up: pages go out at the pace the
+/// connection takes them, outside the chat's lock, so a long gap neither overflows the
+/// connection's outbox nor holds up the chat's writers.
+const REPLAY_PAGE: i64 = 100;
+/// Outbox slots reserved before the last stretch (at most a page of events, then the missed
+/// chunks of a reply streaming), which is sent under the chat's lock so that it meets the live
+/// events exactly. Chunks beyond it are queued as live events are.
+const LAST_STRETCH: usize = 2 * REPLAY_PAGE as usize;
 
 impl Engine {
     pub async fn resume(
@@ -37,65 +44,130 @@ impl Engine {
             let chat = self
                 .chat_named(who, &want.chat_id, "data.chats.chatId")
                 .await?;
-            let _order = self.seq.lock(&chat.id).await;
-            let last = storage::last_seq(&self.db, &chat.id).await?;
-            let missed = if want.last_seq < 0 || want.last_seq > last {
-                None
-            } else {
-                let events =
-                    storage::events_after(&self.db, &chat.id, want.last_seq, MAX_REPLAY + 1)
-                        .await?;
-                (events.len() as i64 <= MAX_REPLAY).then_some(events)
-            };
-            match missed {
-                Some(events) => {
-                    for durable in events {
-                        let replayed = match &durable {
-                            Durable::Message(row) => Some(Outgoing::message(row)),
-                            Durable::Event(row) => Outgoing::replay(row),
-                        };
-                        if let Some(ev) = replayed {
-                            conn.push(ev);
-                        }
-                    }
-                }
-                None => {
-                    let mut history = self
-                        .history_of(&chat.id, None, super::validate::DEFAULT_PAGE)
-                        .await?;
-                    history.reset = true;
-                    conn.push(Outgoing::now(Event::History(history)));
-                }
-            }
-            // Chunks and the room join under the reply's chunk lock: the turn pushes and
-            // broadcasts each chunk under the same lock, so none is missed or sent twice.
-            match self.active_reply(&chat.id) {
-                Some(reply) => {
-                    let chunks = reply.chunks.lock().unwrap_or_else(|p| p.into_inner());
-                    let from = match &want.streaming {
-                        Some((message_id, last_index)) if *message_id == reply.message_id => {
-                            last_index
-                                .checked_add(1)
-                                .and_then(|i| usize::try_from(i).ok())
-                                .unwrap_or(0)
-                        }
-                        _ => 0,
-                    };
-                    for (index, delta) in chunks.iter().enumerate().skip(from) {
-                        conn.push(Outgoing::now(Event::MessageChunk(Chunk {
-                            chat_id: chat.id.clone(),
-                            message_id: reply.message_id.clone(),
-                            index: index as i64,
-                            delta: delta.clone(),
-                        })));
-                    }
-                    self.rooms.join(&chat.id, &conn.id);
-                }
-                None => {
-                    self.rooms.join(&chat.id, &conn.id);
-                }
+            if !self.resume_chat(&chat.id, want, conn).await? {
+                // The connection went away while it caught up.
+                return Ok(());
             }
         }
         Ok(())
+    }
+
+    /// Replays one chat to `conn` and joins it to the chat's live events. Returns false when
+    /// the connection closed meanwhile.
+    async fn resume_chat(
+        &self,
+        chat_id: &str,
+        want: &ResumeChat,
+        conn: &Conn,
+    ) -> Result<bool, ChatError> {
+        let last = storage::last_seq(&self.db, chat_id).await?;
+        let max_replay = i64::from(self.settings.resume_max_events);
+        // The outbox takes the last stretch whole, however small it is configured.
+        let stretch = self.settings.outbound_buffer.min(LAST_STRETCH);
+        let page = (stretch / 2).max(1) as i64;
+        let mut cursor = want.last_seq;
+        if cursor < 0 || cursor > last || last - cursor > max_replay {
+            let _order = self.seq.lock(chat_id).await;
+            let mut history = self
+                .history_of(chat_id, None, super::validate::DEFAULT_PAGE)
+                .await?;
+            history.reset = true;
+            conn.push(Outgoing::now(Event::History(history)));
+            self.join_streaming(chat_id, want, conn, Vec::new());
+            return Ok(true);
+        }
+        loop {
+            // Catch up page by page, each event waiting for room in the outbox.
+            while storage::last_seq(&self.db, chat_id).await? - cursor > page {
+                let events = storage::events_after(&self.db, chat_id, cursor, page).await?;
+                for durable in events {
+                    cursor = durable.seq();
+                    if let Some(event) = replayed(&durable) {
+                        let sent = tokio::select! {
+                            sent = conn.tx.send(std::sync::Arc::new(event)) => sent.is_ok(),
+                            () = conn.kill.cancelled() => false,
+                        };
+                        if !sent {
+                            return Ok(false);
+                        }
+                    }
+                }
+            }
+            // Room for the last stretch, reserved before the lock is taken.
+            let reserved = tokio::select! {
+                reserved = conn.tx.reserve_many(stretch) => reserved.ok(),
+                () = conn.kill.cancelled() => None,
+            };
+            let Some(slots) = reserved else {
+                return Ok(false);
+            };
+            let _order = self.seq.lock(chat_id).await;
+            let rest = storage::events_after(&self.db, chat_id, cursor, page + 1).await?;
+            if rest.len() as i64 > page {
+                // Many more arrived meanwhile: another page first.
+                continue;
+            }
+            let events: Vec<Outgoing> = rest.iter().filter_map(replayed).collect();
+            let mut slots = slots;
+            for event in events {
+                // At most `page` events, half the slots: one is always left for each.
+                match slots.next() {
+                    Some(slot) => slot.send(std::sync::Arc::new(event)),
+                    None => {
+                        conn.push(event);
+                    }
+                }
+            }
+            self.join_streaming(chat_id, want, conn, slots.collect());
+            return Ok(true);
+        }
+    }
+
+    /// Sends the missed chunks of the chat's reply in flight (into `slots` first) and joins
+    /// `conn` to the chat, under the reply's chunk lock: the turn pushes and broadcasts each
+    /// chunk under the same lock, so none is missed or sent twice.
+    fn join_streaming(
+        &self,
+        chat_id: &str,
+        want: &ResumeChat,
+        conn: &Conn,
+        slots: Vec<tokio::sync::mpsc::Permit<'_, std::sync::Arc<Outgoing>>>,
+    ) {
+        let Some(reply) = self.active_reply(chat_id) else {
+            self.rooms.join(chat_id, &conn.id);
+            return;
+        };
+        let chunks = reply.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        let from = match &want.streaming {
+            Some((message_id, last_index)) if *message_id == reply.message_id => last_index
+                .checked_add(1)
+                .and_then(|i| usize::try_from(i).ok())
+                .unwrap_or(0),
+            _ => 0,
+        };
+        let mut slots = slots.into_iter();
+        for (index, delta) in chunks.iter().enumerate().skip(from) {
+            let chunk = Outgoing::now(Event::MessageChunk(Chunk {
+                chat_id: chat_id.to_string(),
+                message_id: reply.message_id.clone(),
+                index: index as i64,
+                delta: delta.clone(),
+            }));
+            match slots.next() {
+                Some(slot) => slot.send(std::sync::Arc::new(chunk)),
+                None => {
+                    conn.push(chunk);
+                }
+            }
+        }
+        self.rooms.join(chat_id, &conn.id);
+    }
+}
+
+/// A stored event as the client receives it again (`None`: not shown to clients).
+fn replayed(durable: &Durable) -> Option<Outgoing> {
+    match durable {
+        Durable::Message(row) => Some(Outgoing::message(row)),
+        Durable::Event(row) => Outgoing::replay(row),
     }
 }
