@@ -4,6 +4,7 @@
 #   eval "$(scripts/pg-throwaway.sh start)"   # sets TEST_DATABASE_URL and PG_THROWAWAY_DIR
 #   cargo test ...
 #   scripts/pg-throwaway.sh stop "$PG_THROWAWAY_DIR"
+#   scripts/pg-throwaway.sh pause DIR / resume DIR   # stop the server, start it again (outage tests)
 #
 # `start` creates a temp dir holding the cluster, its log and its socket, starts the server on
 # a free 127.0.0.1 port with durability off (fsync, synchronous_commit, full_page_writes: the
@@ -70,10 +71,9 @@ start() {
     for attempt in 1 2 3 4 5 6 7 8 9 10; do
         port=$((20000 + RANDOM % 40000))
         port_in_use "$port" && continue
-        if as_owner "'$bindir/pg_ctl' -D '$dir/data' -l '$dir/server.log' -w -t 30 \
-                -o \"-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c fsync=off \
-                -c synchronous_commit=off -c full_page_writes=off -c max_connections=200\" \
-                start >/dev/null"; then
+        printf '%s' "-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c fsync=off \
+-c synchronous_commit=off -c full_page_writes=off -c max_connections=200" >"$dir/options"
+        if server_start "$bindir" "$dir"; then
             log "PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') listening on 127.0.0.1:$port"
             printf 'export TEST_DATABASE_URL=postgres://postgres@127.0.0.1:%s/postgres\n' "$port"
             printf 'export PG_THROWAWAY_DIR=%s\n' "$dir"
@@ -84,6 +84,33 @@ start() {
     tail -n 20 "$dir/server.log" >&2 || true
     rm -rf "$dir"
     die "could not start PostgreSQL"
+}
+
+# Starts the cluster in DIR with the options `start` saved there.
+server_start() {
+    as_owner "'$1/pg_ctl' -D '$2/data' -l '$2/server.log' -w -t 30 -o \"$(cat "$2/options")\" start >/dev/null"
+}
+
+checked_dir() {
+    local dir=${1:-}
+    [[ -n "$dir" && -f "$dir/.pg-throwaway" ]] || die "$dir is not a pg-throwaway directory"
+    printf '%s' "$dir"
+}
+
+# Stops the server and keeps its data: clients see the database go away.
+pause() {
+    local dir
+    dir=$(checked_dir "${1:-}")
+    as_owner "'$(find_bindir)/pg_ctl' -D '$dir/data' -m fast -w stop >/dev/null" || die "pg_ctl stop failed"
+    log "paused $dir"
+}
+
+# Starts a paused server again on the same port with the same data.
+resume() {
+    local dir
+    dir=$(checked_dir "${1:-}")
+    server_start "$(find_bindir)" "$dir" || die "pg_ctl start failed; see $dir/server.log"
+    log "resumed $dir"
 }
 
 stop() {
@@ -104,5 +131,7 @@ stop() {
 case "${1:-}" in
     start) start ;;
     stop) stop "${2:-}" ;;
-    *) die "usage: $0 start | stop DIR" ;;
+    pause) pause "${2:-}" ;;
+    resume) resume "${2:-}" ;;
+    *) die "usage: $0 start | stop DIR | pause DIR | resume DIR" ;;
 esac

@@ -83,6 +83,23 @@ pub struct DatabaseSettings {
     /// `sqlite://data/chat.db` (embedded default) or `postgres://user@host/db`.
     pub url: String,
     pub max_connections: u32,
+    /// How long a call waits for a working connection before failing with 503 (retryable).
+    pub acquire_timeout_ms: u64,
+    /// SQLite: how long a write waits for another writer's lock before failing with 503.
+    pub busy_timeout_ms: u64,
+    /// How often readiness checks that the database answers and takes writes.
+    pub check_interval_ms: u64,
+}
+
+impl DatabaseSettings {
+    /// The pool's options from these settings.
+    pub fn pool_options(&self) -> crate::storage::PoolOptions {
+        crate::storage::PoolOptions {
+            max_connections: self.max_connections,
+            acquire_timeout: std::time::Duration::from_millis(self.acquire_timeout_ms),
+            busy_timeout: std::time::Duration::from_millis(self.busy_timeout_ms),
+        }
+    }
 }
 
 impl Default for DatabaseSettings {
@@ -90,6 +107,9 @@ impl Default for DatabaseSettings {
         Self {
             url: "sqlite://data/chat.db".into(),
             max_connections: 8,
+            acquire_timeout_ms: 10_000,
+            busy_timeout_ms: 5_000,
+            check_interval_ms: 5_000,
         }
     }
 }
@@ -280,6 +300,18 @@ impl Settings {
             "database.max_connections",
             "must be greater than 0",
         )?;
+        for (value, key) in [
+            (
+                self.database.acquire_timeout_ms,
+                "database.acquire_timeout_ms",
+            ),
+            (
+                self.database.check_interval_ms,
+                "database.check_interval_ms",
+            ),
+        ] {
+            InvalidSetting::check(value >= 100, key, "must be at least 100")?;
+        }
         self.log.validate()?;
         self.notify.validate()?;
         Ok(())

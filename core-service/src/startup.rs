@@ -12,6 +12,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::Settings;
 use crate::chat::Engine;
@@ -24,8 +27,6 @@ use crate::storage::Db;
 const REPLY_GRACE: Duration = Duration::from_secs(30);
 /// How long shutdown then waits for the replies it stopped to be stored as `stopped`.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// How often readiness re-checks the database (and limiters are pruned).
-const DB_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// How long shutdown waits for operator alerts still being delivered.
 const NOTIFY_GRACE: Duration = Duration::from_secs(5);
 /// The service name readiness is reported under (also the overall "" service).
@@ -51,6 +52,8 @@ pub struct Application {
     metrics: Option<TcpListener>,
     engine: Arc<Engine>,
     grpc: GrpcLimits,
+    /// How often readiness re-checks the database (and limiters are pruned).
+    db_check: Duration,
 }
 
 /// The gRPC server's limits, from [`crate::config::GrpcSettings`].
@@ -68,7 +71,7 @@ impl Application {
         settings
             .validate()
             .map_err(|e| StartupError::Config(e.to_string()))?;
-        let db = Db::connect(&settings.database.url, settings.database.max_connections).await?;
+        let db = Db::connect_with(&settings.database.url, settings.database.pool_options()).await?;
         db.migrate().await?;
         let llm = Llm::new(&settings.llm).map_err(|e| StartupError::Config(e.to_string()))?;
         let verifier = chat_auth::Verifier::new(&settings.auth)
@@ -106,6 +109,7 @@ impl Application {
             metrics,
             engine,
             grpc,
+            db_check: Duration::from_millis(settings.database.check_interval_ms),
         })
     }
 
@@ -132,6 +136,7 @@ impl Application {
             metrics,
             engine,
             grpc: limits,
+            db_check,
         } = self;
         if let Some(listener) = metrics {
             let router = axum::Router::new().route(
@@ -148,20 +153,39 @@ impl Application {
                 }
             });
         }
-        let (reporter, health) = tonic_health::server::health_reporter();
+        let reporter = HealthReporter::new();
+        let health_stop = CancellationToken::new();
+        let health = HealthServer::new(Readiness {
+            inner: HealthService::from_health_reporter(reporter.clone()),
+            stop: health_stop.clone(),
+        });
         reporter
             .set_service_status(HEALTH_SERVICE, ServingStatus::Serving)
             .await;
         reporter
             .set_service_status("", ServingStatus::Serving)
             .await;
-        let watchdog = tokio::spawn(housekeeping(engine.clone(), reporter, shutdown.clone()));
+        let watchdog = tokio::spawn(housekeeping(
+            engine.clone(),
+            reporter.clone(),
+            db_check,
+            shutdown.clone(),
+        ));
 
         let stopping = {
             let engine = engine.clone();
             let shutdown = shutdown.clone();
             async move {
                 shutdown.cancelled().await;
+                // Readiness says so, then its watchers' streams end: tonic waits for every
+                // open stream before it returns.
+                reporter
+                    .set_service_status(HEALTH_SERVICE, ServingStatus::NotServing)
+                    .await;
+                reporter
+                    .set_service_status("", ServingStatus::NotServing)
+                    .await;
+                health_stop.cancel();
                 // Phase 1: tonic stops accepting connections and calls (this future resolved).
                 // Phase 2: end every client stream; edges tell their clients to reconnect (1012).
                 engine.begin_shutdown();
@@ -213,16 +237,46 @@ impl Application {
 
 /// Periodic upkeep: readiness stays honest (NOT_SERVING while the database does not answer)
 /// and the per-user rate limiters forget users who are idle again.
+/// The standard health service, whose `Watch` streams end when shutdown begins (tonic's own
+/// would keep the server waiting for them forever).
+struct Readiness {
+    inner: HealthService,
+    stop: CancellationToken,
+}
+
+#[tonic::async_trait]
+impl Health for Readiness {
+    async fn check(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<HealthCheckResponse>, tonic::Status> {
+        self.inner.check(request).await
+    }
+
+    type WatchStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<HealthCheckResponse, tonic::Status>> + Send>,
+    >;
+
+    async fn watch(
+        &self,
+        request: tonic::Request<HealthCheckRequest>,
+    ) -> Result<tonic::Response<Self::WatchStream>, tonic::Status> {
+        use futures::StreamExt;
+        let stream = self.inner.watch(request).await?.into_inner();
+        let stop = self.stop.clone().cancelled_owned();
+        Ok(tonic::Response::new(stream.take_until(stop).boxed()))
+    }
+}
+
 async fn housekeeping(
     engine: Arc<Engine>,
-    reporter: tonic_health::server::HealthReporter,
+    reporter: HealthReporter,
+    db_check: Duration,
     shutdown: CancellationToken,
 ) {
     // Short operator leases need expiring more often than the database needs checking.
     let lease = engine.operator_lease();
-    let every = DB_CHECK_EVERY
-        .min(lease / 2)
-        .max(Duration::from_millis(200));
+    let every = db_check.min(lease / 2).max(Duration::from_millis(200));
     let mut healthy = true;
     loop {
         tokio::select! {

@@ -5,6 +5,7 @@
 
 pub mod dev_server;
 pub mod log_capture;
+pub mod pg_cluster;
 pub mod sms_sink;
 /// The workspace's one fake LLM (crate `chat-fake-llm`), under the name the tests import.
 pub use chat_fake_llm as fake_llm;

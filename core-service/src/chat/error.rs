@@ -122,7 +122,13 @@ impl ChatError {
 }
 
 impl From<StorageError> for ChatError {
+    /// A database that cannot be reached or used right now is 503 (retryable: the client
+    /// resends and nothing was stored); anything else is an internal error.
     fn from(err: StorageError) -> Self {
-        Self::Internal(format!("storage: {err}"))
+        if err.is_unavailable() {
+            Self::Unavailable("The database is unavailable; try again shortly".into())
+        } else {
+            Self::Internal(format!("storage: {err}"))
+        }
     }
 }

@@ -153,13 +153,36 @@ const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postg
 /// needs a lock the first time) already waits instead of failing. WAL and `synchronous=NORMAL`
 /// let readers run beside the single writer and keep commits cheap; `foreign_keys` is off by
 /// default in SQLite and the schema relies on `ON DELETE CASCADE`.
-const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 5000; \
-     PRAGMA journal_mode = WAL; \
-     PRAGMA synchronous = NORMAL; \
-     PRAGMA foreign_keys = ON;";
+fn sqlite_pragmas(busy_timeout: Duration) -> String {
+    format!(
+        "PRAGMA busy_timeout = {}; \
+         PRAGMA journal_mode = WAL; \
+         PRAGMA synchronous = NORMAL; \
+         PRAGMA foreign_keys = ON;",
+        busy_timeout.as_millis()
+    )
+}
 
-/// How long a caller waits for a pooled connection before getting [`StorageError::Pool`].
-const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// How the pool waits and how big it grows ([`Db::connect_with`]).
+#[derive(Debug, Clone, Copy)]
+pub struct PoolOptions {
+    pub max_connections: u32,
+    /// How long a caller waits for a pooled connection (one that works: a dead server is
+    /// retried until then) before getting [`StorageError::Pool`].
+    pub acquire_timeout: Duration,
+    /// SQLite: how long a write waits for another writer's lock before "database is locked".
+    pub busy_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(10),
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
 
 /// Everything storage can fail with. Callers map these to protocol errors; only
 /// [`StorageError::NotFound`] is meant to reach a client as such, the rest are internal.
@@ -190,6 +213,36 @@ pub enum StorageError {
     /// The row the operation needs (a chat, a user) does not exist.
     #[error("not found")]
     NotFound,
+}
+
+impl StorageError {
+    /// The database cannot be reached or used right now (server down, connection lost, the
+    /// pool's wait ran out, SQLite locked by another writer): worth retrying, unlike a bad
+    /// query or a missing row.
+    pub fn is_unavailable(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            Self::Connect(_) | Self::Pool(_) => true,
+            Self::Query(Error::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )) => true,
+            Self::Query(Error::DatabaseError(_, info)) => {
+                let message = info.message();
+                [
+                    "database is locked",
+                    "database table is locked",
+                    "terminating connection",
+                    "the database system is",
+                    "server closed the connection",
+                    "connection closed",
+                ]
+                .iter()
+                .any(|m| message.contains(m))
+            }
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -271,13 +324,22 @@ impl Db {
     /// scheme and for in-memory SQLite (`sqlite::memory:` and friends), and with
     /// [`StorageError::Connect`] if the first connection cannot be opened.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Db> {
-        let max_connections = max_connections.max(1);
+        let options = PoolOptions {
+            max_connections,
+            ..PoolOptions::default()
+        };
+        Self::connect_with(url, options).await
+    }
+
+    /// [`Db::connect`] with every pool option given.
+    pub async fn connect_with(url: &str, options: PoolOptions) -> Result<Db> {
+        let max_connections = options.max_connections.max(1);
         match parse_url(url)? {
             Target::Postgres(url) => {
                 let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
                 let pool = Pool::builder()
                     .max_size(max_connections)
-                    .connection_timeout(CONNECTION_TIMEOUT)
+                    .connection_timeout(options.acquire_timeout)
                     .build(manager)
                     .await?;
                 // Open one connection outside the pool to surface the real error (bb8's `get`
@@ -296,11 +358,13 @@ impl Db {
                     })?;
                 }
                 let mut config = ManagerConfig::<SqliteConn>::default();
-                config.custom_setup = Box::new(|path: &str| {
+                let pragmas = sqlite_pragmas(options.busy_timeout);
+                config.custom_setup = Box::new(move |path: &str| {
                     let path = path.to_owned();
+                    let pragmas = pragmas.clone();
                     async move {
                         let mut conn = SqliteConn::establish(&path).await?;
-                        conn.batch_execute(SQLITE_PRAGMAS)
+                        conn.batch_execute(&pragmas)
                             .await
                             .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
                         Ok(conn)
@@ -310,7 +374,7 @@ impl Db {
                 let manager = AsyncDieselConnectionManager::new_with_config(path, config);
                 let pool = Pool::builder()
                     .max_size(max_connections)
-                    .connection_timeout(CONNECTION_TIMEOUT)
+                    .connection_timeout(options.acquire_timeout)
                     .build(manager)
                     .await?;
                 // The first connection creates the file and switches it to WAL (persistent),
@@ -355,11 +419,19 @@ impl Db {
     }
 
     /// Runs `SELECT 1` on a pooled connection; for readiness checks.
+    /// Whether the database answers, and takes writes: on SQLite a read succeeds beside
+    /// another writer's lock (WAL), so the check takes the write lock and lets it go.
     pub async fn ping(&self) -> Result<()> {
-        with_conn!(self, |conn| {
-            diesel::sql_query("SELECT 1").execute(conn).await?;
-            Ok(())
-        })
+        match self {
+            Db::Pg(_) => with_conn!(self, |conn| {
+                diesel::sql_query("SELECT 1").execute(conn).await?;
+                Ok(())
+            }),
+            Db::Sqlite(_) => with_conn!(self, |conn| {
+                conn.batch_execute("BEGIN IMMEDIATE; ROLLBACK;").await?;
+                Ok(())
+            }),
+        }
     }
 
     /// `"sqlite"` or `"postgres"`, for logs and metrics labels.

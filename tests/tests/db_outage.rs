@@ -1,0 +1,144 @@
+//! The database goes away under a running stack: a `message` gets error 503 (retryable) and no
+//! ack, readiness (the core's gRPC health, watched as a stream) turns NOT_SERVING, and when the
+//! database is back readiness returns and the client's resend is stored exactly once. SQLite:
+//! another process holds the file's write lock. PostgreSQL: the test's own cluster is stopped
+//! and started again (`pg_ctl stop` / `start`).
+
+use chat_core::storage;
+use chat_tests::pg_cluster::PgCluster;
+use chat_tests::{Stack, StackOptions, WAIT, Ws, spawn_stack};
+use diesel::Connection;
+use diesel::connection::SimpleConnection;
+use futures::StreamExt;
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::{HealthCheckRequest, health_check_response};
+
+/// Short waits, so each outage is noticed in well under a second.
+fn quick(c: &mut chat_core::Settings, url: String) {
+    c.database.url = url;
+    c.database.busy_timeout_ms = 300;
+    c.database.acquire_timeout_ms = 1000;
+    c.database.check_interval_ms = 100;
+}
+
+/// The core's readiness as a stream of changes.
+struct Readiness(tonic::Streaming<tonic_health::pb::HealthCheckResponse>);
+
+impl Readiness {
+    async fn watch(stack: &Stack) -> Self {
+        let mut client = HealthClient::new(stack.grpc().await);
+        let stream = client
+            .watch(HealthCheckRequest {
+                service: "chat.v1.ChatService".into(),
+            })
+            .await
+            .expect("health watch")
+            .into_inner();
+        let mut readiness = Self(stream);
+        readiness.expect(ServingStatus::Serving).await;
+        readiness
+    }
+
+    async fn expect(&mut self, want: ServingStatus) {
+        let want = match want {
+            ServingStatus::Serving => health_check_response::ServingStatus::Serving,
+            _ => health_check_response::ServingStatus::NotServing,
+        };
+        let got = tokio::time::timeout(WAIT, self.0.next())
+            .await
+            .expect("a readiness change in time")
+            .expect("health stream open")
+            .expect("health status");
+        assert_eq!(got.status(), want);
+    }
+}
+
+/// A message while the database is away: 503, retryable, for this message, and no ack.
+async fn refused(ws: &mut Ws, id: &str) {
+    ws.send_message(None, "is anyone there?", id).await;
+    let (error, before) = ws.recv_type_collect("error").await;
+    let e = &error["data"];
+    assert_eq!(
+        (e["code"].as_u64(), e["retryable"].as_bool()),
+        (Some(503), Some(true)),
+        "{error}"
+    );
+    assert_eq!(e["messageId"], id);
+    assert!(
+        before.iter().all(|f| f["type"] != "ack"),
+        "no ack: {before:?}"
+    );
+}
+
+/// The resend once the database is back: acked as new, answered, stored once.
+async fn accepted_once(stack: &Stack, ws: &mut Ws, id: &str) {
+    ws.send_message(None, "is anyone there?", id).await;
+    let ack = ws.recv_type("ack").await;
+    assert_eq!(ack["data"]["duplicate"], false);
+    ws.recv_reply().await;
+    let stored = storage::find_by_client_id(&stack.db, "opal", id)
+        .await
+        .expect("query");
+    let chat = stored.expect("stored").chat_id;
+    let (rows, _) = storage::history(&stack.db, &chat, None, 100)
+        .await
+        .expect("history");
+    let mine: Vec<_> = rows.iter().filter(|r| r.role == "user").collect();
+    assert_eq!(mine.len(), 1, "exactly once: {rows:?}");
+}
+
+#[tokio::test]
+async fn sqlite_locked_by_another_writer_refuses_messages_with_503_until_it_is_released() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("chat.db");
+    let url = format!("sqlite://{}", path.display());
+    let stack = spawn_stack(StackOptions::default().core(move |c| quick(c, url))).await;
+    let mut readiness = Readiness::watch(&stack).await;
+    let (mut ws, _) = stack.connect("opal").await;
+
+    // Another process takes the write lock and holds it until told to let go.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (locked_tx, locked) = tokio::sync::oneshot::channel();
+    let holder = std::thread::spawn(move || {
+        let mut conn =
+            diesel::SqliteConnection::establish(&path.display().to_string()).expect("open");
+        conn.batch_execute("BEGIN EXCLUSIVE").expect("lock");
+        let _ = locked_tx.send(());
+        let _ = released.recv();
+        conn.batch_execute("ROLLBACK").expect("unlock");
+    });
+    locked.await.expect("locked");
+
+    refused(&mut ws, "outage-1").await;
+    readiness.expect(ServingStatus::NotServing).await;
+
+    release.send(()).expect("holder waiting");
+    holder.join().expect("holder");
+    readiness.expect(ServingStatus::Serving).await;
+    accepted_once(&stack, &mut ws, "outage-1").await;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn postgres_stopped_refuses_messages_with_503_and_a_resend_after_its_restart_is_stored_once()
+{
+    let cluster = PgCluster::start();
+    let url = cluster.url.clone();
+    let stack = spawn_stack(StackOptions::default().core(move |c| quick(c, url))).await;
+    let mut readiness = Readiness::watch(&stack).await;
+    let (mut ws, _) = stack.connect("opal").await;
+
+    cluster.pause();
+    refused(&mut ws, "outage-2").await;
+    readiness.expect(ServingStatus::NotServing).await;
+
+    cluster.resume();
+    readiness.expect(ServingStatus::Serving).await;
+    accepted_once(&stack, &mut ws, "outage-2").await;
+    // The stack keeps working after the outage.
+    ws.send(serde_json::json!({"type": "ping", "data": {"timestamp": 1}}))
+        .await;
+    ws.recv_type("pong").await;
+    stack.stop().await;
+}
