@@ -31,6 +31,8 @@ pub mod limits;
 pub mod messages;
 pub mod monitor;
 pub mod operator;
+#[cfg(test)]
+mod ordering_tests;
 pub mod presence;
 pub mod prompt;
 pub mod recovery;

@@ -61,7 +61,11 @@ struct Client {
 }
 
 impl Client {
-    async fn open(engine: &Arc<Engine>, who: &chat_auth::Principal, view: Arc<Mutex<View>>) -> Self {
+    async fn open(
+        engine: &Arc<Engine>,
+        who: &chat_auth::Principal,
+        view: Arc<Mutex<View>>,
+    ) -> Self {
         let (registration, conn, rx) = testing::connect(engine, who).await;
         let drain = tokio::spawn(drain(rx, view.clone()));
         Self {
@@ -71,15 +75,16 @@ impl Client {
             view,
         }
     }
+}
 
-    fn last_seen(&self, chat: &str) -> i64 {
-        let view = self.view.lock().unwrap_or_else(|p| p.into_inner());
-        view.seen
-            .get(chat)
-            .and_then(|s| s.last().copied())
-            .or_else(|| view.joined_at.get(chat).map(|next| next - 1))
-            .unwrap_or(0)
-    }
+/// The last seq `view` holds of `chat` (the one before its join when it saw none since).
+fn last_seen(view: &Mutex<View>, chat: &str) -> i64 {
+    let view = view.lock().unwrap_or_else(|p| p.into_inner());
+    view.seen
+        .get(chat)
+        .and_then(|s| s.last().copied())
+        .or_else(|| view.joined_at.get(chat).map(|next| next - 1))
+        .unwrap_or(0)
 }
 
 async fn drain(mut rx: mpsc::Receiver<Arc<Outgoing>>, view: Arc<Mutex<View>>) {
@@ -184,24 +189,28 @@ async fn run(seed: u64) {
                     .unwrap_or_else(|e| panic!("history: {e}"));
                 if let Some(row) = rows.last() {
                     // Receipts of messages already read are no-ops (404): both are fine here.
-                    let _ = engine.read_receipt(who[i], &chat, &[row.id.clone()]).await;
+                    let _ = engine
+                        .read_receipt(who[i], &chat, std::slice::from_ref(&row.id))
+                        .await;
                 }
             }
             _ => {
                 // Reconnect: a new connection resumes both chats from what the old one saw.
+                // What it resumes from is all it received before the break.
                 let old = clients.remove(i);
                 let view = old.view.clone();
+                old.conn.kill.cancel();
+                drop(old._registration);
+                drop(old.conn);
+                let _ = old.drain.await;
                 let wants: Vec<ResumeChat> = chats
                     .iter()
                     .map(|c| ResumeChat {
                         chat_id: c.clone(),
-                        last_seq: old.last_seen(c),
+                        last_seq: last_seen(&view, c),
                         streaming: None,
                     })
                     .collect();
-                old.conn.kill.cancel();
-                drop(old._registration);
-                let _ = old.drain.await;
                 let fresh = Client::open(&engine, who[i], view).await;
                 engine
                     .resume(who[i], &wants, &fresh.conn)
@@ -216,19 +225,25 @@ async fn run(seed: u64) {
             tokio::task::yield_now().await;
         }
     }
-    assert!(engine.finish_replies(Duration::from_secs(20)).await, "seed {seed}: replies done");
+    assert!(
+        engine.finish_replies(Duration::from_secs(20)).await,
+        "seed {seed}: replies done"
+    );
 
     for (n, client) in clients.into_iter().enumerate() {
         client.conn.kill.cancel();
         drop(client._registration);
+        drop(client.conn);
         let _ = client.drain.await;
-        let view = client.view.lock().unwrap_or_else(|p| p.into_inner());
         for chat in &chats {
             let last = storage::last_seq(engine.db(), chat)
                 .await
                 .unwrap_or_else(|e| panic!("last seq: {e}"));
-            let from = view.joined_at.get(chat).copied().unwrap_or(1);
-            let seen = view.seen.get(chat).cloned().unwrap_or_default();
+            let (from, seen) = {
+                let view = client.view.lock().unwrap_or_else(|p| p.into_inner());
+                let from = view.joined_at.get(chat).copied().unwrap_or(1);
+                (from, view.seen.get(chat).cloned().unwrap_or_default())
+            };
             let expected: Vec<i64> = (from..=last).collect();
             assert_eq!(
                 seen, expected,
