@@ -308,6 +308,16 @@ impl Drop for Stack {
     }
 }
 
+/// A gRPC request carrying `token` as its bearer, as every call to the core needs.
+pub fn authorized<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(msg);
+    let bearer = format!("Bearer {token}");
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.parse().expect("metadata"));
+    request
+}
+
 /// A test WebSocket client speaking the JSON protocol.
 pub struct Ws {
     pub inner: WebSocketStream<MaybeTlsStream<TcpStream>>,

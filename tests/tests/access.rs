@@ -4,7 +4,7 @@
 
 use chat_core::storage;
 use chat_proto::pb::chat::{self as pb, chat_service_client::ChatServiceClient};
-use chat_tests::{Stack, Ws, spawn_default};
+use chat_tests::{Stack, Ws, authorized, spawn_default};
 use serde_json::{Value, json};
 
 /// Alice's chat with one exchange in it: (alice's socket, chat id).
@@ -27,15 +27,6 @@ async fn assert_nothing_leaked(ws: &mut Ws, who: &str) {
 }
 
 /// A gRPC request carrying `token`.
-fn authorized<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(msg);
-    let bearer = format!("Bearer {token}");
-    request
-        .metadata_mut()
-        .insert("authorization", bearer.parse().expect("metadata"));
-    request
-}
-
 fn frame(ty: &str, data: Value) -> Value {
     json!({"type": ty, "data": data, "messageId": format!("probe-{ty}")})
 }

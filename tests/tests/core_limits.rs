@@ -8,21 +8,12 @@ use chat_proto::pb::chat::{
     self as pb, chat_service_client::ChatServiceClient, client_event::Event as In,
     server_event::Event as Out,
 };
-use chat_tests::{Stack, StackOptions, WAIT, spawn_stack};
+use chat_tests::{Stack, StackOptions, WAIT, authorized, spawn_stack};
 use prost_types::{Struct, Value as PValue, value::Kind};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
-
-fn authorized<T>(msg: T, token: &str) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(msg);
-    let bearer = format!("Bearer {token}");
-    request
-        .metadata_mut()
-        .insert("authorization", bearer.parse().expect("metadata"));
-    request
-}
 
 /// One `Connect` stream: frames go out through `tx`, events come in on `rx`.
 struct Conn {

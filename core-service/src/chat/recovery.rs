@@ -141,6 +141,16 @@ mod tests {
 
     const WAIT: Duration = Duration::from_secs(10);
 
+    /// The next start on the same database: a fresh engine, and what it recovered.
+    async fn restart(dir: &tempfile::TempDir) -> (Arc<Engine>, Recovered) {
+        let engine = Arc::new(testing::engine(dir, ChatSettings::default(), 0).await);
+        let recovered = engine
+            .recover_replies()
+            .await
+            .unwrap_or_else(|e| panic!("recover: {e}"));
+        (engine, recovered)
+    }
+
     async fn slow_engine(dir: &tempfile::TempDir) -> Arc<Engine> {
         Arc::new(testing::engine(dir, ChatSettings::default(), 50).await)
     }
@@ -227,11 +237,7 @@ mod tests {
         };
 
         // The next start generates the reply that was owed.
-        let engine = Arc::new(testing::engine(&dir, ChatSettings::default(), 0).await);
-        let recovered = engine
-            .recover_replies()
-            .await
-            .unwrap_or_else(|e| panic!("recover: {e}"));
+        let (engine, recovered) = restart(&dir).await;
         assert_eq!(
             recovered,
             Recovered {
@@ -286,11 +292,7 @@ mod tests {
         assert_eq!(owed.len(), 1);
         assert_eq!(owed[0].reply_id.as_deref(), Some(reply_id.as_str()));
 
-        let engine = Arc::new(testing::engine(&dir, ChatSettings::default(), 0).await);
-        let recovered = engine
-            .recover_replies()
-            .await
-            .unwrap_or_else(|e| panic!("recover: {e}"));
+        let (engine, recovered) = restart(&dir).await;
         assert_eq!(
             recovered,
             Recovered {
