@@ -122,6 +122,19 @@ impl DevServer {
         std::mem::replace(&mut self._data, placeholder)
     }
 
+    /// Stops the process with SIGTERM (its graceful shutdown), waits for it to exit, and
+    /// returns its data directory for [`DevServer::start_in`].
+    pub fn terminate(mut self) -> tempfile::TempDir {
+        let status = Command::new("kill")
+            .args(["-s", "TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -s TERM failed");
+        let _ = self.child.wait();
+        let placeholder = tempfile::tempdir().expect("temp dir");
+        std::mem::replace(&mut self._data, placeholder)
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -4,6 +4,7 @@
 //! real streaming wire formats. Tests drive it through real WebSockets ([`Ws`]) and real gRPC.
 
 pub mod dev_server;
+pub mod edge_process;
 pub mod log_capture;
 pub mod pg_cluster;
 pub mod sms_sink;

@@ -1,7 +1,8 @@
 //! A crash mid-reply: the real `chatctl dev` process is killed with SIGKILL while a reply
 //! streams, started again on the same database, and the client that reconnects and resumes
 //! gets the interrupted reply as a final `failed` message under the id its chunks carried,
-//! with the text the core had checkpointed, and its `seq`. Nothing is left "streaming".
+//! with the text the core had checkpointed, and its `seq`. Nothing is left "streaming". A
+//! graceful stop (SIGTERM) mid-reply lets the reply finish and be stored first.
 
 use chat_tests::dev_server::DevServer;
 use chat_tests::{Ws, chatctl_path};
@@ -74,6 +75,38 @@ async fn a_reply_interrupted_by_kill_9_is_stored_as_failed_and_resumed_as_such()
     assert!(
         before.iter().all(|f| f["type"] != "message_chunk"),
         "{before:?}"
+    );
+    assert!(server.panics().is_empty(), "{:?}", server.panics());
+}
+
+#[tokio::test]
+async fn a_graceful_stop_mid_reply_stores_the_whole_reply_before_exiting() {
+    chatctl_path();
+    let server = DevServer::start(CONFIG, &[]);
+    let mut ws = Ws::open(&server.ws_url()).await;
+    ws.recv_type("session").await;
+    ws.send_message(None, "Tell me a story", "term-1").await;
+    let ack = ws.recv_type("ack").await;
+    let chat = ack["data"]["chatId"].as_str().expect("chat id").to_string();
+    let first = ws.recv_type("message_chunk").await;
+    let reply_id = first["data"]["messageId"].as_str().expect("id").to_string();
+    let data = server.terminate();
+
+    let server = DevServer::start_in(data, CONFIG, &[]);
+    let mut ws = Ws::open(&server.ws_url()).await;
+    ws.recv_type("session").await;
+    ws.send(json!({"type": "resume", "data": {"chats": [{"chatId": chat, "lastSeq": ack["data"]["seq"]}]}}))
+        .await;
+    let (fin, _) = ws
+        .recv_until(|f: &Value| {
+            f["type"] == "message" && f["data"]["message"]["role"] == "assistant"
+        })
+        .await;
+    let message = &fin["data"]["message"];
+    assert_eq!(message["id"], reply_id.as_str());
+    assert_eq!(
+        message["status"], "complete",
+        "finished within the grace period: {fin}"
     );
     assert!(server.panics().is_empty(), "{:?}", server.panics());
 }

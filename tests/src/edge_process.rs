@@ -1,0 +1,73 @@
+//! The real `chat-edge` binary as a child process in front of a test stack's core, so a test
+//! can stop it gracefully (SIGTERM) or kill it (SIGKILL) while its sockets stream, and let the
+//! clients reconnect to the stack's own edge: a second edge over the same core.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+
+use crate::{SECRET, chatctl_path};
+
+pub struct EdgeProcess {
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl EdgeProcess {
+    /// Starts `chat-edge` (built beside chatctl) on a free port against the core at
+    /// `core_addr`, and waits until it logs that it is ready.
+    pub fn start(core_addr: SocketAddr) -> Self {
+        let bin =
+            chatctl_path().with_file_name(format!("chat-edge{}", std::env::consts::EXE_SUFFIX));
+        let mut child = Command::new(&bin)
+            .env("CHAT_EDGE_HTTP_ADDR", "127.0.0.1:0")
+            .env("CHAT_EDGE_CORE_URL", format!("http://{core_addr}"))
+            .env("CHAT_EDGE_AUTH__SECRET", SECRET)
+            .env("CHAT_EDGE_LOG__FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let mut addr = None;
+        for line in lines.by_ref() {
+            let line = line.expect("log line");
+            let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if event["fields"]["message"] == "chat-edge ready" {
+                addr = event["fields"]["addr"]
+                    .as_str()
+                    .and_then(|a| a.parse().ok());
+                break;
+            }
+        }
+        let addr = addr.unwrap_or_else(|| panic!("chat-edge exited without logging its address"));
+        // Keep reading: a full pipe would block the edge's logging.
+        std::thread::spawn(move || lines.for_each(drop));
+        Self { addr, child }
+    }
+
+    /// The WebSocket URL with `token`.
+    pub fn ws_url(&self, token: &str) -> String {
+        format!("ws://{}/ws?token={token}", self.addr)
+    }
+
+    /// Sends `signal` (`TERM`, `KILL`) and waits for the process to exit.
+    pub fn stop(&mut self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("kill: {e}"));
+        assert!(status.success(), "kill -s {signal} failed");
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for EdgeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
