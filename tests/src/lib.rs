@@ -319,6 +319,34 @@ pub fn authorized<T>(msg: T, token: &str) -> tonic::Request<T> {
     request
 }
 
+/// One reply's text as a client assembles it from `message_chunk` frames, across reconnects:
+/// each chunk must carry the next index (exactly once, in order).
+pub struct ReplyText {
+    pub next_index: i64,
+    pub text: String,
+}
+
+impl ReplyText {
+    /// After the chunks up to `last_index` whose deltas made `text`.
+    pub fn after(last_index: i64, text: &str) -> Self {
+        Self {
+            next_index: last_index + 1,
+            text: text.to_string(),
+        }
+    }
+
+    /// Appends a `message_chunk` frame's delta; panics unless it is the next chunk.
+    pub fn push(&mut self, frame: &Value) {
+        assert_eq!(
+            frame["data"]["index"], self.next_index,
+            "each chunk exactly once, in order: {frame}"
+        );
+        self.next_index += 1;
+        self.text
+            .push_str(frame["data"]["delta"].as_str().unwrap_or_default());
+    }
+}
+
 /// A test WebSocket client speaking the JSON protocol.
 pub struct Ws {
     pub inner: WebSocketStream<MaybeTlsStream<TcpStream>>,

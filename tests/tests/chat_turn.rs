@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chat_core::storage;
 use chat_tests::fake_llm::FakeScript;
-use chat_tests::{Backend, Llm, StackOptions, Ws, spawn_default, spawn_stack};
+use chat_tests::{Backend, Llm, ReplyText, StackOptions, Ws, spawn_default, spawn_stack};
 use serde_json::{Value, json};
 
 /// Splits a reply's frames into (chunks, final message) and checks their order:
@@ -405,19 +405,11 @@ async fn a_reply_survives_a_dropped_connection_and_resumes_exactly_once() {
         {"chatId": chat_id, "lastSeq": 1, "streaming": {"messageId": reply_id, "lastIndex": 1}}
     ]}}))
     .await;
-    let mut text = String::from("w0 w1 ");
-    let mut expected_index = 2;
+    let mut reply = ReplyText::after(1, "w0 w1 ");
     let fin = loop {
         let frame = ws.recv().await;
         match frame["type"].as_str() {
-            Some("message_chunk") => {
-                assert_eq!(
-                    frame["data"]["index"], expected_index,
-                    "each chunk exactly once, in order"
-                );
-                expected_index += 1;
-                text.push_str(frame["data"]["delta"].as_str().unwrap_or(""));
-            }
+            Some("message_chunk") => reply.push(&frame),
             Some("message") => break frame,
             _ => {}
         }
@@ -425,7 +417,7 @@ async fn a_reply_survives_a_dropped_connection_and_resumes_exactly_once() {
     assert_eq!(fin["seq"], 2);
     assert_eq!(fin["data"]["message"]["content"], words.concat().as_str());
     assert_eq!(
-        text,
+        reply.text,
         words.concat(),
         "replayed and live chunks add up to the whole reply"
     );
@@ -531,8 +523,7 @@ async fn a_resume_of_1000_missed_events_across_chats_with_a_reply_streaming_arri
     ]}}))
     .await;
     let mut next_seq = [1i64, 1];
-    let mut text = String::from("v0 ");
-    let mut next_index = 1;
+    let mut reply = ReplyText::after(0, "v0 ");
     while next_seq[0] <= 602 || next_seq[1] <= 600 {
         let frame = ws.recv().await;
         assert_ne!(frame["type"], "history", "no reset: {frame}");
@@ -552,19 +543,12 @@ async fn a_resume_of_1000_missed_events_across_chats_with_a_reply_streaming_arri
                     assert_eq!(frame["data"]["message"]["content"], words.concat().as_str());
                 }
             }
-            Some("message_chunk") => {
-                assert_eq!(
-                    frame["data"]["index"], next_index,
-                    "each chunk once, in order"
-                );
-                next_index += 1;
-                text.push_str(frame["data"]["delta"].as_str().unwrap_or_default());
-            }
+            Some("message_chunk") => reply.push(&frame),
             _ => {}
         }
     }
     assert_eq!(
-        text,
+        reply.text,
         words.concat(),
         "replayed and live chunks make the whole reply"
     );

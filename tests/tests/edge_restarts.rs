@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chat_tests::edge_process::EdgeProcess;
 use chat_tests::fake_llm::FakeScript;
-use chat_tests::{Llm, StackOptions, Ws, spawn_stack};
+use chat_tests::{Llm, ReplyText, StackOptions, Ws, spawn_stack};
 use serde_json::{Value, json};
 
 async fn the_reply_survives_its_edge(signal: &str, expected_close: Option<u16>) {
@@ -48,18 +48,11 @@ async fn the_reply_survives_its_edge(signal: &str, expected_close: Option<u16>) 
         "streaming": {"messageId": last.0, "lastIndex": last.1},
     }]}}))
     .await;
-    let mut next_index = last.1 + 1;
+    let mut reply = ReplyText::after(last.1, &text);
     let fin = loop {
         let frame: Value = ws.recv().await;
         match frame["type"].as_str() {
-            Some("message_chunk") => {
-                assert_eq!(
-                    frame["data"]["index"], next_index,
-                    "each chunk once, in order"
-                );
-                next_index += 1;
-                text.push_str(frame["data"]["delta"].as_str().unwrap_or_default());
-            }
+            Some("message_chunk") => reply.push(&frame),
             Some("message") if frame["data"]["message"]["role"] == "assistant" => break frame,
             _ => {}
         }
@@ -72,7 +65,7 @@ async fn the_reply_survives_its_edge(signal: &str, expected_close: Option<u16>) 
     );
     assert_eq!(message["content"], words.concat().as_str());
     assert_eq!(
-        text,
+        reply.text,
         words.concat(),
         "chunks across both edges make the reply once"
     );
