@@ -10,6 +10,8 @@ use chat_proto::pb::chat::{
 };
 use chat_tests::{Stack, StackOptions, WAIT, authorized, spawn_stack};
 use prost_types::{Struct, Value as PValue, value::Kind};
+use std::future::Future as _;
+
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
@@ -357,11 +359,17 @@ async fn streams_per_connection_are_capped_and_a_freed_slot_is_reused() {
         async move { Conn::open(&mut client, &token).await }
     });
     // The core has answered everything sent before on this connection; the third stream is
-    // still waiting for a slot.
+    // still waiting for a slot (weak on its own, as it could pass by timing: the SETTINGS
+    // check below is the one that fails without the limit).
     second.round_trip(3).await;
     assert!(
         !third.is_finished(),
         "a third stream waits while two are open"
+    );
+    assert_eq!(
+        advertised_streams(stack.core_addr).await,
+        2,
+        "the core tells every HTTP/2 peer its stream limit"
     );
 
     drop(first);
@@ -371,4 +379,23 @@ async fn streams_per_connection_are_capped_and_a_freed_slot_is_reused() {
         .expect("task");
     third.round_trip(4).await;
     stack.stop().await;
+}
+
+/// The `MAX_CONCURRENT_STREAMS` the core advertises in its HTTP/2 SETTINGS, read by a raw
+/// h2 client: the limit every peer's HTTP/2 stack enforces on itself (`usize::MAX`: none).
+async fn advertised_streams(core: std::net::SocketAddr) -> usize {
+    let tcp = tokio::net::TcpStream::connect(core).await.expect("connect");
+    let (_send, mut connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    // A server sends its SETTINGS first, so once a ping is answered they have been read.
+    let mut ping = connection.ping_pong().expect("ping handle");
+    let mut pong = std::pin::pin!(ping.ping(h2::Ping::opaque()));
+    let answered = std::future::poll_fn(|cx| {
+        let _ = std::pin::Pin::new(&mut connection).poll(cx);
+        pong.as_mut().poll(cx)
+    });
+    tokio::time::timeout(WAIT, answered)
+        .await
+        .expect("a pong in time")
+        .expect("pong");
+    connection.max_concurrent_send_streams()
 }

@@ -14,7 +14,9 @@ use chat_core::notify::{
 };
 use chat_tests::fake_llm::FakeScript;
 use chat_tests::sms_sink::SmsSink;
-use chat_tests::{Backend, Llm, SmtpServer, StackOptions, WAIT, Ws, free_port, spawn_stack};
+use chat_tests::{
+    Backend, Llm, SmtpServer, StackOptions, WAIT, Ws, chat_with_one_turn, free_port, spawn_stack,
+};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 
@@ -149,17 +151,6 @@ fn for_chat<'a>(
     }
 }
 
-/// A new chat of the connected user after one finished turn.
-async fn new_chat(ws: &mut Ws, message_id: &str) -> String {
-    ws.send_message(None, "I have a question", message_id).await;
-    let chat = ws.recv_type("ack").await["data"]["chatId"]
-        .as_str()
-        .expect("chat id")
-        .to_string();
-    ws.recv_reply().await;
-    chat
-}
-
 async fn ask_for_help(ws: &mut Ws, chat: &str, reason: &str) {
     ws.send(json!({"type": "help_request", "data": {"chatId": chat, "reason": reason}}))
         .await;
@@ -193,7 +184,7 @@ async fn a_help_request_reaches_the_operators_by_email_and_sms() {
     let mut reports = stack.notifier.subscribe().expect("notifications on");
 
     let (mut alice, _) = stack.connect("alice").await;
-    let chat = new_chat(&mut alice, "a-1").await;
+    let chat = chat_with_one_turn(&mut alice, "I have a question").await;
     ask_for_help(&mut alice, &chat, "My order never arrived").await;
 
     for sent in both_channels(&mut reports, &chat, "sent").await {
@@ -257,8 +248,8 @@ async fn a_second_help_request_inside_the_window_is_rate_limited_and_not_sent() 
     let mut reports = stack.notifier.subscribe().expect("notifications on");
 
     let (mut alice, _) = stack.connect("alice").await;
-    let first = new_chat(&mut alice, "a-1").await;
-    let second = new_chat(&mut alice, "a-2").await;
+    let first = chat_with_one_turn(&mut alice, "I have a question").await;
+    let second = chat_with_one_turn(&mut alice, "I have a question").await;
     assert_ne!(first, second);
     ask_for_help(&mut alice, &first, "first").await;
     both_channels(&mut reports, &first, "sent").await;
@@ -302,7 +293,7 @@ async fn a_hung_smtp_server_delays_no_chat_turn() {
     let mut reports = stack.notifier.subscribe().expect("notifications on");
 
     let (mut alice, _) = stack.connect("alice").await;
-    let chat = new_chat(&mut alice, "a-1").await;
+    let chat = chat_with_one_turn(&mut alice, "I have a question").await;
     ask_for_help(&mut alice, &chat, "hello?").await;
     tokio::time::timeout(WAIT, accepted.recv())
         .await
@@ -335,7 +326,7 @@ async fn a_refusing_smtp_server_is_retried_then_reported_without_stopping_the_ch
     let mut reports = stack.notifier.subscribe().expect("notifications on");
 
     let (mut alice, _) = stack.connect("alice").await;
-    let chat = new_chat(&mut alice, "a-1").await;
+    let chat = chat_with_one_turn(&mut alice, "I have a question").await;
     ask_for_help(&mut alice, &chat, "anyone?").await;
     alice.send_message(Some(&chat), "Hello again", "a-2").await;
     alice.recv_type("ack").await;

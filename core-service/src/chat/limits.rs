@@ -35,6 +35,7 @@ pub enum Rate {
 }
 
 impl Rate {
+    /// Every rate, in declaration order: `ALL[rate as usize] == rate` (checked below).
     const ALL: [Rate; 7] = [
         Rate::Message,
         Rate::Typing,
@@ -44,6 +45,17 @@ impl Rate {
         Rate::Resume,
         Rate::ReadReceipt,
     ];
+
+    const IN_ORDER: () = {
+        let mut i = 0;
+        while i < Self::ALL.len() {
+            assert!(
+                Self::ALL[i] as usize == i,
+                "Rate::ALL must list the rates in order"
+            );
+            i += 1;
+        }
+    };
 
     fn per_minute(self, settings: &ChatSettings) -> u32 {
         match self {
@@ -74,8 +86,8 @@ impl Rate {
 /// Per-user limits, kept in the core so they hold across edges. Generic over the clock so
 /// tests can move time by hand.
 pub struct RateLimits<C: Clock + Clone = DefaultClock> {
-    /// One keyed limiter per [`Rate`], in [`Rate::ALL`] order.
-    limiters: Vec<KeyedLimiter<C>>,
+    /// One keyed limiter per [`Rate`], indexed by `rate as usize`.
+    limiters: [KeyedLimiter<C>; Rate::ALL.len()],
     clock: C,
 }
 
@@ -87,14 +99,11 @@ impl RateLimits<DefaultClock> {
 
 impl<C: Clock + Clone> RateLimits<C> {
     pub fn with_clock(settings: &ChatSettings, clock: C) -> Self {
-        let limiters = Rate::ALL
-            .iter()
-            .map(|rate| {
-                let per_minute =
-                    NonZeroU32::new(rate.per_minute(settings)).unwrap_or(NonZeroU32::MIN);
-                RateLimiter::hashmap_with_clock(Quota::per_minute(per_minute), clock.clone())
-            })
-            .collect();
+        let () = Rate::IN_ORDER;
+        let limiters = Rate::ALL.map(|rate| {
+            let per_minute = NonZeroU32::new(rate.per_minute(settings)).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::hashmap_with_clock(Quota::per_minute(per_minute), clock.clone())
+        });
         Self { limiters, clock }
     }
 
