@@ -125,7 +125,8 @@ async fn run(
         .insert(chat.id.clone(), reply.clone());
     engine.rooms.broadcast(&chat.id, typing(&chat, true), None);
     // From here a restart stores this reply (by this id) as failed rather than generating it
-    // again: clients may have seen its first chunks.
+    // again: clients may have seen its first chunks. Awaited, not spawned: one small write
+    // before the first token, so no chunk can reach a client before its id is recorded.
     if let Err(err) = storage::checkpoint_reply(
         &engine.db,
         &trigger.id,
