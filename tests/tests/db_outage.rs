@@ -6,7 +6,10 @@
 
 use chat_core::storage;
 use chat_tests::pg_cluster::PgCluster;
-use chat_tests::{Stack, StackOptions, WAIT, Ws, spawn_stack};
+use std::time::Duration;
+
+use chat_tests::fake_llm::FakeScript;
+use chat_tests::{Llm, Stack, StackOptions, WAIT, Ws, spawn_stack};
 use diesel::Connection;
 use diesel::connection::SimpleConnection;
 use futures::StreamExt;
@@ -140,5 +143,57 @@ async fn postgres_stopped_refuses_messages_with_503_and_a_resend_after_its_resta
     ws.send(serde_json::json!({"type": "ping", "data": {"timestamp": 1}}))
         .await;
     ws.recv_type("pong").await;
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn a_reply_that_ends_while_sqlite_is_locked_is_stored_and_delivered_once_it_is_released() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("chat.db");
+    let url = format!("sqlite://{}", path.display());
+    let script = FakeScript::reply(&["one ", "two ", "three ", "four"])
+        .with_delay(Duration::from_millis(100));
+    let stack = spawn_stack(
+        StackOptions::default()
+            .llm(Llm::OpenAi(script))
+            .core(move |c| quick(c, url)),
+    )
+    .await;
+    let (mut ws, _) = stack.connect("opal").await;
+    ws.send_message(None, "count to four", "late-1").await;
+    ws.recv_type("ack").await;
+    let first = ws.recv_type("message_chunk").await;
+    let reply_id = first["data"]["messageId"].as_str().expect("id").to_string();
+
+    // The lock is taken mid-reply; the model finishes while it is held.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (locked_tx, locked) = tokio::sync::oneshot::channel();
+    let holder = std::thread::spawn(move || {
+        let mut conn =
+            diesel::SqliteConnection::establish(&path.display().to_string()).expect("open");
+        conn.batch_execute("BEGIN EXCLUSIVE").expect("lock");
+        let _ = locked_tx.send(());
+        let _ = released.recv();
+        conn.batch_execute("ROLLBACK").expect("unlock");
+    });
+    locked.await.expect("locked");
+    let mut last = first;
+    while last["data"]["index"] != 3 {
+        last = ws.recv_type("message_chunk").await;
+    }
+    // Held on for five times the busy timeout after the last token, so the core's first
+    // attempts to store the reply meet the lock (a longer hold proves nothing more).
+    // Until then the core keeps the reply (no error, no final message).
+    ws.expect_silence(Duration::from_millis(1500)).await;
+    release.send(()).expect("holder waiting");
+    holder.join().expect("holder");
+
+    let (fin, _) = ws
+        .recv_until(|f| f["type"] == "message" && f["data"]["message"]["role"] == "assistant")
+        .await;
+    let message = &fin["data"]["message"];
+    assert_eq!(message["id"], reply_id.as_str(), "{fin}");
+    assert_eq!(message["status"], "complete");
+    assert_eq!(message["content"], "one two three four");
     stack.stop().await;
 }

@@ -49,6 +49,9 @@ pub struct Engine {
     pub(super) tasks: TaskTracker,
     /// Cancelled when the process shuts down.
     pub(super) shutdown: CancellationToken,
+    /// Cancelled when shutdown stops the replies still running after its grace period: a
+    /// reply waiting for the database to store it stops waiting.
+    pub(super) abandon: CancellationToken,
     pub(super) limits: RateLimits,
     pub(super) clock: Clock,
     /// The operators' live feed ([`super::watch`]).
@@ -82,6 +85,7 @@ impl Engine {
             replies: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            abandon: CancellationToken::new(),
             limits,
             clock: Clock::System,
             watch,

@@ -121,6 +121,7 @@ impl Engine {
         for cancel in running {
             cancel.cancel();
         }
+        self.abandon.cancel();
         self.tasks.close();
         tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
     }

@@ -141,7 +141,9 @@ async fn run(
     }
 
     let started = Instant::now();
-    let (outcome, prompt_estimate) = match build_prompt(&engine, &chat, &trigger).await {
+    let prompt =
+        while_unavailable(&engine, "prompt", || build_prompt(&engine, &chat, &trigger)).await;
+    let (outcome, prompt_estimate) = match prompt {
         Ok(prompt) => {
             let estimate = estimate_tokens(&prompt.system)
                 + prompt
@@ -212,8 +214,12 @@ async fn run(
         metrics::counter!("chat_core_llm_errors_total", "model" => model, "kind" => err.kind())
             .increment(1);
     }
-    let stored = {
-        let _order = engine.seq.lock(&chat.id).await;
+    // Each attempt takes the chat's order lock on its own: while the database is away, the
+    // members' messages get their 503 at once instead of queueing behind this reply. The lock
+    // of the attempt that stored it is held on until the reply is broadcast, so members get
+    // events in `seq` order.
+    let inserted = while_unavailable(&engine, "reply", || async {
+        let order = engine.seq.lock(&chat.id).await;
         let inserted = storage::insert_message(
             &engine.db,
             storage::NewMessage {
@@ -233,14 +239,18 @@ async fn run(
                 },
             },
         )
-        .await;
+        .await?;
+        Ok((order, inserted))
+    })
+    .await;
+    let stored = {
         engine
             .replies
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&chat.id);
         match inserted {
-            Ok(storage::Inserted::New(row) | storage::Inserted::Duplicate(row)) => {
+            Ok((_order, storage::Inserted::New(row) | storage::Inserted::Duplicate(row))) => {
                 // Usage and the session's metrics are stored before anyone sees the reply, so
                 // whoever reads them after the final message finds them.
                 let usage = storage::insert_usage(
@@ -307,6 +317,42 @@ async fn run(
     );
     Ok(())
 }
+
+/// Runs `op` again while the database does not answer ([`StorageError::is_unavailable`]),
+/// waiting 100 ms, then twice as long each time up to 2 s, so a reply that finished during an
+/// outage is stored once the database is back rather than lost. Gives up when shutdown
+/// abandons the replies still running ([`Engine::stop_replies`]): the reply's row in
+/// `pending_replies` then has the next start store it as failed. Other errors return at once.
+///
+/// [`StorageError::is_unavailable`]: storage::StorageError::is_unavailable
+async fn while_unavailable<T, F, Fut>(
+    engine: &Engine,
+    what: &str,
+    mut op: F,
+) -> Result<T, storage::StorageError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, storage::StorageError>>,
+{
+    let mut wait = RETRY_FIRST;
+    loop {
+        match op().await {
+            Err(err) if err.is_unavailable() && !engine.abandon.is_cancelled() => {
+                tracing::warn!(error = %err, what, retry_ms = wait.as_millis() as u64, "database unavailable; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = engine.abandon.cancelled() => {}
+                }
+                wait = (wait * 2).min(RETRY_MAX);
+            }
+            result => return result,
+        }
+    }
+}
+
+/// The first and the longest wait of [`while_unavailable`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// Streams the reply into the room until it ends, fails, or is stopped.
 async fn generate(
