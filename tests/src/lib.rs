@@ -3,6 +3,7 @@
 //! PostgreSQL database, optionally against a [`fake_llm`] server that speaks the providers'
 //! real streaming wire formats. Tests drive it through real WebSockets ([`Ws`]) and real gRPC.
 
+pub mod core_process;
 pub mod dev_server;
 pub mod edge_process;
 pub mod log_capture;
@@ -485,6 +486,22 @@ impl Ws {
 enum Frame {
     Json(Value),
     Closed(Option<u16>),
+}
+
+/// A token for `user` signed with [`SECRET`], valid for an hour, for processes started
+/// outside a [`Stack`] (they verify with the same secret).
+pub fn token(user: &str) -> String {
+    let minter = Minter::new(&AuthSettings::hs256(SECRET)).expect("minter");
+    let token = minter
+        .mint(&MintRequest {
+            user_id: user.into(),
+            name: Some(format!("{user} name")),
+            roles: Vec::new(),
+            ttl_secs: 3600,
+        })
+        .expect("mint");
+    log_capture::record("token", &token);
+    token
 }
 
 /// A new, migrated-on-start database on the throwaway PostgreSQL server of this test run.
