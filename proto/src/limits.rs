@@ -6,6 +6,9 @@
 pub const MAX_ID_CHARS: usize = 64;
 /// Largest `message.context`, in bytes of compact JSON; larger is error 413.
 pub const MAX_CONTEXT_BYTES: usize = 8192;
+/// Largest user context document (REST and `SetUserContext`), in bytes of compact JSON;
+/// larger is error 413.
+pub const MAX_CONTEXT_DOCUMENT_BYTES: usize = 64 * 1024;
 /// Most ids in one `read_receipt`.
 pub const MAX_RECEIPT_IDS: usize = 100;
 /// Largest page of `history` (and of the REST lists).

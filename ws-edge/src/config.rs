@@ -96,7 +96,7 @@ impl Default for EdgeLimits {
             max_http_connections: 1024,
             header_read_timeout_ms: 10_000,
             http_idle_timeout_ms: 60_000,
-            max_body_bytes: 64 * 1024,
+            max_body_bytes: 128 * 1024,
         }
     }
 }

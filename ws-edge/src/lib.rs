@@ -85,7 +85,15 @@ pub fn app(state: Arc<EdgeState>) -> Router {
         .route("/api/websocket/health", get(routes::ws_health))
         .route("/api/sessions", get(routes::sessions))
         .route("/api/sessions/{chat_id}/messages", get(routes::history))
-        .route("/api/chat/history/{chat_id}", get(routes::history));
+        .route("/api/chat/history/{chat_id}", get(routes::history))
+        .route(
+            "/api/users/{user_id}/context",
+            get(routes::user_context).put(routes::set_user_context),
+        )
+        .route(
+            "/api/chat/context/{user_id}",
+            get(routes::user_context).post(routes::set_user_context),
+        );
     let router = router
         .route("/api/models", get(routes::models))
         .merge(admin::routes());

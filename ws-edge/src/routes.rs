@@ -9,7 +9,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chat_proto::limits::{FRAME_BYTES_CEILING, MAX_PAGE};
+use chat_proto::limits::{FRAME_BYTES_CEILING, MAX_CONTEXT_DOCUMENT_BYTES, MAX_PAGE};
 use chat_proto::pb::chat::{self as pb, server_event::Event as Out};
 use serde_json::{Value, json};
 use tonic_health::pb::HealthCheckRequest;
@@ -186,6 +186,83 @@ pub async fn history(
         .await?
         .into_inner();
     Ok(Json(frames::event_data(&Out::History(history))))
+}
+
+/// `PUT /api/users/{userId}/context` and seed 000's `POST /api/chat/context/{userId}`: the body
+/// (a JSON object: tasks, groups, preferences, any fields) becomes the user's context document.
+/// Seed 000's `userId` and `lastUpdated` fields, when present, are the record's, not the
+/// document's. Admins and the `service` role only.
+pub async fn set_user_context(
+    State(state): State<Arc<EdgeState>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let token = rest_token(&headers, &query)?;
+    let Ok(Value::Object(mut document)) = serde_json::from_slice::<Value>(&body) else {
+        return Err(ApiError::BadRequest(
+            "The body must be a JSON object (the user's context document)".into(),
+        ));
+    };
+    document.remove("userId");
+    document.remove("lastUpdated");
+    let size = Value::Object(document.clone()).to_string().len();
+    if size > MAX_CONTEXT_DOCUMENT_BYTES {
+        return Err(ApiError::TooLarge(format!(
+            "The context document is {size} bytes, at most {MAX_CONTEXT_DOCUMENT_BYTES}"
+        )));
+    }
+    let message = pb::SetUserContextRequest {
+        user_id,
+        document: Some(chat_proto::json::struct_from_json(&document)),
+    };
+    let request = authorized(&state, &token, message)?;
+    let stored = state
+        .upstream
+        .chat()
+        .set_user_context(request)
+        .await?
+        .into_inner();
+    Ok(Json(user_context_json(&stored)))
+}
+
+/// `GET /api/users/{userId}/context` and `GET /api/chat/context/{userId}`: the document, for
+/// the user, admins and the `service` role; 404 when none was set.
+pub async fn user_context(
+    State(state): State<Arc<EdgeState>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let token = rest_token(&headers, &query)?;
+    let request = authorized(&state, &token, pb::GetUserContextRequest { user_id })?;
+    let stored = state
+        .upstream
+        .chat()
+        .get_user_context(request)
+        .await?
+        .into_inner();
+    Ok(Json(user_context_json(&stored)))
+}
+
+/// Seed 000's context model: the document's fields, then `userId`, `lastUpdated` (RFC 3339)
+/// and `updatedBy`.
+fn user_context_json(c: &pb::UserContext) -> Value {
+    let mut out = c
+        .document
+        .as_ref()
+        .map(chat_proto::json::struct_to_json)
+        .unwrap_or_default();
+    out.insert("userId".into(), c.user_id.clone().into());
+    out.insert(
+        "lastUpdated".into(),
+        c.updated_at
+            .as_ref()
+            .map_or(Value::Null, |t| frames::rfc3339_string(t).into()),
+    );
+    out.insert("updatedBy".into(), c.updated_by.clone().into());
+    Value::Object(out)
 }
 
 /// `GET /api/models`.

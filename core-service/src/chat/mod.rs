@@ -22,6 +22,7 @@
 pub mod chats;
 pub mod clock;
 pub mod command;
+pub mod context;
 pub mod engine;
 pub mod error;
 pub mod event;

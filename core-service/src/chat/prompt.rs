@@ -1,5 +1,5 @@
-//! Prompt assembly for a reply: the agent's system prompt, the triggering message's context,
-//! and as much recent history as fits the model's token budget, as provider-neutral turns.
+//! Prompt assembly for a reply: the agent's system prompt, the asking user's context document,
+//! the triggering message's context, and as much recent history as fits the model's token budget, as provider-neutral turns.
 
 use super::engine::Engine;
 use super::event::StoredMetadata;
@@ -7,8 +7,9 @@ use crate::llm::{Prompt, Turn, TurnRole, estimate_tokens};
 use crate::storage::{self, ChatRow, MessageRow};
 use crate::types::{MessageStatus, Role};
 
-/// Agent system prompt + the message's context + recent history within the model's token
-/// budget, ending with the triggering message.
+/// Agent system prompt + the user's context document ([`super::context::render`]) + the
+/// message's context + recent history within the model's token budget, ending with the
+/// triggering message.
 pub(super) async fn build_prompt(
     engine: &Engine,
     chat: &ChatRow,
@@ -20,6 +21,10 @@ pub(super) async fn build_prompt(
         .agent(&chat.agent_id)
         .or_else(|| engine.llm.agent(&settings.default_agent));
     let mut system = agent.map(|a| a.system_prompt.clone()).unwrap_or_default();
+    if let Some(document) = engine.prompt_context(&trigger.sender_id).await {
+        system.push_str("\n\nWhat is known about the user (their context document):\n");
+        system.push_str(&document);
+    }
     if let Some(context) = StoredMetadata::parse(&trigger.metadata).context {
         system.push_str("\n\nContext the application attached to the latest message (JSON):\n");
         system.push_str(&context.to_string());

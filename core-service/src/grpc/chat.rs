@@ -114,4 +114,36 @@ impl ChatService for ChatApi {
             .map_err(convert::status)?;
         Ok(Response::new(convert::ack(&ack)))
     }
+
+    async fn set_user_context(
+        &self,
+        request: Request<pb::SetUserContextRequest>,
+    ) -> Result<Response<pb::UserContext>, Status> {
+        let who = authenticate(self.engine.verifier(), request.metadata())?;
+        let req = request.into_inner();
+        let document = req
+            .document
+            .as_ref()
+            .map(chat_proto::json::struct_to_json)
+            .unwrap_or_default();
+        let stored = self
+            .engine
+            .set_user_context(&who, &req.user_id, document)
+            .await
+            .map_err(convert::status)?;
+        Ok(Response::new(convert::user_context(&stored)))
+    }
+
+    async fn get_user_context(
+        &self,
+        request: Request<pb::GetUserContextRequest>,
+    ) -> Result<Response<pb::UserContext>, Status> {
+        let who = authenticate(self.engine.verifier(), request.metadata())?;
+        let stored = self
+            .engine
+            .user_context(&who, &request.get_ref().user_id)
+            .await
+            .map_err(convert::status)?;
+        Ok(Response::new(convert::user_context(&stored)))
+    }
 }

@@ -400,6 +400,15 @@ fn presence(p: Presence) -> pb::PresenceStatus {
     }
 }
 
+pub fn user_context(c: &crate::chat::context::UserContext) -> pb::UserContext {
+    pb::UserContext {
+        user_id: c.user_id.clone(),
+        document: Some(chat_proto::json::struct_from_json(&c.document)),
+        updated_by: c.updated_by.clone(),
+        updated_at: Some(timestamp(c.updated_at)),
+    }
+}
+
 pub fn timestamp(t: NaiveDateTime) -> prost_types::Timestamp {
     let utc = t.and_utc();
     prost_types::Timestamp {

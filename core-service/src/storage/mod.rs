@@ -136,7 +136,9 @@ pub use models::{
 };
 pub use pending::{checkpoint_reply, forget_pending_reply, pending_replies};
 pub use usage::{NewUsage, insert_usage, usage_for_message};
-pub use users::{get_user, set_online, upsert_user};
+pub use users::{
+    UserContextRow, get_user, get_user_context, set_online, set_user_context, upsert_user,
+};
 
 /// Milliseconds from `from` to `to`, never negative (clocks may step back).
 pub(crate) fn duration_ms(from: chrono::NaiveDateTime, to: chrono::NaiveDateTime) -> i64 {

@@ -154,6 +154,15 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    user_contexts (user_id) {
+        user_id -> Text,
+        document -> Text,
+        updated_by -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(chat_members -> chats (chat_id));
 diesel::joinable!(pending_replies -> chats (chat_id));
 diesel::joinable!(session_metrics -> chats (chat_id));
@@ -176,4 +185,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     help_requests,
     audit_events,
     pending_replies,
+    user_contexts,
 );

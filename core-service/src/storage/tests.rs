@@ -36,6 +36,7 @@ macro_rules! both {
 
 both!(
     migrations_run_twice_idempotently,
+    a_user_context_is_replaced_whole_and_read_back,
     create_chat_makes_the_owner_a_member,
     insert_message_assigns_seq_1_2_3_and_bumps_counters,
     duplicate_client_message_id_returns_the_original_row_and_writes_nothing,
@@ -629,6 +630,25 @@ async fn upsert_user_updates_name_and_set_online_needs_a_known_user(db: &Db) -> 
         Err(StorageError::NotFound)
     ));
     assert_eq!(users::get_user(db, "nobody").await?, None);
+    Ok(())
+}
+
+async fn a_user_context_is_replaced_whole_and_read_back(db: &Db) -> Result<()> {
+    assert_eq!(users::get_user_context(db, "ada").await?, None);
+    users::set_user_context(db, "ada", r#"{"tasks":["a"]}"#, "svc", at(1)).await?;
+    users::set_user_context(db, "ada", r#"{"groups":["g"]}"#, "admin-1", at(2)).await?;
+    let row = users::get_user_context(db, "ada")
+        .await?
+        .ok_or(StorageError::NotFound)?;
+    assert_eq!(
+        (
+            row.document.as_str(),
+            row.updated_by.as_str(),
+            row.updated_at
+        ),
+        (r#"{"groups":["g"]}"#, "admin-1", at(2))
+    );
+    assert_eq!(users::get_user_context(db, "bob").await?, None);
     Ok(())
 }
 

@@ -1,13 +1,13 @@
 //! The `users` table: who has been seen (JWT subjects), under which name, and whether they
 //! are online right now. Rows are created on first contact by [`upsert_user`]; nothing here
-//! deletes them.
+//! deletes them. Beside it, `user_contexts`: each user's context document.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::models::UserRow;
-use super::schema::users;
+use super::schema::{user_contexts, users};
 use super::{Db, Result, StorageError};
 
 /// Inserts the user, or updates the display name and `last_active_at` of an existing one
@@ -56,6 +56,57 @@ pub async fn get_user(db: &Db, id: &str) -> Result<Option<UserRow>> {
         Ok(users::table
             .find(id)
             .select(UserRow::as_select())
+            .first(conn)
+            .await
+            .optional()?)
+    })
+}
+
+/// A user's context document as stored: serde_json text of an object.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = user_contexts)]
+pub struct UserContextRow {
+    pub user_id: String,
+    pub document: String,
+    pub updated_by: String,
+    pub updated_at: NaiveDateTime,
+}
+
+/// Stores `document` as the user's context, replacing any earlier one. One statement.
+pub async fn set_user_context(
+    db: &Db,
+    user_id: &str,
+    document: &str,
+    updated_by: &str,
+    now: NaiveDateTime,
+) -> Result<()> {
+    with_conn!(db, |conn| {
+        diesel::insert_into(user_contexts::table)
+            .values((
+                user_contexts::user_id.eq(user_id),
+                user_contexts::document.eq(document),
+                user_contexts::updated_by.eq(updated_by),
+                user_contexts::updated_at.eq(now),
+            ))
+            .on_conflict(user_contexts::user_id)
+            .do_update()
+            .set((
+                user_contexts::document.eq(document),
+                user_contexts::updated_by.eq(updated_by),
+                user_contexts::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
+}
+
+/// The user's context document, if one was set.
+pub async fn get_user_context(db: &Db, user_id: &str) -> Result<Option<UserContextRow>> {
+    with_conn!(db, |conn| {
+        Ok(user_contexts::table
+            .find(user_id)
+            .select(UserContextRow::as_select())
             .first(conn)
             .await
             .optional()?)

@@ -1,0 +1,253 @@
+//! User context documents: an internal service (or an admin) pushes a user's tasks, groups and
+//! preferences over REST (`PUT /api/users/{id}/context`, seed 000's `POST
+//! /api/chat/context/{id}`) or gRPC (`SetUserContext`), the user and services read it back, and
+//! the next reply's prompt carries it, rendered one field per line. Bad bodies, strangers and
+//! oversized documents are refused and change nothing.
+
+use chat_core::llm::LlmSettings;
+use chat_proto::pb::chat::{self as pb, chat_service_client::ChatServiceClient};
+use chat_tests::fake_llm::FakeScript;
+use chat_tests::{Llm, StackOptions, authorized, spawn_default, spawn_stack};
+use serde_json::{Value, json};
+
+async fn call(
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<String>,
+) -> (u16, Value) {
+    let mut request = reqwest::Client::new().request(method, url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request
+            .header("content-type", "application/json")
+            .body(body);
+    }
+    let response = request.send().await.expect("request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// The document the tests store; its texts are secrets the log scan looks for.
+fn document() -> Value {
+    for text in ["Finish the essay", "Read chapter 4", "Chess club"] {
+        chat_tests::log_capture::record("context", text);
+    }
+    json!({
+        "tasks": ["Finish the essay", "Read chapter 4"],
+        "groups": ["Physics", "Chess club"],
+        "preferences": {"tone": "brief"},
+    })
+}
+
+#[tokio::test]
+async fn a_service_pushes_a_users_context_and_the_next_prompt_carries_it() {
+    let script = FakeScript::reply(&["Noted."]);
+    let stack = spawn_stack(StackOptions::default().llm(Llm::OpenAi(script))).await;
+    let service = stack.token("tasks-service", &["service"]);
+    let url = stack.http_url("/api/users/ada/context");
+
+    let (status, stored) = call(
+        reqwest::Method::PUT,
+        &url,
+        Some(&service),
+        Some(document().to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["userId"], "ada");
+    assert_eq!(stored["tasks"], document()["tasks"]);
+    assert_eq!(stored["updatedBy"], "tasks-service");
+    assert!(
+        stored["lastUpdated"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+
+    // The user reads their own document back.
+    let ada = stack.token("ada", &[]);
+    let (status, read) = call(reqwest::Method::GET, &url, Some(&ada), None).await;
+    assert_eq!((status, &read), (200, &stored));
+
+    let (mut ws, _) = stack.connect("ada").await;
+    ws.send_message(None, "What should I do next?", "ctx-1")
+        .await;
+    ws.recv_type("ack").await;
+    ws.recv_reply().await;
+    let body = &stack.fake.as_ref().expect("fake llm").requests()[0];
+    let settings = LlmSettings::default();
+    let agent = settings
+        .agents
+        .iter()
+        .find(|a| a.id == settings.default_agent)
+        .expect("default agent");
+    assert_eq!(
+        body["messages"][0],
+        json!({
+            "role": "system",
+            "content": format!(
+                "{}\n\nWhat is known about the user (their context document):\n\
+                 - groups: Physics, Chess club\n- preferences: {{\"tone\":\"brief\"}}\n\
+                 - tasks: Finish the essay, Read chapter 4",
+                agent.system_prompt
+            ),
+        }),
+        "{body}"
+    );
+    assert_eq!(
+        body["messages"][1],
+        json!({"role": "user", "content": "What should I do next?"})
+    );
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn seed_000s_route_and_grpc_set_and_read_the_same_document() {
+    let stack = spawn_default().await;
+    let service = stack.token("tasks-service", &["service"]);
+    // Seed 000's context model: `userId` and `lastUpdated` belong to the record.
+    let mut body = document();
+    body["userId"] = "someone-else".into();
+    body["lastUpdated"] = "2020-01-01T00:00:00Z".into();
+    let (status, stored) = call(
+        reqwest::Method::POST,
+        &stack.http_url("/api/chat/context/grace"),
+        Some(&service),
+        Some(body.to_string()),
+    )
+    .await;
+    assert_eq!(status, 200, "{stored}");
+    assert_eq!(stored["userId"], "grace");
+    assert_ne!(stored["lastUpdated"], "2020-01-01T00:00:00Z");
+
+    let mut client = ChatServiceClient::new(stack.grpc().await);
+    let got = client
+        .get_user_context(authorized(
+            pb::GetUserContextRequest {
+                user_id: "grace".into(),
+            },
+            &service,
+        ))
+        .await
+        .expect("get")
+        .into_inner();
+    let got_doc = chat_proto::json::struct_to_json(got.document.as_ref().expect("document"));
+    assert_eq!(Value::Object(got_doc), document());
+
+    // gRPC replaces it; REST reads the new one.
+    let Value::Object(next) = json!({"tasks": ["Revise"]}) else {
+        unreachable!("an object literal")
+    };
+    client
+        .set_user_context(authorized(
+            pb::SetUserContextRequest {
+                user_id: "grace".into(),
+                document: Some(chat_proto::json::struct_from_json(&next)),
+            },
+            &service,
+        ))
+        .await
+        .expect("set");
+    let (status, read) = call(
+        reqwest::Method::GET,
+        &stack.http_url("/api/chat/context/grace"),
+        Some(&service),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(read["tasks"], json!(["Revise"]));
+    assert!(read.get("groups").is_none(), "replaced, not merged: {read}");
+    stack.stop().await;
+}
+
+#[tokio::test]
+async fn strangers_bad_bodies_and_oversized_documents_are_refused_and_change_nothing() {
+    let stack = spawn_default().await;
+    let service = stack.token("tasks-service", &["service"]);
+    let url = stack.http_url("/api/users/lin/context");
+    let (status, _) = call(
+        reqwest::Method::PUT,
+        &url,
+        Some(&service),
+        Some(document().to_string()),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let user = stack.token("lin", &[]);
+    let stranger = stack.token("mallory", &[]);
+    let huge = json!({"notes": "x".repeat(70 * 1024)}).to_string();
+    /// What is tried, how, with which token and body, and the status it must get.
+    type Case<'a> = (
+        &'a str,
+        reqwest::Method,
+        Option<&'a str>,
+        Option<String>,
+        u16,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "no token",
+            reqwest::Method::PUT,
+            None,
+            Some("{}".into()),
+            401,
+        ),
+        (
+            "the user sets their own",
+            reqwest::Method::PUT,
+            Some(&user),
+            Some("{}".into()),
+            403,
+        ),
+        (
+            "a stranger reads",
+            reqwest::Method::GET,
+            Some(&stranger),
+            None,
+            403,
+        ),
+        (
+            "not JSON",
+            reqwest::Method::PUT,
+            Some(&service),
+            Some("tasks: none".into()),
+            400,
+        ),
+        (
+            "not an object",
+            reqwest::Method::PUT,
+            Some(&service),
+            Some("[1, 2]".into()),
+            400,
+        ),
+        (
+            "over 64 KiB",
+            reqwest::Method::PUT,
+            Some(&service),
+            Some(huge),
+            413,
+        ),
+    ];
+    for (what, method, token, body, want) in cases {
+        let (status, error) = call(method, &url, token, body).await;
+        assert_eq!(status, want, "{what}: {error}");
+        assert_eq!(error["error"]["code"], want, "{what}: {error}");
+    }
+    let (status, read) = call(reqwest::Method::GET, &url, Some(&user), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(read["tasks"], document()["tasks"], "unchanged");
+
+    let (status, error) = call(
+        reqwest::Method::GET,
+        &stack.http_url("/api/users/nobody/context"),
+        Some(&service),
+        None,
+    )
+    .await;
+    assert_eq!((status, &error["error"]["code"]), (404, &json!(404)));
+    stack.stop().await;
+}
