@@ -4,6 +4,8 @@
 //!
 //! - `POST /v1/chat/completions`: OpenAI Chat Completions streaming.
 //! - `POST /v1/messages`: Anthropic Messages streaming.
+//! - `POST /v1/chat-messages`: Dify chat-messages streaming (the request's `conversation_id`
+//!   is echoed, or a new `conv-<n>` given).
 //!
 //! A [`FakeScript`] decides what every reply contains and how it misbehaves: [`Fault`]s for the
 //! first requests (failing statuses with Retry-After, cut connections), pacing, hanging or
@@ -88,6 +90,7 @@ pub async fn spawn(script: FakeScript) -> FakeLlm {
     let app = Router::new()
         .route("/v1/chat/completions", post(chat_completions))
         .route("/v1/messages", post(messages))
+        .route("/v1/chat-messages", post(chat_messages))
         .with_state(Arc::clone(&shared));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -114,6 +117,11 @@ impl FakeLlm {
     }
 
     /// Base URL for an `anthropic` provider: `http://addr`.
+    /// The Dify API root (`.../v1`; the provider adds `/chat-messages`).
+    pub fn dify_base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
     pub fn anthropic_base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
@@ -187,13 +195,27 @@ async fn messages(
     answer(&shared, Api::Anthropic, uri, headers, &body)
 }
 
+async fn chat_messages(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    answer(&shared, Api::Dify, uri, headers, &body)
+}
+
 fn answer(shared: &Arc<Shared>, api: Api, uri: Uri, headers: HeaderMap, body: &[u8]) -> Response {
     let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let model = body
+    let mut model = body
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or("fake-model")
         .to_owned();
+    let conversation = body
+        .get("conversation_id")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
     let index = {
         let mut received = lock(&shared.received);
         received.push(Received {
@@ -204,6 +226,10 @@ fn answer(shared: &Arc<Shared>, api: Api, uri: Uri, headers: HeaderMap, body: &[
         received.len() - 1
     };
     let mut script = lock(&shared.script).clone();
+    if api == Api::Dify {
+        // Dify names no model; its frames carry the conversation id instead.
+        model = conversation.unwrap_or_else(|| format!("conv-{index}"));
+    }
 
     match script.faults.get(index) {
         Some(Fault::Status {

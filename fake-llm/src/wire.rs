@@ -7,6 +7,9 @@
 //!   `content_block_delta`/`text_delta` per piece, `content_block_stop`, `message_delta`
 //!   (output tokens), `message_stop`.
 //!
+//! - Dify chat-messages: `data: {"event": "message", "answer", "conversation_id", ..}` per
+//!   piece, then `message_end` with `metadata.usage`.
+//!
 //! Errors are each provider's JSON error body.
 
 use serde_json::{Value, json};
@@ -18,6 +21,7 @@ use crate::script::{Body, FakeScript};
 pub(crate) enum Api {
     OpenAi,
     Anthropic,
+    Dify,
 }
 
 /// `data: {data}` as one SSE frame.
@@ -48,6 +52,7 @@ pub(crate) fn frames(api: Api, script: &FakeScript, model: &str) -> Frames {
         Body::Pieces(pieces) => match api {
             Api::OpenAi => openai_frames(pieces, script.usage, model),
             Api::Anthropic => anthropic_frames(pieces, script.usage, model),
+            Api::Dify => dify_frames(pieces, script.usage, model),
         },
     }
 }
@@ -134,6 +139,30 @@ fn anthropic_frames(pieces: &[String], (prompt, completion): (u32, u32), model: 
     }
 }
 
+/// `conversation` is the id the frames carry.
+fn dify_frames(pieces: &[String], (prompt, completion): (u32, u32), conversation: &str) -> Frames {
+    let data = |value: Value| sse_data(&value.to_string());
+    Frames {
+        before: vec![data(json!({"event": "ping"}))],
+        pieces: pieces
+            .iter()
+            .map(|text| {
+                data(
+                    json!({"event": "message", "task_id": "task-fake", "id": "msg-fake",
+                            "message_id": "msg-fake", "conversation_id": conversation,
+                            "answer": text, "created_at": 1_700_000_000}),
+                )
+            })
+            .collect(),
+        after: vec![data(json!({
+            "event": "message_end", "task_id": "task-fake", "id": "msg-fake",
+            "message_id": "msg-fake", "conversation_id": conversation,
+            "metadata": {"usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                                   "total_tokens": prompt + completion}},
+        }))],
+    }
+}
+
 /// The body a failing `status` carries in `api`'s error format.
 pub(crate) fn error_body(api: Api, status: u16, message: &str) -> Value {
     match api {
@@ -156,6 +185,16 @@ pub(crate) fn error_body(api: Api, status: u16, message: &str) -> Value {
                 _ => "api_error",
             };
             json!({"type": "error", "error": {"type": kind, "message": message}})
+        }
+        Api::Dify => {
+            let code = match status {
+                400 => "invalid_param",
+                401 => "unauthorized",
+                404 => "not_found",
+                429 => "too_many_requests",
+                _ => "internal_server_error",
+            };
+            json!({"status": status, "code": code, "message": message})
         }
     }
 }

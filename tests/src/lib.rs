@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 /// The HS256 secret every test stack uses.
 pub const SECRET: &str = "end-to-end-test-secret-0123456789";
 /// The API key the stacks give the fake LLM's providers.
-const FAKE_API_KEY: &str = "fake-llm-test-api-key";
+pub const FAKE_API_KEY: &str = "fake-llm-test-api-key";
 /// How long a test waits for an expected frame before failing.
 pub const WAIT: Duration = Duration::from_secs(10);
 
@@ -49,6 +49,8 @@ pub enum Llm {
     OpenAi(fake_llm::FakeScript),
     /// An Anthropic provider at the fake server.
     Anthropic(fake_llm::FakeScript),
+    /// A Dify app at the fake server.
+    Dify(fake_llm::FakeScript),
 }
 
 /// What to start.
@@ -154,6 +156,16 @@ pub async fn spawn_stack(opts: StackOptions) -> Stack {
                 "fake-anthropic",
                 ProviderKind::Anthropic,
                 fake.anthropic_base_url(),
+            );
+            Some(fake)
+        }
+        Llm::Dify(script) => {
+            let fake = fake_llm::spawn(script).await;
+            add_model(
+                &mut llm,
+                "fake-dify",
+                ProviderKind::Dify,
+                fake.dify_base_url(),
             );
             Some(fake)
         }

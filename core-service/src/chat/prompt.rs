@@ -51,9 +51,19 @@ pub(super) async fn build_prompt(
              continue the conversation from where they left off.",
         );
     }
+    // Stateful providers' conversation ids: without them a Dify app starts afresh, which is
+    // worse than nothing only in that it forgets; so a failed read is logged, not fatal.
+    let conversations = storage::conversations_of(&engine.db, &chat.id)
+        .await
+        .unwrap_or_else(|err| {
+            tracing::warn!(error = %err, "conversation ids not read");
+            Default::default()
+        });
     Ok(Prompt {
         system,
         turns: fit_turns(&rows, budget),
+        user_id: trigger.sender_id.clone(),
+        conversations,
     })
 }
 

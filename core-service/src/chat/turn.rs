@@ -433,6 +433,18 @@ async fn generate(
                 Some(Ok(Delta::Usage { prompt_tokens, completion_tokens })) => {
                     out.usage = Some((prompt_tokens, completion_tokens));
                 }
+                Some(Ok(Delta::Conversation(id))) => {
+                    // Kept for the chat's next request to the provider that answered.
+                    if let Some(model) = engine.llm.model(&out.model_id) {
+                        let stored = storage::set_conversation(
+                            &engine.db, &chat.id, &model.provider, &id, engine.now(),
+                        )
+                        .await;
+                        if let Err(err) = stored {
+                            tracing::warn!(error = %err, "conversation id not stored");
+                        }
+                    }
+                }
                 Some(Err(err)) => {
                     out.status = MessageStatus::Failed;
                     out.error = Some(Failure::Model(err));

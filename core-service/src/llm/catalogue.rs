@@ -11,7 +11,7 @@ use super::policy::Policy;
 use super::settings::{self, SettingsProblem};
 use super::{
     AgentSettings, LlmError, LlmSettings, LlmSettingsError, ModelSettings, OpenedReply, Prompt,
-    Provider, ProviderKind, ProviderSettings, anthropic, demo, openai,
+    Provider, ProviderKind, ProviderSettings, anthropic, demo, dify, openai,
 };
 
 /// A catalogue entry: the model and the provider serving it.
@@ -166,6 +166,22 @@ fn build_provider(
                     .base_url
                     .as_deref()
                     .unwrap_or(settings::ANTHROPIC_DEFAULT_BASE_URL),
+                key,
+            ))
+        }
+        ProviderKind::Dify => {
+            // As for Anthropic: validate() and resolve_key make sure there is a key.
+            let Some(key) = key else {
+                return Err(LlmSettingsError::Invalid(vec![
+                    SettingsProblem::DifyWithoutKey(name.to_owned()),
+                ]));
+            };
+            Arc::new(dify::DifyProvider::new(
+                client.clone(),
+                settings
+                    .base_url
+                    .as_deref()
+                    .unwrap_or(settings::DIFY_DEFAULT_BASE_URL),
                 key,
             ))
         }

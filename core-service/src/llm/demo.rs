@@ -100,8 +100,11 @@ mod tests {
                     role: TurnRole::User,
                     content: message.to_owned(),
                 }],
+                ..Default::default()
             },
             max_output_tokens: 100,
+            user_id: String::new(),
+            conversation: None,
         }
     }
 
@@ -126,7 +129,7 @@ mod tests {
             .iter()
             .filter_map(|d| match d {
                 Delta::Text(t) => Some(t.as_str()),
-                Delta::Usage { .. } => None,
+                Delta::Usage { .. } | Delta::Conversation(_) => None,
             })
             .collect();
         assert_eq!(

@@ -1,5 +1,5 @@
 //! The LLM layer: one [`Provider`] trait over the upstream APIs (OpenAI-compatible Chat
-//! Completions, Anthropic Messages, and the offline demo) and [`Llm`], the catalogue the chat
+//! Completions, Anthropic Messages, Dify chat apps, and the offline demo) and [`Llm`], the catalogue the chat
 //! engine talks to.
 //!
 //! Module map (arrows are the allowed uses; nothing here knows chats, storage or protobuf):
@@ -11,12 +11,13 @@
 //!   the providers and resolving their keys.
 //! - `policy` -> `provider`: retries, fallback chain, first-token and idle timeouts
 //!   ([`Llm::open`]).
-//! - `openai`, `anthropic` -> `sse`, `provider`; `demo` -> `provider`: the providers.
-//! - `sse`: HTTP and Server-Sent Events plumbing shared by the two HTTP providers.
+//! - `openai`, `anthropic`, `dify` -> `sse`, `provider`; `demo` -> `provider`: the providers.
+//! - `sse`: HTTP and Server-Sent Events plumbing shared by the HTTP providers.
 
 mod anthropic;
 mod catalogue;
 mod demo;
+mod dify;
 mod error;
 mod openai;
 mod policy;

@@ -145,6 +145,8 @@ impl Policy {
             upstream_model: entry.model.upstream.clone(),
             prompt: prompt.clone(),
             max_output_tokens: entry.model.max_output_tokens,
+            user_id: prompt.user_id.clone(),
+            conversation: prompt.conversations.get(&entry.model.provider).cloned(),
         };
         let started = tokio::time::Instant::now();
         let result = tokio::time::timeout(self.first_token, async {

@@ -24,11 +24,14 @@ pub struct Turn {
 }
 
 /// Everything a provider needs to answer: the assembled system prompt and the history, which
-/// ends with the new user message.
+/// ends with the new user message; who asks, and the conversation ids stateful providers
+/// (Dify) gave this chat before, by provider name.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Prompt {
     pub system: String,
     pub turns: Vec<Turn>,
+    pub user_id: String,
+    pub conversations: std::collections::BTreeMap<String, String>,
 }
 
 /// One item of a streamed reply.
@@ -41,6 +44,9 @@ pub enum Delta {
         prompt_tokens: u32,
         completion_tokens: u32,
     },
+    /// The provider's id for this chat's conversation (Dify), when it is new: the next request
+    /// of the chat to the same provider carries it.
+    Conversation(String),
 }
 
 /// A streamed reply. Ends after the last delta or after the first error.
@@ -52,6 +58,10 @@ pub struct ProviderRequest {
     pub upstream_model: String,
     pub prompt: Prompt,
     pub max_output_tokens: u32,
+    /// Who asks (the user's id), for providers that track users.
+    pub user_id: String,
+    /// This chat's conversation id at this provider, if it gave one.
+    pub conversation: Option<String>,
 }
 
 /// One upstream API.

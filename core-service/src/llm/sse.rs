@@ -24,6 +24,8 @@ pub(crate) enum Step {
     Deltas(Vec<Delta>),
     /// The reply is complete; stop reading.
     Done,
+    /// These deltas, then the reply is complete (an end event that carries usage).
+    Last(Vec<Delta>),
 }
 
 /// Sends `request`, and checks the status once the headers arrived.
@@ -129,7 +131,9 @@ fn describe(err: reqwest::Error) -> String {
 }
 
 /// The deltas of an SSE response, as `parse` reads each event. The stream ends after
-/// [`Step::Done`], at the end of the body, or after the first error.
+/// [`Step::Done`] or [`Step::Last`], or after the first error. A body that ends before the
+/// provider's end marker (`[DONE]`, `message_stop`, `message_end`) is an error: the reply was
+/// cut, not finished.
 pub(crate) fn deltas<P>(response: reqwest::Response, parse: P) -> DeltaStream
 where
     P: FnMut(&Event) -> Result<Step, LlmError> + Send + 'static,
@@ -161,13 +165,19 @@ where
                 return None;
             }
             let outcome = match state.events.next().await {
-                None => return None,
+                None => Err(LlmError::Protocol(
+                    "the stream ended before the provider's end marker".to_owned(),
+                )),
                 Some(Ok(event)) => (state.parse)(&event),
                 Some(Err(err)) => Err(err),
             };
             match outcome {
                 Ok(Step::Deltas(deltas)) => state.pending.extend(deltas),
                 Ok(Step::Done) => state.finished = true,
+                Ok(Step::Last(deltas)) => {
+                    state.pending.extend(deltas);
+                    state.finished = true;
+                }
                 Err(err) => {
                     state.finished = true;
                     state.pending.clear();

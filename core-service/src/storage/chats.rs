@@ -2,7 +2,8 @@
 //!
 //! A chat is created together with its owner's membership ([`create_chat`]); the chat row
 //! also carries the per-chat sequence counter (`next_seq`) that [`super::messages`] and
-//! [`super::events`] draw from, which is why those modules write to `chats` too.
+//! [`super::events`] draw from, which is why those modules write to `chats` too. Beside them,
+//! `provider_conversations`: the ids stateful providers (Dify) gave a chat's conversation.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -10,7 +11,7 @@ use diesel::result::DatabaseErrorKind;
 use diesel_async::RunQueryDsl;
 
 use super::models::ChatRow;
-use super::schema::{chat_members, chats, session_metrics};
+use super::schema::{chat_members, chats, provider_conversations, session_metrics};
 use super::{Db, Result, StorageError, duration_ms};
 use crate::types::ChatStatus;
 
@@ -382,4 +383,53 @@ fn found(rows: usize) -> Result<()> {
     } else {
         Ok(())
     }
+}
+
+/// The conversation ids providers gave this chat, by provider name.
+pub async fn conversations_of(
+    db: &Db,
+    chat_id: &str,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let rows: Vec<(String, String)> = with_conn!(db, |conn| {
+        provider_conversations::table
+            .filter(provider_conversations::chat_id.eq(chat_id))
+            .select((
+                provider_conversations::provider,
+                provider_conversations::conversation_id,
+            ))
+            .load(conn)
+            .await?
+    });
+    Ok(rows.into_iter().collect())
+}
+
+/// Records the id `provider` gave this chat's conversation, replacing an earlier one.
+pub async fn set_conversation(
+    db: &Db,
+    chat_id: &str,
+    provider: &str,
+    conversation_id: &str,
+    now: NaiveDateTime,
+) -> Result<()> {
+    with_conn!(db, |conn| {
+        diesel::insert_into(provider_conversations::table)
+            .values((
+                provider_conversations::chat_id.eq(chat_id),
+                provider_conversations::provider.eq(provider),
+                provider_conversations::conversation_id.eq(conversation_id),
+                provider_conversations::updated_at.eq(now),
+            ))
+            .on_conflict((
+                provider_conversations::chat_id,
+                provider_conversations::provider,
+            ))
+            .do_update()
+            .set((
+                provider_conversations::conversation_id.eq(conversation_id),
+                provider_conversations::updated_at.eq(now),
+            ))
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
 }

@@ -163,7 +163,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    provider_conversations (chat_id, provider) {
+        chat_id -> Text,
+        provider -> Text,
+        conversation_id -> Text,
+        updated_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(chat_members -> chats (chat_id));
+diesel::joinable!(provider_conversations -> chats (chat_id));
 diesel::joinable!(pending_replies -> chats (chat_id));
 diesel::joinable!(session_metrics -> chats (chat_id));
 diesel::joinable!(help_requests -> chats (chat_id));
@@ -186,4 +196,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     audit_events,
     pending_replies,
     user_contexts,
+    provider_conversations,
 );

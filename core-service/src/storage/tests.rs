@@ -175,9 +175,9 @@ async fn migrations_run_twice_idempotently(db: &Db) -> Result<()> {
             .load(conn)
             .await?
     });
-    // Each migration is recorded once (init, operators, pending_replies), however often
-    // `migrate` runs.
-    assert_eq!(applied.iter().map(|c| c.n).collect::<Vec<_>>(), vec![3]);
+    // Each migration is recorded once (init, operators, pending_replies, user_contexts,
+    // provider_conversations), however often `migrate` runs.
+    assert_eq!(applied.iter().map(|c| c.n).collect::<Vec<_>>(), vec![5]);
     new_chat(db, "c1", "alice", 0).await?;
     Ok(())
 }

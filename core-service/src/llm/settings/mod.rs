@@ -26,6 +26,8 @@ pub const OPENAI_DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 
 /// Default base URL of the Anthropic API (`/v1/messages` is appended).
 pub const ANTHROPIC_DEFAULT_BASE_URL: &str = "https://api.anthropic.com";
+/// Dify Cloud's API root; self-hosted Dify is `http://<host>/v1`.
+pub const DIFY_DEFAULT_BASE_URL: &str = "https://api.dify.ai/v1";
 
 /// Default pause between two words of the demo model.
 pub const DEMO_DEFAULT_WORD_DELAY_MS: u64 = 40;
@@ -66,6 +68,8 @@ pub enum ProviderKind {
     Openai,
     /// The Anthropic Messages API.
     Anthropic,
+    /// A Dify chat app (its chat-messages streaming API; the app's key is the provider's key).
+    Dify,
     /// The built-in offline demo.
     Demo,
 }
@@ -75,7 +79,8 @@ pub enum ProviderKind {
 #[serde(deny_unknown_fields)]
 pub struct ProviderSettings {
     pub kind: ProviderKind,
-    /// Defaults per kind: [`OPENAI_DEFAULT_BASE_URL`], [`ANTHROPIC_DEFAULT_BASE_URL`].
+    /// Defaults per kind: [`OPENAI_DEFAULT_BASE_URL`], [`ANTHROPIC_DEFAULT_BASE_URL`],
+    /// [`DIFY_DEFAULT_BASE_URL`].
     #[serde(default)]
     pub base_url: Option<String>,
     /// The key itself. Prefer `api_key_env` so the key stays out of config files.

@@ -50,6 +50,8 @@ pub enum SettingsProblem {
     EmptyKeyEnv(String),
     #[error("provider \"{0}\" (anthropic) needs api_key or api_key_env")]
     AnthropicWithoutKey(String),
+    #[error("provider \"{0}\" (dify) needs api_key or api_key_env (the app's API key)")]
+    DifyWithoutKey(String),
     #[error("provider \"{0}\" (demo) takes no base_url or api_key")]
     DemoWithEndpoint(String),
     #[error("provider \"{0}\": word_delay_ms is for demo providers only")]
@@ -278,6 +280,9 @@ fn check_provider(name: &str, provider: &ProviderSettings, problems: &mut Vec<Se
         // usually run without one.
         ProviderKind::Anthropic if provider.api_key.is_none() && provider.api_key_env.is_none() => {
             problems.push(SettingsProblem::AnthropicWithoutKey(name.to_owned()));
+        }
+        ProviderKind::Dify if provider.api_key.is_none() && provider.api_key_env.is_none() => {
+            problems.push(SettingsProblem::DifyWithoutKey(name.to_owned()));
         }
         ProviderKind::Demo if provider.base_url.is_some() || provider.api_key.is_some() => {
             problems.push(SettingsProblem::DemoWithEndpoint(name.to_owned()));

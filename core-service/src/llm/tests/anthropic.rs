@@ -31,8 +31,11 @@ fn request() -> ProviderRequest {
                     content: "Tell me a joke".to_owned(),
                 },
             ],
+            ..Default::default()
         },
         max_output_tokens: 64,
+        user_id: String::new(),
+        conversation: None,
     }
 }
 

@@ -37,6 +37,7 @@ fn prompt() -> Prompt {
             role: TurnRole::User,
             content: "Hi".to_owned(),
         }],
+        ..Default::default()
     }
 }
 
@@ -51,7 +52,7 @@ async fn text_and_usage(llm: &Llm) -> (String, Option<Delta>, u32) {
         .iter()
         .filter_map(|delta| match delta {
             Delta::Text(text) => Some(text.as_str()),
-            Delta::Usage { .. } => None,
+            Delta::Usage { .. } | Delta::Conversation(_) => None,
         })
         .collect();
     let usage = items

@@ -21,6 +21,7 @@ fn prompt() -> Prompt {
             role: TurnRole::User,
             content: "Hello?".to_owned(),
         }],
+        ..Default::default()
     }
 }
 

@@ -27,8 +27,11 @@ fn request() -> ProviderRequest {
                     content: "Tell me a joke".to_owned(),
                 },
             ],
+            ..Default::default()
         },
         max_output_tokens: 64,
+        user_id: String::new(),
+        conversation: None,
     }
 }
 
