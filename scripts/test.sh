@@ -13,11 +13,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Test peers from PyPI, in a virtual environment under the cache folder, reused when present:
-# aiosmtpd (a real SMTP server for the notification tests). The tests run it with the python
-# named in TEST_PYTHON (not CHAT_*: the core reads every CHAT_ variable as a setting) and fail
-# when it is missing.
+# aiosmtpd (a real SMTP server for the notification tests) and llmock (a third party's mock of
+# the OpenAI and Anthropic APIs with scripted faults, tests/tests/llmock.rs). The tests run them
+# as named in TEST_PYTHON and TEST_LLMOCK (not CHAT_*: the core reads every CHAT_ variable as a
+# setting) and fail when they are missing.
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/chat-backend/venv"
-if ! "$venv/bin/python" -c 'import aiosmtpd' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import aiosmtpd, llmock' >/dev/null 2>&1; then
   if ! command -v python3 >/dev/null 2>&1; then
     echo "scripts/test.sh: python3 is needed for the test peers (Debian: apt-get install python3 python3-venv)" >&2
     exit 1
@@ -26,12 +27,13 @@ if ! "$venv/bin/python" -c 'import aiosmtpd' >/dev/null 2>&1; then
     echo "scripts/test.sh: cannot create a virtual environment in $venv (Debian: apt-get install python3-venv)" >&2
     exit 1
   fi
-  if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'aiosmtpd==1.4.6' >&2; then
-    echo "scripts/test.sh: cannot install aiosmtpd from PyPI into $venv (pip needs the package index)" >&2
+  if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'aiosmtpd==1.4.6' 'llmock==0.2.2' >&2; then
+    echo "scripts/test.sh: cannot install aiosmtpd and llmock from PyPI into $venv (pip needs the package index)" >&2
     exit 1
   fi
 fi
 export TEST_PYTHON="$venv/bin/python"
+export TEST_LLMOCK="$venv/bin/llmock"
 
 eval "$(bash scripts/pg-throwaway.sh start)"
 # Every end-to-end test process copies its servers' logs (at their most verbose level) and the

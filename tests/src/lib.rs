@@ -6,6 +6,7 @@
 pub mod core_process;
 pub mod dev_server;
 pub mod edge_process;
+pub mod llmock;
 pub mod log_capture;
 pub mod pg_cluster;
 pub mod sms_sink;
