@@ -553,3 +553,57 @@ async fn a_resume_of_1000_missed_events_across_chats_with_a_reply_streaming_arri
         "replayed and live chunks make the whole reply"
     );
 }
+
+/// A reply the model cut at its output token limit is stored whole as sent, `complete`, with
+/// `metadata.finishReason: "length"` (OpenAI `finish_reason: "length"`, Anthropic
+/// `stop_reason: "max_tokens"`); a reply that ended normally has no `finishReason`.
+#[tokio::test]
+async fn a_reply_cut_at_the_token_limit_says_so_in_its_metadata() {
+    use chat_tests::fake_llm::{sse_data, sse_event};
+    let openai = FakeScript::frames(vec![
+        sse_data(
+            r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":"Cut at"},"finish_reason":null}]}"#,
+        ),
+        sse_data(
+            r#"{"choices":[{"index":0,"delta":{"content":" the limit"},"finish_reason":"length"}]}"#,
+        ),
+        sse_data("[DONE]"),
+    ]);
+    let anthropic = FakeScript::frames(vec![
+        sse_event(
+            "message_start",
+            r#"{"type":"message_start","message":{"usage":{"input_tokens":5}}}"#,
+        ),
+        sse_event(
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Cut at the limit"}}"#,
+        ),
+        sse_event(
+            "message_delta",
+            r#"{"type":"message_delta","delta":{"stop_reason":"max_tokens"},"usage":{"output_tokens":4}}"#,
+        ),
+        sse_event("message_stop", r#"{"type":"message_stop"}"#),
+    ]);
+    for llm in [Llm::OpenAi(openai), Llm::Anthropic(anthropic)] {
+        let stack = spawn_stack(StackOptions::default().llm(llm)).await;
+        let (mut ws, _) = stack.connect("tess").await;
+        let (_, _, reply) = first_turn(&mut ws, "Write at length").await;
+        let (_, last) = reply_parts(&reply);
+        let fin = &last["data"]["message"];
+        assert_eq!(fin["content"], "Cut at the limit");
+        assert_eq!(fin["status"], "complete");
+        assert_eq!(fin["metadata"]["finishReason"], "length", "{fin}");
+        stack.stop().await;
+    }
+    let stack = spawn_stack(StackOptions::default().llm(Llm::OpenAi(FakeScript::default()))).await;
+    let (mut ws, _) = stack.connect("tess").await;
+    let (_, _, reply) = first_turn(&mut ws, "Say hello").await;
+    let (_, last) = reply_parts(&reply);
+    assert!(
+        last["data"]["message"]["metadata"]
+            .get("finishReason")
+            .is_none(),
+        "{last}"
+    );
+    stack.stop().await;
+}

@@ -235,6 +235,7 @@ impl ChatMessage {
                 ttft_ms: stored.ttft_ms,
                 latency_ms: stored.latency_ms,
                 operator_name: stored.operator_name,
+                finish_reason: stored.finish_reason,
             },
         }
     }
@@ -249,6 +250,7 @@ pub struct Metadata {
     pub ttft_ms: Option<i64>,
     pub latency_ms: Option<i64>,
     pub operator_name: Option<String>,
+    pub finish_reason: Option<String>,
 }
 
 /// What we keep in a message's `metadata` column (JSON, camelCase like the protocol): what
@@ -274,6 +276,9 @@ pub struct StoredMetadata {
     /// Why a reply failed (kind only, never provider text).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `length` when the model stopped at its output token limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
 }
 
 impl StoredMetadata {

@@ -41,6 +41,8 @@ pub fn spawn(engine: Arc<Engine>, chat: ChatRow, trigger: MessageRow, requester:
 struct Outcome {
     text: String,
     status: MessageStatus,
+    /// The model stopped at its output token limit.
+    truncated: bool,
     model_id: String,
     usage: Option<(u32, u32)>,
     ttft: Option<Duration>,
@@ -160,6 +162,7 @@ async fn run(
             Outcome {
                 text: String::new(),
                 status: MessageStatus::Failed,
+                truncated: false,
                 model_id: chat.model.clone(),
                 usage: None,
                 ttft: None,
@@ -189,6 +192,7 @@ async fn run(
         ttft_ms: outcome.ttft.map(|d| d.as_millis() as i64),
         latency_ms: Some(latency.as_millis() as i64),
         error: outcome.error.as_ref().map(|e| e.kind().to_string()),
+        finish_reason: outcome.truncated.then(|| "length".to_owned()),
         ..Default::default()
     };
     // Counted before anyone can see the reply, so the figures never lag what clients saw.
@@ -371,6 +375,7 @@ async fn generate(
     let mut out = Outcome {
         text: String::new(),
         status: MessageStatus::Complete,
+        truncated: false,
         model_id,
         usage: None,
         ttft: None,
@@ -433,6 +438,7 @@ async fn generate(
                 Some(Ok(Delta::Usage { prompt_tokens, completion_tokens })) => {
                     out.usage = Some((prompt_tokens, completion_tokens));
                 }
+                Some(Ok(Delta::Truncated)) => out.truncated = true,
                 Some(Ok(Delta::Conversation(id))) => {
                     // Kept for the chat's next request to the provider that answered.
                     if let Some(model) = engine.llm.model(&out.model_id) {

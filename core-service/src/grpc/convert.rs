@@ -351,6 +351,7 @@ fn message(m: &ChatMessage) -> pb::ChatMessage {
             ttft_ms: meta.ttft_ms,
             latency_ms: meta.latency_ms,
             operator_name: meta.operator_name.clone(),
+            finish_reason: meta.finish_reason.clone(),
         }),
     }
 }

@@ -113,6 +113,8 @@ enum StreamEvent {
     },
     MessageDelta {
         #[serde(default)]
+        delta: Option<StopDelta>,
+        #[serde(default)]
         usage: Option<Usage>,
     },
     MessageStop,
@@ -121,6 +123,12 @@ enum StreamEvent {
     },
     #[serde(other)]
     Other,
+}
+
+#[derive(Deserialize)]
+struct StopDelta {
+    #[serde(default)]
+    stop_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -196,16 +204,24 @@ fn parse_event(
             delta: BlockDelta::TextDelta { text },
         } if !text.is_empty() => Step::Deltas(vec![Delta::Text(text)]),
         StreamEvent::MessageDelta {
-            usage: Some(delta_usage),
+            delta,
+            usage: delta_usage,
         } => {
-            // Newer API versions repeat the input count here; prefer it when present.
-            if let Some(input) = delta_usage.input() {
-                usage.input = input;
+            let mut deltas = Vec::new();
+            if delta.and_then(|d| d.stop_reason).as_deref() == Some("max_tokens") {
+                deltas.push(Delta::Truncated);
             }
-            Step::Deltas(vec![Delta::Usage {
-                prompt_tokens: usage.input,
-                completion_tokens: delta_usage.output_tokens.unwrap_or(0),
-            }])
+            if let Some(delta_usage) = delta_usage {
+                // Newer API versions repeat the input count here; prefer it when present.
+                if let Some(input) = delta_usage.input() {
+                    usage.input = input;
+                }
+                deltas.push(Delta::Usage {
+                    prompt_tokens: usage.input,
+                    completion_tokens: delta_usage.output_tokens.unwrap_or(0),
+                });
+            }
+            Step::Deltas(deltas)
         }
         StreamEvent::MessageStop => Step::Done,
         StreamEvent::Error { error } => {
@@ -216,8 +232,6 @@ fn parse_event(
             };
             return Err(LlmError::Upstream(message));
         }
-        StreamEvent::ContentBlockDelta { .. }
-        | StreamEvent::MessageDelta { usage: None }
-        | StreamEvent::Other => Step::Deltas(Vec::new()),
+        StreamEvent::ContentBlockDelta { .. } | StreamEvent::Other => Step::Deltas(Vec::new()),
     })
 }

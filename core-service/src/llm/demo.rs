@@ -129,7 +129,7 @@ mod tests {
             .iter()
             .filter_map(|d| match d {
                 Delta::Text(t) => Some(t.as_str()),
-                Delta::Usage { .. } | Delta::Conversation(_) => None,
+                Delta::Usage { .. } | Delta::Conversation(_) | Delta::Truncated => None,
             })
             .collect();
         assert_eq!(

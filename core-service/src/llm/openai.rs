@@ -123,6 +123,8 @@ struct Choice {
     index: Option<u32>,
     #[serde(default)]
     delta: Option<ChoiceDelta>,
+    #[serde(default)]
+    finish_reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -178,15 +180,22 @@ fn parse_event(event: &eventsource_stream::Event) -> Result<Step, LlmError> {
             message
         }));
     }
-    let mut deltas: Vec<Delta> = chunk
+    let mut deltas = Vec::new();
+    // Only one completion is requested; should a server send more, keep the first.
+    for choice in chunk
         .choices
         .into_iter()
-        // Only one completion is requested; should a server send more, keep the first.
-        .filter(|choice| choice.index.unwrap_or(0) == 0)
-        .filter_map(|choice| choice.delta?.content)
-        .filter(|content| !content.is_empty())
-        .map(Delta::Text)
-        .collect();
+        .filter(|c| c.index.unwrap_or(0) == 0)
+    {
+        if let Some(content) = choice.delta.and_then(|d| d.content)
+            && !content.is_empty()
+        {
+            deltas.push(Delta::Text(content));
+        }
+        if choice.finish_reason.as_deref() == Some("length") {
+            deltas.push(Delta::Truncated);
+        }
+    }
     if let Some(usage) = chunk.usage {
         deltas.push(Delta::Usage {
             prompt_tokens: usage.prompt_tokens,

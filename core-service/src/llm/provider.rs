@@ -47,6 +47,9 @@ pub enum Delta {
     /// The provider's id for this chat's conversation (Dify), when it is new: the next request
     /// of the chat to the same provider carries it.
     Conversation(String),
+    /// The provider stopped at the output token limit (OpenAI `finish_reason: "length"`,
+    /// Anthropic `stop_reason: "max_tokens"`): the reply is whole as sent, but cut short.
+    Truncated,
 }
 
 /// A streamed reply. Ends after the last delta or after the first error.

@@ -269,6 +269,7 @@ fn chat_message_json(message: &pb::ChatMessage) -> Value {
                 ("ttftMs", metadata.ttft_ms.map(Value::from)),
                 ("latencyMs", metadata.latency_ms.map(Value::from)),
                 ("operatorName", metadata.operator_name.map(Value::from)),
+                ("finishReason", metadata.finish_reason.map(Value::from)),
             ])),
         ),
     ])

@@ -52,7 +52,7 @@ async fn text_and_usage(llm: &Llm) -> (String, Option<Delta>, u32) {
         .iter()
         .filter_map(|delta| match delta {
             Delta::Text(text) => Some(text.as_str()),
-            Delta::Usage { .. } | Delta::Conversation(_) => None,
+            Delta::Usage { .. } | Delta::Conversation(_) | Delta::Truncated => None,
         })
         .collect();
     let usage = items

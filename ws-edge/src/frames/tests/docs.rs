@@ -121,6 +121,7 @@ fn chat_message_from(value: &Value) -> Result<pb::ChatMessage, String> {
             ttft_ms: meta.opt_i("ttftMs")?,
             latency_ms: meta.opt_i("latencyMs")?,
             operator_name: meta.opt_s("operatorName")?,
+            finish_reason: meta.opt_s("finishReason")?,
         }),
     })
 }
