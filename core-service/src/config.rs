@@ -161,6 +161,14 @@ pub struct ChatSettings {
     /// Session changes buffered per `WatchSessions` watcher before it counts as too slow and
     /// its stream is ended.
     pub watch_buffer: usize,
+    /// Where to fetch a user's context document when none was pushed (`SetUserContext`, `PUT
+    /// /api/users/{userId}/context`): an `http(s)` URL with `{userId}` (replaced by the id,
+    /// percent-encoded), answered with a JSON object. Empty: nothing is fetched.
+    pub context_url: String,
+    /// How long a fetched document, or a failed fetch, is reused per user.
+    pub context_cache_secs: u64,
+    /// Longest wait for a fetch; past it (or on any failure) the reply goes on without it.
+    pub context_fetch_timeout_ms: u64,
 }
 
 impl Default for ChatSettings {
@@ -184,6 +192,9 @@ impl Default for ChatSettings {
             session_idle_timeout_secs: 15 * 60,
             single_active_session: true,
             watch_buffer: 1024,
+            context_url: String::new(),
+            context_cache_secs: 60,
+            context_fetch_timeout_ms: 1000,
         }
     }
 }
@@ -321,6 +332,19 @@ impl Settings {
 impl ChatSettings {
     fn validate(&self) -> Result<(), InvalidSetting> {
         let positive = "must be greater than 0";
+        InvalidSetting::check(
+            self.context_url.is_empty()
+                || ((self.context_url.starts_with("http://")
+                    || self.context_url.starts_with("https://"))
+                    && self.context_url.contains("{userId}")),
+            "chat.context_url",
+            "must be empty or an http(s) URL containing {userId}",
+        )?;
+        InvalidSetting::check(
+            self.context_fetch_timeout_ms > 0,
+            "chat.context_fetch_timeout_ms",
+            positive,
+        )?;
         InvalidSetting::check(
             self.max_message_chars > 0,
             "chat.max_message_chars",

@@ -251,3 +251,136 @@ async fn strangers_bad_bodies_and_oversized_documents_are_refused_and_change_not
     assert_eq!((status, &error["error"]["code"]), (404, &json!(404)));
     stack.stop().await;
 }
+
+/// The context service a deployment may name in `chat.context_url`: kim has a document, lou's
+/// lookup fails (500), max's never answers. Counts the lookups per user.
+async fn context_service() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use axum::extract::{Path, State};
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let hits = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let app = axum::Router::new()
+        .route(
+            "/users/{id}/context",
+            axum::routing::get(
+                |State(hits): State<std::sync::Arc<std::sync::Mutex<Vec<String>>>>,
+                 Path(id): Path<String>| async move {
+                    hits.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(id.clone());
+                    match id.as_str() {
+                        "kim" => axum::Json(json!({"tasks": ["Water the plants"]})).into_response(),
+                        "lou" => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+                        _ => std::future::pending().await,
+                    }
+                },
+            ),
+        )
+        .with_state(hits.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (addr, hits)
+}
+
+#[tokio::test]
+async fn a_document_not_pushed_is_fetched_from_the_context_url_cached_and_never_holds_up_a_reply() {
+    let (addr, hits) = context_service().await;
+    let script = FakeScript::reply(&["Noted."]);
+    let stack = spawn_stack(
+        StackOptions::default()
+            .llm(Llm::OpenAi(script))
+            .core(move |c| {
+                c.chat.context_url = format!("http://{addr}/users/{{userId}}/context");
+                c.chat.context_fetch_timeout_ms = 300;
+            }),
+    )
+    .await;
+    let systems = |stack: &chat_tests::Stack| -> Vec<String> {
+        stack
+            .fake
+            .as_ref()
+            .expect("fake llm")
+            .requests()
+            .iter()
+            .map(|b| {
+                b["messages"][0]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .collect()
+    };
+    let section = "What is known about the user (their context document):\n";
+
+    // kim: fetched once, used by both replies.
+    let (mut kim, _) = stack.connect("kim").await;
+    kim.send_message(None, "first", "k-1").await;
+    let chat = kim.recv_type("ack").await["data"]["chatId"]
+        .as_str()
+        .expect("chat")
+        .to_string();
+    kim.recv_reply().await;
+    kim.send_message(Some(&chat), "second", "k-2").await;
+    kim.recv_type("ack").await;
+    kim.recv_reply().await;
+    let fetched = format!("{section}- tasks: Water the plants");
+    assert!(
+        systems(&stack).iter().all(|s| s.ends_with(&fetched)),
+        "{:?}",
+        systems(&stack)
+    );
+    assert_eq!(
+        *hits.lock().unwrap_or_else(|p| p.into_inner()),
+        vec!["kim"],
+        "cached"
+    );
+
+    // lou (500) and max (no answer within 300 ms): answered without a document.
+    for user in ["lou", "max"] {
+        let (mut ws, _) = stack.connect(user).await;
+        ws.send_message(None, "hello", &format!("{user}-1")).await;
+        ws.recv_type("ack").await;
+        let reply = ws.recv_reply().await;
+        let fin = reply
+            .iter()
+            .find(|f| f["type"] == "message")
+            .expect("the final message");
+        assert_eq!(fin["data"]["message"]["status"], "complete", "{user}");
+        let last = systems(&stack).last().cloned().unwrap_or_default();
+        assert!(!last.contains(section), "{user}: {last}");
+    }
+
+    // A pushed document wins over the service's.
+    let service = stack.token("tasks-service", &["service"]);
+    let (status, _) = call(
+        reqwest::Method::PUT,
+        &stack.http_url("/api/users/kim/context"),
+        Some(&service),
+        Some(json!({"tasks": ["Pushed task"]}).to_string()),
+    )
+    .await;
+    assert_eq!(status, 200);
+    kim.send_message(Some(&chat), "third", "k-3").await;
+    kim.recv_type("ack").await;
+    kim.recv_reply().await;
+    let last = systems(&stack).last().cloned().unwrap_or_default();
+    assert!(
+        last.ends_with(&format!("{section}- tasks: Pushed task")),
+        "{last}"
+    );
+    assert_eq!(
+        hits.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|h| *h == "kim")
+            .count(),
+        1
+    );
+    stack.stop().await;
+}

@@ -1,6 +1,11 @@
 //! User context documents: one JSON object per user (tasks, groups, preferences, any fields),
 //! set by internal services (`service` role) or admins, read by them and by the user, and
-//! rendered into the system prompt of every reply to that user ([`render`]).
+//! rendered into the system prompt of every reply to that user ([`render`]). A user with no
+//! pushed document may have one fetched from `chat.context_url` ([`ContextSource`]), cached.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chat_auth::{Principal, ROLE_SERVICE};
 use chrono::NaiveDateTime;
@@ -86,19 +91,108 @@ impl Engine {
         })
     }
 
-    /// The document rendered for `user_id`'s prompt, or None when there is none. A failed read
-    /// never holds up a reply: it is logged and the reply goes on without the document.
+    /// The document rendered for `user_id`'s prompt: the pushed one, else the fetched one
+    /// (when `chat.context_url` is set), else None. A failed read or fetch never holds up a
+    /// reply: it is logged and the reply goes on without the document.
     pub(super) async fn prompt_context(&self, user_id: &str) -> Option<String> {
         match storage::get_user_context(&self.db, user_id).await {
-            Ok(row) => row
-                .map(|r| render(&parse(&r.document)))
-                .filter(|r| !r.is_empty()),
+            Ok(Some(row)) => Some(render(&parse(&row.document))).filter(|r| !r.is_empty()),
+            Ok(None) => match &self.context_source {
+                Some(source) => source.rendered(user_id).await,
+                None => None,
+            },
             Err(err) => {
                 tracing::warn!(user = %user_id, error = %err, "user context not read; replying without it");
                 None
             }
         }
     }
+}
+
+/// Fetches users' documents from `chat.context_url` and keeps each (rendered), or the failure
+/// to get it, for `chat.context_cache_secs`: a slow or failing service costs each user at most
+/// one timeout per period.
+pub struct ContextSource {
+    client: reqwest::Client,
+    template: String,
+    ttl: Duration,
+    cache: Mutex<HashMap<String, (Instant, Option<String>)>>,
+}
+
+/// Users whose documents are kept at once; past it, expired entries (then all) are dropped.
+const CACHE_USERS: usize = 10_000;
+
+impl ContextSource {
+    pub fn from_settings(settings: &crate::config::ChatSettings) -> Option<Self> {
+        if settings.context_url.is_empty() {
+            return None;
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_millis(settings.context_fetch_timeout_ms))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Some(Self {
+            client,
+            template: settings.context_url.clone(),
+            ttl: Duration::from_secs(settings.context_cache_secs),
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn rendered(&self, user_id: &str) -> Option<String> {
+        let now = Instant::now();
+        if let Some((at, kept)) = self.lock().get(user_id)
+            && now.duration_since(*at) < self.ttl
+        {
+            return kept.clone();
+        }
+        let fetched = self.fetch(user_id).await;
+        let mut cache = self.lock();
+        if cache.len() >= CACHE_USERS {
+            cache.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
+            if cache.len() >= CACHE_USERS {
+                cache.clear();
+            }
+        }
+        cache.insert(user_id.to_owned(), (now, fetched.clone()));
+        fetched
+    }
+
+    async fn fetch(&self, user_id: &str) -> Option<String> {
+        let url = self.template.replace("{userId}", &percent_encode(user_id));
+        let answer = async {
+            let response = self.client.get(&url).send().await?.error_for_status()?;
+            response.json::<Value>().await
+        };
+        match answer.await {
+            Ok(Value::Object(document)) => Some(render(&document)).filter(|r| !r.is_empty()),
+            Ok(_) => {
+                tracing::warn!(user = %user_id, "fetched user context is not a JSON object; replying without it");
+                None
+            }
+            // The reason without the URL (its query may carry a key).
+            Err(err) => {
+                tracing::warn!(user = %user_id, error = %err.without_url(), "user context not fetched; replying without it");
+                None
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Option<String>)>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `id` safe in a URL path segment: unreserved characters kept, every other byte `%XX`.
+fn percent_encode(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 /// Stored text back to an object (only objects are stored; anything else reads as empty).
@@ -135,6 +229,13 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn ids_are_percent_encoded_for_the_url() {
+        assert_eq!(percent_encode("ada-1_x.y~z"), "ada-1_x.y~z");
+        assert_eq!(percent_encode("a b/c?d"), "a%20b%2Fc%3Fd");
+        assert_eq!(percent_encode("é"), "%C3%A9");
+    }
 
     #[test]
     fn documents_render_as_one_line_per_field() {

@@ -58,6 +58,8 @@ pub struct Engine {
     pub(super) watch: broadcast::Sender<SessionChange>,
     /// Operator alerts; never waits (disabled unless startup passes one in).
     pub(super) notifier: Notifier,
+    /// Where users' context documents are fetched when none was pushed (`chat.context_url`).
+    pub(super) context_source: Option<super::context::ContextSource>,
 }
 
 /// A reply in progress: enough to stop it and to resume its stream.
@@ -74,6 +76,7 @@ impl Engine {
     pub fn new(db: Db, llm: Llm, settings: ChatSettings, verifier: Verifier) -> Self {
         let limits = RateLimits::new(&settings);
         let (watch, _) = broadcast::channel(settings.watch_buffer);
+        let context_source = super::context::ContextSource::from_settings(&settings);
         Self {
             db,
             llm,
@@ -90,6 +93,7 @@ impl Engine {
             clock: Clock::System,
             watch,
             notifier: Notifier::disabled(),
+            context_source,
         }
     }
 
