@@ -121,3 +121,37 @@ async fn a_stream_that_ends_before_message_end_is_a_failed_reply_not_a_complete_
     assert_eq!(fin["content"], "Cut sh");
     stack.stop().await;
 }
+
+#[tokio::test]
+async fn a_dify_app_is_retried_on_429_and_5xx_and_falls_back_when_it_refuses() {
+    // Two retryable failures, then the answer.
+    let script = FakeScript::reply(&["Back", " again."]).failing_first(&[429, 503]);
+    let stack = spawn_stack(StackOptions::default().llm(Llm::Dify(script))).await;
+    let (mut ws, _) = stack.connect("dora").await;
+    let (_, fin) = turn(&mut ws, None, "Are you there?", "d-retry").await;
+    assert_eq!(
+        (fin["status"].clone(), fin["content"].clone()),
+        (json!("complete"), json!("Back again."))
+    );
+    assert_eq!(stack.fake.as_ref().expect("fake").request_count(), 3);
+    stack.stop().await;
+
+    // A 400 is not retried: the model's fallback (the demo) answers instead.
+    let script = FakeScript::reply(&["unused"]).failing_first(&[400]);
+    let stack = spawn_stack(StackOptions::default().llm(Llm::Dify(script)).core(|c| {
+        if let Some(model) = c.llm.models.iter_mut().find(|m| m.id == "fake-dify") {
+            model.fallback = Some("demo".into());
+        }
+    }))
+    .await;
+    let (mut ws, _) = stack.connect("dora").await;
+    let (_, fin) = turn(&mut ws, None, "Hello", "d-fallback").await;
+    assert_eq!(fin["status"], "complete", "{fin}");
+    assert_eq!(fin["metadata"]["model"], "demo");
+    assert_eq!(
+        stack.fake.as_ref().expect("fake").request_count(),
+        1,
+        "not retried"
+    );
+    stack.stop().await;
+}

@@ -384,3 +384,69 @@ async fn a_document_not_pushed_is_fetched_from_the_context_url_cached_and_never_
     );
     stack.stop().await;
 }
+
+/// The whole request each provider gets for a turn with everything in it: the agent's prompt,
+/// the user's document, the message's own `context`, and the chat's history before the new
+/// message, byte for byte as the upstream API expects it.
+#[tokio::test]
+async fn the_upstream_request_carries_agent_prompt_document_message_context_and_history() {
+    for anthropic in [false, true] {
+        let script = FakeScript::reply(&["Answer."]);
+        let llm = if anthropic {
+            Llm::Anthropic(script)
+        } else {
+            Llm::OpenAi(script)
+        };
+        let stack = spawn_stack(StackOptions::default().llm(llm)).await;
+        let service = stack.token("tasks-service", &["service"]);
+        let (status, _) = call(
+            reqwest::Method::PUT,
+            &stack.http_url("/api/users/ivy/context"),
+            Some(&service),
+            Some(json!({"groups": ["Biology"]}).to_string()),
+        )
+        .await;
+        assert_eq!(status, 200);
+        let (mut ws, _) = stack.connect("ivy").await;
+        ws.send_message(None, "What is a cell?", "p-1").await;
+        let chat = ws.recv_type("ack").await["data"]["chatId"]
+            .as_str()
+            .expect("chat")
+            .to_string();
+        ws.recv_reply().await;
+        ws.send(json!({"type": "message", "messageId": "p-2", "data": {
+            "chatId": chat, "content": "And a nucleus?", "context": {"page": "chapter-2"}}}))
+            .await;
+        ws.recv_type("ack").await;
+        ws.recv_reply().await;
+
+        let settings = LlmSettings::default();
+        let agent = settings
+            .agents
+            .iter()
+            .find(|a| a.id == settings.default_agent)
+            .expect("default agent");
+        let system = format!(
+            "{}\n\nWhat is known about the user (their context document):\n- groups: Biology\
+             \n\nContext the application attached to the latest message (JSON):\n{{\"page\":\"chapter-2\"}}",
+            agent.system_prompt
+        );
+        let history = json!([
+            {"role": "user", "content": "What is a cell?"},
+            {"role": "assistant", "content": "Answer."},
+            {"role": "user", "content": "And a nucleus?"},
+        ]);
+        let body = stack.fake.as_ref().expect("fake").requests()[1].clone();
+        let expected = if anthropic {
+            json!({"model": "upstream-model", "system": system, "messages": history,
+                   "max_tokens": 1024, "stream": true})
+        } else {
+            let mut messages = vec![json!({"role": "system", "content": system})];
+            messages.extend(history.as_array().cloned().unwrap_or_default());
+            json!({"model": "upstream-model", "messages": messages, "stream": true,
+                   "stream_options": {"include_usage": true}, "max_tokens": 1024})
+        };
+        assert_eq!(body, expected, "anthropic: {anthropic}");
+        stack.stop().await;
+    }
+}
