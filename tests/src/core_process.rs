@@ -115,12 +115,7 @@ impl CoreProcess {
 
     /// Lines of the log so far that report a panic.
     pub fn panics(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("panicked"))
-            .map(str::to_string)
-            .collect()
+        crate::panics_in(&self.log)
     }
 }
 

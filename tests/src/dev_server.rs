@@ -105,12 +105,7 @@ impl DevServer {
 
     /// Lines of the server's log that report a panic.
     pub fn panics(&self) -> Vec<String> {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("panicked"))
-            .map(str::to_string)
-            .collect()
+        crate::panics_in(&self.log)
     }
 
     /// Kills the process with SIGKILL (no shutdown of any kind, as a crash) and returns its

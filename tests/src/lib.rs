@@ -501,6 +501,16 @@ enum Frame {
     Closed(Option<u16>),
 }
 
+/// Lines of a server's log file that report a panic (none when the file is missing).
+pub fn panics_in(log: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("panicked"))
+        .map(str::to_string)
+        .collect()
+}
+
 /// A token for `user` signed with [`SECRET`], valid for an hour, for processes started
 /// outside a [`Stack`] (they verify with the same secret).
 pub fn token(user: &str) -> String {

@@ -25,6 +25,36 @@ fn quick(c: &mut chat_core::Settings, url: String) {
     c.database.check_interval_ms = 100;
 }
 
+/// Another process's write lock on a SQLite file (`BEGIN EXCLUSIVE` on its own connection, in
+/// its own thread), held until [`WriteLock::release`].
+struct WriteLock {
+    release: std::sync::mpsc::Sender<()>,
+    holder: std::thread::JoinHandle<()>,
+}
+
+impl WriteLock {
+    /// Returns once the lock is held.
+    async fn take(path: std::path::PathBuf) -> Self {
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let (locked_tx, locked) = tokio::sync::oneshot::channel();
+        let holder = std::thread::spawn(move || {
+            let mut conn =
+                diesel::SqliteConnection::establish(&path.display().to_string()).expect("open");
+            conn.batch_execute("BEGIN EXCLUSIVE").expect("lock");
+            let _ = locked_tx.send(());
+            let _ = released.recv();
+            conn.batch_execute("ROLLBACK").expect("unlock");
+        });
+        locked.await.expect("locked");
+        Self { release, holder }
+    }
+
+    fn release(self) {
+        self.release.send(()).expect("holder waiting");
+        self.holder.join().expect("holder");
+    }
+}
+
 /// The core's readiness as a stream of changes.
 struct Readiness(tonic::Streaming<tonic_health::pb::HealthCheckResponse>);
 
@@ -101,23 +131,12 @@ async fn sqlite_locked_by_another_writer_refuses_messages_with_503_until_it_is_r
     let (mut ws, _) = stack.connect("opal").await;
 
     // Another process takes the write lock and holds it until told to let go.
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (locked_tx, locked) = tokio::sync::oneshot::channel();
-    let holder = std::thread::spawn(move || {
-        let mut conn =
-            diesel::SqliteConnection::establish(&path.display().to_string()).expect("open");
-        conn.batch_execute("BEGIN EXCLUSIVE").expect("lock");
-        let _ = locked_tx.send(());
-        let _ = released.recv();
-        conn.batch_execute("ROLLBACK").expect("unlock");
-    });
-    locked.await.expect("locked");
+    let lock = WriteLock::take(path).await;
 
     refused(&mut ws, "outage-1").await;
     readiness.expect(ServingStatus::NotServing).await;
 
-    release.send(()).expect("holder waiting");
-    holder.join().expect("holder");
+    lock.release();
     readiness.expect(ServingStatus::Serving).await;
     accepted_once(&stack, &mut ws, "outage-1").await;
     stack.stop().await;
@@ -166,17 +185,7 @@ async fn a_reply_that_ends_while_sqlite_is_locked_is_stored_and_delivered_once_i
     let reply_id = first["data"]["messageId"].as_str().expect("id").to_string();
 
     // The lock is taken mid-reply; the model finishes while it is held.
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let (locked_tx, locked) = tokio::sync::oneshot::channel();
-    let holder = std::thread::spawn(move || {
-        let mut conn =
-            diesel::SqliteConnection::establish(&path.display().to_string()).expect("open");
-        conn.batch_execute("BEGIN EXCLUSIVE").expect("lock");
-        let _ = locked_tx.send(());
-        let _ = released.recv();
-        conn.batch_execute("ROLLBACK").expect("unlock");
-    });
-    locked.await.expect("locked");
+    let lock = WriteLock::take(path).await;
     let mut last = first;
     while last["data"]["index"] != 3 {
         last = ws.recv_type("message_chunk").await;
@@ -185,8 +194,7 @@ async fn a_reply_that_ends_while_sqlite_is_locked_is_stored_and_delivered_once_i
     // attempts to store the reply meet the lock (a longer hold proves nothing more).
     // Until then the core keeps the reply (no error, no final message).
     ws.expect_silence(Duration::from_millis(1500)).await;
-    release.send(()).expect("holder waiting");
-    holder.join().expect("holder");
+    lock.release();
 
     let (fin, _) = ws
         .recv_until(|f| f["type"] == "message" && f["data"]["message"]["role"] == "assistant")
