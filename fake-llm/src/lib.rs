@@ -28,7 +28,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse as _, Response};
-use axum::routing::post;
+use axum::routing::{MethodRouter, post};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -88,9 +88,9 @@ pub async fn spawn(script: FakeScript) -> FakeLlm {
         disconnect: Notify::new(),
     });
     let app = Router::new()
-        .route("/v1/chat/completions", post(chat_completions))
-        .route("/v1/messages", post(messages))
-        .route("/v1/chat-messages", post(chat_messages))
+        .route("/v1/chat/completions", endpoint(Api::OpenAi))
+        .route("/v1/messages", endpoint(Api::Anthropic))
+        .route("/v1/chat-messages", endpoint(Api::Dify))
         .with_state(Arc::clone(&shared));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -177,31 +177,13 @@ impl Drop for FakeLlm {
     }
 }
 
-async fn chat_completions(
-    State(shared): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    answer(&shared, Api::OpenAi, uri, headers, &body)
-}
-
-async fn messages(
-    State(shared): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    answer(&shared, Api::Anthropic, uri, headers, &body)
-}
-
-async fn chat_messages(
-    State(shared): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    answer(&shared, Api::Dify, uri, headers, &body)
+/// The endpoint of `api`: every request is recorded and answered by [`answer`].
+fn endpoint(api: Api) -> MethodRouter<Arc<Shared>> {
+    post(
+        move |State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap, body: Bytes| async move {
+            answer(&shared, api, uri, headers, &body)
+        },
+    )
 }
 
 fn answer(shared: &Arc<Shared>, api: Api, uri: Uri, headers: HeaderMap, body: &[u8]) -> Response {

@@ -501,6 +501,15 @@ enum Frame {
     Closed(Option<u16>),
 }
 
+/// The usage row stored for the final message `message` (its JSON, as a frame carries it);
+/// panics when there is none.
+pub async fn usage_of(stack: &Stack, message: &Value) -> chat_core::storage::UsageRow {
+    chat_core::storage::usage_for_message(&stack.db, message["id"].as_str().unwrap_or_default())
+        .await
+        .expect("usage query")
+        .expect("a usage row for the message")
+}
+
 /// Lines of a server's log file that report a panic (none when the file is missing).
 pub fn panics_in(log: &std::path::Path) -> Vec<String> {
     std::fs::read_to_string(log)

@@ -193,10 +193,7 @@ async fn an_openai_compatible_stream_arrives_in_order_with_usage_stored() {
     assert_eq!(fin["metadata"]["model"], "fake-openai");
     assert!(fin["metadata"]["ttftMs"].as_i64().is_some());
 
-    let usage = storage::usage_for_message(&stack.db, fin["id"].as_str().unwrap_or_default())
-        .await
-        .expect("usage")
-        .expect("usage row");
+    let usage = chat_tests::usage_of(&stack, fin).await;
     assert_eq!(
         (
             usage.prompt_tokens,

@@ -3,7 +3,6 @@
 //! message (a new chat starts a new conversation), and a stream that fails or stops short of
 //! `message_end` is stored as `failed` with the text that arrived.
 
-use chat_core::storage;
 use chat_tests::fake_llm::{FakeScript, sse_data};
 use chat_tests::{Llm, StackOptions, Ws, spawn_stack};
 use serde_json::{Value, json};
@@ -30,10 +29,7 @@ async fn a_dify_app_answers_with_usage_and_keeps_each_chats_conversation() {
     assert_eq!(first["status"], "complete");
     assert_eq!(first["metadata"]["promptTokens"], 21);
     assert_eq!(first["metadata"]["completionTokens"], 3);
-    let usage = storage::usage_for_message(&stack.db, first["id"].as_str().unwrap_or_default())
-        .await
-        .expect("usage")
-        .expect("usage row");
+    let usage = chat_tests::usage_of(&stack, &first).await;
     assert_eq!(
         (
             usage.prompt_tokens,
@@ -101,10 +97,7 @@ async fn a_dify_error_event_mid_reply_stores_the_text_so_far_as_failed() {
     assert_eq!(fin["status"], "failed", "{fin}");
     assert_eq!(fin["content"], "Half an answer");
     // Usage is still stored, estimated (the app sent none).
-    let usage = storage::usage_for_message(&stack.db, fin["id"].as_str().unwrap_or_default())
-        .await
-        .expect("usage")
-        .expect("usage row");
+    let usage = chat_tests::usage_of(&stack, &fin).await;
     assert!(usage.estimated);
     stack.stop().await;
 }

@@ -7,7 +7,6 @@
 //! client's retries.
 
 use chat_core::llm::{ModelSettings, ProviderKind, ProviderSettings};
-use chat_core::storage;
 use chat_tests::llmock::Llmock;
 use chat_tests::{Stack, StackOptions, Ws, spawn_stack};
 use serde_json::{Value, json};
@@ -74,14 +73,6 @@ async fn ask(mock: &Llmock, ws: &mut Ws, id: &str, behaviors: Value) -> Outcome 
     }
 }
 
-async fn usage_estimated(stack: &Stack, message: &Value) -> bool {
-    storage::usage_for_message(&stack.db, message["id"].as_str().unwrap_or_default())
-        .await
-        .expect("usage")
-        .expect("usage stored for every outcome")
-        .estimated
-}
-
 /// llmock's findings of severity `error` (retried too early, retried a 400, a retry storm, a
 /// cut stream used as if whole).
 async fn errors_found(mock: &Llmock) -> Vec<String> {
@@ -114,7 +105,7 @@ async fn faults_end_as_they_should(kind: ProviderKind) {
     assert_eq!(out.message["content"], "Scripted answer from llmock");
     assert_eq!(out.attempts.len(), 1);
     assert!(
-        !usage_estimated(&stack, &out.message).await,
+        !chat_tests::usage_of(&stack, &out.message).await.estimated,
         "the provider's usage"
     );
 
@@ -179,7 +170,7 @@ async fn faults_end_as_they_should(kind: ProviderKind) {
         out.errors.last().map(|e| e["data"]["code"].clone()),
         Some(json!(502))
     );
-    assert!(usage_estimated(&stack, &out.message).await);
+    assert!(chat_tests::usage_of(&stack, &out.message).await.estimated);
     assert_eq!(errors_found(&mock).await, Vec::<String>::new());
 
     // Mid-stream faults after the first tokens: no retry (the user saw text), the reply is
@@ -207,7 +198,7 @@ async fn faults_end_as_they_should(kind: ProviderKind) {
             "{kind_of_fault}"
         );
         assert!(
-            usage_estimated(&stack, &out.message).await,
+            chat_tests::usage_of(&stack, &out.message).await.estimated,
             "{kind_of_fault}"
         );
         assert_eq!(out.attempts.len(), 1, "{kind_of_fault}: {:?}", out.attempts);

@@ -51,14 +51,18 @@ pub(super) async fn build_prompt(
              continue the conversation from where they left off.",
         );
     }
-    // Stateful providers' conversation ids: without them a Dify app starts afresh, which is
-    // worse than nothing only in that it forgets; so a failed read is logged, not fatal.
-    let conversations = storage::conversations_of(&engine.db, &chat.id)
-        .await
-        .unwrap_or_else(|err| {
-            tracing::warn!(error = %err, "conversation ids not read");
-            Default::default()
-        });
+    // Stateful providers' conversation ids, read only when such a provider is configured:
+    // without them a Dify app starts afresh and forgets, so a failed read is logged, not fatal.
+    let conversations = if engine.llm.has_stateful_providers() {
+        storage::conversations_of(&engine.db, &chat.id)
+            .await
+            .unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "conversation ids not read");
+                Default::default()
+            })
+    } else {
+        Default::default()
+    };
     Ok(Prompt {
         system,
         turns: fit_turns(&rows, budget),

@@ -25,6 +25,8 @@ pub struct Llm {
     settings: LlmSettings,
     catalogue: HashMap<String, Entry>,
     policy: Policy,
+    /// Some model's provider keeps conversations itself (Dify).
+    stateful: bool,
 }
 
 impl std::fmt::Debug for Llm {
@@ -87,11 +89,23 @@ impl Llm {
                 Some((model.id.clone(), entry))
             })
             .collect();
+        let stateful = settings.models.iter().any(|model| {
+            settings
+                .provider(&model.provider)
+                .is_some_and(|p| p.kind == ProviderKind::Dify)
+        });
         Ok(Llm {
             settings: settings.clone(),
             catalogue,
             policy: Policy::new(settings),
+            stateful,
         })
+    }
+
+    /// Whether some model's provider keeps conversations itself (Dify): only then are a
+    /// chat's conversation ids worth reading for its prompt.
+    pub fn has_stateful_providers(&self) -> bool {
+        self.stateful
     }
 
     pub fn model(&self, id: &str) -> Option<&ModelSettings> {
