@@ -6,8 +6,8 @@
 # used (tests/src/bin/scan-logs.rs). Extra arguments go to `cargo test` (e.g. a test name
 # filter).
 #
-# Needs: the Rust toolchain, the postgresql-15 server package, and python3 with venv and pip
-# (for the test peers from PyPI); fails loudly, saying what to install, when one is missing.
+# Needs: the Rust toolchain, the postgresql-15 server package, python3 with venv and pip (for
+# the test peers from PyPI), and Node.js with npm (for socket.io-client); fails loudly, saying what to install, when one is missing.
 # Set CARGO_TARGET_DIR to reuse a build cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +34,20 @@ if ! "$venv/bin/python" -c 'import aiosmtpd, llmock' >/dev/null 2>&1; then
 fi
 export TEST_PYTHON="$venv/bin/python"
 export TEST_LLMOCK="$venv/bin/llmock"
+
+# The real socket.io-client from npm, for seed 003's client (tests/tests/socketio.rs), into
+# tests/socketio/node_modules from its lock file; reused while the lock file is unchanged.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "scripts/test.sh: Node.js 20 and npm are needed for the Socket.IO tests" >&2
+  exit 1
+fi
+if ! cmp -s tests/socketio/package-lock.json tests/socketio/node_modules/.installed-from-lock; then
+  if ! (cd tests/socketio && npm ci --no-audit --no-fund --loglevel=error >&2); then
+    echo "scripts/test.sh: cannot install socket.io-client from npm into tests/socketio (npm needs the registry)" >&2
+    exit 1
+  fi
+  cp tests/socketio/package-lock.json tests/socketio/node_modules/.installed-from-lock
+fi
 
 eval "$(bash scripts/pg-throwaway.sh start)"
 # Every end-to-end test process copies its servers' logs (at their most verbose level) and the

@@ -59,7 +59,18 @@ pub struct Settings {
     pub log: LogSettings,
     /// Operator alerts by email and SMS; off unless a channel is configured.
     pub notify: NotifySettings,
+    /// What loading the environment warned about (seed aliases shadowed by the project's own
+    /// variables); logged at start.
+    #[serde(skip)]
+    pub env_warnings: Vec<String>,
 }
+
+/// The seeds' variable names the core reads, below its own (`CHAT_*`); `LLM_API_KEY` and
+/// `LLM_BASE_URL` are read with the provider variables (`OPENAI_*`).
+pub const SEED_ALIASES: &[(&str, &str)] = &[
+    ("JWT_SECRET", "auth.secret"),
+    ("MESSAGE_RATE_LIMIT", "chat.user_messages_per_minute"),
+];
 
 impl Default for Settings {
     fn default() -> Self {
@@ -73,6 +84,7 @@ impl Default for Settings {
             grpc: GrpcSettings::default(),
             log: LogSettings::default(),
             notify: NotifySettings::default(),
+            env_warnings: Vec::new(),
         }
     }
 }
@@ -279,7 +291,7 @@ impl Settings {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, SettingsError> {
         let env: Vec<(String, String)> = env.into_iter().collect();
-        let mut settings: Settings = SettingsLoader::new(ENV_PREFIX)
+        let mut loader = SettingsLoader::new(ENV_PREFIX)
             .ignore_prefix(EDGE_ENV_PREFIX)
             .ignore_var(CONFIG_ENV)
             .verbatim(NotifySettings::VERBATIM_KEYS)
@@ -287,13 +299,18 @@ impl Settings {
             .defaults("database", DatabaseSettings::default())
             .defaults("chat", ChatSettings::default())
             .defaults("grpc", GrpcSettings::default())
-            .defaults("log", LogSettings::default())
-            .load(file, env.iter().cloned())?;
-        settings.llm.apply_env(|name| {
+            .defaults("log", LogSettings::default());
+        for (name, key) in SEED_ALIASES {
+            loader = loader.alias(name, key);
+        }
+        let mut settings: Settings = loader.load(file, env.iter().cloned())?;
+        settings.env_warnings = loader.alias_warnings(&env);
+        let llm_warnings = settings.llm.apply_env(|name| {
             env.iter()
                 .find(|(key, _)| key == name)
                 .map(|(_, value)| value.clone())
         });
+        settings.env_warnings.extend(llm_warnings);
         Ok(settings)
     }
 

@@ -71,6 +71,9 @@ impl Application {
         settings
             .validate()
             .map_err(|e| StartupError::Config(e.to_string()))?;
+        for warning in &settings.env_warnings {
+            tracing::warn!("{warning}");
+        }
         let db = Db::connect_with(&settings.database.url, settings.database.pool_options()).await?;
         db.migrate().await?;
         let llm = Llm::new(&settings.llm).map_err(|e| StartupError::Config(e.to_string()))?;

@@ -4,6 +4,11 @@
 //! that are not its settings (another process's prefix, the variable naming the file), so two
 //! processes can share one environment.
 //!
+//! Seed aliases ([`SettingsLoader::alias`]): variables the seed designs' deployments set
+//! (`JWT_SECRET`, `MAX_CONNECTIONS`, ...) name a setting too, below the project's own
+//! variable: own variable > alias > file > defaults. [`SettingsLoader::alias_warnings`] says
+//! when both are set and differ (naming the variables, never their values).
+//!
 //! The environment is a parameter: binaries pass [`process_env`], tests pass a list.
 
 use std::path::{Path, PathBuf};
@@ -27,6 +32,11 @@ pub enum SettingsError {
 }
 
 impl SettingsError {
+    /// An invalid value that figment did not see (a variable read by hand).
+    pub fn message(message: impl Into<String>) -> Self {
+        Self::Invalid(Box::new(figment::Error::from(message.into())))
+    }
+
     /// The dotted key of an invalid value (`chat.max_message_chars`), when one is to blame.
     pub fn key(&self) -> Option<String> {
         match self {
@@ -72,7 +82,17 @@ pub struct SettingsLoader {
     ignored_prefixes: Vec<&'static str>,
     ignored_vars: Vec<&'static str>,
     verbatim: Vec<&'static str>,
+    aliases: Vec<Alias>,
     defaults: Figment,
+}
+
+/// A variable outside the prefix that sets one key ([`SettingsLoader::alias`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alias {
+    /// The variable, matched exactly (`JWT_SECRET`).
+    pub name: &'static str,
+    /// The dotted key it sets (`auth.secret`).
+    pub key: &'static str,
 }
 
 impl SettingsLoader {
@@ -83,6 +103,7 @@ impl SettingsLoader {
             ignored_prefixes: Vec::new(),
             ignored_vars: Vec::new(),
             verbatim: Vec::new(),
+            aliases: Vec::new(),
             defaults: Figment::new(),
         }
     }
@@ -106,6 +127,46 @@ impl SettingsLoader {
         self
     }
 
+    /// The variable `name` sets `key` unless the prefixed variable of `key` is set too.
+    pub fn alias(mut self, name: &'static str, key: &'static str) -> Self {
+        self.aliases.push(Alias { name, key });
+        self
+    }
+
+    /// The prefixed variable of a dotted key: `auth.secret` under `CHAT_` is
+    /// `CHAT_AUTH__SECRET`.
+    pub fn variable_of(&self, key: &str) -> String {
+        format!(
+            "{}{}",
+            self.prefix,
+            key.replace('.', "__").to_ascii_uppercase()
+        )
+    }
+
+    /// One line per alias set beside its key's own variable to a different value: the own
+    /// variable wins. Names only, never values (they may be secrets).
+    pub fn alias_warnings(&self, env: &[(String, String)]) -> Vec<String> {
+        let value_of = |name: &str| {
+            env.iter()
+                .rev()
+                .find(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        self.aliases
+            .iter()
+            .filter_map(|alias| {
+                let own = self.variable_of(alias.key);
+                match (value_of(alias.name), value_of(&own)) {
+                    (Some(seed), Some(ours)) if seed != ours => Some(format!(
+                        "{} and {own} are both set, to different values: {own} wins ({})",
+                        alias.name, alias.key
+                    )),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
     /// Defaults of the table at `key`. Fields a type's `#[serde(default)]` fills need none;
     /// this puts them into figment's view of the settings, so errors can point at them.
     pub fn defaults<T: Serialize>(mut self, key: &str, value: T) -> Self {
@@ -127,10 +188,39 @@ impl SettingsLoader {
             }
             figment = figment.merge(Toml::file(path));
         }
+        let env: Vec<(String, String)> = env.into_iter().collect();
         figment
+            .merge(self.aliased(&env))
             .merge(self.env(env))
             .extract()
             .map_err(|err| SettingsError::Invalid(Box::new(err)))
+    }
+
+    /// The aliases that are set, as a provider below the prefixed variables.
+    fn aliased(&self, env: &[(String, String)]) -> EnvProvider {
+        let mut values = Dict::new();
+        for (name, value) in env {
+            for alias in self.aliases.iter().filter(|a| a.name == name.trim()) {
+                let path: Vec<String> = alias.key.split('.').map(str::to_owned).collect();
+                insert(&mut values, &path, self.parse(alias.key, value.clone()));
+            }
+        }
+        EnvProvider {
+            name: "seed alias",
+            values,
+        }
+    }
+
+    /// Parsed as figment's own `Env` does (numbers, booleans, arrays, else a string), except
+    /// for verbatim keys.
+    fn parse(&self, key: &str, value: String) -> Value {
+        if self.verbatim.contains(&key) {
+            Value::from(value)
+        } else {
+            value
+                .parse::<Value>()
+                .unwrap_or_else(|never| match never {})
+        }
     }
 
     fn env(&self, env: impl IntoIterator<Item = (String, String)>) -> EnvProvider {
@@ -156,18 +246,11 @@ impl SettingsLoader {
             if path.iter().any(String::is_empty) {
                 continue;
             }
-            // Parsed as figment's own `Env` does: numbers, booleans, arrays, else a string.
-            let value = if self.verbatim.contains(&path.join(".").as_str()) {
-                Value::from(value)
-            } else {
-                value
-                    .parse::<Value>()
-                    .unwrap_or_else(|never| match never {})
-            };
+            let value = self.parse(&path.join("."), value);
             insert(&mut values, &path, value);
         }
         EnvProvider {
-            prefix: self.prefix,
+            name: self.prefix,
             values,
         }
     }
@@ -210,13 +293,14 @@ fn insert(dict: &mut Dict, path: &[String], value: Value) {
 
 /// The selected variables, as figment sees them (named like figment's `Env` in errors).
 struct EnvProvider {
-    prefix: &'static str,
+    /// The prefix, or "seed alias".
+    name: &'static str,
     values: Dict,
 }
 
 impl Provider for EnvProvider {
     fn metadata(&self) -> Metadata {
-        Metadata::named(format!("`{}` environment variable(s)", self.prefix))
+        Metadata::named(format!("`{}` environment variable(s)", self.name))
     }
 
     fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {

@@ -362,8 +362,21 @@ impl ReplyText {
 }
 
 /// A test WebSocket client speaking the JSON protocol.
+///
+/// It passes over the summary `chat_update {messageCount, lastMessage}` sent after each stored
+/// message unless [`Ws::with_summaries`] asks for them: most tests are about other frames.
 pub struct Ws {
     pub inner: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    summaries: bool,
+}
+
+/// The summary a chat's members get after each stored message (no `seq`).
+pub fn is_summary(frame: &Value) -> bool {
+    frame["type"] == "chat_update"
+        && frame.get("seq").is_none()
+        && frame["data"]["updates"]
+            .as_object()
+            .is_some_and(|u| u.keys().all(|k| k == "messageCount" || k == "lastMessage"))
 }
 
 impl Ws {
@@ -371,7 +384,16 @@ impl Ws {
         let (inner, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket connects");
-        Self { inner }
+        Self {
+            inner,
+            summaries: false,
+        }
+    }
+
+    /// This client also returns the summary `chat_update` frames.
+    pub fn with_summaries(mut self) -> Self {
+        self.summaries = true;
+        self
     }
 
     /// Opens with a prepared request (headers, subprotocols); returns the HTTP response too.
@@ -385,7 +407,13 @@ impl Ws {
         tokio_tungstenite::tungstenite::Error,
     > {
         let (inner, response) = tokio_tungstenite::connect_async(request).await?;
-        Ok((Self { inner }, response))
+        Ok((
+            Self {
+                inner,
+                summaries: false,
+            },
+            response,
+        ))
     }
 
     pub async fn send(&mut self, frame: Value) {
@@ -483,6 +511,9 @@ impl Ws {
                 Some(Ok(Message::Text(text))) => {
                     let frame = serde_json::from_str(text.as_str()).expect("server sends JSON");
                     log_capture::record_frame(&frame);
+                    if !self.summaries && is_summary(&frame) {
+                        continue;
+                    }
                     return Frame::Json(frame);
                 }
                 Some(Ok(Message::Close(frame))) => {

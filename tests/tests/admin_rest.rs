@@ -214,6 +214,9 @@ fn same_shape(path: &str, documented: &Value, actual: &Value) -> Result<(), Stri
                 "ttftMs",
                 "latencyMs",
                 "operatorName",
+                "finishReason",
+                "messageIndex",
+                "totalMessages",
             ];
             match a.keys().find(|k| !known.contains(&k.as_str())) {
                 Some(k) => Err(format!("{path}: undocumented {k}")),

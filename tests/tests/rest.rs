@@ -102,12 +102,23 @@ async fn health_probes_report_liveness_readiness_and_connections() {
     );
     let (status, ready) = get(&stack.http_url("/readyz"), None).await;
     assert_eq!(status, 200, "{ready}");
-    let (_ws, _) = stack.connect("alice").await;
+    let (mut ws, _) = stack.connect("alice").await;
+    let (_idle, _) = stack.connect("bob").await;
+    let (status, health) = get(&stack.http_url("/ws/health"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["activeChats"], 0, "{health}");
+    // One chat with a joined member.
+    chat_tests::chat_with_one_turn(&mut ws, "hello").await;
     for path in ["/ws/health", "/api/websocket/health"] {
         let (status, health) = get(&stack.http_url(path), None).await;
         assert_eq!(status, 200);
-        assert_eq!(health["connections"], 1);
-        assert!(health["uptimeSeconds"].is_u64());
+        assert_eq!(health["status"], "ok");
+        // Seed 001 reads connections, activeChats and uptime; seed 003 connectedClients.
+        assert_eq!(health["connections"], 2);
+        assert_eq!(health["connectedClients"], 2);
+        assert_eq!(health["activeChats"], 1, "{health}");
+        assert!(health["uptime"].is_u64());
+        assert_eq!(health["uptime"], health["uptimeSeconds"]);
     }
     let page = reqwest::get(stack.http_url("/"))
         .await
@@ -126,6 +137,10 @@ async fn readiness_fails_when_the_core_is_gone() {
     .await;
     let (status, body) = get(&stack.http_url("/readyz"), None).await;
     assert_eq!((status, body), (503, json!({"status": "unavailable"})));
+    // The edge's own figures still answer; the core's count is unknown.
+    let (status, health) = get(&stack.http_url("/ws/health"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(health["activeChats"], Value::Null, "{health}");
     // And a socket gets a retryable 503 and 1013 instead of hanging.
     let mut ws = chat_tests::Ws::open(&format!(
         "{}?token={}",

@@ -42,11 +42,37 @@ pub enum Admission {
     Full,
 }
 
+/// What the client asked for in the upgrade's query, besides its token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// `?batch=<ms>`: frames coalesced into seed 001's `batch` frames, at most one per window.
+    pub batch: Option<Duration>,
+}
+
+impl SocketOptions {
+    /// The shortest and longest batch windows, in milliseconds.
+    pub const BATCH_MS: std::ops::RangeInclusive<u64> = 10..=1000;
+
+    /// From the upgrade's query; the error says what `batch` must be.
+    pub fn from_query(
+        query: &std::collections::HashMap<String, String>,
+    ) -> Result<Self, &'static str> {
+        let batch = match query.get("batch") {
+            None => None,
+            Some(raw) => match raw.trim().parse::<u64>() {
+                Ok(ms) if Self::BATCH_MS.contains(&ms) => Some(Duration::from_millis(ms)),
+                _ => return Err("batch must be a number of milliseconds from 10 to 1000"),
+            },
+        };
+        Ok(Self { batch })
+    }
+}
+
 /// Counts a live connection for the edge's limit and health figures while it lives.
-struct Live(Arc<EdgeState>);
+pub(crate) struct Live(Arc<EdgeState>);
 
 impl Live {
-    fn new(state: Arc<EdgeState>) -> Self {
+    pub(crate) fn new(state: Arc<EdgeState>) -> Self {
         let live = state.connections.load(Ordering::Relaxed);
         metrics::gauge!("chat_edge_connections").set(live as f64);
         Self(state)
@@ -104,8 +130,12 @@ impl SocketLimits {
 const SLOW: (u16, &str) = (close::TRY_AGAIN_LATER, "Too slow: frames were not read");
 
 /// Serves one socket until either side ends it.
-pub async fn serve<S>(state: Arc<EdgeState>, socket: S, admission: Admission)
-where
+pub async fn serve<S>(
+    state: Arc<EdgeState>,
+    socket: S,
+    admission: Admission,
+    options: SocketOptions,
+) where
     S: Stream<Item = Result<Message, axum::Error>> + Sink<Message> + Unpin + Send + 'static,
 {
     let _live = Live::new(state.clone());
@@ -117,6 +147,7 @@ where
             frames: limits.send_queue_frames,
             bytes: limits.send_queue_bytes,
             send_timeout: limits.send_timeout(),
+            batch: options.batch,
         },
         state.queued.clone(),
     );

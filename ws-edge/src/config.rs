@@ -38,7 +38,36 @@ pub struct EdgeSettings {
     pub allowed_origins: Vec<String>,
     pub metrics: MetricsSettings,
     pub log: LogSettings,
+    /// One more path the WebSocket is served at, besides `/ws`, `/chat` and
+    /// `/api/v1/chat/ws` (seed 001's `WS_PATH`).
+    pub ws_path: Option<String>,
+    /// What loading the environment warned about (seed aliases shadowed by the project's own
+    /// variables); logged at start.
+    #[serde(skip)]
+    pub env_warnings: Vec<String>,
 }
+
+/// The seeds' variable names the edge reads, below its own (`CHAT_EDGE_*`). `WS_PORT` and
+/// `WEBSOCKET_PORT` set the port of `http_addr` (see [`EdgeSettings::load_from`]).
+pub const SEED_ALIASES: &[(&str, &str)] = &[
+    ("JWT_SECRET", "auth.secret"),
+    ("MAX_CONNECTIONS", "limits.max_connections"),
+    ("WS_PATH", "ws_path"),
+];
+/// Seed variables naming the port `http_addr` listens on, in order of precedence.
+pub const SEED_PORT_VARS: &[&str] = &["WS_PORT", "WEBSOCKET_PORT"];
+/// Paths the edge serves itself, which `ws_path` may not take.
+const RESERVED_PATHS: &[&str] = &[
+    "/",
+    "/chat.html",
+    "/chat.js",
+    "/chat.css",
+    "/healthz",
+    "/readyz",
+    "/ws/health",
+    "/api/websocket/health",
+    "/metrics",
+];
 
 /// Where and to whom `/metrics` is served.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -126,6 +155,8 @@ impl Default for EdgeSettings {
             allowed_origins: Vec::new(),
             metrics: MetricsSettings::default(),
             log: LogSettings::default(),
+            ws_path: None,
+            env_warnings: Vec::new(),
         }
     }
 }
@@ -164,12 +195,57 @@ impl EdgeSettings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, SettingsError> {
-        SettingsLoader::new(ENV_PREFIX)
+        let env: Vec<(String, String)> = env.into_iter().collect();
+        let mut loader = SettingsLoader::new(ENV_PREFIX)
             .ignore_var(CONFIG_ENV)
             .verbatim(AuthSettings::VERBATIM_KEYS)
+            .verbatim(&["ws_path"])
             .defaults("limits", EdgeLimits::default())
-            .defaults("log", LogSettings::default())
-            .load(file, env)
+            .defaults("log", LogSettings::default());
+        for (name, key) in SEED_ALIASES {
+            loader = loader.alias(name, key);
+        }
+        let mut settings: Self = loader.load(file, env.iter().cloned())?;
+        settings.env_warnings = loader.alias_warnings(&env);
+        settings.apply_seed_port(&loader, &env)?;
+        Ok(settings)
+    }
+
+    /// `WS_PORT` (or `WEBSOCKET_PORT`) sets the port of `http_addr`, keeping its host, unless
+    /// `CHAT_EDGE_HTTP_ADDR` is set.
+    fn apply_seed_port(
+        &mut self,
+        loader: &SettingsLoader,
+        env: &[(String, String)],
+    ) -> Result<(), SettingsError> {
+        let value_of = |name: &str| {
+            env.iter()
+                .rev()
+                .find(|(n, _)| n.trim() == name)
+                .map(|(_, v)| v.trim())
+        };
+        let Some((name, raw)) = SEED_PORT_VARS
+            .iter()
+            .find_map(|name| value_of(name).map(|v| (*name, v)))
+        else {
+            return Ok(());
+        };
+        let port: u16 = raw.parse().map_err(|_| {
+            SettingsError::message(format!(
+                "{name} must be a port number (0 to 65535), not {raw:?}"
+            ))
+        })?;
+        let own = loader.variable_of("http_addr");
+        if value_of(&own).is_some() {
+            if self.http_addr.port() != port {
+                self.env_warnings.push(format!(
+                    "{name} and {own} are both set, to different ports: {own} wins (http_addr)"
+                ));
+            }
+        } else {
+            self.http_addr.set_port(port);
+        }
+        Ok(())
     }
 
     /// Checks what serde cannot; the first problem found is returned, naming its key.
@@ -214,6 +290,25 @@ impl EdgeSettings {
             positive,
         )?;
         InvalidSetting::check(l.max_body_bytes > 0, "limits.max_body_bytes", positive)?;
+        if let Some(path) = &self.ws_path {
+            InvalidSetting::check(
+                path.len() > 1
+                    && path.len() <= 200
+                    && path.starts_with('/')
+                    && path.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'.')
+                    })
+                    && !path.contains("//")
+                    && !RESERVED_PATHS.contains(&path.as_str())
+                    && !path.starts_with("/api/")
+                    && !path.starts_with("/admin")
+                    && !path.starts_with("/socket.io"),
+                "ws_path",
+                "must be a path such as /ws: a leading /, then letters, digits, /, -, _ or ., \
+                 at most 200 bytes, and not a path the edge serves itself (/, /healthz, \
+                 /readyz, /metrics, /ws/health, /chat.*, /api/..., /admin..., /socket.io...)",
+            )?;
+        }
         if let Some(token) = &self.metrics.token {
             use secrecy::ExposeSecret;
             InvalidSetting::check(
@@ -228,10 +323,10 @@ impl EdgeSettings {
     /// What a production edge is warned about at start, each naming its setting. "Production"
     /// means listening on an address other than loopback: a loopback edge is a developer's.
     pub fn startup_warnings(&self) -> Vec<String> {
+        let mut warnings = self.env_warnings.clone();
         if self.http_addr.ip().is_loopback() {
-            return Vec::new();
+            return warnings;
         }
-        let mut warnings = Vec::new();
         if self.allowed_origins.is_empty() {
             warnings.push(format!(
                 "allowed_origins is empty, so any web page may open WebSockets to this edge \

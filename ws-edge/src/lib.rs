@@ -5,7 +5,8 @@
 //! Module map: [`config`] (settings), [`server`] (accepting and serving HTTP connections:
 //! timeouts, caps), [`routes`] (HTTP routes), [`pages`] (the chat page, security headers),
 //! [`bridge`] (socket <-> gRPC pump, enforcing the limits the core announces), [`outbox`] (a
-//! socket's bounded write queue), [`frames`] (JSON <-> protobuf), [`upstream`] (channels to the
+//! socket's bounded write queue), [`socketio`] (seed 003's Socket.IO clients, bridged the same
+//! way), [`frames`] (JSON <-> protobuf), [`upstream`] (channels to the
 //! core), [`error`] (REST errors). Protocol constants come from [`chat_proto::limits`].
 
 pub mod admin;
@@ -17,6 +18,7 @@ pub mod outbox;
 pub mod pages;
 pub mod routes;
 pub mod server;
+pub mod socketio;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -94,9 +96,17 @@ pub fn app(state: Arc<EdgeState>) -> Router {
             "/api/chat/context/{user_id}",
             get(routes::user_context).post(routes::set_user_context),
         );
+    let router = match state.settings.ws_path.as_deref() {
+        Some(path) if !["/ws", "/chat", "/api/v1/chat/ws"].contains(&path) => {
+            router.route(path, get(routes::websocket))
+        }
+        _ => router,
+    };
     let router = router
         .route("/api/models", get(routes::models))
-        .merge(admin::routes());
+        .merge(admin::routes())
+        // Socket.IO answers `/socket.io/...` itself and hands every other request on.
+        .layer(socketio::layer(state.clone()));
     let router = if state.settings.metrics.addr.is_none() {
         router.route("/metrics", get(routes::metrics))
     } else {

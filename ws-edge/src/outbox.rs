@@ -5,6 +5,11 @@
 //! not written within it) is reported so the bridge closes it with 1013 and frees its slot,
 //! instead of the edge buffering without bound or holding the slot forever.
 //!
+//! With a batch window (`?batch=<ms>`, seed 001's batching) the writer coalesces text frames
+//! into one `{"type":"batch","data":{"messages":[...]},"timestamp"}` frame at most once per
+//! window, each inner frame unchanged and in order; pings go out at once, and the close frame
+//! only after the batch in progress.
+//!
 //! Queued frames and bytes are counted per edge ([`QueueFigures`], shown by `/ws/health`) so
 //! tests and operators can see the memory that waiting frames hold.
 
@@ -30,6 +35,8 @@ pub struct QueueLimits {
     pub frames: usize,
     pub bytes: usize,
     pub send_timeout: Duration,
+    /// Coalesce text frames into `batch` frames, one per window at most (`?batch=<ms>`).
+    pub batch: Option<Duration>,
 }
 
 /// Why the writer stopped.
@@ -97,7 +104,10 @@ impl Outbox {
         S: Sink<Message> + Unpin + Send + 'static,
     {
         let (tx, rx) = mpsc::channel(limits.frames.max(1));
-        let writer = tokio::spawn(write_all(sink, rx, limits.send_timeout));
+        let writer = match limits.batch {
+            None => tokio::spawn(write_all(sink, rx, limits.send_timeout)),
+            Some(window) => tokio::spawn(write_batched(sink, rx, limits.send_timeout, window)),
+        };
         Self {
             tx,
             socket: Arc::default(),
@@ -229,6 +239,105 @@ where
     Ended::Flushed
 }
 
+/// The writer with a batch window: after a batch goes out, the next waits until the window has
+/// passed, gathering every text frame queued meanwhile.
+async fn write_batched<S>(
+    mut sink: S,
+    mut rx: mpsc::Receiver<Queued>,
+    deadline: Duration,
+    window: Duration,
+) -> Ended
+where
+    S: Sink<Message> + Unpin,
+{
+    let mut next_batch = tokio::time::Instant::now();
+    // Text frames waiting for the window; they count until the batch is written.
+    let mut pending: Vec<Queued> = Vec::new();
+    loop {
+        let received = if pending.is_empty() {
+            rx.recv().await
+        } else {
+            tokio::select! {
+                biased;
+                () = tokio::time::sleep_until(next_batch) => {
+                    if let Err(ended) = flush(&mut sink, &mut pending, deadline).await {
+                        return ended;
+                    }
+                    next_batch = tokio::time::Instant::now() + window;
+                    continue;
+                }
+                received = rx.recv() => received,
+            }
+        };
+        let Some(queued) = received else {
+            // The bridge dropped the queue: what waits still goes out.
+            if let Err(ended) = flush(&mut sink, &mut pending, deadline).await {
+                return ended;
+            }
+            let _ = tokio::time::timeout(deadline, sink.close()).await;
+            return Ended::Flushed;
+        };
+        match queued.message {
+            Message::Text(_) => pending.push(queued),
+            Message::Close(_) => {
+                if let Err(ended) = flush(&mut sink, &mut pending, deadline).await {
+                    return ended;
+                }
+                if let Err(ended) = send_within(&mut sink, queued.message, deadline).await {
+                    return ended;
+                }
+                let _ = tokio::time::timeout(deadline, sink.close()).await;
+                return Ended::Flushed;
+            }
+            message => {
+                let sent = send_within(&mut sink, message, deadline).await;
+                drop(queued.counts);
+                if let Err(ended) = sent {
+                    return ended;
+                }
+            }
+        }
+    }
+}
+
+/// Writes the pending text frames as seed 001's `batch` frame (nothing when none wait), then
+/// releases their counts.
+async fn flush<S>(sink: &mut S, pending: &mut Vec<Queued>, deadline: Duration) -> Result<(), Ended>
+where
+    S: Sink<Message> + Unpin,
+{
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let mut out = String::from(r#"{"type":"batch","data":{"messages":["#);
+    for (i, queued) in pending.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        if let Message::Text(text) = &queued.message {
+            // Each inner frame is a JSON object already: copied, not parsed.
+            out.push_str(text.as_str());
+        }
+    }
+    let now = chrono::Utc::now().timestamp_millis();
+    out.push_str(&format!(r#"]}},"timestamp":{now}}}"#));
+    let sent = send_within(sink, Message::Text(out.into()), deadline).await;
+    pending.clear();
+    sent
+}
+
+/// One frame, within `deadline`.
+async fn send_within<S>(sink: &mut S, message: Message, deadline: Duration) -> Result<(), Ended>
+where
+    S: Sink<Message> + Unpin,
+{
+    match tokio::time::timeout(deadline, sink.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Ended::Broken),
+        Err(_) => Err(Ended::Stalled),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 mod tests {
@@ -239,6 +348,7 @@ mod tests {
             frames,
             bytes,
             send_timeout: Duration::from_millis(50),
+            batch: None,
         }
     }
 

@@ -16,7 +16,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::EdgeState;
-use crate::bridge::{self, Admission};
+use crate::bridge::{self, Admission, SocketOptions};
 use crate::error::ApiError;
 use crate::frames;
 use crate::upstream::with_token;
@@ -37,6 +37,10 @@ pub async fn websocket(
     if !origin_allowed(&state.settings.allowed_origins, &headers) {
         return (StatusCode::FORBIDDEN, "Origin not allowed").into_response();
     }
+    let options = match SocketOptions::from_query(&query) {
+        Ok(options) => options,
+        Err(message) => return (StatusCode::BAD_REQUEST, message).into_response(),
+    };
     let admission = if state.connections.fetch_add(1, Ordering::Relaxed)
         >= state.settings.limits.max_connections
     {
@@ -69,14 +73,15 @@ pub async fn websocket(
         })
         .on_upgrade(move |socket| {
             let tasks = state.tasks.clone();
-            tasks.track_future(bridge::serve(state, socket, admission))
+            tasks.track_future(bridge::serve(state, socket, admission, options))
         })
 }
 
-/// A token from the query (`token`), `Authorization: Bearer`, or a `bearer.<jwt>` subprotocol.
+/// A token from the query (`token`, or seed 003's `auth`), `Authorization: Bearer`, or a
+/// `bearer.<jwt>` subprotocol.
 fn socket_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<String> {
-    if let Some(token) = query.get("token").filter(|t| !t.is_empty()) {
-        return Some(token.clone());
+    if let Some(token) = query_token(query) {
+        return Some(token.to_owned());
     }
     if let Some(token) = bearer_header(headers) {
         return Some(token.to_owned());
@@ -87,6 +92,15 @@ fn socket_token(headers: &HeaderMap, query: &HashMap<String, String>) -> Option<
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .find_map(|p| p.trim().strip_prefix("bearer.").map(str::to_string))
+}
+
+/// `?token=`, else seed 003's `?auth=`.
+pub(crate) fn query_token(query: &HashMap<String, String>) -> Option<&str> {
+    ["token", "auth"]
+        .iter()
+        .filter_map(|name| query.get(*name))
+        .map(String::as_str)
+        .find(|t| !t.is_empty())
 }
 
 fn bearer_header(headers: &HeaderMap) -> Option<&str> {
@@ -112,8 +126,8 @@ pub(crate) fn rest_token(
     query: &HashMap<String, String>,
 ) -> Result<String, ApiError> {
     bearer_header(headers)
-        .or_else(|| query.get("token").map(String::as_str))
         .filter(|t| !t.is_empty())
+        .or_else(|| query_token(query))
         .map(str::to_owned)
         .ok_or(ApiError::Unauthenticated)
 }
@@ -364,17 +378,31 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
-/// `GET /ws/health` and `/api/websocket/health`.
+/// `GET /ws/health` and `/api/websocket/health`: this edge's figures, and the core's count of
+/// chats with a joined member (`activeChats`, `null` when the core does not answer within a
+/// second). Seed 001 reads `connections`, `activeChats` and `uptime`; seed 003 reads `status`,
+/// `connectedClients` and `uptime`; all are here, beside the edge's own figures.
 pub async fn ws_health(State(state): State<Arc<EdgeState>>) -> Json<Value> {
+    let mut chat = state.upstream.chat();
+    let stats = chat.get_stats(pb::GetStatsRequest {});
+    let active_chats = match tokio::time::timeout(std::time::Duration::from_secs(1), stats).await {
+        Ok(Ok(stats)) => Value::from(stats.into_inner().active_chats),
+        _ => Value::Null,
+    };
+    let connections = state.connections.load(Ordering::Relaxed);
+    let uptime = state.started.elapsed().as_secs();
     Json(json!({
         "status": if state.shutdown.is_cancelled() { "shutting_down" } else { "ok" },
-        "connections": state.connections.load(Ordering::Relaxed),
+        "connections": connections,
+        "connectedClients": connections,
+        "activeChats": active_chats,
         "maxConnections": state.settings.limits.max_connections,
         "httpConnections": state.http_connections.load(Ordering::Relaxed),
         "maxHttpConnections": state.settings.limits.max_http_connections,
         "queuedFrames": state.queued.frames.load(Ordering::Relaxed),
         "queuedBytes": state.queued.bytes.load(Ordering::Relaxed),
-        "uptimeSeconds": state.started.elapsed().as_secs(),
+        "uptime": uptime,
+        "uptimeSeconds": uptime,
     }))
 }
 
@@ -399,6 +427,8 @@ mod tests {
             "Bearer hdr".parse().unwrap_or_else(|_| unreachable!()),
         );
         assert_eq!(socket_token(&h, &q).as_deref(), Some("hdr"));
+        q.insert("auth".to_string(), "seed".to_string());
+        assert_eq!(socket_token(&h, &q).as_deref(), Some("seed"));
         q.insert("token".to_string(), "qry".to_string());
         assert_eq!(socket_token(&h, &q).as_deref(), Some("qry"));
     }

@@ -30,6 +30,14 @@ impl Engine {
     ) -> Result<(), ChatError> {
         match action {
             ChatAction::Join { chat_id } => self.join(who, &chat_id, conn).await,
+            ChatAction::JoinKeyed { key } => {
+                let key = ChatId::parse(&key, "data.connectionId")?;
+                let chat = self
+                    .chat_of_key(who, &key)
+                    .await?
+                    .ok_or_else(ChatError::no_chat)?;
+                self.join(who, &chat.id, conn).await
+            }
             ChatAction::Leave { chat_id } => {
                 // Checked like every other id, so a probe cannot tell chats that exist from
                 // chats that do not by a silent success.
@@ -49,6 +57,7 @@ impl Engine {
                         title,
                         agent_id.as_deref().filter(|a| !a.is_empty()),
                         model.as_deref().filter(|m| !m.is_empty()),
+                        None,
                     )
                     .await?;
                 self.rooms.join(&chat.id, &conn.id);
@@ -133,6 +142,7 @@ impl Engine {
         title: Option<String>,
         agent_id: Option<&str>,
         model: Option<&str>,
+        client_key: Option<&str>,
     ) -> Result<ChatRow, ChatError> {
         self.limits.check(Rate::NewChat, &who.user_id)?;
         let settings = self.llm.settings();
@@ -164,6 +174,7 @@ impl Engine {
                 title: &title,
                 agent_id,
                 model: &model,
+                client_key,
                 now: self.now(),
             },
         )
@@ -171,6 +182,24 @@ impl Engine {
         self.session_changed(&chat, ChangeKind::Created, ChatChanges::of(&chat), None);
         self.end_other_sessions(&chat).await?;
         Ok(chat)
+    }
+
+    /// The chat a key (seed 003's `connectionId`) names for `who`: their own chat of that key,
+    /// else the chat with that id when they may use it (a member's view of a shared chat).
+    /// `None` when neither exists; 403 for a chat id they may not use.
+    pub(super) async fn chat_of_key(
+        &self,
+        who: &Principal,
+        key: &ChatId,
+    ) -> Result<Option<ChatRow>, ChatError> {
+        if let Some(chat) = storage::find_keyed_chat(&self.db, &who.user_id, key.as_str()).await? {
+            return Ok(Some(chat));
+        }
+        match self.chat_for(who, key).await {
+            Ok(chat) => Ok(Some(chat)),
+            Err(ChatError::NotFound(_)) => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 
     /// Subscribes a connection to a chat and sends it the latest history, atomically with

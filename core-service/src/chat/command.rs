@@ -66,6 +66,9 @@ pub struct SendMessage {
     pub attachments: Vec<String>,
     /// The per-message context object, as JSON.
     pub context: Option<Map<String, Value>>,
+    /// Without `chat_id`: the sender's chat of this key (seed 003's `connectionId`), created
+    /// by the key's first message.
+    pub chat_key: Option<String>,
 }
 
 /// `chat_update` actions.
@@ -73,6 +76,10 @@ pub struct SendMessage {
 pub enum ChatAction {
     Join {
         chat_id: String,
+    },
+    /// Join the caller's chat of this key (404 when the key has no chat yet).
+    JoinKeyed {
+        key: String,
     },
     Leave {
         chat_id: String,

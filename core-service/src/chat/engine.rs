@@ -60,6 +60,16 @@ pub struct Engine {
     pub(super) notifier: Notifier,
     /// Where users' context documents are fetched when none was pushed (`chat.context_url`).
     pub(super) context_source: Option<super::context::ContextSource>,
+    pub(super) started: std::time::Instant,
+}
+
+/// Load figures for health probes ([`Engine::stats`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    pub connections: usize,
+    /// Chats with at least one joined connection.
+    pub active_chats: usize,
+    pub uptime: Duration,
 }
 
 /// A reply in progress: enough to stop it and to resume its stream.
@@ -94,6 +104,16 @@ impl Engine {
             watch,
             notifier: Notifier::disabled(),
             context_source,
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Open connections, chats with a joined member, and time since start.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            connections: self.rooms.connection_count(),
+            active_chats: self.rooms.active_chat_count(),
+            uptime: self.started.elapsed(),
         }
     }
 

@@ -57,6 +57,19 @@ impl Outgoing {
         .with_seq(row.seq)
     }
 
+    /// The summary members get after each stored message: `chat_update {messageCount,
+    /// lastMessage}` without `seq` (not durable; resume does not replay it).
+    pub fn summary(row: &MessageRow) -> Self {
+        Self::now(Event::ChatUpdate(ChatUpdate {
+            chat_id: row.chat_id.clone(),
+            changes: ChatChanges {
+                message_count: Some(row.ordinal),
+                last_message: Some(preview(&row.content)),
+                ..ChatChanges::default()
+            },
+        }))
+    }
+
     /// A stored durable event as the frame live members saw, stamped with when it was stored.
     /// `None` for a payload this version cannot read (logged).
     pub fn replay(row: &EventRow) -> Option<Self> {
@@ -72,6 +85,19 @@ impl Outgoing {
             }
         }
     }
+}
+
+/// The longest `lastMessage` preview, in characters.
+pub const PREVIEW_CHARS: usize = 100;
+
+/// The first [`PREVIEW_CHARS`] characters of a message, ending in `…` when it was cut.
+pub fn preview(content: &str) -> String {
+    if content.chars().count() <= PREVIEW_CHARS {
+        return content.to_string();
+    }
+    let mut cut: String = content.chars().take(PREVIEW_CHARS - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// Every event a connection can receive.
@@ -211,6 +237,8 @@ pub struct ChatMessage {
     pub status: MessageStatus,
     pub created_at: NaiveDateTime,
     pub metadata: Metadata,
+    /// The sender's idempotency key (user messages).
+    pub client_message_id: Option<String>,
 }
 
 impl ChatMessage {
@@ -228,6 +256,7 @@ impl ChatMessage {
             content: row.content.clone(),
             status: MessageStatus::parse(&row.status).unwrap_or(MessageStatus::Complete),
             created_at: row.created_at,
+            client_message_id: row.client_message_id.clone(),
             metadata: Metadata {
                 model: stored.model,
                 prompt_tokens: stored.prompt_tokens,
@@ -236,6 +265,10 @@ impl ChatMessage {
                 latency_ms: stored.latency_ms,
                 operator_name: stored.operator_name,
                 finish_reason: stored.finish_reason,
+                // Rows stored before ordinals existed were numbered by the migration; 0 only
+                // for a row a test wrote by hand.
+                message_index: (row.ordinal > 0).then_some(row.ordinal),
+                total_messages: (row.ordinal > 0).then_some(row.ordinal),
             },
         }
     }
@@ -251,6 +284,11 @@ pub struct Metadata {
     pub latency_ms: Option<i64>,
     pub operator_name: Option<String>,
     pub finish_reason: Option<String>,
+    /// 1-based position in the chat (seed 001's `messageIndex`).
+    pub message_index: Option<i64>,
+    /// The chat's message count when this one was stored (seed 001's `totalMessages`); equal
+    /// to `message_index`, since a message is the last one when it is stored.
+    pub total_messages: Option<i64>,
 }
 
 /// What we keep in a message's `metadata` column (JSON, camelCase like the protocol): what

@@ -57,13 +57,22 @@ impl Engine {
                         .acknowledge_duplicate(who, &prior, &client_id, conn)
                         .await;
                 }
-                self.create_chat(
-                    who,
-                    Some(validate::title_from(text.as_str())),
-                    agent_id.as_deref(),
-                    None,
-                )
-                .await?
+                match req.chat_key.as_deref() {
+                    None => {
+                        self.create_chat(
+                            who,
+                            Some(validate::title_from(text.as_str())),
+                            agent_id.as_deref(),
+                            None,
+                            None,
+                        )
+                        .await?
+                    }
+                    Some(raw) => {
+                        self.keyed_chat(who, raw, text.as_str(), agent_id.as_deref())
+                            .await?
+                    }
+                }
             }
             Some(raw) => self.chat_named(who, raw, "data.chatId").await?,
         };
@@ -133,6 +142,8 @@ impl Engine {
                         m.client_message_id = Some(client_id.as_str().to_string());
                     }
                     self.rooms.broadcast(&chat.id, delivered, None);
+                    self.rooms
+                        .broadcast(&chat.id, Outgoing::summary(&row), None);
                     self.session_changed(
                         &chat,
                         ChangeKind::Message,
@@ -153,6 +164,39 @@ impl Engine {
             turn::spawn(self.clone(), chat, row, who.user_id.clone());
         }
         Ok(ack)
+    }
+
+    /// The sender's chat of `raw` key (seed 003's `connectionId`; see [`Engine::chat_of_key`]),
+    /// created (named from the message) when the key names none. Two first messages racing for one key meet at the
+    /// unique index: the loser finds the winner's chat.
+    async fn keyed_chat(
+        &self,
+        who: &Principal,
+        raw: &str,
+        text: &str,
+        agent_id: Option<&str>,
+    ) -> Result<storage::ChatRow, ChatError> {
+        let key = ChatId::parse(raw, "data.connectionId")?;
+        if let Some(chat) = self.chat_of_key(who, &key).await? {
+            return Ok(chat);
+        }
+        let created = self
+            .create_chat(
+                who,
+                Some(validate::title_from(text)),
+                agent_id,
+                None,
+                Some(key.as_str()),
+            )
+            .await;
+        match created {
+            Ok(chat) => Ok(chat),
+            Err(err) => match storage::find_keyed_chat(&self.db, &who.user_id, key.as_str()).await?
+            {
+                Some(chat) => Ok(chat),
+                None => Err(err),
+            },
+        }
     }
 
     /// A resend of a stored message: acked again with the original id and `seq`, nothing else.

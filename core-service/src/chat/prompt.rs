@@ -137,6 +137,7 @@ mod tests {
             attachments: "[]".into(),
             metadata: "{}".into(),
             created_at: chrono::Utc::now().naive_utc(),
+            ordinal: seq,
         }
     }
 

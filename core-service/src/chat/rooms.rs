@@ -221,6 +221,11 @@ impl Rooms {
             .unwrap_or_default()
     }
 
+    /// Open connections.
+    pub fn connection_count(&self) -> usize {
+        self.lock().conns.len()
+    }
+
     /// Chats with at least one joined connection.
     pub fn active_chat_count(&self) -> usize {
         self.lock().chats.len()

@@ -279,6 +279,9 @@ async fn run(
                 engine
                     .rooms
                     .broadcast(&chat.id, Outgoing::message(&row), None);
+                engine
+                    .rooms
+                    .broadcast(&chat.id, Outgoing::summary(&row), None);
                 engine.session_changed(
                     &chat,
                     ChangeKind::Message,

@@ -146,4 +146,18 @@ impl ChatService for ChatApi {
             .map_err(convert::status)?;
         Ok(Response::new(convert::user_context(&stored)))
     }
+
+    /// Counts only: no token needed, so health probes of the edge can report them.
+    async fn get_stats(
+        &self,
+        _request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::Stats>, Status> {
+        let stats = self.engine.stats();
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Ok(Response::new(pb::Stats {
+            connections: count(stats.connections),
+            active_chats: count(stats.active_chats),
+            uptime_seconds: stats.uptime.as_secs(),
+        }))
+    }
 }

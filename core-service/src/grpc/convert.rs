@@ -112,6 +112,7 @@ pub fn send_message(m: pb::SendMessage) -> SendMessage {
         agent_id: Some(m.agent_id).filter(|a| !a.trim().is_empty()),
         attachments: m.attachments,
         context: m.context.as_ref().map(chat_proto::json::struct_to_json),
+        chat_key: Some(m.chat_key).filter(|k| !k.trim().is_empty()),
     }
 }
 
@@ -119,7 +120,10 @@ fn chat_action(u: pb::ChatUpdate) -> Result<ChatAction, ChatError> {
     use pb::ChatAction as A;
     let chat_id = u.chat_id;
     Ok(match A::try_from(u.action).unwrap_or(A::Unspecified) {
-        A::Join => ChatAction::Join { chat_id },
+        A::Join => match u.chat_key.filter(|k| !k.trim().is_empty()) {
+            Some(key) if chat_id.trim().is_empty() => ChatAction::JoinKeyed { key },
+            _ => ChatAction::Join { chat_id },
+        },
         A::Leave => ChatAction::Leave { chat_id },
         A::Create => ChatAction::Create {
             title: u.title,
@@ -344,6 +348,7 @@ fn message(m: &ChatMessage) -> pb::ChatMessage {
         status: message_status(m.status) as i32,
         created_at: Some(timestamp(m.created_at)),
         attachments: Vec::new(),
+        client_message_id: m.client_message_id.clone(),
         metadata: Some(pb::MessageMetadata {
             model: meta.model.clone(),
             prompt_tokens: meta.prompt_tokens,
@@ -352,6 +357,8 @@ fn message(m: &ChatMessage) -> pb::ChatMessage {
             latency_ms: meta.latency_ms,
             operator_name: meta.operator_name.clone(),
             finish_reason: meta.finish_reason.clone(),
+            message_index: meta.message_index,
+            total_messages: meta.total_messages,
         }),
     }
 }

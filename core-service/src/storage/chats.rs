@@ -11,7 +11,7 @@ use diesel::result::DatabaseErrorKind;
 use diesel_async::RunQueryDsl;
 
 use super::models::ChatRow;
-use super::schema::{chat_members, chats, provider_conversations, session_metrics};
+use super::schema::{chat_keys, chat_members, chats, provider_conversations, session_metrics};
 use super::{Db, Result, StorageError, duration_ms};
 use crate::types::ChatStatus;
 
@@ -27,7 +27,23 @@ pub struct NewChat<'a> {
     pub title: &'a str,
     pub agent_id: &'a str,
     pub model: &'a str,
+    /// The owner's own name for the chat (seed 003's `connectionId`), unique per owner.
+    pub client_key: Option<&'a str>,
     pub now: NaiveDateTime,
+}
+
+/// The chat `owner_id` named `client_key` when creating it, if any.
+pub async fn find_keyed_chat(db: &Db, owner_id: &str, client_key: &str) -> Result<Option<ChatRow>> {
+    with_conn!(db, |conn| {
+        Ok(chat_keys::table
+            .inner_join(chats::table)
+            .filter(chat_keys::owner_id.eq(owner_id))
+            .filter(chat_keys::client_key.eq(client_key))
+            .select(ChatRow::as_select())
+            .first(conn)
+            .await
+            .optional()?)
+    })
 }
 
 /// Creates an active chat and makes its owner a member (role `owner`), in one transaction.
@@ -62,6 +78,18 @@ pub async fn create_chat(db: &Db, new: NewChat<'_>) -> Result<ChatRow> {
             .values(session_metrics::chat_id.eq(new.id))
             .execute(conn)
             .await?;
+        if let Some(key) = new.client_key {
+            // A second chat for one owner and key violates the primary key: the caller finds
+            // the first.
+            diesel::insert_into(chat_keys::table)
+                .values((
+                    chat_keys::owner_id.eq(new.owner_id),
+                    chat_keys::client_key.eq(key),
+                    chat_keys::chat_id.eq(new.id),
+                ))
+                .execute(conn)
+                .await?;
+        }
         Ok(chat)
     })
 }

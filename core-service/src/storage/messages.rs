@@ -72,7 +72,7 @@ impl Inserted {
 /// already used this `client_message_id` (in any chat).
 ///
 /// One transaction: take the next seq from `chats.next_seq` (bumping it, `message_count` and
-/// `last_activity_at`), then insert. The `UPDATE ... RETURNING` comes first: on PostgreSQL
+/// `last_activity_at`), then insert, numbered with the new `message_count` (`ordinal`). The `UPDATE ... RETURNING` comes first: on PostgreSQL
 /// it locks the chat row until commit, on SQLite the transaction holds the write lock
 /// (`BEGIN IMMEDIATE`), so concurrent sends to one chat get consecutive seqs and commit in seq
 /// order. Two concurrent sends with the same client id both pass the cheap pre-check; the
@@ -89,18 +89,23 @@ pub async fn insert_message(db: &Db, new: NewMessage<'_>) -> Result<Inserted> {
 
     let new = &new;
     let outcome = with_tx!(db, TxError, |conn| {
-        let counter: Option<(i64, NaiveDateTime, Option<NaiveDateTime>)> =
+        let counter: Option<(i64, i64, NaiveDateTime, Option<NaiveDateTime>)> =
             diesel::update(chats::table.find(new.chat_id))
                 .set((
                     chats::next_seq.eq(chats::next_seq + 1),
                     chats::message_count.eq(chats::message_count + 1),
                     chats::last_activity_at.eq(new.now),
                 ))
-                .returning((chats::next_seq, chats::started_at, chats::ended_at))
+                .returning((
+                    chats::next_seq,
+                    chats::message_count,
+                    chats::started_at,
+                    chats::ended_at,
+                ))
                 .get_result(conn)
                 .await
                 .optional()?;
-        let Some((next_seq, started_at, ended_at)) = counter else {
+        let Some((next_seq, ordinal, started_at, ended_at)) = counter else {
             return Err(TxError::ChatMissing);
         };
         // An active session's duration runs to its last activity; an ended one's to its end.
@@ -152,6 +157,7 @@ pub async fn insert_message(db: &Db, new: NewMessage<'_>) -> Result<Inserted> {
                 messages::attachments.eq(new.attachments_json),
                 messages::metadata.eq(new.metadata_json),
                 messages::created_at.eq(new.now),
+                messages::ordinal.eq(ordinal),
             ))
             .returning(MessageRow::as_returning())
             .get_result(conn)

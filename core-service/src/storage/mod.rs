@@ -117,9 +117,9 @@ pub use admin::{
 pub use audit::{audit_of_chat, record_audit};
 pub use chats::{
     NewChat, acquire_operator, add_member, conversations_of, create_chat, end_chat,
-    expired_operator_leases, get_chat, idle_chats, is_member, latest_active_chat, list_user_chats,
-    member_ids, other_active_chats, release_operator, remove_member, renew_operator, reopen_chat,
-    set_conversation, set_model, set_needs_help, set_title,
+    expired_operator_leases, find_keyed_chat, get_chat, idle_chats, is_member, latest_active_chat,
+    list_user_chats, member_ids, other_active_chats, release_operator, remove_member,
+    renew_operator, reopen_chat, set_conversation, set_model, set_needs_help, set_title,
 };
 pub use events::{Durable, append_event, events_after, record_receipts};
 pub use help::{

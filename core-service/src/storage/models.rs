@@ -67,6 +67,8 @@ pub struct MessageRow {
     /// serde_json text (an object).
     pub metadata: String,
     pub created_at: NaiveDateTime,
+    /// 1-based position among the chat's messages (its `message_count` once this was stored).
+    pub ordinal: i64,
 }
 
 #[derive(Queryable, Selectable, Debug, Clone, PartialEq, Eq)]

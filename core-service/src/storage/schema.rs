@@ -63,6 +63,7 @@ diesel::table! {
         attachments -> Text,
         metadata -> Text,
         created_at -> Timestamp,
+        ordinal -> BigInt,
     }
 }
 
@@ -172,7 +173,16 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    chat_keys (owner_id, client_key) {
+        owner_id -> Text,
+        client_key -> Text,
+        chat_id -> Text,
+    }
+}
+
 diesel::joinable!(chat_members -> chats (chat_id));
+diesel::joinable!(chat_keys -> chats (chat_id));
 diesel::joinable!(provider_conversations -> chats (chat_id));
 diesel::joinable!(pending_replies -> chats (chat_id));
 diesel::joinable!(session_metrics -> chats (chat_id));
@@ -197,4 +207,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     pending_replies,
     user_contexts,
     provider_conversations,
+    chat_keys,
 );

@@ -121,6 +121,7 @@ async fn new_chat(db: &Db, id: &str, owner: &str, secs: i64) -> Result<super::Ch
     chats::create_chat(
         db,
         NewChat {
+            client_key: None,
             id,
             owner_id: owner,
             title: "A chat",
@@ -176,8 +177,8 @@ async fn migrations_run_twice_idempotently(db: &Db) -> Result<()> {
             .await?
     });
     // Each migration is recorded once (init, operators, pending_replies, user_contexts,
-    // provider_conversations), however often `migrate` runs.
-    assert_eq!(applied.iter().map(|c| c.n).collect::<Vec<_>>(), vec![5]);
+    // provider_conversations, seed_clients), however often `migrate` runs.
+    assert_eq!(applied.iter().map(|c| c.n).collect::<Vec<_>>(), vec![6]);
     new_chat(db, "c1", "alice", 0).await?;
     Ok(())
 }

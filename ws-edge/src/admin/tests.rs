@@ -107,8 +107,11 @@ fn the_documented_session_detail_is_what_the_edge_renders() {
                 status: chat::MessageStatus::Complete as i32,
                 created_at: at("2024-05-01T12:20:00Z"),
                 attachments: vec![],
+                client_message_id: None,
                 metadata: Some(chat::MessageMetadata {
                     operator_name: Some("Grace".into()),
+                    message_index: Some(6),
+                    total_messages: Some(6),
                     ..Default::default()
                 }),
             }],

@@ -123,6 +123,8 @@ fn decode_message(
         agent_id: data.opt_id("agentId")?.unwrap_or_default(),
         attachments: data.opt_ids("attachments")?.unwrap_or_default(),
         context: data.opt_context("context", limits.max_context_bytes)?,
+        // Keyed chats are Socket.IO's (seed 003's `connectionId`), not this protocol's.
+        chat_key: String::new(),
     })
 }
 
@@ -152,6 +154,7 @@ fn decode_chat_update(data: &Fields<'_>) -> Result<pb::ChatUpdate, FrameError> {
         model,
         agent_id: data.opt_id("agentId")?,
         user_id,
+        chat_key: None,
     })
 }
 

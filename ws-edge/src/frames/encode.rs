@@ -270,6 +270,8 @@ fn chat_message_json(message: &pb::ChatMessage) -> Value {
                 ("latencyMs", metadata.latency_ms.map(Value::from)),
                 ("operatorName", metadata.operator_name.map(Value::from)),
                 ("finishReason", metadata.finish_reason.map(Value::from)),
+                ("messageIndex", metadata.message_index.map(Value::from)),
+                ("totalMessages", metadata.total_messages.map(Value::from)),
             ])),
         ),
     ])

@@ -19,8 +19,26 @@ impl LlmSettings {
     /// both are set OpenAI is the default. Nothing is added for a provider name already
     /// configured, and no model is added over an existing id. Empty variables count as unset.
     /// The demo model stays in the catalogue.
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) {
+    ///
+    /// Seed 000's `LLM_API_KEY` and `LLM_BASE_URL` (an OpenAI-compatible service) stand in for
+    /// `OPENAI_API_KEY` and `OPENAI_BASE_URL` when those are unset. Returns a warning for each
+    /// seed variable shadowed by a different `OPENAI_*` value.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Vec<String> {
         let get = |name: &str| get(name).filter(|value| !value.trim().is_empty());
+        let mut warnings = Vec::new();
+        let mut openai = |own: &str, seed: &str| match (get(own), get(seed)) {
+            (Some(ours), Some(theirs)) => {
+                if ours != theirs {
+                    warnings.push(format!(
+                        "{seed} and {own} are both set, to different values: {own} wins"
+                    ));
+                }
+                Some(ours)
+            }
+            (ours, theirs) => ours.or(theirs),
+        };
+        let openai_key = openai("OPENAI_API_KEY", "LLM_API_KEY");
+        let openai_base_url = openai("OPENAI_BASE_URL", "LLM_BASE_URL");
         // Anthropic first, so that OpenAI, when also present, ends up the default.
         self.add_env_provider(
             "anthropic",
@@ -34,12 +52,13 @@ impl LlmSettings {
         self.add_env_provider(
             "openai",
             ProviderKind::Openai,
-            get("OPENAI_API_KEY"),
-            get("OPENAI_BASE_URL"),
+            openai_key,
+            openai_base_url,
             OPENAI_DEFAULT_BASE_URL,
             ("gpt-4o-mini", "OpenAI"),
             get("OPENAI_MODEL").unwrap_or_else(|| "gpt-4o-mini".to_owned()),
         );
+        warnings
     }
 
     #[allow(clippy::too_many_arguments)] // private helper called twice with literal arguments

@@ -651,6 +651,7 @@ fn a_message_frame_decodes_every_field() {
                 agent_id: "tutor".into(),
                 attachments: vec!["f1".into(), "f2".into()],
                 context: Some(context),
+                chat_key: String::new(),
             })),
         }
     );

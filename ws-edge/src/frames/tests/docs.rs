@@ -114,6 +114,7 @@ fn chat_message_from(value: &Value) -> Result<pb::ChatMessage, String> {
             nanos: at.timestamp_subsec_nanos() as i32,
         }),
         attachments,
+        client_message_id: None,
         metadata: Some(pb::MessageMetadata {
             model: meta.opt_s("model")?,
             prompt_tokens: meta.opt_i("promptTokens")?,
@@ -122,6 +123,8 @@ fn chat_message_from(value: &Value) -> Result<pb::ChatMessage, String> {
             latency_ms: meta.opt_i("latencyMs")?,
             operator_name: meta.opt_s("operatorName")?,
             finish_reason: meta.opt_s("finishReason")?,
+            message_index: meta.opt_i("messageIndex")?,
+            total_messages: meta.opt_i("totalMessages")?,
         }),
     })
 }

@@ -17,6 +17,7 @@ fn sample_message() -> pb::ChatMessage {
         role: pb::Role::Assistant as i32,
         content: "Hi".into(),
         status: pb::MessageStatus::Stopped as i32,
+        client_message_id: Some("never-shown".into()),
         created_at: Some(prost_types::Timestamp {
             seconds: 1_714_564_800,
             nanos: 123_456_789,

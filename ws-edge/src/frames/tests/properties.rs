@@ -306,6 +306,7 @@ fn any_client_kind() -> impl Strategy<Value = ClientKind> {
                 model,
                 agent_id,
                 user_id,
+                chat_key: None,
             })
         });
     let resume_chat = (id(), 0..=i64::MAX, prop::option::of((id(), 0..=i64::MAX))).prop_map(
@@ -336,6 +337,7 @@ fn any_client_kind() -> impl Strategy<Value = ClientKind> {
                         agent_id,
                         attachments,
                         context,
+                        chat_key: String::new(),
                     })
                 }
             ),

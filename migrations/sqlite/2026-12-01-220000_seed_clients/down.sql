@@ -1,0 +1,2 @@
+DROP TABLE chat_keys;
+ALTER TABLE messages DROP COLUMN ordinal;
