@@ -102,3 +102,77 @@ async fn seed_003s_socket_io_client_works_unchanged() {
         .expect("the keyed chat");
     assert_eq!(keyed.message_count, 6, "{keyed:?}");
 }
+
+/// Engine.IO's long polling by hand: the handshake, a namespace connect with `auth`, and what
+/// the server answers to it.
+async fn polling_connect(base: &str, origin: &str, auth: serde_json::Value) -> (String, String) {
+    let client = reqwest::Client::new();
+    let open = client
+        .get(format!("{base}/socket.io/?EIO=4&transport=polling"))
+        .header("origin", origin)
+        .send()
+        .await
+        .expect("handshake");
+    assert_eq!(open.status(), 200);
+    let cors = open
+        .headers()
+        .get("access-control-allow-origin")
+        .map(|v| v.to_str().unwrap_or_default().to_owned())
+        .unwrap_or_default();
+    let body = open.text().await.expect("open packet");
+    let packet: serde_json::Value =
+        serde_json::from_str(body.strip_prefix('0').expect("an open packet")).expect("JSON");
+    let sid = packet["sid"].as_str().expect("sid").to_owned();
+    let url = format!("{base}/socket.io/?EIO=4&transport=polling&sid={sid}");
+    let posted = client
+        .post(&url)
+        .header("origin", origin)
+        .body(format!("40{auth}"))
+        .send()
+        .await
+        .expect("connect packet");
+    assert_eq!(posted.status(), 200);
+    let answer = client
+        .get(&url)
+        .header("origin", origin)
+        .send()
+        .await
+        .expect("poll")
+        .text()
+        .await
+        .expect("answer");
+    (cors, answer)
+}
+
+#[tokio::test]
+async fn origins_are_checked_and_cross_origin_polling_is_allowed_for_them() {
+    let stack = chat_tests::spawn_stack(
+        chat_tests::StackOptions::default()
+            .edge(|e| e.allowed_origins = vec!["https://app.example".into()]),
+    )
+    .await;
+    let base = format!("http://{}", stack.edge_addr);
+    let token = stack.token("alice", &[]);
+
+    let (cors, answer) =
+        polling_connect(&base, "https://app.example", json!({"token": token})).await;
+    assert_eq!(cors, "https://app.example", "CORS for an allowed origin");
+    // Packets of one poll are separated by U+001E.
+    assert!(
+        answer.split('\u{1e}').any(|p| p.starts_with("40{\"sid\"")),
+        "connected: {answer:?}"
+    );
+
+    let (cors, answer) =
+        polling_connect(&base, "https://evil.example", json!({"token": token})).await;
+    assert_eq!(cors, "", "no CORS for another origin");
+    assert!(
+        answer
+            .split('\u{1e}')
+            .any(|p| p.starts_with("44") && p.contains("Origin not allowed")),
+        "{answer:?}"
+    );
+
+    let (_, answer) = polling_connect(&base, "https://app.example", json!({})).await;
+    assert!(answer.contains("Authentication failed"), "{answer}");
+}

@@ -122,13 +122,34 @@ pub fn metrics_app(state: Arc<EdgeState>) -> Router {
 }
 
 /// What every route gets: the body limit (413 above `limits.max_body_bytes`, by
-/// `Content-Length` before the handler runs, or while a body is read) and the security headers.
+/// `Content-Length` before the handler runs, or while a body is read), CORS for the allowed
+/// origins, and the security headers.
 fn guarded(router: Router<Arc<EdgeState>>, state: &EdgeState) -> Router<Arc<EdgeState>> {
     let max_body = state.settings.limits.max_body_bytes;
     router
         .layer(DefaultBodyLimit::max(max_body))
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
+        .layer(cors(&state.settings.allowed_origins))
         .layer(axum::middleware::from_fn(pages::security_headers))
+}
+
+/// Pages on other origins may call the edge (Socket.IO's long polling, REST with a bearer
+/// token) when `allowed_origins` lets them, as it lets their WebSockets: every origin while it
+/// is empty. No cookies are involved (tokens travel in headers or the query), so credentials
+/// are not allowed.
+fn cors(allowed: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origin = if allowed.is_empty() || allowed.iter().any(|a| a == "*") {
+        AllowOrigin::mirror_request()
+    } else {
+        AllowOrigin::list(allowed.iter().filter_map(|a| HeaderValue::from_str(a).ok()))
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_methods([Method::GET, Method::POST, Method::PUT])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+        .max_age(Duration::from_secs(600))
 }
 
 /// A bound edge, ready to run.

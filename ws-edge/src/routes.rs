@@ -108,7 +108,7 @@ fn bearer_header(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Browsers send `Origin`; non-browser clients usually do not and are let through.
-fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
+pub(crate) fn origin_allowed(allowed: &[String], headers: &HeaderMap) -> bool {
     if allowed.is_empty() {
         return true;
     }

@@ -91,6 +91,8 @@ enum Refused {
     Full,
     #[error("Server restarting")]
     ShuttingDown,
+    #[error("Origin not allowed")]
+    Origin,
 }
 
 /// The connect middleware: verifies the token, takes a connection slot, registers the
@@ -98,6 +100,10 @@ enum Refused {
 fn admit(state: Arc<EdgeState>, socket: SocketRef, auth: Option<Value>) -> Result<(), Refused> {
     if state.shutdown.is_cancelled() {
         return Err(Refused::ShuttingDown);
+    }
+    if !crate::routes::origin_allowed(&state.settings.allowed_origins, &socket.req_parts().headers)
+    {
+        return Err(Refused::Origin);
     }
     let handshake = handshake(&socket, auth.as_ref());
     if let Err(reason) = state.verifier.verify(&handshake.token) {

@@ -122,13 +122,16 @@ struct Session {
     chats: HashMap<String, String>,
     /// `chat:message`s sent to the core and not answered yet: messageId -> (key, ack callback).
     pending: HashMap<String, (String, Option<AckSender<LocalAdapter>>)>,
-    /// Keyed joins not answered yet, in order: (frame id, key).
-    joins: VecDeque<(String, String)>,
+    /// Requests the core answers with `history` (joins, pages), not answered yet, in the
+    /// order sent (the core answers a connection's requests in order): (frame id, the
+    /// `connectionId` of a keyed join).
+    asks: VecDeque<(String, Option<String>)>,
     /// Recent messages: (id the client saw, chat id, server id).
     recent: VecDeque<(String, String, String)>,
     /// The handshake's `connectionId`, joined when the core's `session` arrives.
     opening: Option<String>,
-    frames: u64,
+    /// Frame ids handed out, for `asks`.
+    asked: u64,
 }
 
 impl Session {
@@ -144,10 +147,10 @@ impl Session {
             keys: HashMap::new(),
             chats: HashMap::new(),
             pending: HashMap::new(),
-            joins: VecDeque::new(),
+            asks: VecDeque::new(),
             recent: VecDeque::new(),
             opening,
-            frames: 0,
+            asked: 0,
         }
     }
 
@@ -202,6 +205,9 @@ impl Session {
                 self.forward(frame, None, ack).await
             }
             "chat:history" => {
+                if self.asks.len() >= MAX_PENDING {
+                    return self.fail(None, ack, 429, "Too many history requests waiting", None);
+                }
                 let key = key_of(&data).unwrap_or_default();
                 match self.keys.get(&key).cloned() {
                     Some(chat_id) => {
@@ -213,7 +219,17 @@ impl Session {
                             }
                         }
                         let frame = json!({"type": "history", "data": request});
-                        self.forward(frame, None, ack).await
+                        match frames::decode_client_frame(&frame.to_string(), &Limits::PROTOCOL) {
+                            Ok(mut event) => {
+                                event.message_id = self.ask(None);
+                                self.send_core(event).await?;
+                                self.answer(ack, &json!({"status": "ok"}))
+                            }
+                            Err(err) => {
+                                let message = err.message.replace("data.", "");
+                                self.fail(None, ack, err.code, &message, None)
+                            }
+                        }
                     }
                     None => self.join_keyed(key).await,
                 }
@@ -292,9 +308,7 @@ impl Session {
     /// Joins the caller's chat of `key`: its history comes back as `chat:history` (empty when
     /// the key has no chat yet).
     async fn join_keyed(&mut self, key: String) -> Result<(), Stop> {
-        self.frames += 1;
-        let frame_id = format!("sio-join-{}", self.frames);
-        self.joins.push_back((frame_id.clone(), key.clone()));
+        let frame_id = self.ask(Some(key.clone()));
         let event = pb::ClientEvent {
             message_id: frame_id,
             event: Some(In::ChatUpdate(pb::ChatUpdate {
@@ -325,6 +339,14 @@ impl Session {
                 self.fail(message_id, ack, err.code, &message, None)
             }
         }
+    }
+
+    /// A frame id for a request answered by `history`, queued in `asks`.
+    fn ask(&mut self, key: Option<String>) -> String {
+        self.asked += 1;
+        let frame_id = format!("sio-{}", self.asked);
+        self.asks.push_back((frame_id.clone(), key));
+        frame_id
     }
 
     async fn send_core(&mut self, event: pb::ClientEvent) -> Result<(), Stop> {
@@ -424,6 +446,7 @@ impl Session {
                     None => match session.active_chat_id {
                         Some(chat_id) => {
                             let event = pb::ClientEvent {
+                                message_id: self.ask(None),
                                 event: Some(In::ChatUpdate(pb::ChatUpdate {
                                     action: pb::ChatAction::Join as i32,
                                     chat_id,
@@ -507,9 +530,7 @@ impl Session {
                 self.emit("presence:update", &body)
             }
             Out::History(h) => {
-                if !self.chats.contains_key(&h.chat_id)
-                    && let Some((_, key)) = self.joins.pop_front()
-                {
+                if let Some((_, Some(key))) = self.asks.pop_front() {
                     self.remember(&key, &h.chat_id);
                 }
                 let messages: Vec<Value> = h
@@ -546,9 +567,12 @@ impl Session {
     fn error(&mut self, e: pb::Error) -> Result<(), Stop> {
         let closing = e.close_code.is_some();
         let frame_id = e.message_id.clone().unwrap_or_default();
-        if let Some(at) = self.joins.iter().position(|(id, _)| *id == frame_id) {
-            // A keyed join: no chat has this connectionId yet, so its history is empty.
-            if let Some((_, key)) = self.joins.remove(at)
+        // An answer to one of the session's own requests names no client message.
+        let mut ours = false;
+        if let Some(at) = self.asks.iter().position(|(id, _)| *id == frame_id) {
+            ours = true;
+            // A keyed join of a connectionId without a chat yet: its history is empty.
+            if let Some((_, Some(key))) = self.asks.remove(at)
                 && e.code == chat_proto::limits::code::NOT_FOUND
             {
                 return self.emit(
@@ -558,7 +582,7 @@ impl Session {
             }
         }
         let ack = self.pending.remove(&frame_id).and_then(|(_, ack)| ack);
-        let id = e.message_id.as_deref();
+        let id = if ours { None } else { e.message_id.as_deref() };
         self.fail(id, ack, e.code, &e.message, e.retry_after_ms)?;
         if closing {
             let _ = self.socket.clone().disconnect();
