@@ -82,6 +82,14 @@ impl AuthSettings {
         }
     }
 
+    /// The HS256 secret's bytes when HS256 is the algorithm and the secret is usable (other
+    /// keys derive from it, such as the core's download URL key).
+    pub fn hs256_bytes(&self) -> Option<&[u8]> {
+        matches!(self.algorithm(), Ok(Algorithm::HS256))
+            .then(|| self.hs256_secret("").ok())
+            .flatten()
+    }
+
     /// The HS256 secret's bytes, or why it cannot be used (`needed_for` ends the message
     /// when it is missing).
     fn hs256_secret(&self, needed_for: &str) -> Result<&[u8], AuthConfigError> {

@@ -59,6 +59,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// Operator alerts by email and SMS; off unless a channel is configured.
     pub notify: NotifySettings,
+    /// Uploads: size limit, store, download URLs.
+    pub files: crate::files::FileSettings,
     /// What loading the environment warned about (seed aliases shadowed by the project's own
     /// variables); logged at start.
     #[serde(skip)]
@@ -84,6 +86,7 @@ impl Default for Settings {
             grpc: GrpcSettings::default(),
             log: LogSettings::default(),
             notify: NotifySettings::default(),
+            files: crate::files::FileSettings::default(),
             env_warnings: Vec::new(),
         }
     }
@@ -295,6 +298,8 @@ impl Settings {
             .ignore_prefix(EDGE_ENV_PREFIX)
             .ignore_var(CONFIG_ENV)
             .verbatim(NotifySettings::VERBATIM_KEYS)
+            .verbatim(crate::files::FileSettings::VERBATIM_KEYS)
+            .defaults("files", crate::files::FileSettings::default())
             .verbatim(AuthSettings::VERBATIM_KEYS)
             .defaults("database", DatabaseSettings::default())
             .defaults("chat", ChatSettings::default())
@@ -342,6 +347,18 @@ impl Settings {
         }
         self.log.validate()?;
         self.notify.validate()?;
+        let f = &self.files;
+        InvalidSetting::check(f.max_bytes > 0, "files.max_bytes", "must be greater than 0")?;
+        InvalidSetting::check(
+            f.url_ttl_secs > 0,
+            "files.url_ttl_secs",
+            "must be greater than 0",
+        )?;
+        InvalidSetting::check(
+            (1..=100).contains(&f.max_attachments),
+            "files.max_attachments",
+            "must be from 1 to 100",
+        )?;
         Ok(())
     }
 }
@@ -604,6 +621,11 @@ mod tests {
         assert_eq!(
             settings.chat.heartbeat_interval_ms,
             defaults.heartbeat_interval_ms
+        );
+        let files = crate::files::FileSettings::default();
+        assert_eq!(
+            (settings.files.max_bytes, settings.files.url_ttl_secs),
+            (files.max_bytes, files.url_ttl_secs)
         );
     }
 }

@@ -14,6 +14,7 @@
 pub mod auth;
 pub mod chat;
 pub mod config;
+pub mod files;
 pub mod grpc;
 pub mod llm;
 pub mod notify;

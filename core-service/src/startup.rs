@@ -96,8 +96,13 @@ impl Application {
         chat_runtime::metrics();
         let notifier =
             Notifier::start(&settings.notify).map_err(|e| StartupError::Config(e.to_string()))?;
-        let engine =
-            Arc::new(Engine::new(db, llm, settings.chat.clone(), verifier).with_notifier(notifier));
+        let files = crate::files::Files::open(&settings.files, settings.auth.hs256_bytes())
+            .map_err(StartupError::Config)?;
+        let engine = Arc::new(
+            Engine::new(db, llm, settings.chat.clone(), verifier)
+                .with_notifier(notifier)
+                .with_files(files),
+        );
         // Before any client: what the last run left owed is answered (chat::recovery).
         engine.recover_replies().await?;
         tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.grpc_addr, source })?, backend = engine.db().backend(), "chat-core ready");

@@ -180,6 +180,7 @@ pub async fn spawn_stack(opts: StackOptions) -> Stack {
         ..Settings::default()
     };
     core.database.url = database_url;
+    core.files.local_dir = dir.path().join("files");
     (opts.tweak_core)(&mut core);
     let core_app = Application::build(core).await.expect("core starts");
     let core_addr = core_app.local_addr();
@@ -273,6 +274,11 @@ impl Stack {
             .expect("mint");
         log_capture::record("token", &token);
         token
+    }
+
+    /// The core's local file store (`files.local_dir`).
+    pub fn files_dir(&self) -> std::path::PathBuf {
+        self._dir.path().join("files")
     }
 
     pub fn ws_url(&self) -> String {

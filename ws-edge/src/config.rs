@@ -109,8 +109,11 @@ pub struct EdgeLimits {
     /// An HTTP connection (not upgraded) on which no byte moves either way for this long is
     /// closed.
     pub http_idle_timeout_ms: u64,
-    /// Largest request body on every HTTP route; a larger one is answered 413.
+    /// Largest request body on every HTTP route but uploads; a larger one is answered 413.
     pub max_body_bytes: usize,
+    /// Largest `POST /api/uploads` request (the file plus its multipart framing); a larger one
+    /// is answered 413. The core's `files.max_bytes` bounds the file itself.
+    pub max_upload_bytes: usize,
 }
 
 impl Default for EdgeLimits {
@@ -126,6 +129,7 @@ impl Default for EdgeLimits {
             header_read_timeout_ms: 10_000,
             http_idle_timeout_ms: 60_000,
             max_body_bytes: 128 * 1024,
+            max_upload_bytes: 10 * 1024 * 1024 + 64 * 1024,
         }
     }
 }
@@ -290,6 +294,7 @@ impl EdgeSettings {
             positive,
         )?;
         InvalidSetting::check(l.max_body_bytes > 0, "limits.max_body_bytes", positive)?;
+        InvalidSetting::check(l.max_upload_bytes > 0, "limits.max_upload_bytes", positive)?;
         if let Some(path) = &self.ws_path {
             InvalidSetting::check(
                 path.len() > 1

@@ -13,6 +13,7 @@ pub mod admin;
 pub mod bridge;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod frames;
 pub mod outbox;
 pub mod pages;
@@ -104,31 +105,45 @@ pub fn app(state: Arc<EdgeState>) -> Router {
     };
     let router = router
         .route("/api/models", get(routes::models))
-        .merge(admin::routes())
-        // Socket.IO answers `/socket.io/...` itself and hands every other request on.
-        .layer(socketio::layer(state.clone()));
+        .route("/files/{file_id}", get(files::download))
+        .merge(admin::routes());
     let router = if state.settings.metrics.addr.is_none() {
         router.route("/metrics", get(routes::metrics))
     } else {
         router
     };
+    let router = limited(router, state.settings.limits.max_body_bytes);
+    // Uploads have a body limit of their own (`limits.max_upload_bytes`).
+    let uploads = limited(
+        Router::new().route("/api/uploads", axum::routing::post(files::upload)),
+        state.settings.limits.max_upload_bytes,
+    );
+    // Last, so that it wraps every route and the fallback: Socket.IO answers `/socket.io/...`
+    // itself and hands every other request on.
+    let router = router.merge(uploads).layer(socketio::layer(state.clone()));
     guarded(router, &state).with_state(state)
 }
 
 /// The router of the metrics listener (`metrics.addr`).
 pub fn metrics_app(state: Arc<EdgeState>) -> Router {
-    let router = Router::new().route("/metrics", get(routes::metrics));
+    let router = limited(
+        Router::new().route("/metrics", get(routes::metrics)),
+        state.settings.limits.max_body_bytes,
+    );
     guarded(router, &state).with_state(state)
 }
 
-/// What every route gets: the body limit (413 above `limits.max_body_bytes`, by
-/// `Content-Length` before the handler runs, or while a body is read), CORS for the allowed
-/// origins, and the security headers.
-fn guarded(router: Router<Arc<EdgeState>>, state: &EdgeState) -> Router<Arc<EdgeState>> {
-    let max_body = state.settings.limits.max_body_bytes;
+/// 413 above `max` bytes: by `Content-Length` before the handler runs, or while a body is
+/// read.
+fn limited(router: Router<Arc<EdgeState>>, max: usize) -> Router<Arc<EdgeState>> {
     router
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::limit::RequestBodyLimitLayer::new(max_body))
+        .layer(DefaultBodyLimit::max(max))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(max))
+}
+
+/// What every request gets: CORS for the allowed origins, and the security headers.
+fn guarded(router: Router<Arc<EdgeState>>, state: &EdgeState) -> Router<Arc<EdgeState>> {
+    router
         .layer(cors(&state.settings.allowed_origins))
         .layer(axum::middleware::from_fn(pages::security_headers))
 }

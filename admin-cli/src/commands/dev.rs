@@ -45,6 +45,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if std::env::var("CHAT_DATABASE__URL").is_err() && args.config.is_none() {
         core.database.url = format!("sqlite://{}", args.data_dir.join("chat.db").display());
     }
+    if std::env::var("CHAT_FILES__LOCAL_DIR").is_err() && args.config.is_none() {
+        core.files.local_dir = args.data_dir.join("files");
+    }
     core.auth = auth.clone();
     // Core and edge share one process and so one metrics registry: the edge's `/metrics`
     // shows both, and no second port is needed (or can be taken by something else).

@@ -61,6 +61,8 @@ pub struct Engine {
     /// Where users' context documents are fetched when none was pushed (`chat.context_url`).
     pub(super) context_source: Option<super::context::ContextSource>,
     pub(super) started: std::time::Instant,
+    /// Uploads and downloads; `None` in tests that need none (attachments are then 404).
+    pub(super) files: Option<Arc<crate::files::Files>>,
 }
 
 /// Load figures for health probes ([`Engine::stats`]).
@@ -105,7 +107,21 @@ impl Engine {
             notifier: Notifier::disabled(),
             context_source,
             started: std::time::Instant::now(),
+            files: None,
         }
+    }
+
+    /// The engine with file uploads, downloads and attachments.
+    pub fn with_files(mut self, files: crate::files::Files) -> Self {
+        self.files = Some(Arc::new(files));
+        self
+    }
+
+    /// The file service, when configured (503 otherwise).
+    pub fn files(&self) -> Result<&crate::files::Files, ChatError> {
+        self.files
+            .as_deref()
+            .ok_or_else(|| ChatError::Unavailable("File storage is not configured".into()))
     }
 
     /// Open connections, chats with a joined member, and time since start.

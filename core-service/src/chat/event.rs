@@ -239,6 +239,39 @@ pub struct ChatMessage {
     pub metadata: Metadata,
     /// The sender's idempotency key (user messages).
     pub client_message_id: Option<String>,
+    /// Attached files (their URLs are signed as events leave the core).
+    pub attachments: Vec<StoredAttachment>,
+}
+
+/// An attached file as a message keeps it (the `attachments` column, JSON): files never change,
+/// so the record travels with the message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredAttachment {
+    pub id: String,
+    pub name: String,
+    pub mime: String,
+    pub size: i64,
+}
+
+impl StoredAttachment {
+    pub fn of(row: &crate::storage::FileRow) -> Self {
+        Self {
+            id: row.id.clone(),
+            name: row.name.clone(),
+            mime: row.mime.clone(),
+            size: row.size,
+        }
+    }
+
+    pub fn list_json(list: &[Self]) -> String {
+        // A list of plain structs of strings and numbers always serializes.
+        serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+    }
+
+    /// The column's list; empty for `[]` or a column written by an older version (ids only).
+    pub fn parse_list(json: &str) -> Vec<Self> {
+        serde_json::from_str(json).unwrap_or_default()
+    }
 }
 
 impl ChatMessage {
@@ -257,6 +290,7 @@ impl ChatMessage {
             status: MessageStatus::parse(&row.status).unwrap_or(MessageStatus::Complete),
             created_at: row.created_at,
             client_message_id: row.client_message_id.clone(),
+            attachments: StoredAttachment::parse_list(&row.attachments),
             metadata: Metadata {
                 model: stored.model,
                 prompt_tokens: stored.prompt_tokens,

@@ -9,7 +9,9 @@ use chat_proto::limits::MAX_RECEIPT_IDS;
 use super::command::{HistoryQuery, SendMessage};
 use super::engine::{Engine, new_id};
 use super::error::ChatError;
-use super::event::{Ack, ChatChanges, Durable, Event, History, Outgoing, Receipts, StoredMetadata};
+use super::event::{
+    Ack, ChatChanges, Durable, Event, History, Outgoing, Receipts, StoredAttachment, StoredMetadata,
+};
 use super::limits::Rate;
 use super::rooms::Conn;
 use super::turn;
@@ -33,13 +35,8 @@ impl Engine {
         let client_id = ClientMessageId::parse(&req.client_message_id, "data.messageId")?;
         let text = MessageText::parse(&req.content, self.settings.max_message_chars)?;
         let context = validate::context_json(req.context)?;
-        if let Some(first) = req.attachments.first() {
-            // Uploads are not part of this build: no file id can exist yet.
-            return Err(ChatError::NotFound(format!(
-                "File not found: {}",
-                validate::excerpt(first, 64)
-            )));
-        }
+        let attachments = self.attachments_of(who, &req.attachments).await?;
+        let attachments_json = StoredAttachment::list_json(&attachments);
         let agent_id = match req.agent_id.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(id) if self.llm.agent(id).is_some() => Some(id.to_string()),
@@ -109,7 +106,7 @@ impl Engine {
                     content: text.as_str(),
                     status: MessageStatus::Complete,
                     client_message_id: Some(client_id.as_str()),
-                    attachments_json: "[]",
+                    attachments_json: &attachments_json,
                     metadata_json: &metadata,
                     now: self.now(),
                     // Owed in the same transaction: a crash from here on leaves a row saying
@@ -197,6 +194,53 @@ impl Engine {
                 None => Err(err),
             },
         }
+    }
+
+    /// The files a message attaches: each an upload of the sender's (404 for an unknown id,
+    /// 403 for another user's file), at most `files.max_attachments`, each once.
+    async fn attachments_of(
+        &self,
+        who: &Principal,
+        ids: &[String],
+    ) -> Result<Vec<StoredAttachment>, ChatError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let not_found = |id: &str| {
+            ChatError::NotFound(format!("File not found: {}", validate::excerpt(id, 64)))
+        };
+        let Ok(files) = self.files() else {
+            return Err(not_found(&ids[0]));
+        };
+        let max = files.settings().max_attachments;
+        if ids.len() > max {
+            return Err(ChatError::invalid(
+                "data.attachments",
+                format!("At most {max} attachments per message"),
+            ));
+        }
+        let rows = storage::get_files(&self.db, ids).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if out.iter().any(|a: &StoredAttachment| a.id == *id) {
+                return Err(ChatError::invalid(
+                    "data.attachments",
+                    "The same file is attached twice",
+                ));
+            }
+            let row = rows
+                .iter()
+                .find(|r| r.id == *id)
+                .ok_or_else(|| not_found(id))?;
+            if row.owner_id != who.user_id {
+                return Err(ChatError::Forbidden(format!(
+                    "Access denied to file {}",
+                    validate::excerpt(id, 64)
+                )));
+            }
+            out.push(StoredAttachment::of(row));
+        }
+        Ok(out)
     }
 
     /// A resend of a stored message: acked again with the original id and `seq`, nothing else.

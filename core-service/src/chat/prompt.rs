@@ -2,8 +2,8 @@
 //! the triggering message's context, and as much recent history as fits the model's token budget, as provider-neutral turns.
 
 use super::engine::Engine;
-use super::event::StoredMetadata;
-use crate::llm::{Prompt, Turn, TurnRole, estimate_tokens};
+use super::event::{StoredAttachment, StoredMetadata};
+use crate::llm::{Image, Prompt, Turn, TurnRole, estimate_tokens};
 use crate::storage::{self, ChatRow, MessageRow};
 use crate::types::{MessageStatus, Role};
 
@@ -63,12 +63,68 @@ pub(super) async fn build_prompt(
     } else {
         Default::default()
     };
+    let mut turns = fit_turns(&rows, budget);
+    let vision = engine.llm.model(&chat.model).is_some_and(|m| m.vision);
+    if let Some(last) = turns
+        .last_mut()
+        .filter(|t| matches!(t.role, TurnRole::User))
+    {
+        attach_files(engine, trigger, last, vision).await;
+    }
     Ok(Prompt {
         system,
-        turns: fit_turns(&rows, budget),
+        turns,
         user_id: trigger.sender_id.clone(),
         conversations,
     })
+}
+
+/// Images sent to a vision model with one message, at most.
+const MAX_IMAGES: usize = 4;
+/// The largest image sent to a vision model (larger ones are only named).
+const MAX_IMAGE_BYTES: i64 = 5 * 1024 * 1024;
+/// The largest text file whose content is put into the prompt (larger ones are only named).
+const MAX_INLINE_TEXT_BYTES: i64 = 32 * 1024;
+
+/// The triggering message's files, beyond their names: images for a model that sees them
+/// (`vision`), and the text of small text files. A file that cannot be read stays named only.
+async fn attach_files(engine: &Engine, trigger: &MessageRow, turn: &mut Turn, vision: bool) {
+    use base64::Engine as _;
+    let Ok(files) = engine.files() else {
+        return;
+    };
+    for file in StoredAttachment::parse_list(&trigger.attachments) {
+        let image = matches!(
+            file.mime.as_str(),
+            "image/png" | "image/jpeg" | "image/gif" | "image/webp"
+        );
+        let text = crate::files::content::is_text(&file.mime);
+        let wanted =
+            (image && vision && file.size <= MAX_IMAGE_BYTES && turn.images.len() < MAX_IMAGES)
+                || (text && file.size <= MAX_INLINE_TEXT_BYTES);
+        if !wanted {
+            continue;
+        }
+        let bytes = match files.read(&engine.db, &file.id).await {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                tracing::warn!(file = %file.id, error = %err, "attachment not read for the prompt");
+                continue;
+            }
+        };
+        if image {
+            turn.images.push(Image {
+                mime: file.mime.clone(),
+                base64: base64::engine::general_purpose::STANDARD.encode(&bytes),
+            });
+        } else {
+            turn.content.push_str(&format!(
+                "\n\n[Content of {}]\n{}",
+                file.name,
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+    }
 }
 
 /// History rows to prompt turns: newest first until the budget is spent (the newest always
@@ -90,12 +146,24 @@ fn fit_turns(rows: &[MessageRow], budget: u32) -> Vec<Turn> {
         } else {
             row.content.clone()
         };
+        // Attached files are named, so the model knows they are there.
+        let mut content = content;
+        for file in StoredAttachment::parse_list(&row.attachments) {
+            content.push_str(&format!(
+                "\n[Attached file: {} ({}, {} bytes)]",
+                file.name, file.mime, file.size
+            ));
+        }
         let cost = estimate_tokens(&content);
         if !picked.is_empty() && used + cost > budget {
             break;
         }
         used += cost;
-        picked.push(Turn { role, content });
+        picked.push(Turn {
+            role,
+            content,
+            images: Vec::new(),
+        });
     }
     picked.reverse();
     let mut turns: Vec<Turn> = Vec::with_capacity(picked.len());

@@ -27,10 +27,46 @@ impl ChatApi {
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ServerEvent, Status>> + Send>>;
+type FileStream = Pin<Box<dyn Stream<Item = Result<pb::FileChunk, Status>> + Send>>;
+
+/// Fills in fresh signed URLs for the attachments of the messages an event carries (URLs are
+/// made as events leave, so history and resume never hand out stale ones).
+fn sign_urls(engine: &Engine, event: &mut pb::ServerEvent) {
+    use pb::server_event::Event as Out;
+    match &mut event.event {
+        Some(Out::Message(m)) => {
+            if let Some(message) = &mut m.message {
+                sign_message_urls(engine, std::slice::from_mut(message));
+            }
+        }
+        Some(Out::History(h)) => sign_message_urls(engine, &mut h.messages),
+        _ => {}
+    }
+}
+
+pub(crate) fn sign_message_urls(engine: &Engine, messages: &mut [pb::ChatMessage]) {
+    let Ok(files) = engine.files() else {
+        return;
+    };
+    for attachment in messages.iter_mut().flat_map(|m| m.attachments.iter_mut()) {
+        attachment.url = files.url(&attachment.id);
+    }
+}
+
+fn file_info(row: &crate::storage::FileRow, url: String) -> pb::FileInfo {
+    pb::FileInfo {
+        id: row.id.clone(),
+        name: row.name.clone(),
+        mime: row.mime.clone(),
+        size: row.size,
+        url,
+    }
+}
 
 #[tonic::async_trait]
 impl ChatService for ChatApi {
     type ConnectStream = EventStream;
+    type ReadFileStream = FileStream;
 
     /// Opens the connection in the engine and returns its bounded outbox as the response.
     /// The client's stream ends the connection when it ends or fails.
@@ -55,7 +91,12 @@ impl ChatService for ChatApi {
             .engine
             .connect(who, Box::pin(inbound))
             .map_err(convert::status)?;
-        let events = ReceiverStream::new(outbox).map(|out| Ok(convert::server_event(&out)));
+        let engine = self.engine.clone();
+        let events = ReceiverStream::new(outbox).map(move |out| {
+            let mut event = convert::server_event(&out);
+            sign_urls(&engine, &mut event);
+            Ok(event)
+        });
         Ok(Response::new(events.boxed()))
     }
 
@@ -90,7 +131,9 @@ impl ChatService for ChatApi {
             .history(&who, &query)
             .await
             .map_err(convert::status)?;
-        Ok(Response::new(convert::history(&history)))
+        let mut history = convert::history(&history);
+        sign_message_urls(&self.engine, &mut history.messages);
+        Ok(Response::new(history))
     }
 
     async fn list_models(
@@ -159,5 +202,85 @@ impl ChatService for ChatApi {
             active_chats: count(stats.active_chats),
             uptime_seconds: stats.uptime.as_secs(),
         }))
+    }
+
+    /// An upload: `UploadStart`, then the bytes; answered with the stored file and its URL.
+    async fn upload_file(
+        &self,
+        request: Request<Streaming<pb::UploadChunk>>,
+    ) -> Result<Response<pb::FileInfo>, Status> {
+        use pb::upload_chunk::Part;
+        let who = authenticate(self.engine.verifier(), request.metadata())?;
+        let files = self.engine.files().map_err(convert::status)?;
+        let mut chunks = request.into_inner();
+        let start = match chunks.message().await? {
+            Some(pb::UploadChunk {
+                part: Some(Part::Start(start)),
+            }) => start,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "An upload starts with UploadStart (name, mime)",
+                ));
+            }
+        };
+        let data = chunks.map(|chunk| match chunk {
+            Ok(pb::UploadChunk {
+                part: Some(Part::Data(bytes)),
+            }) => Ok(bytes::Bytes::from(bytes)),
+            Ok(_) => Err(crate::chat::ChatError::invalid(
+                "file",
+                "Only one UploadStart per upload",
+            )),
+            Err(_) => Err(crate::chat::ChatError::Unavailable(
+                "The upload was interrupted".into(),
+            )),
+        });
+        let row = files
+            .upload(
+                self.engine.db(),
+                &who.user_id,
+                &start.name,
+                &start.mime,
+                data,
+            )
+            .await
+            .map_err(convert::status)?;
+        let url = files.url(&row.id);
+        Ok(Response::new(file_info(&row, url)))
+    }
+
+    /// A signed URL's bytes: `FileHead`, then the data. The URL is the capability: no token.
+    async fn read_file(
+        &self,
+        request: Request<pb::ReadFileRequest>,
+    ) -> Result<Response<FileStream>, Status> {
+        use pb::file_chunk::Part;
+        let req = request.into_inner();
+        let files = self.engine.files().map_err(convert::status)?;
+        let range = req.range_start.map(|start| (start, req.range_end));
+        let download = files
+            .download(self.engine.db(), &req.file_id, req.exp, &req.sig, range)
+            .await
+            .map_err(convert::status)?;
+        let head = pb::FileChunk {
+            part: Some(Part::Head(pb::FileHead {
+                file: Some(file_info(&download.file, String::new())),
+                start: download.start,
+                end: download.end,
+                partial: download.partial,
+            })),
+        };
+        let data = download.bytes.map(|chunk| {
+            chunk
+                .map(|bytes| pb::FileChunk {
+                    part: Some(Part::Data(bytes.to_vec())),
+                })
+                .map_err(convert::status)
+        });
+        Ok(Response::new(
+            futures::stream::once(async { Ok(head) })
+                .chain(data)
+                .boxed(),
+        ))
     }
 }

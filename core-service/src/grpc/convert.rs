@@ -263,6 +263,10 @@ pub fn status(err: ChatError) -> tonic::Status {
         ChatError::Internal(_) => return tonic::Status::internal(err.client_message()),
     };
     let mut status = tonic::Status::new(code, err.to_string());
+    // The protocol code, for callers that answer in HTTP (the edge's 413 for uploads).
+    status
+        .metadata_mut()
+        .insert("x-code", tonic::metadata::MetadataValue::from(err.code()));
     if let Some(field) = err.field()
         && let Ok(value) = field.parse()
     {
@@ -347,7 +351,18 @@ fn message(m: &ChatMessage) -> pb::ChatMessage {
         content: m.content.clone(),
         status: message_status(m.status) as i32,
         created_at: Some(timestamp(m.created_at)),
-        attachments: Vec::new(),
+        attachments: m
+            .attachments
+            .iter()
+            .map(|a| pb::Attachment {
+                id: a.id.clone(),
+                name: a.name.clone(),
+                mime: a.mime.clone(),
+                size: a.size,
+                // Signed as the event leaves (`grpc::chat::sign_urls`).
+                url: String::new(),
+            })
+            .collect(),
         client_message_id: m.client_message_id.clone(),
         metadata: Some(pb::MessageMetadata {
             model: meta.model.clone(),

@@ -66,7 +66,50 @@ struct MessagesRequest<'a> {
 struct Message<'a> {
     /// Serializes as the API's own role names.
     role: TurnRole,
-    content: &'a str,
+    content: Content<'a>,
+}
+
+/// Plain text, or text and image blocks (vision models).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Content<'a> {
+    Text(&'a str),
+    Blocks(Vec<Block<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Block<'a> {
+    Text { text: &'a str },
+    Image { source: ImageSource<'a> },
+}
+
+#[derive(Serialize)]
+struct ImageSource<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    media_type: &'a str,
+    data: &'a str,
+}
+
+fn content<'a>(turn: &'a super::Turn, vision: bool) -> Content<'a> {
+    if !vision || turn.images.is_empty() {
+        return Content::Text(&turn.content);
+    }
+    let images = turn.images.iter().map(|image| Block::Image {
+        source: ImageSource {
+            kind: "base64",
+            media_type: &image.mime,
+            data: &image.base64,
+        },
+    });
+    Content::Blocks(
+        images
+            .chain(std::iter::once(Block::Text {
+                text: &turn.content,
+            }))
+            .collect(),
+    )
 }
 
 /// The Messages API refuses empty text blocks and wants the conversation to start with the
@@ -82,7 +125,7 @@ fn request_body(req: &ProviderRequest) -> MessagesRequest<'_> {
         .skip_while(|turn| turn.role == TurnRole::Assistant)
         .map(|turn| Message {
             role: turn.role,
-            content: &turn.content,
+            content: content(turn, req.vision),
         })
         .collect();
     MessagesRequest {

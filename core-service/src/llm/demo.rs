@@ -99,12 +99,14 @@ mod tests {
                 turns: vec![Turn {
                     role: TurnRole::User,
                     content: message.to_owned(),
+                    images: Vec::new(),
                 }],
                 ..Default::default()
             },
             max_output_tokens: 100,
             user_id: String::new(),
             conversation: None,
+            vision: false,
         }
     }
 

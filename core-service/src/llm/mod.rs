@@ -29,7 +29,7 @@ pub use catalogue::Llm;
 pub use error::LlmError;
 pub use policy::OpenedReply;
 pub use provider::{
-    Delta, DeltaStream, Prompt, Provider, ProviderRequest, Turn, TurnRole, estimate_tokens,
+    Delta, DeltaStream, Image, Prompt, Provider, ProviderRequest, Turn, TurnRole, estimate_tokens,
 };
 pub use settings::{
     AgentSettings, LlmSettings, LlmSettingsError, ModelSettings, Pricing, ProviderKind,

@@ -60,7 +60,46 @@ struct ChatRequest<'a> {
 #[derive(Serialize)]
 struct Message<'a> {
     role: Role,
-    content: &'a str,
+    content: Content<'a>,
+}
+
+/// Plain text, or text and images as content parts (vision models).
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Content<'a> {
+    Text(&'a str),
+    Parts(Vec<Part<'a>>),
+}
+
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Part<'a> {
+    Text { text: &'a str },
+    ImageUrl { image_url: ImageUrl },
+}
+
+#[derive(Serialize)]
+struct ImageUrl {
+    /// `data:<mime>;base64,<bytes>`.
+    url: String,
+}
+
+fn content<'a>(turn: &'a super::Turn, vision: bool) -> Content<'a> {
+    if !vision || turn.images.is_empty() {
+        return Content::Text(&turn.content);
+    }
+    let images = turn.images.iter().map(|image| Part::ImageUrl {
+        image_url: ImageUrl {
+            url: format!("data:{};base64,{}", image.mime, image.base64),
+        },
+    });
+    Content::Parts(
+        std::iter::once(Part::Text {
+            text: &turn.content,
+        })
+        .chain(images)
+        .collect(),
+    )
 }
 
 /// The roles of Chat Completions messages.
@@ -89,11 +128,11 @@ struct StreamOptions {
 fn request_body(req: &ProviderRequest) -> ChatRequest<'_> {
     let system = (!req.prompt.system.is_empty()).then(|| Message {
         role: Role::System,
-        content: &req.prompt.system,
+        content: Content::Text(&req.prompt.system),
     });
     let turns = req.prompt.turns.iter().map(|turn| Message {
         role: turn.role.into(),
-        content: &turn.content,
+        content: content(turn, req.vision),
     });
     ChatRequest {
         model: &req.upstream_model,

@@ -147,6 +147,7 @@ impl Policy {
             max_output_tokens: entry.model.max_output_tokens,
             user_id: prompt.user_id.clone(),
             conversation: prompt.conversations.get(&entry.model.provider).cloned(),
+            vision: entry.model.vision,
         };
         let started = tokio::time::Instant::now();
         let result = tokio::time::timeout(self.first_token, async {

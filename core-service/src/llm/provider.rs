@@ -21,6 +21,17 @@ pub enum TurnRole {
 pub struct Turn {
     pub role: TurnRole,
     pub content: String,
+    /// Images shown with the text (sent only to models that see images).
+    pub images: Vec<Image>,
+}
+
+/// An image for a vision model, inline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    /// `image/png`, `image/jpeg`, `image/gif` or `image/webp`.
+    pub mime: String,
+    /// The bytes, base64 (standard alphabet, padded).
+    pub base64: String,
 }
 
 /// Everything a provider needs to answer: the assembled system prompt and the history, which
@@ -65,6 +76,9 @@ pub struct ProviderRequest {
     pub user_id: String,
     /// This chat's conversation id at this provider, if it gave one.
     pub conversation: Option<String>,
+    /// Whether this model sees images (`vision` in the catalogue); without it a turn's images
+    /// are left out (they are named in its text).
+    pub vision: bool,
 }
 
 /// One upstream API.

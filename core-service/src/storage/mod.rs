@@ -86,6 +86,7 @@ pub mod admin;
 pub mod audit;
 pub mod chats;
 pub mod events;
+pub mod files;
 pub mod help;
 pub mod messages;
 pub mod models;
@@ -122,6 +123,7 @@ pub use chats::{
     renew_operator, reopen_chat, set_conversation, set_model, set_needs_help, set_title,
 };
 pub use events::{Durable, append_event, events_after, record_receipts};
+pub use files::{NewFile, get_file, get_files, insert_file};
 pub use help::{
     NewHelpRequest, get_help_request, help_requests_of_chat, insert_help_request,
     list_help_requests, resolve_help_request, resolve_open_help_requests,
@@ -131,8 +133,8 @@ pub use messages::{
     last_seq,
 };
 pub use models::{
-    AuditRow, ChatRow, EventRow, HelpRequestRow, MessageRow, PendingReplyRow, SessionMetricsRow,
-    UsageRow, UserRow,
+    AuditRow, ChatRow, EventRow, FileRow, HelpRequestRow, MessageRow, PendingReplyRow,
+    SessionMetricsRow, UsageRow, UserRow,
 };
 pub use pending::{checkpoint_reply, forget_pending_reply, pending_replies};
 pub use usage::{NewUsage, insert_usage, usage_for_message};

@@ -7,8 +7,8 @@ use chrono::NaiveDateTime;
 use diesel::prelude::*;
 
 use super::schema::{
-    audit_events, chat_events, chats, help_requests, messages, pending_replies, session_metrics,
-    token_usage, users,
+    audit_events, chat_events, chats, files, help_requests, messages, pending_replies,
+    session_metrics, token_usage, users,
 };
 
 #[derive(Queryable, Selectable, Debug, Clone, PartialEq, Eq)]
@@ -164,4 +164,18 @@ pub struct PendingReplyRow {
     pub partial: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+}
+
+/// An uploaded file's record (the bytes are in the object store, under `id`).
+#[derive(Queryable, Selectable, Debug, Clone, PartialEq, Eq)]
+#[diesel(table_name = files)]
+#[diesel(check_for_backend(diesel::pg::Pg, diesel::sqlite::Sqlite))]
+pub struct FileRow {
+    pub id: String,
+    pub owner_id: String,
+    pub name: String,
+    /// Read from the content, canonical (`image/jpeg`).
+    pub mime: String,
+    pub size: i64,
+    pub created_at: NaiveDateTime,
 }

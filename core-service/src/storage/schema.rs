@@ -181,6 +181,17 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    files (id) {
+        id -> Text,
+        owner_id -> Text,
+        name -> Text,
+        mime -> Text,
+        size -> BigInt,
+        created_at -> Timestamp,
+    }
+}
+
 diesel::joinable!(chat_members -> chats (chat_id));
 diesel::joinable!(chat_keys -> chats (chat_id));
 diesel::joinable!(provider_conversations -> chats (chat_id));
@@ -208,4 +219,5 @@ diesel::allow_tables_to_appear_in_same_query!(
     user_contexts,
     provider_conversations,
     chat_keys,
+    files,
 );

@@ -177,8 +177,8 @@ async fn migrations_run_twice_idempotently(db: &Db) -> Result<()> {
             .await?
     });
     // Each migration is recorded once (init, operators, pending_replies, user_contexts,
-    // provider_conversations, seed_clients), however often `migrate` runs.
-    assert_eq!(applied.iter().map(|c| c.n).collect::<Vec<_>>(), vec![6]);
+    // provider_conversations, seed_clients, files), however often `migrate` runs.
+    assert_eq!(applied.iter().map(|c| c.n).collect::<Vec<_>>(), vec![7]);
     new_chat(db, "c1", "alice", 0).await?;
     Ok(())
 }

@@ -17,18 +17,22 @@ fn request() -> ProviderRequest {
                 Turn {
                     role: TurnRole::Assistant,
                     content: "Welcome!".to_owned(),
+                    images: Vec::new(),
                 },
                 Turn {
                     role: TurnRole::User,
                     content: "Hi".to_owned(),
+                    images: Vec::new(),
                 },
                 Turn {
                     role: TurnRole::Assistant,
                     content: String::new(),
+                    images: Vec::new(),
                 },
                 Turn {
                     role: TurnRole::User,
                     content: "Tell me a joke".to_owned(),
+                    images: Vec::new(),
                 },
             ],
             ..Default::default()
@@ -36,6 +40,7 @@ fn request() -> ProviderRequest {
         max_output_tokens: 64,
         user_id: String::new(),
         conversation: None,
+        vision: false,
     }
 }
 

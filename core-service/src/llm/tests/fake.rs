@@ -36,6 +36,7 @@ fn prompt() -> Prompt {
         turns: vec![Turn {
             role: TurnRole::User,
             content: "Hi".to_owned(),
+            images: Vec::new(),
         }],
         ..Default::default()
     }

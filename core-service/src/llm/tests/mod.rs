@@ -20,6 +20,7 @@ fn prompt() -> Prompt {
         turns: vec![Turn {
             role: TurnRole::User,
             content: "Hello?".to_owned(),
+            images: Vec::new(),
         }],
         ..Default::default()
     }

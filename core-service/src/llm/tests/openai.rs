@@ -17,14 +17,17 @@ fn request() -> ProviderRequest {
                 Turn {
                     role: TurnRole::User,
                     content: "Hi".to_owned(),
+                    images: Vec::new(),
                 },
                 Turn {
                     role: TurnRole::Assistant,
                     content: "Hello!".to_owned(),
+                    images: Vec::new(),
                 },
                 Turn {
                     role: TurnRole::User,
                     content: "Tell me a joke".to_owned(),
+                    images: Vec::new(),
                 },
             ],
             ..Default::default()
@@ -32,6 +35,7 @@ fn request() -> ProviderRequest {
         max_output_tokens: 64,
         user_id: String::new(),
         conversation: None,
+        vision: false,
     }
 }
 
