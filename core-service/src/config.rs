@@ -359,6 +359,19 @@ impl Settings {
             "files.max_attachments",
             "must be from 1 to 100",
         )?;
+        InvalidSetting::check(
+            f.scan_timeout_ms > 0,
+            "files.scan_timeout_ms",
+            "must be greater than 0",
+        )?;
+        if let Some(addr) = &f.clamd_addr {
+            InvalidSetting::check(
+                addr.rsplit_once(':')
+                    .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok()),
+                "files.clamd_addr",
+                "must be host:port, e.g. 127.0.0.1:3310",
+            )?;
+        }
         Ok(())
     }
 }

@@ -3,6 +3,7 @@
 //! PostgreSQL database, optionally against a [`fake_llm`] server that speaks the providers'
 //! real streaming wire formats. Tests drive it through real WebSockets ([`Ws`]) and real gRPC.
 
+pub mod clamd;
 pub mod core_process;
 pub mod dev_server;
 pub mod edge_process;

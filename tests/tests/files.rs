@@ -532,3 +532,62 @@ async fn an_image_reaches_a_vision_model_as_an_image_part_in_both_wire_formats()
     assert!(content.contains("[Attached file: dot.png"), "{content}");
     assert!(content.contains("hello notes"), "{content}");
 }
+
+#[tokio::test]
+async fn uploads_are_scanned_by_clamd_and_a_scanner_outage_is_a_clear_503() {
+    use chat_tests::clamd::{EICAR, FakeClamd};
+    let clamd = FakeClamd::start().await;
+    let addr = clamd.addr.to_string();
+    let stack =
+        spawn_stack(StackOptions::default().core(move |c| c.files.clamd_addr = Some(addr))).await;
+    let (status, clean) = upload(
+        &stack,
+        "alice",
+        "notes.txt",
+        "text/plain",
+        b"clean notes".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 201, "{clean}");
+    let (status, infected) = upload(
+        &stack,
+        "alice",
+        "eicar.txt",
+        "text/plain",
+        EICAR.as_bytes().to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400, "{infected}");
+    let message = infected["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("virus scanner (Eicar-Test-Signature)"),
+        "{message}"
+    );
+    assert_eq!(clamd.scans(), 2, "both were scanned to the end");
+    assert_eq!(
+        stored_ids(&stack),
+        vec![clean["id"].as_str().expect("id").to_owned()]
+    );
+
+    // A scanner that cannot be reached: 503, never a silent pass, nothing stored.
+    let closed = format!("127.0.0.1:{}", chat_tests::free_port());
+    let down =
+        spawn_stack(StackOptions::default().core(move |c| c.files.clamd_addr = Some(closed))).await;
+    let (status, body) = upload(
+        &down,
+        "alice",
+        "notes.txt",
+        "text/plain",
+        b"clean notes".to_vec(),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("virus scanner is unavailable"),
+        "{body}"
+    );
+    assert!(stored_ids(&down).is_empty());
+}

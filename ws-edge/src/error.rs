@@ -21,6 +21,9 @@ pub enum ApiError {
     TooLarge(String),
     #[error("Core unavailable")]
     Unavailable,
+    /// 503 with the core's reason (a file store or virus scanner outage).
+    #[error("{0}")]
+    TryLater(String),
     #[error("Internal error")]
     Internal,
 }
@@ -33,7 +36,7 @@ impl ApiError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::TryLater(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -107,6 +107,14 @@ fn upload_error(status: tonic::Status) -> ApiError {
     {
         return ApiError::TooLarge(status.message().to_owned());
     }
+    if status
+        .metadata()
+        .get("x-code")
+        .and_then(|v| v.to_str().ok())
+        == Some("503")
+    {
+        return ApiError::TryLater(status.message().to_owned());
+    }
     if status.code() == tonic::Code::InvalidArgument {
         return ApiError::Invalid {
             field: "file".into(),

@@ -4,6 +4,7 @@
 //! first [`content::SNIFF_BYTES`] of an upload, read before anything is stored.
 
 pub mod content;
+pub mod scan;
 pub mod sign;
 
 use std::path::PathBuf;
@@ -40,6 +41,11 @@ pub struct FileSettings {
     pub signing_secret: Option<SecretString>,
     /// Most attachments on one message.
     pub max_attachments: usize,
+    /// clamd's TCP address (`127.0.0.1:3310`): every upload is scanned through `INSTREAM`
+    /// and refused when clamd finds something; unset: no scan.
+    pub clamd_addr: Option<String>,
+    /// How long clamd may take to accept, to take each chunk, and to answer.
+    pub scan_timeout_ms: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +63,8 @@ impl Default for FileSettings {
             url_ttl_secs: 3600,
             signing_secret: None,
             max_attachments: 10,
+            clamd_addr: None,
+            scan_timeout_ms: 10_000,
         }
     }
 }
@@ -176,6 +184,19 @@ impl Files {
         let mime = content::check(&head, declared, complete)?;
         let mut scanner = content::Scanner::new(mime);
         scanner.feed(&head)?;
+        let mut virus_scan = match &self.settings.clamd_addr {
+            Some(addr) => Some(
+                scan::Scan::start(
+                    addr,
+                    std::time::Duration::from_millis(self.settings.scan_timeout_ms),
+                )
+                .await?,
+            ),
+            None => None,
+        };
+        if let Some(s) = &mut virus_scan {
+            s.feed(&head).await?;
+        }
 
         let id = new_id();
         let path = StorePath::from(id.as_str());
@@ -192,6 +213,9 @@ impl Files {
                     return Err(too_large());
                 }
                 scanner.feed(&chunk)?;
+                if let Some(s) = &mut virus_scan {
+                    s.feed(&chunk).await?;
+                }
                 writer.wait_for_capacity(2).await.map_err(store_error)?;
                 writer.put(chunk);
             }
@@ -203,6 +227,14 @@ impl Files {
             return Err(err);
         }
         writer.finish().await.map_err(store_error)?;
+        // The scanner's verdict comes last, once it has seen every byte; the stored bytes go
+        // again unless it says the file is clean.
+        if let Some(s) = virus_scan
+            && let Err(err) = s.verdict().await
+        {
+            let _ = self.store.delete(&path).await;
+            return Err(err);
+        }
         let stored = storage::insert_file(
             db,
             storage::NewFile {
