@@ -13,12 +13,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Test peers from PyPI, in a virtual environment under the cache folder, reused when present:
-# aiosmtpd (a real SMTP server for the notification tests) and llmock (a third party's mock of
-# the OpenAI and Anthropic APIs with scripted faults, tests/tests/llmock.rs). The tests run them
-# as named in TEST_PYTHON and TEST_LLMOCK (not CHAT_*: the core reads every CHAT_ variable as a
+# aiosmtpd (a real SMTP server for the notification tests), llmock (a third party's mock of
+# the OpenAI and Anthropic APIs with scripted faults, tests/tests/llmock.rs) and moto (an
+# S3-compatible server, for the S3 file store in tests/tests/files.rs). The tests run them
+# as named in TEST_PYTHON, TEST_LLMOCK and TEST_MOTO (not CHAT_*: the core reads every CHAT_ variable as a
 # setting) and fail when they are missing.
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/chat-backend/venv"
-if ! "$venv/bin/python" -c 'import aiosmtpd, llmock' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import aiosmtpd, llmock, moto.server' >/dev/null 2>&1; then
   if ! command -v python3 >/dev/null 2>&1; then
     echo "scripts/test.sh: python3 is needed for the test peers (Debian: apt-get install python3 python3-venv)" >&2
     exit 1
@@ -27,13 +28,14 @@ if ! "$venv/bin/python" -c 'import aiosmtpd, llmock' >/dev/null 2>&1; then
     echo "scripts/test.sh: cannot create a virtual environment in $venv (Debian: apt-get install python3-venv)" >&2
     exit 1
   fi
-  if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'aiosmtpd==1.4.6' 'llmock==0.2.2' >&2; then
-    echo "scripts/test.sh: cannot install aiosmtpd and llmock from PyPI into $venv (pip needs the package index)" >&2
+  if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'aiosmtpd==1.4.6' 'llmock==0.2.2' 'moto[server]==5.1.22' >&2; then
+    echo "scripts/test.sh: cannot install aiosmtpd, llmock and moto from PyPI into $venv (pip needs the package index)" >&2
     exit 1
   fi
 fi
 export TEST_PYTHON="$venv/bin/python"
 export TEST_LLMOCK="$venv/bin/llmock"
+export TEST_MOTO="$venv/bin/moto_server"
 
 # The real socket.io-client from npm, for seed 003's client (tests/tests/socketio.rs), into
 # tests/socketio/node_modules from its lock file; reused while the lock file is unchanged.
@@ -68,6 +70,9 @@ cleanup() {
 trap cleanup EXIT
 
 export RUST_BACKTRACE=1
+# No incremental compilation: the suite builds each crate once, and incremental state of a
+# reused target directory grows by gigabytes per run (it filled the disk once).
+export CARGO_INCREMENTAL=0
 # Style and lints first: they are part of the suite, and they fail fast.
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

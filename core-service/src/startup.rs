@@ -98,6 +98,7 @@ impl Application {
             Notifier::start(&settings.notify).map_err(|e| StartupError::Config(e.to_string()))?;
         let files = crate::files::Files::open(&settings.files, settings.auth.hs256_bytes())
             .map_err(StartupError::Config)?;
+        files.check().await.map_err(StartupError::Config)?;
         let engine = Arc::new(
             Engine::new(db, llm, settings.chat.clone(), verifier)
                 .with_notifier(notifier)

@@ -9,6 +9,7 @@ pub mod dev_server;
 pub mod edge_process;
 pub mod llmock;
 pub mod log_capture;
+pub mod moto;
 pub mod pg_cluster;
 pub mod sms_sink;
 /// The workspace's one fake LLM (crate `chat-fake-llm`), under the name the tests import.

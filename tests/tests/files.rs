@@ -591,3 +591,61 @@ async fn uploads_are_scanned_by_clamd_and_a_scanner_outage_is_a_clear_503() {
     );
     assert!(stored_ids(&down).is_empty());
 }
+
+#[tokio::test]
+async fn the_s3_store_keeps_uploads_in_a_real_s3_compatible_server() {
+    use chat_core::files::StoreKind;
+    let moto = chat_tests::moto::Moto::start("chat-files").await;
+    let endpoint = moto.url.clone();
+    let stack = spawn_stack(StackOptions::default().core(move |c| {
+        c.files.store = StoreKind::S3;
+        c.files.s3.bucket = "chat-files".into();
+        c.files.s3.endpoint = Some(endpoint);
+        c.files.s3.allow_http = true;
+        c.files.s3.access_key_id = Some("testing".to_owned().into());
+        c.files.s3.secret_access_key = Some("testing".to_owned().into());
+    }))
+    .await;
+    let mut big = PNG.to_vec();
+    // Past object_store's 5 MiB part size: a real multipart upload.
+    big.extend(std::iter::repeat_n(9u8, 6 * 1024 * 1024));
+    let (status, file) = upload(&stack, "alice", "big.png", "image/png", big.clone()).await;
+    assert_eq!(status, 201, "{file}");
+    assert!(stored_ids(&stack).is_empty(), "nothing on the local disk");
+    let url = file["url"].as_str().expect("url");
+    let got = reqwest::get(stack.http_url(url)).await.expect("download");
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.bytes().await.expect("bytes").len(), big.len());
+    // The object is in the bucket, under the file's id.
+    let listing = reqwest::get(format!("{}/chat-files", moto.url))
+        .await
+        .expect("list")
+        .text()
+        .await
+        .expect("xml");
+    assert!(
+        listing.contains(file["id"].as_str().expect("id")),
+        "{listing}"
+    );
+    let ranged = reqwest::Client::new()
+        .get(stack.http_url(url))
+        .header("range", "bytes=0-7")
+        .send()
+        .await
+        .expect("range");
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(ranged.bytes().await.expect("bytes").as_ref(), &PNG[..8]);
+    // A refused upload leaves no object behind (the multipart upload is aborted).
+    let mut polyglot = PNG.to_vec();
+    polyglot.extend(std::iter::repeat_n(0u8, 20_000));
+    polyglot.extend_from_slice(b"<script>alert(1)</script>");
+    let (status, _) = upload(&stack, "alice", "x.png", "image/png", polyglot).await;
+    assert_eq!(status, 400);
+    let listing = reqwest::get(format!("{}/chat-files", moto.url))
+        .await
+        .expect("list")
+        .text()
+        .await
+        .expect("xml");
+    assert_eq!(listing.matches("<Key>").count(), 1, "{listing}");
+}

@@ -28,8 +28,10 @@ use sign::UrlSigner;
 pub struct FileSettings {
     /// Largest file, in bytes (413 past it).
     pub max_bytes: u64,
-    /// Where the bytes are kept: `local` (`local_dir`).
+    /// Where the bytes are kept: `local` (`local_dir`) or `s3` (`[files.s3]`).
     pub store: StoreKind,
+    /// The bucket of the `s3` store (AWS, or any S3-compatible server).
+    pub s3: S3Settings,
     /// The folder of the `local` store (created at start).
     pub local_dir: PathBuf,
     /// How long a download URL works, in seconds.
@@ -52,6 +54,26 @@ pub struct FileSettings {
 #[serde(rename_all = "snake_case")]
 pub enum StoreKind {
     Local,
+    S3,
+}
+
+/// `[files.s3]`: an S3 bucket. Credentials from the environment only: `CHAT_FILES__S3__ACCESS_KEY_ID`
+/// and `CHAT_FILES__S3__SECRET_ACCESS_KEY`, else the standard `AWS_*` variables (and instance
+/// credentials on AWS).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// `us-east-1` when unset.
+    pub region: Option<String>,
+    /// An S3-compatible server (`http://127.0.0.1:9000` for MinIO); unset: AWS.
+    pub endpoint: Option<String>,
+    /// Allow an `http://` endpoint (a server on a private network).
+    pub allow_http: bool,
+    #[serde(skip_serializing)]
+    pub access_key_id: Option<SecretString>,
+    #[serde(skip_serializing)]
+    pub secret_access_key: Option<SecretString>,
 }
 
 impl Default for FileSettings {
@@ -59,6 +81,7 @@ impl Default for FileSettings {
         Self {
             max_bytes: 10 * 1024 * 1024,
             store: StoreKind::Local,
+            s3: S3Settings::default(),
             local_dir: PathBuf::from("data/files"),
             url_ttl_secs: 3600,
             signing_secret: None,
@@ -70,7 +93,13 @@ impl Default for FileSettings {
 }
 
 impl FileSettings {
-    pub const VERBATIM_KEYS: &'static [&'static str] = &["files.signing_secret"];
+    pub const VERBATIM_KEYS: &'static [&'static str] = &[
+        "files.signing_secret",
+        "files.s3.bucket",
+        "files.s3.region",
+        "files.s3.access_key_id",
+        "files.s3.secret_access_key",
+    ];
 }
 
 /// The file service: settings, store and URL signer.
@@ -106,6 +135,26 @@ impl Files {
                         .map_err(|e| format!("files.local_dir: {e}"))?,
                 )
             }
+            StoreKind::S3 => {
+                let s3 = &settings.s3;
+                if s3.bucket.trim().is_empty() {
+                    return Err("files.s3.bucket is required when files.store = \"s3\"".into());
+                }
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
+                    .with_bucket_name(&s3.bucket)
+                    .with_region(s3.region.as_deref().unwrap_or("us-east-1"))
+                    .with_allow_http(s3.allow_http);
+                if let Some(endpoint) = &s3.endpoint {
+                    builder = builder.with_endpoint(endpoint);
+                }
+                if let Some(key) = &s3.access_key_id {
+                    builder = builder.with_access_key_id(key.expose_secret());
+                }
+                if let Some(secret) = &s3.secret_access_key {
+                    builder = builder.with_secret_access_key(secret.expose_secret());
+                }
+                Arc::new(builder.build().map_err(|e| format!("files.s3: {e}"))?)
+            }
         };
         let ttl = settings.url_ttl_secs;
         let signer = match (&settings.signing_secret, auth_secret) {
@@ -133,6 +182,25 @@ impl Files {
             store,
             signer,
         })
+    }
+
+    /// Whether the store answers: a write, a read and a delete of a probe object (what
+    /// `chat-core` checks at start, so a wrong bucket or key fails the start, not an upload).
+    pub async fn check(&self) -> Result<(), String> {
+        let probe = StorePath::from(format!(".probe-{}", new_id()));
+        self.store
+            .put(&probe, object_store::PutPayload::from_static(b"probe"))
+            .await
+            .map_err(|e| format!("the file store refuses writes: {e}"))?;
+        self.store
+            .get(&probe)
+            .await
+            .map_err(|e| format!("the file store refuses reads: {e}"))?;
+        self.store
+            .delete(&probe)
+            .await
+            .map_err(|e| format!("the file store refuses deletes: {e}"))?;
+        Ok(())
     }
 
     pub fn settings(&self) -> &FileSettings {
