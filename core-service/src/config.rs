@@ -163,6 +163,8 @@ pub struct ChatSettings {
     pub resumes_per_minute: u32,
     /// `read` receipt frames per minute per user (each one stores a durable event).
     pub read_receipts_per_minute: u32,
+    /// File uploads per minute per user (each stores up to `files.max_bytes`).
+    pub uploads_per_minute: u32,
     /// Live connections per user on this core; one more is refused with close 1013.
     pub max_connections_per_user: usize,
     /// How long an operator's takeover outlives its connection (renewed while connected).
@@ -202,6 +204,7 @@ impl Default for ChatSettings {
             history_per_minute: 120,
             resumes_per_minute: 300,
             read_receipts_per_minute: 120,
+            uploads_per_minute: 20,
             max_connections_per_user: 5,
             operator_lease_secs: 30,
             session_idle_timeout_secs: 15 * 60,
@@ -428,6 +431,7 @@ impl ChatSettings {
                 self.read_receipts_per_minute,
                 "chat.read_receipts_per_minute",
             ),
+            (self.uploads_per_minute, "chat.uploads_per_minute"),
         ] {
             InvalidSetting::check(value > 0, key, positive)?;
         }

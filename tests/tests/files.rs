@@ -649,3 +649,26 @@ async fn the_s3_store_keeps_uploads_in_a_real_s3_compatible_server() {
         .expect("xml");
     assert_eq!(listing.matches("<Key>").count(), 1, "{listing}");
 }
+
+#[tokio::test]
+async fn uploads_are_rate_limited_per_user() {
+    let stack = spawn_stack(StackOptions::default().core(|c| c.chat.uploads_per_minute = 2)).await;
+    for i in 0..2 {
+        let (status, body) = upload(
+            &stack,
+            "alice",
+            &format!("n{i}.txt"),
+            "text/plain",
+            b"notes".to_vec(),
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let (status, body) = upload(&stack, "alice", "n3.txt", "text/plain", b"notes".to_vec()).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], 429);
+    // Another user has a budget of their own.
+    let (status, _) = upload(&stack, "bob", "b.txt", "text/plain", b"notes".to_vec()).await;
+    assert_eq!(status, 201);
+    assert_eq!(stored_ids(&stack).len(), 3);
+}

@@ -21,6 +21,9 @@ pub enum ApiError {
     TooLarge(String),
     #[error("Core unavailable")]
     Unavailable,
+    /// 429: a per-user rate of the core.
+    #[error("{0}")]
+    RateLimited(String),
     /// 503 with the core's reason (a file store or virus scanner outage).
     #[error("{0}")]
     TryLater(String),
@@ -37,6 +40,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable | Self::TryLater(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -53,6 +57,7 @@ impl From<tonic::Status> for ApiError {
             Code::PermissionDenied => Self::Forbidden(status.message().to_string()),
             Code::NotFound => Self::NotFound(status.message().to_string()),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Self::Unavailable,
+            Code::ResourceExhausted => Self::RateLimited(status.message().to_string()),
             _ => {
                 tracing::error!(code = ?status.code(), "core call failed");
                 Self::Internal

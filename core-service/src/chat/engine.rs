@@ -117,6 +117,11 @@ impl Engine {
         self
     }
 
+    /// Spends one of the user's uploads this minute (429 past `chat.uploads_per_minute`).
+    pub fn check_upload_rate(&self, user_id: &str) -> Result<(), ChatError> {
+        self.limits.check(super::limits::Rate::Upload, user_id)
+    }
+
     /// The file service, when configured (503 otherwise).
     pub fn files(&self) -> Result<&crate::files::Files, ChatError> {
         self.files

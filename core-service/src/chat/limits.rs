@@ -32,11 +32,13 @@ pub enum Rate {
     Resume,
     /// A read receipt (`chat.read_receipts_per_minute`).
     ReadReceipt,
+    /// A file upload (`chat.uploads_per_minute`).
+    Upload,
 }
 
 impl Rate {
     /// Every rate, in declaration order: `ALL[rate as usize] == rate` (checked below).
-    const ALL: [Rate; 7] = [
+    const ALL: [Rate; 8] = [
         Rate::Message,
         Rate::Typing,
         Rate::NewChat,
@@ -44,6 +46,7 @@ impl Rate {
         Rate::History,
         Rate::Resume,
         Rate::ReadReceipt,
+        Rate::Upload,
     ];
 
     const IN_ORDER: () = {
@@ -66,6 +69,7 @@ impl Rate {
             Rate::History => settings.history_per_minute,
             Rate::Resume => settings.resumes_per_minute,
             Rate::ReadReceipt => settings.read_receipts_per_minute,
+            Rate::Upload => settings.uploads_per_minute,
         }
     }
 
@@ -79,6 +83,7 @@ impl Rate {
             Rate::History => "history",
             Rate::Resume => "resume",
             Rate::ReadReceipt => "read_receipt",
+            Rate::Upload => "upload",
         }
     }
 }

@@ -212,6 +212,9 @@ impl ChatService for ChatApi {
         use pb::upload_chunk::Part;
         let who = authenticate(self.engine.verifier(), request.metadata())?;
         let files = self.engine.files().map_err(convert::status)?;
+        self.engine
+            .check_upload_rate(&who.user_id)
+            .map_err(convert::status)?;
         let mut chunks = request.into_inner();
         let start = match chunks.message().await? {
             Some(pb::UploadChunk {
