@@ -11,6 +11,19 @@ use serde::{Deserialize, Serialize};
 
 pub use settings::{InvalidSetting, SettingsError, SettingsLoader, process_env};
 
+/// Text safe in a URL path segment or an RFC 5987 `filename*`: unreserved characters kept,
+/// every other byte `%XX`.
+pub fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The `[log]` table of a service's config.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -453,6 +453,14 @@ async fn prompt_with_files(stack: &Stack) -> Value {
     fake.requests().last().cloned().expect("a request")
 }
 
+/// The last message of an upstream request body (the one being answered).
+fn last_message(body: &Value) -> &Value {
+    body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .expect("messages")
+}
+
 fn b64(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -478,10 +486,7 @@ async fn an_image_reaches_a_vision_model_as_an_image_part_in_both_wire_formats()
     )
     .await;
     let body = prompt_with_files(&stack).await;
-    let last = body["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .expect("messages");
+    let last = last_message(&body);
     let parts = last["content"].as_array().expect("content parts");
     assert_eq!(parts[0]["type"], "text");
     let text = parts[0]["text"].as_str().expect("text");
@@ -508,10 +513,7 @@ async fn an_image_reaches_a_vision_model_as_an_image_part_in_both_wire_formats()
     )
     .await;
     let body = prompt_with_files(&stack).await;
-    let last = body["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .expect("messages");
+    let last = last_message(&body);
     let blocks = last["content"].as_array().expect("content blocks");
     assert_eq!(
         blocks[0],
@@ -524,10 +526,7 @@ async fn an_image_reaches_a_vision_model_as_an_image_part_in_both_wire_formats()
         spawn_stack(StackOptions::default().llm(Llm::OpenAi(FakeScript::reply(&["No ", "eyes."]))))
             .await;
     let body = prompt_with_files(&stack).await;
-    let last = body["messages"]
-        .as_array()
-        .and_then(|m| m.last())
-        .expect("messages");
+    let last = last_message(&body);
     let content = last["content"].as_str().expect("plain text content");
     assert!(content.contains("[Attached file: dot.png"), "{content}");
     assert!(content.contains("hello notes"), "{content}");
@@ -592,6 +591,16 @@ async fn uploads_are_scanned_by_clamd_and_a_scanner_outage_is_a_clear_503() {
     assert!(stored_ids(&down).is_empty());
 }
 
+/// moto's XML listing of the test bucket.
+async fn bucket_listing(moto: &chat_tests::moto::Moto) -> String {
+    reqwest::get(format!("{}/chat-files", moto.url))
+        .await
+        .expect("list")
+        .text()
+        .await
+        .expect("xml")
+}
+
 #[tokio::test]
 async fn the_s3_store_keeps_uploads_in_a_real_s3_compatible_server() {
     use chat_core::files::StoreKind;
@@ -641,12 +650,7 @@ async fn the_s3_store_keeps_uploads_in_a_real_s3_compatible_server() {
     polyglot.extend_from_slice(b"<script>alert(1)</script>");
     let (status, _) = upload(&stack, "alice", "x.png", "image/png", polyglot).await;
     assert_eq!(status, 400);
-    let listing = reqwest::get(format!("{}/chat-files", moto.url))
-        .await
-        .expect("list")
-        .text()
-        .await
-        .expect("xml");
+    let listing = bucket_listing(&moto).await;
     assert_eq!(listing.matches("<Key>").count(), 1, "{listing}");
 }
 

@@ -210,6 +210,11 @@ async fn batching_coalesces_frames_in_order_and_is_opt_in() {
     assert_eq!(next_text(&mut plain).await["type"], "session");
 }
 
+fn exposed(secret: &Option<secrecy::SecretString>) -> Option<String> {
+    use secrecy::ExposeSecret;
+    secret.as_ref().map(|s| s.expose_secret().to_owned())
+}
+
 #[test]
 fn seed_names_are_aliases_below_the_projects_own_with_a_warning_when_they_differ() {
     let core = Settings::load_from(
@@ -222,13 +227,8 @@ fn seed_names_are_aliases_below_the_projects_own_with_a_warning_when_they_differ
         ]),
     )
     .expect("loads");
-    use secrecy::ExposeSecret;
     assert_eq!(
-        core.auth
-            .secret
-            .as_ref()
-            .map(|s| s.expose_secret().to_owned())
-            .as_deref(),
+        exposed(&core.auth.secret).as_deref(),
         Some("seed-secret-0123456789-0123456789")
     );
     assert_eq!(core.chat.user_messages_per_minute, 100);
@@ -250,19 +250,11 @@ fn seed_names_are_aliases_below_the_projects_own_with_a_warning_when_they_differ
     )
     .expect("loads");
     assert_eq!(
-        core.auth
-            .secret
-            .as_ref()
-            .map(|s| s.expose_secret().to_owned())
-            .as_deref(),
+        exposed(&core.auth.secret).as_deref(),
         Some("own-secret-0123456789-0123456789")
     );
     assert_eq!(
-        core.llm.providers["openai"]
-            .api_key
-            .as_ref()
-            .map(|k| k.expose_secret().to_owned())
-            .as_deref(),
+        exposed(&core.llm.providers["openai"].api_key).as_deref(),
         Some("sk-own")
     );
     assert_eq!(core.env_warnings.len(), 2, "{:?}", core.env_warnings);

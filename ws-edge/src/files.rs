@@ -226,7 +226,7 @@ pub async fn download(
     };
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{disposition}; filename*=UTF-8''{}",
-        percent_encode(&file.name)
+        chat_runtime::percent_encode(&file.name)
     )) {
         h.insert(header::CONTENT_DISPOSITION, v);
     }
@@ -258,18 +258,6 @@ fn parse_range(raw: &str) -> Option<(u64, Option<u64>)> {
     Some((start, end))
 }
 
-/// RFC 5987 encoding of a file name for `filename*`.
-fn percent_encode(name: &str) -> String {
-    name.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            other => format!("%{other:02X}"),
-        })
-        .collect()
-}
-
 /// The upload's answer: `{id, name, mime, size, url}`.
 fn file_json(file: &pb::FileInfo) -> Value {
     json!({"id": file.id, "name": file.name, "mime": file.mime, "size": file.size, "url": file.url})
@@ -291,7 +279,7 @@ mod tests {
 
     #[test]
     fn file_names_are_encoded_for_content_disposition() {
-        assert_eq!(percent_encode("a b.pdf"), "a%20b.pdf");
-        assert_eq!(percent_encode("é\";x"), "%C3%A9%22%3Bx");
+        assert_eq!(chat_runtime::percent_encode("a b.pdf"), "a%20b.pdf");
+        assert_eq!(chat_runtime::percent_encode("é\";x"), "%C3%A9%22%3Bx");
     }
 }

@@ -159,7 +159,9 @@ impl ContextSource {
     }
 
     async fn fetch(&self, user_id: &str) -> Option<String> {
-        let url = self.template.replace("{userId}", &percent_encode(user_id));
+        let url = self
+            .template
+            .replace("{userId}", &chat_runtime::percent_encode(user_id));
         let answer = async {
             let response = self.client.get(&url).send().await?.error_for_status()?;
             response.json::<Value>().await
@@ -181,18 +183,6 @@ impl ContextSource {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Option<String>)>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
-}
-
-/// `id` safe in a URL path segment: unreserved characters kept, every other byte `%XX`.
-fn percent_encode(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Stored text back to an object (only objects are stored; anything else reads as empty).
@@ -232,9 +222,9 @@ mod tests {
 
     #[test]
     fn ids_are_percent_encoded_for_the_url() {
-        assert_eq!(percent_encode("ada-1_x.y~z"), "ada-1_x.y~z");
-        assert_eq!(percent_encode("a b/c?d"), "a%20b%2Fc%3Fd");
-        assert_eq!(percent_encode("é"), "%C3%A9");
+        assert_eq!(chat_runtime::percent_encode("ada-1_x.y~z"), "ada-1_x.y~z");
+        assert_eq!(chat_runtime::percent_encode("a b/c?d"), "a%20b%2Fc%3Fd");
+        assert_eq!(chat_runtime::percent_encode("é"), "%C3%A9");
     }
 
     #[test]
