@@ -55,12 +55,6 @@ const MARKERS: &[&[u8]] = &[
 /// Active content in a PDF.
 const PDF_MARKERS: &[&[u8]] = &[b"/javascript", b"/js ", b"/js(", b"/launch"];
 
-/// Whether files of this type are shown inline (`Content-Disposition: inline`): images, audio
-/// and PDF; anything else downloads as an attachment.
-pub fn is_inline(mime: &str) -> bool {
-    mime.starts_with("image/") || mime.starts_with("audio/") || mime == "application/pdf"
-}
-
 pub fn is_text(mime: &str) -> bool {
     mime.starts_with("text/") || mime == "application/json"
 }

@@ -412,6 +412,16 @@ impl Session {
             .or_else(|| self.chats.contains_key(&key).then_some(key))
     }
 
+    /// Keeps the last [`RECENT_MESSAGES`] messages this socket received, by the id the client
+    /// saw, for `chat:ack`.
+    fn received(&mut self, seen: String, m: &pb::ChatMessage) {
+        self.recent
+            .push_back((seen, m.chat_id.clone(), m.id.clone()));
+        if self.recent.len() > RECENT_MESSAGES {
+            self.recent.pop_front();
+        }
+    }
+
     fn remember(&mut self, key: &str, chat_id: &str) {
         if self.keys.len() < MAX_KEYS || self.keys.contains_key(key) {
             self.keys.insert(key.to_owned(), chat_id.to_owned());
@@ -489,11 +499,7 @@ impl Session {
                     return Ok(());
                 };
                 let seen = m.message_id.clone().unwrap_or_else(|| message.id.clone());
-                self.recent
-                    .push_back((seen, message.chat_id.clone(), message.id.clone()));
-                if self.recent.len() > RECENT_MESSAGES {
-                    self.recent.pop_front();
-                }
+                self.received(seen, &message);
                 let body = self.message_json(&message, m.message_id.as_deref());
                 self.emit("chat:message", &body)
             }
@@ -539,11 +545,7 @@ impl Session {
                     .map(|m| self.message_json(m, None))
                     .collect();
                 for m in &h.messages {
-                    self.recent
-                        .push_back((m.id.clone(), m.chat_id.clone(), m.id.clone()));
-                    if self.recent.len() > RECENT_MESSAGES {
-                        self.recent.pop_front();
-                    }
+                    self.received(m.id.clone(), m);
                 }
                 let body = json!({
                     "messages": messages,
