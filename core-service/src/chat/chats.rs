@@ -75,8 +75,8 @@ impl Engine {
                     title: Some(title),
                     ..ChatChanges::default()
                 };
-                self.publish_change(&chat.id, changes.clone()).await?;
-                self.session_changed(&chat, ChangeKind::Updated, changes, None);
+                self.session_changed(&chat, ChangeKind::Updated, changes.clone(), None);
+                self.publish_change(&chat.id, changes).await?;
                 Ok(())
             }
             ChatAction::SelectModel { chat_id, model } => {
@@ -90,8 +90,8 @@ impl Engine {
                     model: Some(model.to_string()),
                     ..ChatChanges::default()
                 };
-                self.publish_change(&chat.id, changes.clone()).await?;
-                self.session_changed(&chat, ChangeKind::Updated, changes, None);
+                self.session_changed(&chat, ChangeKind::Updated, changes.clone(), None);
+                self.publish_change(&chat.id, changes).await?;
                 Ok(())
             }
             ChatAction::End { chat_id } => {

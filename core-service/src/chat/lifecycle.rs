@@ -27,13 +27,13 @@ impl Engine {
         actor: (&str, &str),
     ) -> Result<(), ChatError> {
         storage::end_chat(&self.db, &chat.id, self.now()).await?;
-        self.audit(&chat.id, "ended", actor).await;
         let changes = ChatChanges {
             status: Some(ChatStatus::Ended),
             ..ChatChanges::default()
         };
-        self.publish_change(&chat.id, changes.clone()).await?;
-        self.session_changed(chat, ChangeKind::Ended, changes, None);
+        self.session_changed(chat, ChangeKind::Ended, changes.clone(), None);
+        self.audit(&chat.id, "ended", actor).await;
+        self.publish_change(&chat.id, changes).await?;
         tracing::info!(chat = %chat.id, by = actor.0, "session ended");
         Ok(())
     }
@@ -83,8 +83,8 @@ impl Engine {
             status: Some(ChatStatus::Active),
             ..ChatChanges::default()
         };
-        self.publish_change(&chat.id, changes.clone()).await?;
-        self.session_changed(chat, ChangeKind::Updated, changes, None);
+        self.session_changed(chat, ChangeKind::Updated, changes.clone(), None);
+        self.publish_change(&chat.id, changes).await?;
         self.end_other_sessions(chat).await
     }
 

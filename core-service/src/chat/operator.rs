@@ -69,8 +69,8 @@ impl Engine {
             needs_help: Some(true),
             ..ChatChanges::default()
         };
-        self.publish_change(&chat.id, changes.clone()).await?;
-        self.session_changed(&chat, ChangeKind::NeedsHelp, changes, None);
+        self.session_changed(&chat, ChangeKind::NeedsHelp, changes.clone(), None);
+        self.publish_change(&chat.id, changes).await?;
         Ok(())
     }
 
@@ -115,11 +115,10 @@ impl Engine {
             needs_help: Some(false),
             ..ChatChanges::default()
         };
-        self.publish_change(chat_id, changes.clone()).await?;
         if let Some(chat) = storage::get_chat(&self.db, chat_id).await? {
-            self.session_changed(&chat, ChangeKind::HelpResolved, changes, None);
+            self.session_changed(&chat, ChangeKind::HelpResolved, changes.clone(), None);
         }
-        Ok(())
+        self.publish_change(chat_id, changes).await
     }
 
     /// An admin takes the chat over: acquires the lock (409 if another operator holds it),
@@ -156,6 +155,14 @@ impl Engine {
         }
         self.silence_assistant(&chat.id).await;
         let op = operator(who);
+        // The feed hears of the change as soon as it is stored and before any member does, so
+        // nothing a member does in answer can reach the feed ahead of it.
+        self.session_changed(
+            &chat,
+            ChangeKind::OperatorJoined,
+            changes_operator(Some(op.clone())),
+            None,
+        );
         self.publish(
             &chat.id,
             Durable::OperatorJoined(OperatorEvent {
@@ -168,12 +175,6 @@ impl Engine {
             .await?;
         self.audit(&chat.id, "takeover", (&who.user_id, &who.name))
             .await;
-        self.session_changed(
-            &chat,
-            ChangeKind::OperatorJoined,
-            changes_operator(Some(op)),
-            None,
-        );
         // A human has the session now: the help request is answered.
         if chat.needs_help {
             storage::resolve_open_help_requests(&self.db, &chat.id, &who.user_id, self.now())
@@ -244,6 +245,8 @@ impl Engine {
             id: op_id.to_string(),
             name,
         };
+        // Stored already; the feed hears first (see `takeover`).
+        self.session_changed(chat, ChangeKind::OperatorLeft, changes_operator(None), None);
         self.publish(
             &chat.id,
             Durable::OperatorLeft(OperatorEvent {
@@ -255,7 +258,6 @@ impl Engine {
         self.publish_change(&chat.id, changes_operator(None))
             .await?;
         self.audit(&chat.id, action, (op_id, &op.name)).await;
-        self.session_changed(chat, ChangeKind::OperatorLeft, changes_operator(None), None);
         tracing::info!(chat = %chat.id, user = %chat.owner_id, operator = %op_id, how = action, "takeover ended");
         Ok(())
     }

@@ -47,7 +47,9 @@ impl Engine {
         self.watch.subscribe()
     }
 
-    /// Pushes a change to every watcher (nobody watching is fine).
+    /// Pushes a change to every watcher (nobody watching is fine). Callers push right after
+    /// the change is stored and before its room event goes out, so anything a member does in
+    /// answer to that event reaches the feed after it: the feed's order is the session's order.
     pub(super) fn session_changed(
         &self,
         chat: &ChatRow,
