@@ -49,8 +49,12 @@ impl Engine {
                 title,
                 agent_id,
                 model,
+                spoken_replies,
             } => {
                 let title = title.as_deref().map(validate::chat_title).transpose()?;
+                if spoken_replies == Some(true) {
+                    self.check_voice_enabled()?;
+                }
                 let chat = self
                     .create_chat(
                         who,
@@ -60,12 +64,30 @@ impl Engine {
                         None,
                     )
                     .await?;
+                let mut changes = ChatChanges::of(&chat);
+                if let Some(spoken) = spoken_replies {
+                    storage::set_spoken_replies(&self.db, &chat.id, spoken).await?;
+                    changes.spoken_replies = Some(spoken);
+                }
                 self.rooms.join(&chat.id, &conn.id);
                 conn.push(Outgoing::now(Event::ChatUpdate(ChatUpdate {
                     chat_id: chat.id.clone(),
-                    changes: ChatChanges::of(&chat),
+                    changes,
                 })));
                 Ok(())
+            }
+            ChatAction::SetSpokenReplies { chat_id, spoken } => {
+                let chat = self.chat_named(who, &chat_id, "data.chatId").await?;
+                if spoken {
+                    self.check_voice_enabled()?;
+                }
+                storage::set_spoken_replies(&self.db, &chat.id, spoken).await?;
+                let changes = ChatChanges {
+                    spoken_replies: Some(spoken),
+                    ..ChatChanges::default()
+                };
+                self.session_changed(&chat, ChangeKind::Updated, changes.clone(), None);
+                self.publish_change(&chat.id, changes).await
             }
             ChatAction::Rename { chat_id, title } => {
                 let chat = self.chat_named(who, &chat_id, "data.chatId").await?;
@@ -131,6 +153,17 @@ impl Engine {
                 }
                 Ok(())
             }
+        }
+    }
+
+    /// 400 unless this server speaks (`[llm.voice]`).
+    fn check_voice_enabled(&self) -> Result<(), ChatError> {
+        match self.llm.voice() {
+            Some(_) => Ok(()),
+            None => Err(ChatError::invalid(
+                "data.spokenReplies",
+                "Spoken replies are not enabled on this server (llm.voice)",
+            )),
         }
     }
 

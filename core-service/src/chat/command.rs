@@ -88,6 +88,12 @@ pub enum ChatAction {
         title: Option<String>,
         agent_id: Option<String>,
         model: Option<String>,
+        spoken_replies: Option<bool>,
+    },
+    /// Whether the chat's replies are spoken (needs `[llm.voice]`).
+    SetSpokenReplies {
+        chat_id: String,
+        spoken: bool,
     },
     Rename {
         chat_id: String,

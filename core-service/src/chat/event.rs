@@ -303,6 +303,8 @@ impl ChatMessage {
                 // for a row a test wrote by hand.
                 message_index: (row.ordinal > 0).then_some(row.ordinal),
                 total_messages: (row.ordinal > 0).then_some(row.ordinal),
+                transcribed: stored.transcribed,
+                speech_error: stored.speech_error,
             },
         }
     }
@@ -323,6 +325,8 @@ pub struct Metadata {
     /// The chat's message count when this one was stored (seed 001's `totalMessages`); equal
     /// to `message_index`, since a message is the last one when it is stored.
     pub total_messages: Option<i64>,
+    pub transcribed: Option<bool>,
+    pub speech_error: Option<String>,
 }
 
 /// What we keep in a message's `metadata` column (JSON, camelCase like the protocol): what
@@ -351,6 +355,12 @@ pub struct StoredMetadata {
     /// `length` when the model stopped at its output token limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
+    /// The content is the transcript of the message's audio (a voice message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transcribed: Option<bool>,
+    /// Why a reply the chat wanted spoken has no audio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub speech_error: Option<String>,
 }
 
 impl StoredMetadata {
@@ -413,6 +423,8 @@ pub struct ChatChanges {
     pub status: Option<ChatStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub needs_help: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spoken_replies: Option<bool>,
     /// `Some(Some(op))`: `op` took the chat over; `Some(None)`: the operator left.
     #[serde(
         default,

@@ -294,6 +294,7 @@ mod tests {
                         title: Some("second".into()),
                         agent_id: None,
                         model: None,
+                        spoken_replies: None,
                     },
                     &conn,
                 )

@@ -33,16 +33,41 @@ impl Engine {
         conn: Option<&Conn>,
     ) -> Result<Ack, ChatError> {
         let client_id = ClientMessageId::parse(&req.client_message_id, "data.messageId")?;
-        let text = MessageText::parse(&req.content, self.settings.max_message_chars)?;
+        // Empty content with an audio attachment is a voice message: its text is the
+        // transcript, made once the message passed every other check.
+        let voice_message = req.content.trim().is_empty() && !req.attachments.is_empty();
+        let typed = if voice_message {
+            None
+        } else {
+            Some(MessageText::parse(
+                &req.content,
+                self.settings.max_message_chars,
+            )?)
+        };
         let context = validate::context_json(req.context)?;
         let attachments = self.attachments_of(who, &req.attachments).await?;
         let attachments_json = StoredAttachment::list_json(&attachments);
+        let file_ids: Vec<String> = attachments.iter().map(|a| a.id.clone()).collect();
         let agent_id = match req.agent_id.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(id) if self.llm.agent(id).is_some() => Some(id.to_string()),
             Some(_) => return Err(ChatError::invalid("data.agentId", "Unknown agent")),
         };
         self.limits.check(Rate::Message, &who.user_id)?;
+        let text = match typed {
+            Some(text) => text,
+            None => {
+                // A resend is acknowledged without paying for a second transcription.
+                if let Some(prior) =
+                    storage::find_by_client_id(&self.db, &who.user_id, client_id.as_str()).await?
+                {
+                    return self
+                        .acknowledge_duplicate(who, &prior, &client_id, conn)
+                        .await;
+                }
+                self.transcribe_voice_message(&attachments).await?
+            }
+        };
 
         // Idempotency first: a resend must not create a second chat either.
         let chat = match req.chat_id.as_deref().map(str::trim) {
@@ -90,6 +115,7 @@ impl Engine {
         let metadata = StoredMetadata {
             context,
             operator_name: as_operator.then(|| who.name.clone()),
+            transcribed: voice_message.then_some(true),
             ..Default::default()
         }
         .to_json();
@@ -107,6 +133,7 @@ impl Engine {
                     status: MessageStatus::Complete,
                     client_message_id: Some(client_id.as_str()),
                     attachments_json: &attachments_json,
+                    file_ids: &file_ids,
                     metadata_json: &metadata,
                     now: self.now(),
                     // Owed in the same transaction: a crash from here on leaves a row saying

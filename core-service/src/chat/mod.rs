@@ -9,7 +9,8 @@
 //! - [`messages`], [`chats`], [`presence`], [`resume`], [`operator`], [`lifecycle`]: the
 //!   operations, by concern; [`monitor`] and [`watch`]: what operators see, listed and live;
 //!   [`takeover`]: an operator's takeover as one stream.
-//! - [`turn`], [`prompt`]: one assistant reply, streamed and stored; what the model is sent.
+//! - [`turn`], [`prompt`]: one assistant reply, streamed and stored; what the model is sent;
+//!   [`voice`]: voice messages transcribed, replies spoken.
 //! - [`rooms`]: who is connected and joined where; per-chat ordering locks.
 //! - [`validate`], [`limits`]: client input into checked values; per-user rate limits.
 //! - [`command`], [`event`], [`error`]: the domain's vocabulary in and out, and its failures.
@@ -44,6 +45,7 @@ pub mod takeover;
 mod testing;
 pub mod turn;
 pub mod validate;
+pub mod voice;
 pub mod watch;
 
 pub use engine::Engine;

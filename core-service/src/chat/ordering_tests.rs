@@ -130,6 +130,7 @@ async fn run(seed: u64) {
             title: Some(title.into()),
             agent_id: None,
             model: None,
+            spoken_replies: None,
         };
         engine
             .chat_action(&ann, create, &owner_conn)

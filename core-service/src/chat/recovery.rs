@@ -96,6 +96,7 @@ impl Engine {
                 status: MessageStatus::Failed,
                 client_message_id: None,
                 attachments_json: "[]",
+                file_ids: &[],
                 metadata_json: &metadata.to_json(),
                 now: self.now(),
                 reply: storage::ReplyLink::Answers {

@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::ASSISTANT;
 use super::engine::{ActiveReply, Engine, new_id};
 use super::error::ChatError;
-use super::event::{ChatChanges, Chunk, Event, Outgoing, StoredMetadata, Typing};
+use super::event::{ChatChanges, Chunk, Event, Outgoing, StoredAttachment, StoredMetadata, Typing};
 use super::prompt::build_prompt;
 use super::watch::ChangeKind;
 use crate::llm::{Delta, LlmError, Prompt, estimate_tokens};
@@ -185,7 +185,20 @@ async fn run(
             true,
         ),
     };
+    // A complete reply in a chat that asked for spoken replies is spoken before it is
+    // stored, so its one final message carries the audio.
+    let mut speech_error = None;
+    let mut spoken = Vec::new();
+    if status == MessageStatus::Complete && engine.wants_spoken_replies(&chat).await {
+        match engine.speak_reply(&chat, &message_id, &content).await {
+            Ok(audio) => spoken.push(audio),
+            Err(err) => speech_error = Some(err.as_str().to_owned()),
+        }
+    }
+    let spoken_ids: Vec<String> = spoken.iter().map(|a| a.id.clone()).collect();
+    let spoken_json = StoredAttachment::list_json(&spoken);
     let metadata = StoredMetadata {
+        speech_error,
         model: Some(outcome.model_id.clone()),
         prompt_tokens: Some(prompt_tokens),
         completion_tokens: Some(completion_tokens),
@@ -235,7 +248,8 @@ async fn run(
                 content: &content,
                 status,
                 client_message_id: None,
-                attachments_json: "[]",
+                attachments_json: &spoken_json,
+                file_ids: &spoken_ids,
                 metadata_json: &metadata.to_json(),
                 now: engine.now(),
                 reply: storage::ReplyLink::Answers {

@@ -129,6 +129,13 @@ fn chat_action(u: pb::ChatUpdate) -> Result<ChatAction, ChatError> {
             title: u.title,
             agent_id: u.agent_id,
             model: u.model,
+            spoken_replies: u.spoken_replies,
+        },
+        A::SetSpokenReplies => ChatAction::SetSpokenReplies {
+            chat_id,
+            spoken: u.spoken_replies.ok_or_else(|| {
+                ChatError::invalid("data.spokenReplies", "data.spokenReplies is required")
+            })?,
         },
         A::Rename => ChatAction::Rename {
             chat_id,
@@ -374,6 +381,8 @@ fn message(m: &ChatMessage) -> pb::ChatMessage {
             finish_reason: meta.finish_reason.clone(),
             message_index: meta.message_index,
             total_messages: meta.total_messages,
+            transcribed: meta.transcribed,
+            speech_error: meta.speech_error.clone(),
         }),
     }
 }
@@ -386,6 +395,7 @@ pub fn changes(c: &ChatChanges) -> pb::ChatChanges {
         model: c.model.clone(),
         status: c.status.map(|s| s.as_str().to_string()),
         needs_help: c.needs_help,
+        spoken_replies: c.spoken_replies,
         operator_changed: c.operator.is_some(),
         operator: c.operator.as_ref().and_then(|o| o.as_ref().map(operator)),
     }

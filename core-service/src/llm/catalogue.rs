@@ -11,7 +11,7 @@ use super::policy::Policy;
 use super::settings::{self, SettingsProblem};
 use super::{
     AgentSettings, LlmError, LlmSettings, LlmSettingsError, ModelSettings, OpenedReply, Prompt,
-    Provider, ProviderKind, ProviderSettings, anthropic, demo, dify, openai,
+    Provider, ProviderKind, ProviderSettings, Voice, anthropic, demo, dify, openai,
 };
 
 /// A catalogue entry: the model and the provider serving it.
@@ -27,6 +27,8 @@ pub struct Llm {
     policy: Policy,
     /// Some model's provider keeps conversations itself (Dify).
     stateful: bool,
+    /// The audio endpoints, when `[llm.voice]` names a provider.
+    voice: Option<Voice>,
 }
 
 impl std::fmt::Debug for Llm {
@@ -94,11 +96,24 @@ impl Llm {
                 .provider(&model.provider)
                 .is_some_and(|p| p.kind == ProviderKind::Dify)
         });
+        let voice = match settings.provider(&settings.voice.provider) {
+            Some(provider) if !settings.voice.provider.is_empty() => Some(Voice::new(
+                client.clone(),
+                provider
+                    .base_url
+                    .as_deref()
+                    .unwrap_or(settings::OPENAI_DEFAULT_BASE_URL),
+                resolve_key(&settings.voice.provider, &provider)?,
+                settings.voice.clone(),
+            )),
+            _ => None,
+        };
         Ok(Llm {
             settings: settings.clone(),
             catalogue,
             policy: Policy::new(settings),
             stateful,
+            voice,
         })
     }
 
@@ -106,6 +121,11 @@ impl Llm {
     /// chat's conversation ids worth reading for its prompt.
     pub fn has_stateful_providers(&self) -> bool {
         self.stateful
+    }
+
+    /// Speech to text and text to speech, when configured (`[llm.voice]`).
+    pub fn voice(&self) -> Option<&Voice> {
+        self.voice.as_ref()
     }
 
     pub fn model(&self, id: &str) -> Option<&ModelSettings> {

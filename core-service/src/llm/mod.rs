@@ -13,6 +13,8 @@
 //!   ([`Llm::open`]).
 //! - `openai`, `anthropic`, `dify` -> `sse`, `provider`; `demo` -> `provider`: the providers.
 //! - `sse`: HTTP and Server-Sent Events plumbing shared by the HTTP providers.
+//! - `voice` -> `sse`, `settings`: speech to text and text to speech ([`Voice`]), on an
+//!   OpenAI-compatible provider's audio endpoints.
 
 mod anthropic;
 mod catalogue;
@@ -24,6 +26,7 @@ mod policy;
 mod provider;
 mod settings;
 mod sse;
+mod voice;
 
 pub use catalogue::Llm;
 pub use error::LlmError;
@@ -33,8 +36,9 @@ pub use provider::{
 };
 pub use settings::{
     AgentSettings, LlmSettings, LlmSettingsError, ModelSettings, Pricing, ProviderKind,
-    ProviderSettings, RetrySettings, SettingsProblem,
+    ProviderSettings, RetrySettings, SPEECH_FORMATS, SettingsProblem, VoiceSettings,
 };
+pub use voice::{Speech, Voice};
 
 #[cfg(test)]
 mod tests;

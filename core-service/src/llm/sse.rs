@@ -110,7 +110,7 @@ fn response_reason(response: &reqwest::Response) -> String {
 
 /// A transport error without its URL (the URL is harmless today, but some gateways put keys in
 /// query strings).
-fn describe(err: reqwest::Error) -> String {
+pub(crate) fn describe(err: reqwest::Error) -> String {
     let kind = if err.is_timeout() {
         "timed out"
     } else if err.is_connect() {

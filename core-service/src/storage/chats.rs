@@ -11,7 +11,9 @@ use diesel::result::DatabaseErrorKind;
 use diesel_async::RunQueryDsl;
 
 use super::models::ChatRow;
-use super::schema::{chat_keys, chat_members, chats, provider_conversations, session_metrics};
+use super::schema::{
+    chat_keys, chat_members, chat_settings, chats, provider_conversations, session_metrics,
+};
 use super::{Db, Result, StorageError, duration_ms};
 use crate::types::ChatStatus;
 
@@ -253,6 +255,36 @@ pub async fn reopen_chat(db: &Db, id: &str) -> Result<bool> {
         .await?
     });
     Ok(rows == 1)
+}
+
+/// Whether the chat asked for spoken replies (`chat_settings`; no row: no).
+pub async fn spoken_replies(db: &Db, chat_id: &str) -> Result<bool> {
+    with_conn!(db, |conn| {
+        Ok(chat_settings::table
+            .find(chat_id)
+            .select(chat_settings::spoken_replies)
+            .first(conn)
+            .await
+            .optional()?
+            .unwrap_or(false))
+    })
+}
+
+/// Sets whether the chat's replies are spoken.
+pub async fn set_spoken_replies(db: &Db, chat_id: &str, spoken: bool) -> Result<()> {
+    with_conn!(db, |conn| {
+        diesel::insert_into(chat_settings::table)
+            .values((
+                chat_settings::chat_id.eq(chat_id),
+                chat_settings::spoken_replies.eq(spoken),
+            ))
+            .on_conflict(chat_settings::chat_id)
+            .do_update()
+            .set(chat_settings::spoken_replies.eq(spoken))
+            .execute(conn)
+            .await?;
+        Ok(())
+    })
 }
 
 /// Active chats with no activity since `before` (candidates for the idle timeout).

@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::models::MessageRow;
-use super::schema::{chats, messages, pending_replies, session_metrics};
+use super::schema::{chat_files, chats, messages, pending_replies, session_metrics};
 use super::{Db, Result, StorageError, TxError, duration_ms, is_unique_violation};
 use crate::types::{MessageStatus, Role};
 
@@ -26,6 +26,8 @@ pub struct NewMessage<'a> {
     pub client_message_id: Option<&'a str>,
     /// serde_json text (an array).
     pub attachments_json: &'a str,
+    /// The ids of the files `attachments_json` lists: recorded as the chat's (`chat_files`).
+    pub file_ids: &'a [String],
     /// serde_json text (an object).
     pub metadata_json: &'a str,
     pub now: NaiveDateTime,
@@ -162,6 +164,16 @@ pub async fn insert_message(db: &Db, new: NewMessage<'_>) -> Result<Inserted> {
             .returning(MessageRow::as_returning())
             .get_result(conn)
             .await?;
+        for file_id in new.file_ids {
+            diesel::insert_into(chat_files::table)
+                .values((
+                    chat_files::chat_id.eq(new.chat_id),
+                    chat_files::file_id.eq(file_id),
+                ))
+                .on_conflict_do_nothing()
+                .execute(conn)
+                .await?;
+        }
         match new.reply {
             ReplyLink::None => {}
             ReplyLink::Owed { requester } => {

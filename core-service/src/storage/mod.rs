@@ -85,6 +85,7 @@ impl From<diesel::result::Error> for TxError {
 pub mod admin;
 pub mod audit;
 pub mod chats;
+pub mod deletion;
 pub mod events;
 pub mod files;
 pub mod help;
@@ -120,8 +121,10 @@ pub use chats::{
     NewChat, acquire_operator, add_member, conversations_of, create_chat, end_chat,
     expired_operator_leases, find_keyed_chat, get_chat, idle_chats, is_member, latest_active_chat,
     list_user_chats, member_ids, other_active_chats, release_operator, remove_member,
-    renew_operator, reopen_chat, set_conversation, set_model, set_needs_help, set_title,
+    renew_operator, reopen_chat, set_conversation, set_model, set_needs_help, set_spoken_replies,
+    set_title, spoken_replies,
 };
+pub use deletion::{chats_inactive_since, delete_chat, delete_file, delete_unattached_files};
 pub use events::{Durable, append_event, events_after, record_receipts};
 pub use files::{NewFile, get_file, get_files, insert_file};
 pub use help::{

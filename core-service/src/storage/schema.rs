@@ -192,6 +192,23 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    chat_settings (chat_id) {
+        chat_id -> Text,
+        spoken_replies -> Bool,
+    }
+}
+
+diesel::table! {
+    chat_files (chat_id, file_id) {
+        chat_id -> Text,
+        file_id -> Text,
+    }
+}
+
+diesel::joinable!(chat_settings -> chats (chat_id));
+diesel::joinable!(chat_files -> chats (chat_id));
+diesel::joinable!(chat_files -> files (file_id));
 diesel::joinable!(chat_members -> chats (chat_id));
 diesel::joinable!(chat_keys -> chats (chat_id));
 diesel::joinable!(provider_conversations -> chats (chat_id));
@@ -220,4 +237,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     provider_conversations,
     chat_keys,
     files,
+    chat_settings,
+    chat_files,
 );

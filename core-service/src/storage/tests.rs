@@ -52,7 +52,96 @@ both!(
     the_help_flag_changes_once_and_a_missing_chat_is_not_found,
     the_operator_lease_is_exclusive_renewable_and_expires,
     a_reply_is_owed_from_its_message_until_it_is_stored,
+    deleting_a_chat_deletes_the_files_only_it_held,
+    spoken_replies_default_off_and_follow_the_last_setting,
 );
+
+async fn file(db: &Db, id: &str, secs: i64) -> Result<()> {
+    super::files::insert_file(
+        db,
+        super::files::NewFile {
+            id,
+            owner_id: "alice",
+            name: "a.png",
+            mime: "image/png",
+            size: 1,
+            now: at(secs),
+        },
+    )
+    .await
+    .map(|_| ())
+}
+
+async fn deleting_a_chat_deletes_the_files_only_it_held(db: &Db) -> Result<()> {
+    use super::deletion;
+    new_chat(db, "c1", "alice", 0).await?;
+    new_chat(db, "c2", "alice", 0).await?;
+    for (id, secs) in [
+        ("shared", 0),
+        ("only-c1", 0),
+        ("loose-old", 0),
+        ("loose-new", 10),
+    ] {
+        file(db, id, secs).await?;
+    }
+    let c1_files = ["shared".to_string(), "only-c1".to_string()];
+    let c2_files = ["shared".to_string()];
+    messages::insert_message(
+        db,
+        NewMessage {
+            file_ids: &c1_files,
+            ..message("m1", "c1", "alice", 1)
+        },
+    )
+    .await?;
+    messages::insert_message(
+        db,
+        NewMessage {
+            file_ids: &c2_files,
+            ..message("m2", "c2", "alice", 5)
+        },
+    )
+    .await?;
+    // The last activity decides: c1's was at 1, c2's at 5.
+    assert_eq!(
+        deletion::chats_inactive_since(db, at(3), 10).await?,
+        vec!["c1".to_string()]
+    );
+    assert_eq!(
+        deletion::delete_chat(db, "c1").await?,
+        vec!["only-c1".to_string()]
+    );
+    assert_eq!(chats::get_chat(db, "c1").await?, None);
+    assert!(matches!(
+        deletion::delete_chat(db, "c1").await,
+        Err(StorageError::NotFound)
+    ));
+    let left = super::files::get_files(db, &["shared".into(), "only-c1".into()]).await?;
+    assert_eq!(
+        left.iter().map(|f| f.id.as_str()).collect::<Vec<_>>(),
+        vec!["shared"]
+    );
+    // Uploads no chat holds go once they are older than the cut; attached ones stay.
+    assert_eq!(
+        deletion::delete_unattached_files(db, at(5), 10).await?,
+        vec!["loose-old".to_string()]
+    );
+    assert!(deletion::delete_file(db, "shared").await?.is_some());
+    assert!(deletion::delete_file(db, "shared").await?.is_none());
+    // The message keeps its attachment list; the record is what downloads need.
+    assert_eq!(chat(db, "c2").await?.message_count, 1);
+    Ok(())
+}
+
+async fn spoken_replies_default_off_and_follow_the_last_setting(db: &Db) -> Result<()> {
+    new_chat(db, "c1", "alice", 0).await?;
+    assert!(!chats::spoken_replies(db, "c1").await?);
+    chats::set_spoken_replies(db, "c1", true).await?;
+    assert!(chats::spoken_replies(db, "c1").await?);
+    chats::set_spoken_replies(db, "c1", false).await?;
+    assert!(!chats::spoken_replies(db, "c1").await?);
+    Ok(())
+}
 
 /// A migrated database; holds the temp dir (SQLite) for as long as the test runs.
 struct TestDb {
@@ -144,6 +233,7 @@ fn message<'a>(id: &'a str, chat_id: &'a str, sender_id: &'a str, secs: i64) -> 
         status: crate::types::MessageStatus::Complete,
         client_message_id: None,
         attachments_json: "[]",
+        file_ids: &[],
         metadata_json: "{}",
         now: at(secs),
         reply: messages::ReplyLink::None,
@@ -177,8 +267,9 @@ async fn migrations_run_twice_idempotently(db: &Db) -> Result<()> {
             .await?
     });
     // Each migration is recorded once (init, operators, pending_replies, user_contexts,
-    // provider_conversations, seed_clients, files), however often `migrate` runs.
-    assert_eq!(applied.iter().map(|c| c.n).collect::<Vec<_>>(), vec![7]);
+    // provider_conversations, seed_clients, files, chat_settings_files), however often
+    // `migrate` runs.
+    assert_eq!(applied.iter().map(|c| c.n).collect::<Vec<_>>(), vec![8]);
     new_chat(db, "c1", "alice", 0).await?;
     Ok(())
 }

@@ -118,7 +118,11 @@ fn decode_message(
     }
     Ok(pb::SendMessage {
         chat_id: data.opt_id("chatId")?.unwrap_or_default(),
-        content: data.text("content")?,
+        // A voice message (an audio attachment) may leave the content out.
+        content: match data.present("attachments") {
+            Some(_) => data.opt_text("content")?.unwrap_or_default(),
+            None => data.text("content")?,
+        },
         message_id: message_id.to_owned(),
         agent_id: data.opt_id("agentId")?.unwrap_or_default(),
         attachments: data.opt_ids("attachments")?.unwrap_or_default(),
@@ -147,6 +151,10 @@ fn decode_chat_update(data: &Fields<'_>) -> Result<pb::ChatUpdate, FrameError> {
         pb::ChatAction::AddMember | pb::ChatAction::RemoveMember => Some(data.id("userId")?),
         _ => data.opt_id("userId")?,
     };
+    let spoken_replies = match action {
+        pb::ChatAction::SetSpokenReplies => Some(data.flag("spokenReplies")?),
+        _ => data.opt_flag("spokenReplies")?,
+    };
     Ok(pb::ChatUpdate {
         action: action as i32,
         chat_id,
@@ -155,6 +163,7 @@ fn decode_chat_update(data: &Fields<'_>) -> Result<pb::ChatUpdate, FrameError> {
         agent_id: data.opt_id("agentId")?,
         user_id,
         chat_key: None,
+        spoken_replies,
     })
 }
 

@@ -272,6 +272,8 @@ fn chat_message_json(message: &pb::ChatMessage) -> Value {
                 ("finishReason", metadata.finish_reason.map(Value::from)),
                 ("messageIndex", metadata.message_index.map(Value::from)),
                 ("totalMessages", metadata.total_messages.map(Value::from)),
+                ("transcribed", metadata.transcribed.map(Value::from)),
+                ("speechError", metadata.speech_error.map(Value::from)),
             ])),
         ),
     ])
@@ -304,6 +306,7 @@ fn chat_changes_json(changes: Option<&pb::ChatChanges>) -> Value {
         ("model", changes.model.clone().map(Value::from)),
         ("status", changes.status.clone().map(Value::from)),
         ("needsHelp", changes.needs_help.map(Value::from)),
+        ("spokenReplies", changes.spoken_replies.map(Value::from)),
         ("operator", operator),
     ])
 }

@@ -109,6 +109,10 @@ impl<'a> Fields<'a> {
             .ok_or_else(|| self.error(key, "must be a boolean"))
     }
 
+    pub(super) fn opt_flag(&self, key: &str) -> Result<Option<bool>, FrameError> {
+        self.present(key).map(|_| self.flag(key)).transpose()
+    }
+
     /// A non-negative integer that fits an `int64` (sequence numbers, chunk indexes).
     pub(super) fn count(&self, key: &str) -> Result<i64, FrameError> {
         self.required(key)?
@@ -223,7 +227,7 @@ impl<'a> Fields<'a> {
         CHAT_ACTIONS.iter().find(|(known, _)| *known == name).map(|(_, action)| *action).ok_or_else(|| {
             self.error(
                 key,
-                "must be one of join, leave, create, rename, select_model, end, add_member, remove_member",
+                "must be one of join, leave, create, rename, select_model, end, add_member, remove_member, set_spoken_replies",
             )
         })
     }

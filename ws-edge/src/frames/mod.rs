@@ -160,7 +160,7 @@ pub const SERVER_FRAME_TYPES: [&str; 13] = [
 ];
 
 /// The `chat_update` actions, as clients spell them.
-const CHAT_ACTIONS: [(&str, pb::ChatAction); 8] = [
+const CHAT_ACTIONS: [(&str, pb::ChatAction); 9] = [
     ("join", pb::ChatAction::Join),
     ("leave", pb::ChatAction::Leave),
     ("create", pb::ChatAction::Create),
@@ -169,6 +169,7 @@ const CHAT_ACTIONS: [(&str, pb::ChatAction); 8] = [
     ("end", pb::ChatAction::End),
     ("add_member", pb::ChatAction::AddMember),
     ("remove_member", pb::ChatAction::RemoveMember),
+    ("set_spoken_replies", pb::ChatAction::SetSpokenReplies),
 ];
 
 #[cfg(test)]

@@ -58,7 +58,54 @@ pub struct LlmSettings {
     pub apology: String,
     /// Currency of the models' `pricing` (shown with usage costs).
     pub currency: String,
+    /// Speech to text and text to speech (`[llm.voice]`); off unless it names a provider.
+    pub voice: VoiceSettings,
 }
+
+/// `[llm.voice]`: an OpenAI-compatible provider's audio endpoints. `POST
+/// {base_url}/audio/transcriptions` turns a voice message into its text; `POST
+/// {base_url}/audio/speech` speaks the replies of chats that ask for spoken replies.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VoiceSettings {
+    /// A provider of kind `openai` (its base URL and key are used); empty: voice is off.
+    pub provider: String,
+    /// Model of `/audio/transcriptions`.
+    pub transcription_model: String,
+    /// Model of `/audio/speech`.
+    pub speech_model: String,
+    /// Voice of `/audio/speech`.
+    pub speech_voice: String,
+    /// Audio format of spoken replies: `mp3`, `wav`, `opus` or `flac`.
+    pub speech_format: String,
+    /// Longest reply spoken, in characters (the API's own limit is 4096); a longer reply is
+    /// spoken up to there.
+    pub max_speech_chars: usize,
+    /// Bound on one transcription or speech request, start to end.
+    pub timeout_ms: u64,
+}
+
+impl Default for VoiceSettings {
+    fn default() -> Self {
+        VoiceSettings {
+            provider: String::new(),
+            transcription_model: "whisper-1".to_owned(),
+            speech_model: "tts-1".to_owned(),
+            speech_voice: "alloy".to_owned(),
+            speech_format: "mp3".to_owned(),
+            max_speech_chars: 4096,
+            timeout_ms: 60_000,
+        }
+    }
+}
+
+/// The speech formats and the type each is stored as.
+pub const SPEECH_FORMATS: &[(&str, &str)] = &[
+    ("mp3", "audio/mpeg"),
+    ("wav", "audio/wav"),
+    ("opus", "audio/ogg"),
+    ("flac", "audio/flac"),
+];
 
 /// Which wire protocol a provider speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -284,6 +331,7 @@ impl Default for LlmSettings {
             retry: RetrySettings::default(),
             apology: "Sorry, the assistant is unavailable right now. Please try again.".to_owned(),
             currency: "USD".to_owned(),
+            voice: VoiceSettings::default(),
         }
     }
 }

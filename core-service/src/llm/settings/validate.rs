@@ -85,6 +85,12 @@ pub enum SettingsProblem {
     UnknownAgentModel { agent: String, model: String },
     #[error("llm.default_agent \"{agent}\" is not an agent id (known: {known})")]
     UnknownDefaultAgent { agent: String, known: String },
+    #[error("llm.voice.provider \"{0}\" is not a provider of kind openai")]
+    VoiceProvider(String),
+    #[error("llm.voice.speech_format \"{0}\" is not one of mp3, wav, opus, flac")]
+    SpeechFormat(String),
+    #[error("llm.voice.{0} must not be empty")]
+    EmptyVoiceField(&'static str),
 }
 
 impl LlmSettings {
@@ -102,6 +108,7 @@ impl LlmSettings {
         self.check_models(&mut problems);
         problems.extend(self.fallback_cycles());
         self.check_agents(&mut problems);
+        self.check_voice(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {
@@ -164,6 +171,43 @@ impl LlmSettings {
             problems.push(SettingsProblem::UnknownDefaultModel {
                 model: self.default_model.clone(),
                 known: self.model_ids(),
+            });
+        }
+    }
+
+    fn check_voice(&self, problems: &mut Vec<SettingsProblem>) {
+        let voice = &self.voice;
+        if voice.provider.is_empty() {
+            return;
+        }
+        if self
+            .providers
+            .get(&voice.provider)
+            .is_none_or(|p| p.kind != ProviderKind::Openai)
+        {
+            problems.push(SettingsProblem::VoiceProvider(voice.provider.clone()));
+        }
+        if !super::SPEECH_FORMATS
+            .iter()
+            .any(|(format, _)| *format == voice.speech_format)
+        {
+            problems.push(SettingsProblem::SpeechFormat(voice.speech_format.clone()));
+        }
+        for (field, value) in [
+            ("transcription_model", &voice.transcription_model),
+            ("speech_model", &voice.speech_model),
+            ("speech_voice", &voice.speech_voice),
+        ] {
+            if value.trim().is_empty() {
+                problems.push(SettingsProblem::EmptyVoiceField(field));
+            }
+        }
+        if voice.max_speech_chars == 0 {
+            problems.push(SettingsProblem::EmptyVoiceField("max_speech_chars"));
+        }
+        if voice.timeout_ms == 0 {
+            problems.push(SettingsProblem::ZeroTimeout {
+                field: "voice.timeout_ms",
             });
         }
     }

@@ -255,7 +255,7 @@ fn malformed_frames_are_rejected_with_the_field_named() {
             json!({"type": "chat_update", "data": {"action": "explode", "chatId": "c"}}),
             400,
             Some("data.action"),
-            "data.action must be one of join, leave, create, rename, select_model, end, add_member, remove_member",
+            "data.action must be one of join, leave, create, rename, select_model, end, add_member, remove_member, set_spoken_replies",
         ),
         (
             json!({"type": "chat_update", "data": {"action": "join"}}),

@@ -46,6 +46,9 @@ impl<'a> Obj<'a> {
     fn u(&self, key: &str) -> Result<u32, String> {
         u32::try_from(self.i(key)?).map_err(|e| e.to_string())
     }
+    fn opt_b(&self, key: &str) -> Result<Option<bool>, String> {
+        self.opt(key).map(|_| self.b(key)).transpose()
+    }
     fn b(&self, key: &str) -> Result<bool, String> {
         self.get(key)?
             .as_bool()
@@ -125,6 +128,8 @@ fn chat_message_from(value: &Value) -> Result<pb::ChatMessage, String> {
             finish_reason: meta.opt_s("finishReason")?,
             message_index: meta.opt_i("messageIndex")?,
             total_messages: meta.opt_i("totalMessages")?,
+            transcribed: meta.opt_b("transcribed")?,
+            speech_error: meta.opt_s("speechError")?,
         }),
     })
 }
@@ -230,6 +235,7 @@ fn decode_server_frame(text: &str) -> Result<ServerEvent, String> {
                     model: u.opt_s("model")?,
                     status: u.opt_s("status")?,
                     needs_help: u.opt("needsHelp").map(|_| u.b("needsHelp")).transpose()?,
+                    spoken_replies: u.opt_b("spokenReplies")?,
                     operator_changed,
                     operator,
                 }),

@@ -61,6 +61,7 @@ fn encode_client_event(ev: &ClientEvent) -> String {
                     ("model", opt(&u.model)),
                     ("agentId", opt(&u.agent_id)),
                     ("userId", opt(&u.user_id)),
+                    ("spokenReplies", u.spoken_replies.map(Value::from)),
                 ]),
             )
         }
@@ -286,29 +287,39 @@ fn any_client_kind() -> impl Strategy<Value = ClientKind> {
         prop::option::of(id()),
         prop::option::of(id()),
         prop::option::of(id()),
+        prop::option::of(any::<bool>()),
     )
-        .prop_map(|(action, chat_id, title, model, agent_id, user_id)| {
-            let (chat_id, title, model, user_id) = match action {
-                pb::ChatAction::Create => (String::new(), title, model, user_id),
-                pb::ChatAction::Rename => (chat_id, title.or(Some(String::new())), model, user_id),
-                pb::ChatAction::SelectModel => {
-                    (chat_id, title, model.or(Some("m".into())), user_id)
-                }
-                pb::ChatAction::AddMember | pb::ChatAction::RemoveMember => {
-                    (chat_id, title, model, user_id.or(Some("u".into())))
-                }
-                _ => (chat_id, title, model, user_id),
-            };
-            ClientKind::ChatUpdate(pb::ChatUpdate {
-                action: action as i32,
-                chat_id,
-                title,
-                model,
-                agent_id,
-                user_id,
-                chat_key: None,
-            })
-        });
+        .prop_map(
+            |(action, chat_id, title, model, agent_id, user_id, spoken)| {
+                let (chat_id, title, model, user_id) = match action {
+                    pb::ChatAction::Create => (String::new(), title, model, user_id),
+                    pb::ChatAction::Rename => {
+                        (chat_id, title.or(Some(String::new())), model, user_id)
+                    }
+                    pb::ChatAction::SelectModel => {
+                        (chat_id, title, model.or(Some("m".into())), user_id)
+                    }
+                    pb::ChatAction::AddMember | pb::ChatAction::RemoveMember => {
+                        (chat_id, title, model, user_id.or(Some("u".into())))
+                    }
+                    _ => (chat_id, title, model, user_id),
+                };
+                let spoken_replies = match action {
+                    pb::ChatAction::SetSpokenReplies => spoken.or(Some(true)),
+                    _ => spoken,
+                };
+                ClientKind::ChatUpdate(pb::ChatUpdate {
+                    action: action as i32,
+                    chat_id,
+                    title,
+                    model,
+                    agent_id,
+                    user_id,
+                    chat_key: None,
+                    spoken_replies,
+                })
+            },
+        );
     let resume_chat = (id(), 0..=i64::MAX, prop::option::of((id(), 0..=i64::MAX))).prop_map(
         |(chat_id, last_seq, streaming)| pb::ResumeChat {
             chat_id,

@@ -1,0 +1,2 @@
+DROP TABLE chat_files;
+DROP TABLE chat_settings;

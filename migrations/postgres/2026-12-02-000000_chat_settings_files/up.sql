@@ -1,0 +1,24 @@
+-- Per-chat settings and the files each chat holds (postgres flavour). Keep in step with the
+-- other flavour and with core-service/src/storage/schema.rs.
+--
+-- chat_settings: what a chat asked for beyond its own columns (spoken replies); a chat
+-- without a row has the defaults.
+-- chat_files: which chats attach which files, written with the message that attaches them,
+-- so deleting a chat (retention, an admin) finds the files only it held.
+CREATE TABLE chat_settings (
+    chat_id        TEXT PRIMARY KEY NOT NULL REFERENCES chats (id) ON DELETE CASCADE,
+    spoken_replies BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE TABLE chat_files (
+    chat_id TEXT NOT NULL REFERENCES chats (id) ON DELETE CASCADE,
+    file_id TEXT NOT NULL REFERENCES files (id) ON DELETE CASCADE,
+    PRIMARY KEY (chat_id, file_id)
+);
+CREATE INDEX chat_files_file ON chat_files (file_id);
+-- Attachments stored before this table existed.
+INSERT INTO chat_files (chat_id, file_id)
+SELECT DISTINCT m.chat_id, a ->> 'id'
+FROM messages m, jsonb_array_elements(m.attachments::jsonb) a
+WHERE m.attachments <> '[]'
+  AND a ->> 'id' IN (SELECT id FROM files)
+ON CONFLICT DO NOTHING;
