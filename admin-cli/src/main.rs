@@ -22,7 +22,7 @@ Exit codes:
   4  no token, or the core refused it (malformed, expired, wrong signature)
   5  the token is not an admin's
   6  health: the core does not report SERVING
-  7  not found (session, help request)
+  7  not found (session, help request, file)
   8  conflict (another operator holds the session; already resolved)";
 
 /// Operate the chat backend: run it locally, mint tokens, migrate the database, and monitor and
@@ -71,6 +71,9 @@ enum Command {
     HelpRequests(commands::help_requests::Args),
     /// Token usage and cost by user, model or day.
     Usage(commands::usage::Args),
+    /// Uploaded files (`delete ID`).
+    #[command(subcommand)]
+    Files(commands::files::Command),
     /// Ask the core's gRPC health service; exit 0 only when SERVING.
     Health(commands::health::Args),
 }
@@ -90,6 +93,7 @@ async fn main() -> ExitCode {
         Command::Token(cmd) => commands::token::run(cmd),
         Command::Migrate(args) => commands::migrate::run(args).await,
         Command::Sessions(cmd) => commands::sessions::run(cmd, &cx).await,
+        Command::Files(cmd) => commands::files::run(cmd, &cx).await,
         Command::Watch => commands::watch::run(&cx).await,
         Command::Takeover(args) => commands::takeover::run(args, &cx).await,
         Command::HelpRequests(args) => commands::help_requests::run(args, &cx).await,

@@ -182,6 +182,9 @@ pub struct ChatSettings {
     /// /api/users/{userId}/context`): an `http(s)` URL with `{userId}` (replaced by the id,
     /// percent-encoded), answered with a JSON object. Empty: nothing is fetched.
     pub context_url: String,
+    /// Sessions with no activity for this many days are deleted, with their messages and the
+    /// files only they held; 0 keeps them forever.
+    pub retention_days: u32,
     /// How long a fetched document, or a failed fetch, is reused per user.
     pub context_cache_secs: u64,
     /// Longest wait for a fetch; past it (or on any failure) the reply goes on without it.
@@ -212,6 +215,7 @@ impl Default for ChatSettings {
             watch_buffer: 1024,
             context_url: String::new(),
             context_cache_secs: 60,
+            retention_days: 0,
             context_fetch_timeout_ms: 1000,
         }
     }

@@ -320,5 +320,8 @@ async fn housekeeping(
         if let Err(err) = engine.end_idle_sessions().await {
             tracing::warn!(error = %err, "ending idle sessions failed");
         }
+        if let Err(err) = engine.apply_retention().await {
+            tracing::warn!(error = %err, "retention failed");
+        }
     }
 }

@@ -6,6 +6,8 @@
 //! - `POST /v1/messages`: Anthropic Messages streaming.
 //! - `POST /v1/chat-messages`: Dify chat-messages streaming (the request's `conversation_id`
 //!   is echoed, or a new `conv-<n>` given).
+//! - `POST /v1/audio/transcriptions` and `POST /v1/audio/speech`: OpenAI's audio API (see
+//!   `audio`).
 //!
 //! A [`FakeScript`] decides what every reply contains and how it misbehaves: [`Fault`]s for the
 //! first requests (failing statuses with Retry-After, cut connections), pacing, hanging or
@@ -14,6 +16,7 @@
 //!
 //! The server task lives as long as the [`FakeLlm`] handle; dropping the handle stops it.
 
+mod audio;
 mod script;
 mod stream;
 mod wire;
@@ -71,7 +74,7 @@ pub(crate) struct Shared {
     pub(crate) disconnect: Notify,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking test thread must not hide the data from the others.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -91,6 +94,8 @@ pub async fn spawn(script: FakeScript) -> FakeLlm {
         .route("/v1/chat/completions", endpoint(Api::OpenAi))
         .route("/v1/messages", endpoint(Api::Anthropic))
         .route("/v1/chat-messages", endpoint(Api::Dify))
+        .route("/v1/audio/transcriptions", post(audio::transcriptions))
+        .route("/v1/audio/speech", post(audio::speech))
         .with_state(Arc::clone(&shared));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -235,7 +240,12 @@ fn answer(shared: &Arc<Shared>, api: Api, uri: Uri, headers: HeaderMap, body: &[
 }
 
 /// A scripted failure with the provider's own error body.
-fn failure(api: Api, status: u16, retry_after_secs: Option<u64>, message: &str) -> Response {
+pub(crate) fn failure(
+    api: Api,
+    status: u16,
+    retry_after_secs: Option<u64>,
+    message: &str,
+) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body = wire::error_body(api, status.as_u16(), message);
     let mut response = (status, axum::Json(body)).into_response();

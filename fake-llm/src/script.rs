@@ -16,6 +16,10 @@ pub struct FakeScript {
     /// Answers to the first requests, one per request, in order; later requests get the reply.
     pub(crate) faults: Vec<Fault>,
     pub(crate) ending: Ending,
+    /// What `/v1/audio/transcriptions` hears in any audio.
+    pub(crate) transcript: String,
+    /// What `/v1/audio/speech` answers, whatever the text (a WAV file).
+    pub(crate) speech: Vec<u8>,
 }
 
 /// The content of a reply.
@@ -80,6 +84,8 @@ impl FakeScript {
             usage: (12, u32::try_from(pieces.len()).unwrap_or(u32::MAX)),
             faults: Vec::new(),
             ending: Ending::Complete,
+            transcript: "What is the weather like today?".to_owned(),
+            speech: silence_wav(),
         }
     }
 
@@ -134,4 +140,37 @@ impl FakeScript {
         self.ending = Ending::Cut { after: pieces };
         self
     }
+
+    /// What the transcription endpoint answers (`""`: nothing was heard).
+    pub fn with_transcript(mut self, text: &str) -> Self {
+        self.transcript = text.to_owned();
+        self
+    }
+
+    /// The audio the speech endpoint answers.
+    pub fn with_speech(mut self, audio: Vec<u8>) -> Self {
+        self.speech = audio;
+        self
+    }
+}
+
+/// A tenth of a second of silence as a 16-bit mono 16 kHz WAV file.
+fn silence_wav() -> Vec<u8> {
+    let samples: u32 = 1600;
+    let data = samples * 2;
+    let mut wav = Vec::with_capacity(44 + data as usize);
+    wav.extend_from_slice(b"RIFF");
+    wav.extend_from_slice(&(36 + data).to_le_bytes());
+    wav.extend_from_slice(b"WAVEfmt ");
+    wav.extend_from_slice(&16u32.to_le_bytes());
+    wav.extend_from_slice(&1u16.to_le_bytes()); // PCM
+    wav.extend_from_slice(&1u16.to_le_bytes()); // mono
+    wav.extend_from_slice(&16_000u32.to_le_bytes());
+    wav.extend_from_slice(&32_000u32.to_le_bytes()); // bytes per second
+    wav.extend_from_slice(&2u16.to_le_bytes()); // block align
+    wav.extend_from_slice(&16u16.to_le_bytes()); // bits per sample
+    wav.extend_from_slice(b"data");
+    wav.extend_from_slice(&data.to_le_bytes());
+    wav.resize(44 + data as usize, 0);
+    wav
 }

@@ -33,6 +33,9 @@ use tokio_util::sync::CancellationToken;
 
 /// The HS256 secret every test stack uses.
 pub const SECRET: &str = "end-to-end-test-secret-0123456789";
+/// A valid 1x1 PNG image.
+pub const PNG_1X1: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\x0f\0\0\x01\x01\0\x05\x18\xd8N\0\0\0\0IEND\xaeB`\x82";
+
 /// The API key the stacks give the fake LLM's providers.
 pub const FAKE_API_KEY: &str = "fake-llm-test-api-key";
 /// How long a test waits for an expected frame before failing.
@@ -289,6 +292,25 @@ impl Stack {
 
     pub fn http_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.edge_addr)
+    }
+
+    /// Uploads a file as `user` (`POST /api/uploads`, multipart field `file`): the status
+    /// and the JSON body (`null` when it is not JSON).
+    pub async fn upload(&self, user: &str, name: &str, mime: &str, bytes: Vec<u8>) -> (u16, Value) {
+        let part = reqwest::multipart::Part::bytes(bytes)
+            .file_name(name.to_owned())
+            .mime_str(mime)
+            .expect("mime");
+        let form = reqwest::multipart::Form::new().part("file", part);
+        let response = reqwest::Client::new()
+            .post(self.http_url("/api/uploads"))
+            .bearer_auth(self.token(user, &[]))
+            .multipart(form)
+            .send()
+            .await
+            .expect("upload request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
     }
 
     /// Connects with `?token=` and reads the `session` frame.

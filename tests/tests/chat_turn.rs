@@ -467,6 +467,7 @@ async fn fill(db: &storage::Db, chat: &str, sender: &str, n: usize) {
                 status: chat_core::types::MessageStatus::Complete,
                 client_message_id: None,
                 attachments_json: "[]",
+                file_ids: &[],
                 metadata_json: "{}",
                 now: chrono::Utc::now().naive_utc(),
                 reply: storage::ReplyLink::None,

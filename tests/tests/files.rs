@@ -6,7 +6,7 @@ use chat_core::files::sign::UrlSigner;
 use chat_tests::{SECRET, Stack, StackOptions, spawn_default, spawn_stack};
 use serde_json::{Value, json};
 
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0\x1f\x15\xc4\x89\0\0\0\rIDATx\x9cc\xf8\x0f\0\0\x01\x01\0\x05\x18\xd8N\0\0\0\0IEND\xaeB`\x82";
+use chat_tests::PNG_1X1 as PNG;
 /// An x86-64 ELF executable's header (64 bytes; a real program goes on).
 fn elf() -> Vec<u8> {
     let mut elf =
@@ -96,23 +96,6 @@ fn allowed() -> Vec<(&'static str, &'static str, Vec<u8>, bool)> {
     ]
 }
 
-async fn upload(stack: &Stack, user: &str, name: &str, mime: &str, bytes: Vec<u8>) -> (u16, Value) {
-    let part = reqwest::multipart::Part::bytes(bytes)
-        .file_name(name.to_owned())
-        .mime_str(mime)
-        .expect("mime");
-    let form = reqwest::multipart::Form::new().part("file", part);
-    let response = reqwest::Client::new()
-        .post(stack.http_url("/api/uploads"))
-        .bearer_auth(stack.token(user, &[]))
-        .multipart(form)
-        .send()
-        .await
-        .expect("upload request");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn file_rows(stack: &Stack) -> usize {
     let mut n = 0;
     for id in stored_ids(stack) {
@@ -146,7 +129,7 @@ fn stored_ids(stack: &Stack) -> Vec<String> {
 async fn every_allowed_type_uploads_and_downloads_as_itself() {
     let stack = spawn_default().await;
     for (name, mime, bytes, inline) in allowed() {
-        let (status, file) = upload(&stack, "alice", name, mime, bytes.clone()).await;
+        let (status, file) = stack.upload("alice", name, mime, bytes.clone()).await;
         assert_eq!(status, 201, "{name}: {file}");
         assert_eq!(file["name"], name);
         assert_eq!(file["mime"], mime);
@@ -230,7 +213,7 @@ async fn dangerous_or_mislabelled_files_are_refused_and_nothing_is_stored() {
         ("empty.txt", "text/plain", Vec::new(), 400, "empty"),
     ];
     for (name, mime, bytes, code, says) in cases {
-        let (status, body) = upload(&stack, "alice", name, mime, bytes).await;
+        let (status, body) = stack.upload("alice", name, mime, bytes).await;
         assert_eq!(status, code, "{name}: {body}");
         assert_eq!(body["error"]["code"], code, "{name}: {body}");
         let message = body["error"]["message"].as_str().unwrap_or_default();
@@ -241,7 +224,9 @@ async fn dangerous_or_mislabelled_files_are_refused_and_nothing_is_stored() {
         spawn_stack(StackOptions::default().edge(|e| e.limits.max_upload_bytes = 16 * 1024)).await;
     let mut big = PNG.to_vec();
     big.extend(std::iter::repeat_n(1u8, 64 * 1024));
-    let (status, body) = upload(&stack_small, "alice", "big.png", "image/png", big).await;
+    let (status, body) = stack_small
+        .upload("alice", "big.png", "image/png", big)
+        .await;
     assert_eq!(status, 413, "{body}");
     assert!(stored_ids(&stack).is_empty(), "{:?}", stored_ids(&stack));
     assert!(stored_ids(&stack_small).is_empty());
@@ -276,22 +261,12 @@ fn query_of(url: &str) -> (String, i64, String) {
 #[tokio::test]
 async fn signed_urls_expire_cannot_be_forged_or_moved_and_serve_ranges() {
     let stack = spawn_default().await;
-    let (_, a) = upload(
-        &stack,
-        "alice",
-        "a.txt",
-        "text/plain",
-        b"0123456789abcdef".to_vec(),
-    )
-    .await;
-    let (_, b) = upload(
-        &stack,
-        "alice",
-        "b.txt",
-        "text/plain",
-        b"another file".to_vec(),
-    )
-    .await;
+    let (_, a) = stack
+        .upload("alice", "a.txt", "text/plain", b"0123456789abcdef".to_vec())
+        .await;
+    let (_, b) = stack
+        .upload("alice", "b.txt", "text/plain", b"another file".to_vec())
+        .await;
     let url = a["url"].as_str().expect("url");
     let (id, exp, sig) = query_of(url);
     let status = |u: String| async move { reqwest::get(u).await.expect("get").status().as_u16() };
@@ -356,7 +331,9 @@ async fn signed_urls_expire_cannot_be_forged_or_moved_and_serve_ranges() {
 #[tokio::test]
 async fn attachments_are_checked_for_ownership_and_rendered_with_fresh_urls() {
     let stack = spawn_default().await;
-    let (_, file) = upload(&stack, "alice", "dot.png", "image/png", PNG.to_vec()).await;
+    let (_, file) = stack
+        .upload("alice", "dot.png", "image/png", PNG.to_vec())
+        .await;
     let file_id = file["id"].as_str().expect("id").to_owned();
 
     // Bob cannot attach alice's file; nobody can attach a file that does not exist.
@@ -431,15 +408,12 @@ async fn attachments_are_checked_for_ownership_and_rendered_with_fresh_urls() {
 
 /// Sends one message with a PNG and a text file, and returns the body the fake model got.
 async fn prompt_with_files(stack: &Stack) -> Value {
-    let (_, image) = upload(stack, "alice", "dot.png", "image/png", PNG.to_vec()).await;
-    let (_, text) = upload(
-        stack,
-        "alice",
-        "notes.txt",
-        "text/plain",
-        b"hello notes".to_vec(),
-    )
-    .await;
+    let (_, image) = stack
+        .upload("alice", "dot.png", "image/png", PNG.to_vec())
+        .await;
+    let (_, text) = stack
+        .upload("alice", "notes.txt", "text/plain", b"hello notes".to_vec())
+        .await;
     let (mut ws, _) = stack.connect("alice").await;
     ws.send(json!({"type": "message", "data": {
         "content": "What do you see?",
@@ -539,23 +513,18 @@ async fn uploads_are_scanned_by_clamd_and_a_scanner_outage_is_a_clear_503() {
     let addr = clamd.addr.to_string();
     let stack =
         spawn_stack(StackOptions::default().core(move |c| c.files.clamd_addr = Some(addr))).await;
-    let (status, clean) = upload(
-        &stack,
-        "alice",
-        "notes.txt",
-        "text/plain",
-        b"clean notes".to_vec(),
-    )
-    .await;
+    let (status, clean) = stack
+        .upload("alice", "notes.txt", "text/plain", b"clean notes".to_vec())
+        .await;
     assert_eq!(status, 201, "{clean}");
-    let (status, infected) = upload(
-        &stack,
-        "alice",
-        "eicar.txt",
-        "text/plain",
-        EICAR.as_bytes().to_vec(),
-    )
-    .await;
+    let (status, infected) = stack
+        .upload(
+            "alice",
+            "eicar.txt",
+            "text/plain",
+            EICAR.as_bytes().to_vec(),
+        )
+        .await;
     assert_eq!(status, 400, "{infected}");
     let message = infected["error"]["message"].as_str().unwrap_or_default();
     assert!(
@@ -572,14 +541,9 @@ async fn uploads_are_scanned_by_clamd_and_a_scanner_outage_is_a_clear_503() {
     let closed = format!("127.0.0.1:{}", chat_tests::free_port());
     let down =
         spawn_stack(StackOptions::default().core(move |c| c.files.clamd_addr = Some(closed))).await;
-    let (status, body) = upload(
-        &down,
-        "alice",
-        "notes.txt",
-        "text/plain",
-        b"clean notes".to_vec(),
-    )
-    .await;
+    let (status, body) = down
+        .upload("alice", "notes.txt", "text/plain", b"clean notes".to_vec())
+        .await;
     assert_eq!(status, 503, "{body}");
     assert!(
         body["error"]["message"]
@@ -618,7 +582,9 @@ async fn the_s3_store_keeps_uploads_in_a_real_s3_compatible_server() {
     let mut big = PNG.to_vec();
     // Past object_store's 5 MiB part size: a real multipart upload.
     big.extend(std::iter::repeat_n(9u8, 6 * 1024 * 1024));
-    let (status, file) = upload(&stack, "alice", "big.png", "image/png", big.clone()).await;
+    let (status, file) = stack
+        .upload("alice", "big.png", "image/png", big.clone())
+        .await;
     assert_eq!(status, 201, "{file}");
     assert!(stored_ids(&stack).is_empty(), "nothing on the local disk");
     let url = file["url"].as_str().expect("url");
@@ -648,7 +614,7 @@ async fn the_s3_store_keeps_uploads_in_a_real_s3_compatible_server() {
     let mut polyglot = PNG.to_vec();
     polyglot.extend(std::iter::repeat_n(0u8, 20_000));
     polyglot.extend_from_slice(b"<script>alert(1)</script>");
-    let (status, _) = upload(&stack, "alice", "x.png", "image/png", polyglot).await;
+    let (status, _) = stack.upload("alice", "x.png", "image/png", polyglot).await;
     assert_eq!(status, 400);
     let listing = bucket_listing(&moto).await;
     assert_eq!(listing.matches("<Key>").count(), 1, "{listing}");
@@ -658,21 +624,144 @@ async fn the_s3_store_keeps_uploads_in_a_real_s3_compatible_server() {
 async fn uploads_are_rate_limited_per_user() {
     let stack = spawn_stack(StackOptions::default().core(|c| c.chat.uploads_per_minute = 2)).await;
     for i in 0..2 {
-        let (status, body) = upload(
-            &stack,
-            "alice",
-            &format!("n{i}.txt"),
-            "text/plain",
-            b"notes".to_vec(),
-        )
-        .await;
+        let (status, body) = stack
+            .upload(
+                "alice",
+                &format!("n{i}.txt"),
+                "text/plain",
+                b"notes".to_vec(),
+            )
+            .await;
         assert_eq!(status, 201, "{body}");
     }
-    let (status, body) = upload(&stack, "alice", "n3.txt", "text/plain", b"notes".to_vec()).await;
+    let (status, body) = stack
+        .upload("alice", "n3.txt", "text/plain", b"notes".to_vec())
+        .await;
     assert_eq!(status, 429, "{body}");
     assert_eq!(body["error"]["code"], 429);
     // Another user has a budget of their own.
-    let (status, _) = upload(&stack, "bob", "b.txt", "text/plain", b"notes".to_vec()).await;
+    let (status, _) = stack
+        .upload("bob", "b.txt", "text/plain", b"notes".to_vec())
+        .await;
     assert_eq!(status, 201);
     assert_eq!(stored_ids(&stack).len(), 3);
+}
+
+/// Sends a message attaching `files` and waits for its reply; the chat id and the URL of
+/// each attachment, as the message frame showed them.
+async fn attach(
+    ws: &mut chat_tests::Ws,
+    chat: Option<&str>,
+    files: &[&Value],
+    id: &str,
+) -> (String, Vec<String>) {
+    ws.send(json!({"type": "message", "data": {
+        "chatId": chat, "content": "see attached", "messageId": id,
+        "attachments": files.iter().map(|f| f["id"].clone()).collect::<Vec<_>>(),
+    }}))
+    .await;
+    let ack = ws.recv_type("ack").await;
+    let mine = ws.recv_type("message").await;
+    ws.recv_reply().await;
+    let urls = mine["data"]["message"]["attachments"]
+        .as_array()
+        .expect("attachments")
+        .iter()
+        .map(|a| a["url"].as_str().expect("url").to_owned())
+        .collect();
+    (
+        ack["data"]["chatId"].as_str().expect("chat").to_owned(),
+        urls,
+    )
+}
+
+async fn status_of(stack: &Stack, url: &str) -> u16 {
+    reqwest::get(stack.http_url(url))
+        .await
+        .expect("download")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn deleting_a_session_or_a_file_makes_their_urls_answer_404() {
+    let stack = spawn_default().await;
+    let (_, shared) = stack
+        .upload("alice", "dot.png", "image/png", PNG.to_vec())
+        .await;
+    let (_, own) = stack
+        .upload("alice", "notes.txt", "text/plain", b"only here".to_vec())
+        .await;
+    let (mut ws, _) = stack.connect("alice").await;
+    let (first, urls) = attach(&mut ws, None, &[&shared, &own], "d-1").await;
+    let (second, later) = attach(&mut ws, None, &[&shared], "d-2").await;
+    assert_ne!(first, second);
+    let (shared_url, own_url) = (urls[0].clone(), urls[1].clone());
+    assert_eq!(status_of(&stack, &own_url).await, 200);
+
+    let admin = stack.token("root", &["admin"]);
+    let user = stack.token("alice", &[]);
+    let refused = chat_tests::run_chatctl(
+        stack.chatctl(Some(&user)),
+        &["sessions", "delete", &first],
+        None,
+    )
+    .await;
+    assert_eq!(refused.code, Some(5), "{refused:?}");
+    let deleted = chat_tests::run_chatctl(
+        stack.chatctl(Some(&admin)),
+        &["--json", "sessions", "delete", &first],
+        None,
+    )
+    .await;
+    assert_eq!(deleted.code, Some(0), "{deleted:?}");
+    assert_eq!(deleted.json(), json!({"deleted": first, "filesDeleted": 1}));
+    // The file only that session held is gone, bytes and all; the shared one stays.
+    assert_eq!(status_of(&stack, &own_url).await, 404);
+    assert_eq!(status_of(&stack, &shared_url).await, 200);
+    assert_eq!(status_of(&stack, &later[0]).await, 200);
+    assert!(!stored_ids(&stack).contains(&own["id"].as_str().expect("id").to_owned()));
+    assert_eq!(
+        chat_core::storage::get_chat(&stack.db, &first)
+            .await
+            .expect("query"),
+        None
+    );
+    ws.send(json!({"type": "chat_update", "data": {"action": "join", "chatId": first}}))
+        .await;
+    assert_eq!(ws.recv_type("error").await["data"]["code"], 404);
+    let again = chat_tests::run_chatctl(
+        stack.chatctl(Some(&admin)),
+        &["sessions", "delete", &first],
+        None,
+    )
+    .await;
+    assert_eq!(again.code, Some(7), "{again:?}");
+
+    // An admin deletes the shared file: every URL of it answers 404, the message keeps its name.
+    let shared_id = shared["id"].as_str().expect("id");
+    let gone = chat_tests::run_chatctl(
+        stack.chatctl(Some(&admin)),
+        &["files", "delete", shared_id],
+        None,
+    )
+    .await;
+    assert_eq!(gone.code, Some(0), "{gone:?}");
+    assert_eq!(gone.stdout.trim(), format!("deleted file {shared_id}"));
+    assert_eq!(status_of(&stack, &later[0]).await, 404);
+    assert!(stored_ids(&stack).is_empty(), "{:?}", stored_ids(&stack));
+    ws.send(json!({"type": "history", "data": {"chatId": second}}))
+        .await;
+    let history = ws.recv_type("history").await;
+    assert_eq!(
+        history["data"]["messages"][0]["attachments"][0]["name"],
+        "dot.png"
+    );
+    let twice = chat_tests::run_chatctl(
+        stack.chatctl(Some(&admin)),
+        &["files", "delete", shared_id],
+        None,
+    )
+    .await;
+    assert_eq!(twice.code, Some(7), "{twice:?}");
 }

@@ -2,6 +2,7 @@
 //! and the development secret.
 
 pub mod dev;
+pub mod files;
 pub mod health;
 pub mod help_requests;
 pub mod migrate;

@@ -16,6 +16,11 @@ pub enum Command {
     List(ListArgs),
     /// One session: metrics, transcript page, audit trail, help requests.
     Show(ShowArgs),
+    /// Delete a session now, with its messages and the files no other session holds.
+    Delete {
+        /// The session's chat id.
+        id: String,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -90,7 +95,29 @@ pub async fn run(cmd: Command, cx: &Context) -> anyhow::Result<()> {
     match cmd {
         Command::List(args) => list(args, cx).await,
         Command::Show(args) => show(args, cx).await,
+        Command::Delete { id } => delete(&id, cx).await,
     }
+}
+
+async fn delete(id: &str, cx: &Context) -> anyhow::Result<()> {
+    let session = cx.core.session().await?;
+    let deleted = session
+        .admin()
+        .delete_session(session.request(pb::DeleteSessionRequest {
+            chat_id: id.to_owned(),
+        }))
+        .await
+        .map_err(|s| session.failure(&format!("deleting session {id}"), &s))?
+        .into_inner();
+    if cx.json {
+        output::print_json(&serde_json::json!({
+            "deleted": id,
+            "filesDeleted": deleted.files_deleted,
+        }));
+    } else {
+        println!("deleted session {id} ({} files)", deleted.files_deleted);
+    }
+    Ok(())
 }
 
 async fn list(args: ListArgs, cx: &Context) -> anyhow::Result<()> {

@@ -49,11 +49,11 @@ impl Outgoing {
 
     /// The durable `message` event of a stored row, with its `seq`.
     pub fn message(row: &MessageRow) -> Self {
-        Self::now(Event::Message(MessageEvent {
+        Self::now(Event::Message(Box::new(MessageEvent {
             chat_id: row.chat_id.clone(),
             message: ChatMessage::from_row(row),
             client_message_id: None,
-        }))
+        })))
         .with_seq(row.seq)
     }
 
@@ -106,7 +106,8 @@ pub enum Event {
     /// The first event of every stream, and again after an in-band `auth`.
     Session(Session),
     Ack(Ack),
-    Message(MessageEvent),
+    /// Boxed: a message is several times larger than any other event.
+    Message(Box<MessageEvent>),
     MessageChunk(Chunk),
     Typing(Typing),
     ReadReceipt(Receipts),

@@ -8,7 +8,8 @@
 //! - [`handler`]: one connection's loop; it only dispatches commands to the engine.
 //! - [`messages`], [`chats`], [`presence`], [`resume`], [`operator`], [`lifecycle`]: the
 //!   operations, by concern; [`monitor`] and [`watch`]: what operators see, listed and live;
-//!   [`takeover`]: an operator's takeover as one stream.
+//!   [`takeover`]: an operator's takeover as one stream; [`retention`]: deleting sessions and
+//!   files, by age or by an admin.
 //! - [`turn`], [`prompt`]: one assistant reply, streamed and stored; what the model is sent;
 //!   [`voice`]: voice messages transcribed, replies spoken.
 //! - [`rooms`]: who is connected and joined where; per-chat ordering locks.
@@ -39,6 +40,7 @@ pub mod presence;
 pub mod prompt;
 pub mod recovery;
 pub mod resume;
+pub mod retention;
 pub mod rooms;
 pub mod takeover;
 #[cfg(test)]

@@ -26,6 +26,8 @@ pub enum ChangeKind {
     Ended,
     /// Title, model or status changed otherwise (e.g. continued after ending).
     Updated,
+    /// The session was deleted (retention or an admin), with everything of it.
+    Deleted,
 }
 
 /// One change to a session.

@@ -48,6 +48,8 @@ pub struct FileSettings {
     pub clamd_addr: Option<String>,
     /// How long clamd may take to accept, to take each chunk, and to answer.
     pub scan_timeout_ms: u64,
+    /// Uploads no message attached are deleted this many hours after the upload; 0 keeps them.
+    pub unattached_hours: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +90,7 @@ impl Default for FileSettings {
             max_attachments: 10,
             clamd_addr: None,
             scan_timeout_ms: 10_000,
+            unattached_hours: 24,
         }
     }
 }
@@ -324,6 +327,15 @@ impl Files {
                 let _ = self.store.delete(&path).await;
                 Err(err.into())
             }
+        }
+    }
+
+    /// Removes a file's bytes from the store (its record is already gone); a file the store
+    /// does not have counts as removed.
+    pub async fn remove(&self, file_id: &str) -> Result<(), ChatError> {
+        match self.store.delete(&StorePath::from(file_id)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(store_error(err)),
         }
     }
 

@@ -256,6 +256,33 @@ impl AdminService for AdminApi {
             .map_err(convert::status)?;
         Ok(Response::new(pb::ReleaseResponse {}))
     }
+
+    async fn delete_session(
+        &self,
+        r: Request<pb::DeleteSessionRequest>,
+    ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
+        let who = authenticate_admin(self.engine.verifier(), r.metadata())?;
+        let files = self
+            .engine
+            .delete_session(&who, &r.get_ref().chat_id)
+            .await
+            .map_err(convert::status)?;
+        Ok(Response::new(pb::DeleteSessionResponse {
+            files_deleted: u32::try_from(files).unwrap_or(u32::MAX),
+        }))
+    }
+
+    async fn delete_file(
+        &self,
+        r: Request<pb::DeleteFileRequest>,
+    ) -> Result<Response<pb::DeleteFileResponse>, Status> {
+        let who = authenticate_admin(self.engine.verifier(), r.metadata())?;
+        self.engine
+            .delete_file(&who, &r.get_ref().id)
+            .await
+            .map_err(convert::status)?;
+        Ok(Response::new(pb::DeleteFileResponse {}))
+    }
 }
 
 fn session_query(req: pb::ListSessionsRequest) -> Result<SessionQuery, ChatError> {
@@ -378,6 +405,7 @@ fn session_change(c: &SessionChange) -> pb::SessionChange {
         ChangeKind::OperatorLeft => pb::ChangeKind::OperatorLeft,
         ChangeKind::Ended => pb::ChangeKind::Ended,
         ChangeKind::Updated => pb::ChangeKind::Updated,
+        ChangeKind::Deleted => pb::ChangeKind::Deleted,
     };
     pb::SessionChange {
         chat_id: c.chat_id.clone(),

@@ -46,6 +46,7 @@ pub fn change_kind_name(kind: i32) -> &'static str {
         Ok(pb::ChangeKind::OperatorLeft) => "operator_left",
         Ok(pb::ChangeKind::Ended) => "ended",
         Ok(pb::ChangeKind::Updated) => "updated",
+        Ok(pb::ChangeKind::Deleted) => "deleted",
         Ok(pb::ChangeKind::Unspecified) | Err(_) => "unspecified",
     }
 }

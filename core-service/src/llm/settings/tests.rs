@@ -223,3 +223,29 @@ fn empty_variables_count_as_unset() {
     assert_eq!(settings.providers.len(), 1);
     assert_eq!(settings.default_model, "demo");
 }
+
+#[test]
+fn voice_needs_an_openai_provider_a_known_format_and_models() {
+    let settings: LlmSettings = serde_json::from_value(serde_json::json!({
+        "providers": {"local": {"kind": "openai", "base_url": "http://127.0.0.1:8000/v1"}},
+        "voice": {"provider": "local", "speech_format": "wav"},
+    }))
+    .expect("valid table");
+    assert_eq!(settings.validate(), Ok(()));
+    assert_eq!(settings.voice.transcription_model, "whisper-1");
+
+    let wrong: LlmSettings = serde_json::from_value(serde_json::json!({
+        "voice": {"provider": "demo", "speech_format": "ogg", "speech_voice": " "},
+    }))
+    .expect("a table");
+    assert_eq!(
+        wrong.validate(),
+        Err(LlmSettingsError::Invalid(vec![
+            SettingsProblem::VoiceProvider("demo".into()),
+            SettingsProblem::SpeechFormat("ogg".into()),
+            SettingsProblem::EmptyVoiceField("speech_voice"),
+        ]))
+    );
+    // Off by default.
+    assert_eq!(LlmSettings::default().voice.provider, "");
+}
