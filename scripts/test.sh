@@ -7,7 +7,9 @@
 # filter).
 #
 # Needs: the Rust toolchain, the postgresql-15 server package, python3 with venv and pip (for
-# the test peers from PyPI), and Node.js with npm (for socket.io-client); fails loudly, saying what to install, when one is missing.
+# the test peers from PyPI), Node.js with npm (for socket.io-client and playwright-core), and
+# Debian's chromium for the browser tests (installed with apt-get when missing and run as root);
+# fails loudly, saying what to install, when one is missing.
 # Set CARGO_TARGET_DIR to reuse a build cache.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -51,6 +53,34 @@ if ! cmp -s tests/socketio/package-lock.json tests/socketio/node_modules/.instal
   cp tests/socketio/package-lock.json tests/socketio/node_modules/.installed-from-lock
 fi
 
+# Debian's chromium for the browser tests (tests/tests/browser.rs, tests/browser/run.sh), driven
+# by playwright-core from npm (its own browser download is never used).
+CHROMIUM="${CHROMIUM:-$(command -v chromium || true)}"
+if [ -z "$CHROMIUM" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing Debian's chromium for the browser tests" >&2
+    if ! { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2; }; then
+      echo "scripts/test.sh: cannot install chromium with apt-get (it needs the Debian package index)" >&2
+      exit 1
+    fi
+    CHROMIUM="$(command -v chromium)"
+  else
+    echo "scripts/test.sh: chromium is needed for the browser tests (Debian: apt-get install chromium)" >&2
+    exit 1
+  fi
+fi
+export CHROMIUM TEST_CHROMIUM="$CHROMIUM"
+if ! cmp -s tests/browser/package-lock.json tests/browser/node_modules/.installed-from-lock; then
+  if ! (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error >&2); then
+    echo "scripts/test.sh: cannot install playwright-core from npm into tests/browser (npm needs the registry)" >&2
+    exit 1
+  fi
+  cp tests/browser/package-lock.json tests/browser/node_modules/.installed-from-lock
+fi
+# The browser tests' screenshots of each page at desktop and phone width, kept after the run.
+export TEST_SHOT_DIR="$PWD/browser-shots" SHOT_DIR="$PWD/browser-shots"
+mkdir -p "$TEST_SHOT_DIR"
+
 eval "$(bash scripts/pg-throwaway.sh start)"
 # Every end-to-end test process copies its servers' logs (at their most verbose level) and the
 # tokens and message texts it used into this folder; the last step scans the one for the other.
@@ -85,6 +115,10 @@ if [ "$#" -eq 0 ]; then
     # The history checker (tests/tests/history.rs, about 35 s) prints its counts of lost,
     # duplicated, reordered and phantom events: run on its own, its output shown.
     cargo test --locked -p chat-tests --test history -- --nocapture
+    # The chat page against a whole `chatctl dev` (the binary built above): send, streaming,
+    # stop, reload, reconnect and resume, dark scheme, phone width.
+    SKIP_BUILD=1 bash tests/browser/run.sh
+    echo "screenshots: $TEST_SHOT_DIR"
 else
     cargo test --workspace --locked "$@"
 fi

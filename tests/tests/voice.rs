@@ -63,7 +63,8 @@ async fn a_voice_message_is_transcribed_kept_with_its_audio_and_answered() {
         .upload("alice", "question.wav", "audio/wav", QUESTION.to_vec())
         .await;
     assert_eq!(status, 201, "{audio}");
-    let (mut ws, _) = stack.connect("alice").await;
+    let (mut ws, session) = stack.connect("alice").await;
+    assert_eq!(session["data"]["voice"], true, "{session}");
     // No content at all: the audio is the message.
     ws.send(json!({"type": "message", "data": {"messageId": "v-1", "attachments": [audio["id"]]}}))
         .await;
@@ -284,7 +285,8 @@ async fn without_a_voice_service_voice_is_refused_by_name() {
     let (_, audio) = stack
         .upload("alice", "question.wav", "audio/wav", QUESTION.to_vec())
         .await;
-    let (mut ws, _) = stack.connect("alice").await;
+    let (mut ws, session) = stack.connect("alice").await;
+    assert_eq!(session["data"]["voice"], false, "{session}");
     ws.send(json!({"type": "message", "data": {"messageId": "n-1", "attachments": [audio["id"]]}}))
         .await;
     let error = ws.recv_type("error").await;

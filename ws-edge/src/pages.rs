@@ -12,11 +12,12 @@ const CHAT_SCRIPT: &str = include_str!("web/chat.js");
 const CHAT_STYLE: &str = include_str!("web/chat.css");
 
 /// The pages' policy: their own script and style files only, the socket to this host (`ws:`
-/// and `wss:` are listed because older browsers do not let `'self'` match them), the inline
-/// icon (`data:`), no plugins, no `<base>`, and no framing by anyone.
+/// and `wss:` are listed because older browsers do not let `'self'` match them), images and
+/// audio from this host (attachments) and the inline icon (`data:`), no plugins, no `<base>`,
+/// and no framing by anyone.
 pub const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
-img-src 'self' data:; connect-src 'self' ws: wss:; base-uri 'none'; form-action 'self'; \
-frame-ancestors 'none'";
+img-src 'self' data:; media-src 'self'; connect-src 'self' ws: wss:; base-uri 'none'; \
+form-action 'self'; frame-ancestors 'none'";
 /// Every other response (JSON, metrics) may load nothing and be framed by no one.
 pub const API_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
 /// The page's URL (it may carry `?token=`) never leaves in a `Referer`.

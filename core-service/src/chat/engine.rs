@@ -255,6 +255,7 @@ impl Engine {
             max_frame_bytes: self.settings.max_frame_bytes,
             catalogue: self.catalogue(),
             active_chat_id,
+            voice: self.llm.voice().is_some(),
         })))
     }
 

@@ -176,6 +176,8 @@ pub struct Session {
     pub catalogue: Catalogue,
     /// The user's most recent active chat, to continue.
     pub active_chat_id: Option<String>,
+    /// Voice messages and spoken replies work here.
+    pub voice: bool,
 }
 
 /// Models and agents users can choose from.

@@ -187,6 +187,7 @@ fn event(ev: &Event) -> Out {
                 default_model: catalogue.default_model,
                 agents: catalogue.agents,
                 active_chat_id: s.active_chat_id.clone(),
+                voice: s.voice,
             })
         }
         Event::Ack(a) => Out::Ack(ack(a)),

@@ -221,6 +221,7 @@ fn session_data(session: &pb::Session) -> Value {
                     .map_or(Value::Null, Value::from),
             ),
         ),
+        ("voice", Some(session.voice.into())),
     ])
 }
 

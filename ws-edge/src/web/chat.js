@@ -18,7 +18,8 @@
     attempt: 0, retryTimer: null, countdown: null, noticeTimer: null,
     session: null, chatId: null, chatModel: null, pendingModel: null,
     lastSeq: {},               // chatId -> highest seq processed
-    outbox: [],                // [{messageId, chatId, content, createdAt, failed?}]
+    outbox: [],                // [{messageId, chatId, content, attachments?, createdAt, failed?}]
+    tray: [],                  // uploads for the next message: [{key, name, state, progress, file?, error?}]
     sentOnConn: new Set(),     // outbox ids already sent on the current socket
     chatlessInFlight: null,    // id of the message that is creating a chat (no chatId)
     creating: null,            // request id of a pending `chat_update create`
@@ -211,6 +212,7 @@
     $('user').textContent = d.name || d.userId || '';
     $('sign-out').hidden = false;
     renderModels();
+    renderVoice();
     if (!first) return; // sent again after `auth`: nothing to re-join
     if (S.chatId) rejoin(S.chatId);
     else if (!S.booted) openInitialChat(d.activeChatId);
@@ -322,6 +324,7 @@
     if (S.creating && !S.chatId && d.chatId && !(d.chatId in S.lastSeq)) { chatCreated(S.creating, d.chatId); return; }
     if (!d.chatId || d.chatId !== S.chatId) return;
     const u = d.updates || {};
+    if (typeof u.spokenReplies === 'boolean') { lsSet(spokenKey(d.chatId), u.spokenReplies ? '1' : null); renderVoice(); }
     if (typeof u.title === 'string' && u.title) setTitle(u.title);
     if (typeof u.model === 'string' && u.model) { S.chatModel = u.model; renderModels(); }
   }
@@ -381,6 +384,8 @@
     } else if ((req.kind === 'join' || req.kind === 'resume') && req.chatId === S.chatId && (d.code === 403 || d.code === 404)) {
       notify('That chat is not available any more; starting a new one.');
       newChat(false);
+    } else if (req.kind === 'spoken') {
+      notify(`Could not change spoken replies: ${errorText(d)}`);
     } else if (req.kind === 'select_model') {
       S.chatModel = req.prev || null;
       renderModels();
@@ -395,16 +400,160 @@
     if (ev) ev.preventDefault();
     const input = $('input');
     const content = input.value.trim();
-    if (!content) return;
+    if (S.tray.some((t) => t.state === 'uploading')) { notify('Wait until the uploads have finished.'); return; }
+    const files = S.tray.filter((t) => t.state === 'done').map((t) => t.file);
+    if (!content) {
+      if (files.length) notify('Add a message to send with the files.');
+      return;
+    }
     const max = (S.session && S.session.limits && S.session.limits.maxMessageChars) || 10000;
     if (content.length > max) { notify(`Message too long: ${content.length} of at most ${max} characters.`); return; }
-    const item = { messageId: uuid(), chatId: S.chatId, content, createdAt: Date.now() };
-    S.outbox.push(item);
-    saveOutbox();
     input.value = '';
     autosize();
+    S.tray = [];
+    renderTray();
+    queueMessage(content, files);
+  }
+  // Into the outbox (kept across reloads until acked), shown as pending, sent when possible.
+  function queueMessage(content, attachments) {
+    const item = { messageId: uuid(), chatId: S.chatId, content, createdAt: Date.now() };
+    if (attachments.length) item.attachments = attachments;
+    S.outbox.push(item);
+    saveOutbox();
     withScroll(() => showPending(item), true);
     flush();
+  }
+
+  // ---------- files and voice ----------
+  const TYPE_BY_EXT = { md: 'text/markdown', csv: 'text/csv', json: 'application/json', txt: 'text/plain' };
+  function fileType(file) {
+    if (file.type) return file.type;
+    return TYPE_BY_EXT[(file.name.split('.').pop() || '').toLowerCase()] || 'application/octet-stream';
+  }
+  // One upload (XMLHttpRequest: fetch reports no upload progress). Resolves with the server's
+  // {id, name, mime, size, url}; rejects with its error message.
+  function uploadFile(file, onProgress) {
+    return new Promise((resolve, reject) => {
+      const xhr = new XMLHttpRequest();
+      xhr.open('POST', '/api/uploads');
+      xhr.setRequestHeader('Authorization', `Bearer ${S.token}`);
+      xhr.upload.onprogress = (ev) => { if (ev.lengthComputable && ev.total) onProgress(ev.loaded / ev.total); };
+      xhr.onload = () => {
+        let body = null;
+        try { body = JSON.parse(xhr.responseText); } catch { /* not JSON */ }
+        if (xhr.status === 201 && body && body.id) resolve(body);
+        else reject(new Error((body && body.error && body.error.message) || `upload failed (${xhr.status})`));
+      };
+      xhr.onerror = () => reject(new Error('upload failed: network error'));
+      const form = new FormData();
+      form.append('file', new File([file], file.name || 'file', { type: fileType(file) }));
+      xhr.send(form);
+    });
+  }
+  // Uploads files into the tray; a voice recording is sent on its own once uploaded.
+  function addFiles(list, voice) {
+    if (!S.token) return;
+    for (const file of list) {
+      const item = { key: uuid(), name: file.name, state: 'uploading', progress: 0, file: null, voice: !!voice };
+      S.tray.push(item);
+      uploadFile(file, (p) => { item.progress = p; renderTray(); })
+        .then((f) => {
+          item.state = 'done'; item.file = f;
+          if (item.voice) { S.tray = S.tray.filter((t) => t !== item); queueMessage('', [f]); }
+        })
+        .catch((err) => { item.state = 'failed'; item.error = err.message; })
+        .finally(renderTray);
+    }
+    renderTray();
+  }
+  function renderTray() {
+    const tray = $('tray');
+    tray.replaceChildren(...S.tray.map((t) => {
+      const li = document.createElement('li');
+      li.className = 'upload'; li.dataset.state = t.state;
+      const name = document.createElement('span');
+      name.className = 'name'; name.textContent = t.voice ? 'voice message' : t.name;
+      li.append(name);
+      if (t.state === 'uploading') {
+        const bar = document.createElement('progress');
+        bar.max = 1; bar.value = t.progress;
+        bar.setAttribute('aria-label', `Uploading ${t.name}`);
+        li.append(bar);
+      } else if (t.state === 'failed') {
+        const why = document.createElement('span');
+        why.textContent = t.error || 'failed';
+        li.append(why);
+      }
+      const remove = button('\u00D7', 'remove', () => { S.tray = S.tray.filter((x) => x !== t); renderTray(); });
+      remove.setAttribute('aria-label', `Remove ${t.name}`);
+      li.append(remove);
+      return li;
+    }));
+    tray.hidden = !S.tray.length;
+  }
+  function pickFiles(input) {
+    const files = [...(input.files || [])];
+    input.value = '';
+    if (files.length) addFiles(files, false);
+  }
+
+  const REC = { recorder: null, chunks: [], stream: null, started: 0, timer: null };
+  const canRecord = () => !!(navigator.mediaDevices && navigator.mediaDevices.getUserMedia && window.MediaRecorder);
+  async function toggleRecording() {
+    if (REC.recorder) { REC.recorder.stop(); return; }
+    let stream;
+    try { stream = await navigator.mediaDevices.getUserMedia({ audio: true }); } catch (err) {
+      notify(`The microphone is not available: ${err && (err.message || err.name)}`);
+      return;
+    }
+    const type = ['audio/webm;codecs=opus', 'audio/ogg;codecs=opus', 'audio/webm', 'audio/mp4']
+      .find((t) => MediaRecorder.isTypeSupported(t));
+    const recorder = new MediaRecorder(stream, type ? { mimeType: type } : undefined);
+    Object.assign(REC, { recorder, stream, chunks: [], started: Date.now() });
+    recorder.ondataavailable = (ev) => { if (ev.data && ev.data.size) REC.chunks.push(ev.data); };
+    recorder.onstop = () => finishRecording(recorder.mimeType || type || 'audio/webm');
+    recorder.start(250);
+    REC.timer = setInterval(renderRecording, 500);
+    renderRecording();
+  }
+  function finishRecording(mime) {
+    clearInterval(REC.timer);
+    for (const track of REC.stream.getTracks()) track.stop();
+    const type = mime.split(';')[0];
+    const blob = new Blob(REC.chunks, { type });
+    Object.assign(REC, { recorder: null, stream: null, chunks: [], timer: null });
+    renderRecording();
+    if (!blob.size) { notify('Nothing was recorded.'); return; }
+    const ext = type.includes('ogg') ? 'ogg' : type.includes('mp4') ? 'm4a' : 'webm';
+    const stamp = new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '');
+    addFiles([new File([blob], `voice-${stamp}.${ext}`, { type })], true);
+  }
+  function renderRecording() {
+    const on = !!REC.recorder;
+    const el = $('recording');
+    el.hidden = !on;
+    if (on) {
+      const s = Math.floor((Date.now() - REC.started) / 1000);
+      el.textContent = `Recording ${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}. Press the microphone again to send.`;
+    }
+    $('record').setAttribute('aria-pressed', String(on));
+    $('record').setAttribute('aria-label', on ? 'Stop and send the voice message' : 'Record a voice message');
+  }
+  const spokenKey = (chatId) => `chat.spoken.${chatId}`;
+  function renderVoice() {
+    const voice = !!(S.session && S.session.voice);
+    $('record').hidden = !(voice && canRecord());
+    const speak = $('speak');
+    speak.hidden = !voice;
+    speak.disabled = !S.chatId;
+    speak.setAttribute('aria-pressed', String(!!S.chatId && lsGet(spokenKey(S.chatId)) === '1'));
+  }
+  function toggleSpeak() {
+    if (!S.chatId) return;
+    const on = $('speak').getAttribute('aria-pressed') !== 'true';
+    if (!request('spoken', 'chat_update', { action: 'set_spoken_replies', chatId: S.chatId, spokenReplies: on })) {
+      notify('Offline: spoken replies can be changed once reconnected.');
+    }
   }
   const wantsCreate = () => !!(S.pendingModel && S.session && S.pendingModel !== S.session.defaultModel);
   // Sends every queued message not yet sent on this socket. Messages of a chat that does not
@@ -424,6 +573,7 @@
       }
       const data = { content: item.content, messageId: item.messageId };
       if (item.chatId) data.chatId = item.chatId;
+      if (Array.isArray(item.attachments) && item.attachments.length) data.attachments = item.attachments.map((a) => a.id);
       if (!send('message', data, item.messageId)) break;
       S.sentOnConn.add(item.messageId);
     }
@@ -465,6 +615,7 @@
     clearView();
     showPendingFor(chatId);
     renderModels();
+    renderVoice();
     joinChat(chatId);
   }
   function adoptChat(chatId) { // a chat created by our first message or by `create`
@@ -473,6 +624,7 @@
     S.pendingModel = null;
     setTitle('Chat');
     renderModels();
+    renderVoice();
     joinChat(chatId);
   }
   function chatCreated(reqId, chatId) {
@@ -494,6 +646,7 @@
     clearView();
     showPendingFor(null);
     renderModels();
+    renderVoice();
     renderActivity();
   }
   function changeModel() {
@@ -595,10 +748,26 @@
     box.className = 'files';
     for (const a of list) {
       if (!a) continue;
+      const safe = isSafeUrl(a.url);
+      const mime = typeof a.mime === 'string' ? a.mime : '';
       const link = document.createElement('a');
-      link.textContent = `\u{1F4CE} ${a.name || 'attachment'}`;
-      if (isSafeUrl(a.url)) { link.href = a.url; link.target = '_blank'; link.rel = 'noopener'; }
-      box.append(link);
+      link.textContent = a.name || 'attachment';
+      if (safe) { link.href = a.url; link.target = '_blank'; link.rel = 'noopener'; }
+      if (safe && mime.startsWith('audio/')) {
+        const fig = document.createElement('figure');
+        const audio = document.createElement('audio');
+        audio.controls = true; audio.preload = 'metadata'; audio.src = a.url;
+        audio.setAttribute('aria-label', a.name || 'audio');
+        fig.append(audio, link);
+        box.append(fig);
+      } else if (safe && mime.startsWith('image/')) {
+        const img = document.createElement('img');
+        img.src = a.url; img.alt = a.name || 'image'; img.loading = 'lazy';
+        link.replaceChildren(img);
+        box.append(link);
+      } else {
+        box.append(link);
+      }
     }
     el.insertBefore(box, el.querySelector('.meta'));
   }
@@ -634,6 +803,7 @@
     const el = bubble('user');
     el.dataset.clientId = item.messageId;
     el.querySelector('.body').textContent = item.content;
+    renderAttachments(el, item.attachments);
     setMeta(el, 'you', item.createdAt);
     setBubbleStatus(el, item.failed ? 'failed' : 'pending', item.failed && errorText(item.failed));
     S.pendingEls.set(item.messageId, el);
@@ -700,6 +870,13 @@
     placeholder();
     if (narrow.addEventListener) narrow.addEventListener('change', placeholder); else narrow.addListener(placeholder);
     $('stop').addEventListener('click', stopReply);
+    $('attach').addEventListener('click', () => $('file-input').click());
+    $('file-input').addEventListener('change', () => pickFiles($('file-input')));
+    $('camera').addEventListener('click', () => $('camera-input').click());
+    $('camera-input').addEventListener('change', () => pickFiles($('camera-input')));
+    $('camera').hidden = !window.matchMedia('(pointer: coarse)').matches;
+    $('record').addEventListener('click', toggleRecording);
+    $('speak').addEventListener('click', toggleSpeak);
     $('new-chat').addEventListener('click', () => { newChat(); $('input').focus(); });
     $('model').addEventListener('change', changeModel);
     $('token-form').addEventListener('submit', submitToken);

@@ -183,6 +183,7 @@ fn decode_server_frame(text: &str) -> Result<ServerEvent, String> {
                     d.get("activeChatId")?; // present, possibly null
                     d.opt_s("activeChatId")?
                 },
+                voice: d.b("voice")?,
             })
         }
         "ack" => ServerKind::Ack(pb::Ack {

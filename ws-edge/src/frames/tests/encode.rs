@@ -176,13 +176,14 @@ fn a_session_has_active_chat_id_null_when_absent() {
             name: "A".into(),
         }],
         active_chat_id: None,
+        voice: false,
     };
     let frame = rendered(ServerKind::Session(session.clone()));
     assert_eq!(
         frame["data"],
         json!({"connectionId": "k", "userId": "u", "name": "Ada", "roles": ["user"], "heartbeatIntervalMs": 30000,
                "limits": {"maxMessageChars": 10000, "maxFrameBytes": 65536}, "models": [{"id": "m", "name": "M"}],
-               "defaultModel": "m", "agents": [{"id": "a", "name": "A"}], "activeChatId": null})
+               "defaultModel": "m", "agents": [{"id": "a", "name": "A"}], "activeChatId": null, "voice": false})
     );
     let frame = rendered(ServerKind::Session(pb::Session {
         active_chat_id: Some("c".into()),

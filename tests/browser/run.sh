@@ -4,7 +4,7 @@
 #   user's URL in Debian's chromium (driven by playwright-core, see check.mjs), and stops chatctl
 #   again whatever happens.
 #
-#   scripts/browser/run.sh            # screenshots: /tmp/browser-check-*.png
+#   tests/browser/run.sh              # screenshots: /tmp/browser-check-*.png
 #
 # Needs: the Rust toolchain, Node.js + npm, and Debian's chromium
 #   (apt-get update && apt-get install -y chromium). Playwright's own browser download is not
