@@ -995,3 +995,30 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("free port")
 }
+
+/// Stores `n` messages from `sender` in `chat` directly, as a long absence would leave them.
+pub async fn fill_chat(db: &Db, chat: &str, sender: &str, n: usize) {
+    for i in 0..n {
+        let id = uuid::Uuid::now_v7().to_string();
+        chat_core::storage::insert_message(
+            db,
+            chat_core::storage::NewMessage {
+                id: &id,
+                chat_id: chat,
+                sender_id: sender,
+                role: chat_core::types::Role::User,
+                agent_id: "default",
+                content: &format!("backlog {i}"),
+                status: chat_core::types::MessageStatus::Complete,
+                client_message_id: None,
+                attachments_json: "[]",
+                file_ids: &[],
+                metadata_json: "{}",
+                now: chrono::Utc::now().naive_utc(),
+                reply: chat_core::storage::ReplyLink::None,
+            },
+        )
+        .await
+        .expect("backlog message");
+    }
+}

@@ -19,10 +19,12 @@ async fn get(stack: &Stack, path: &str, token: Option<&str>) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-const ROUTES: [&str; 3] = [
+const ROUTES: [&str; 5] = [
     "/api/admin/sessions",
     "/api/admin/sessions/some-chat",
     "/api/admin/usage",
+    "/api/admin/help-requests",
+    "/api/admin/feed",
 ];
 
 #[tokio::test]
@@ -291,4 +293,134 @@ async fn the_documented_requests_are_answered_as_documented() {
             }
         }
     }
+}
+
+/// The next `event:`/`data:` pair of a Server-Sent Events body (comments skipped).
+async fn next_event(body: &mut reqwest::Response, buffer: &mut String) -> (String, Value) {
+    loop {
+        if let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let mut event = String::new();
+            let mut data = String::new();
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    event = v.trim().to_owned();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data.push_str(v.trim_start());
+                }
+            }
+            if !event.is_empty() {
+                return (event, serde_json::from_str(&data).expect("JSON data"));
+            }
+            continue;
+        }
+        let chunk = tokio::time::timeout(chat_tests::WAIT, body.chunk())
+            .await
+            .expect("an event in time")
+            .expect("the stream")
+            .expect("the stream is open");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+    }
+}
+
+#[tokio::test]
+async fn the_help_queue_and_the_live_feed_serve_the_admin_page() {
+    let stack = spawn_default().await;
+    let admin = stack.token("root", &["admin"]);
+    // The feed, as the page's EventSource opens it: the token in the query.
+    let mut feed = reqwest::Client::new()
+        .get(stack.http_url(&format!("/api/admin/feed?token={admin}")))
+        .send()
+        .await
+        .expect("feed");
+    assert_eq!(feed.status(), 200);
+    assert_eq!(feed.headers()["content-type"], "text/event-stream");
+    let mut buffer = String::new();
+
+    let (mut alice, _) = stack.connect("alice").await;
+    let chat = chat_tests::chat_with_one_turn(&mut alice, "hello").await;
+    let (event, created) = next_event(&mut feed, &mut buffer).await;
+    assert_eq!(
+        (event.as_str(), &created["kind"]),
+        ("change", &json!("created")),
+        "{created}"
+    );
+    assert_eq!(
+        (&created["chatId"], &created["userId"]),
+        (&json!(chat), &json!("alice"))
+    );
+    let (_, message) = next_event(&mut feed, &mut buffer).await;
+    assert_eq!(
+        (&message["kind"], &message["role"]),
+        (&json!("message"), &json!("user"))
+    );
+
+    alice
+        .send(
+            json!({"type": "help_request", "data": {"chatId": chat, "reason": "a person, please"}}),
+        )
+        .await;
+    alice.recv_type("chat_update").await;
+    let (_, help) = loop {
+        let next = next_event(&mut feed, &mut buffer).await;
+        if next.1["kind"] == "needs_help" {
+            break next;
+        }
+    };
+    assert_eq!(help["changes"]["needsHelp"], true, "{help}");
+
+    let (status, queue) = get(&stack, "/api/admin/help-requests", Some(&admin)).await;
+    assert_eq!(status, 200, "{queue}");
+    let requests = queue["requests"].as_array().expect("requests");
+    assert_eq!(requests.len(), 1, "{queue}");
+    assert_eq!(
+        (
+            &requests[0]["chatId"],
+            &requests[0]["userId"],
+            &requests[0]["reason"],
+            &requests[0]["resolvedAt"]
+        ),
+        (
+            &json!(chat),
+            &json!("alice"),
+            &json!("a person, please"),
+            &Value::Null
+        )
+    );
+    let id = requests[0]["id"].as_str().expect("id").to_owned();
+    let resolve = |token: String| {
+        let url = stack.http_url(&format!("/api/admin/help-requests/{id}/resolve"));
+        async move {
+            let response = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("resolve");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    assert_eq!(resolve(stack.token("alice", &[])).await.0, 403);
+    let (status, resolved) = resolve(admin.clone()).await;
+    assert_eq!(status, 200, "{resolved}");
+    assert_eq!(resolved["resolvedBy"], "root");
+    assert!(resolved["resolvedAt"].is_string(), "{resolved}");
+    assert_eq!(resolve(admin.clone()).await.0, 409);
+    let (_, resolved_change) = loop {
+        let next = next_event(&mut feed, &mut buffer).await;
+        if next.1["kind"] == "help_resolved" {
+            break next;
+        }
+    };
+    assert_eq!(resolved_change["changes"]["needsHelp"], false);
+    let (_, open) = get(&stack, "/api/admin/help-requests", Some(&admin)).await;
+    assert_eq!(open["requests"], json!([]));
+    let (_, all) = get(&stack, "/api/admin/help-requests?all=true", Some(&admin)).await;
+    assert_eq!(all["requests"].as_array().map(Vec::len), Some(1));
+    let (status, bad) = get(&stack, "/api/admin/help-requests?all=maybe", Some(&admin)).await;
+    assert_eq!((status, &bad["error"]["field"]), (400, &json!("all")));
 }

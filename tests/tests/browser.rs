@@ -5,6 +5,9 @@
 //! it as a voice message. Afterwards the fake says what reached it: the recording as WebM audio,
 //! and the reply's text to speak.
 //!
+//! A second run drives the sessions and admin pages beside the chat page (`pages.mjs`): a
+//! session followed from the user's chat through the help queue to a takeover and back.
+//!
 //! Needs Debian's chromium (`TEST_CHROMIUM`) and `npm ci` in `tests/browser`; scripts/test.sh
 //! provides both, and this test fails naming what is missing otherwise.
 
@@ -21,8 +24,9 @@ fn browser_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("browser")
 }
 
-#[tokio::test]
-async fn the_page_uploads_files_records_voice_and_plays_spoken_replies() {
+/// Runs `script` of tests/browser with `args` in Node against Debian's chromium, to the end
+/// (at most 2 minutes); fails the test with its output unless it exits 0.
+async fn run_browser(script: &str, args: &[&str], env: &[(&str, &std::ffi::OsStr)]) {
     let chromium = std::env::var("TEST_CHROMIUM").unwrap_or_else(|_| {
         panic!("TEST_CHROMIUM is not set: run scripts/test.sh (it installs Debian's chromium), or set it to a chromium binary")
     });
@@ -32,11 +36,39 @@ async fn the_page_uploads_files_records_voice_and_plays_spoken_replies() {
         "playwright-core is not installed in {}: run scripts/test.sh (npm ci there)",
         dir.display()
     );
+    let mut command = tokio::process::Command::new("node");
+    command
+        .arg(dir.join(script))
+        .args(args)
+        .env("CHROMIUM", &chromium)
+        .env("SHOT_DIR", shot_dir())
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), command.output())
+        .await
+        .expect("the browser run finished within 2 minutes")
+        .expect("node runs (Node.js is needed)");
+    assert!(
+        out.status.success(),
+        "the browser run {script} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Where the runs save their screenshots (`TEST_SHOT_DIR`, else the temporary folder).
+fn shot_dir() -> PathBuf {
     let shots = std::env::var("TEST_SHOT_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| std::env::temp_dir());
     std::fs::create_dir_all(&shots).expect("screenshot folder");
+    shots
+}
 
+#[tokio::test]
+async fn the_page_uploads_files_records_voice_and_plays_spoken_replies() {
     let script = FakeScript::reply(&["Sunny", " all day."])
         .with_transcript(HEARD)
         .with_speech(ANSWER.to_vec());
@@ -50,28 +82,16 @@ async fn the_page_uploads_files_records_voice_and_plays_spoken_replies() {
     )
     .await;
     let url = stack.http_url(&format!("/?token={}", stack.token("alice", &[])));
-    let run = tokio::process::Command::new("node")
-        .arg(dir.join("media.mjs"))
-        .arg(&url)
-        .env("CHROMIUM", &chromium)
-        .env("SHOT_DIR", &shots)
-        .env(
-            "VOICE_WAV",
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/voice/question.wav"),
-        )
-        .env("HEARD", HEARD)
-        .kill_on_drop(true)
-        .output();
-    let out = tokio::time::timeout(Duration::from_secs(120), run)
-        .await
-        .expect("the browser run finished within 2 minutes")
-        .expect("node runs (Node.js is needed)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "the browser run failed:\n{stdout}\n{stderr}"
-    );
+    let recording = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/voice/question.wav");
+    run_browser(
+        "media.mjs",
+        &[&url],
+        &[
+            ("VOICE_WAV", recording.as_os_str()),
+            ("HEARD", std::ffi::OsStr::new(HEARD)),
+        ],
+    )
+    .await;
 
     let fake = stack.fake.as_ref().expect("the fake provider");
     let received = fake.received();
@@ -99,4 +119,31 @@ async fn the_page_uploads_files_records_voice_and_plays_spoken_replies() {
         "the reply after spoken replies were turned on"
     );
     assert_eq!(spoken[0].body["input"], "Sunny all day.");
+}
+
+#[tokio::test]
+async fn the_sessions_and_admin_pages_follow_a_session_through_a_takeover() {
+    let stack = chat_tests::spawn_default().await;
+    // Bob's one chat is long: a turn and 70 more messages.
+    let (mut bob, _) = stack.connect("bob").await;
+    let long = chat_tests::chat_with_one_turn(&mut bob, "the first of many").await;
+    chat_tests::fill_chat(&stack.db, &long, "bob", 70).await;
+    drop(bob);
+    let base = stack.http_url("");
+    let (user, admin, bob) = (
+        stack.token("alice", &[]),
+        stack.token("root", &["admin"]),
+        stack.token("bob", &[]),
+    );
+    run_browser("pages.mjs", &[&base, &user, &admin, &bob], &[]).await;
+    // What the pages did is what the database holds.
+    let chats = chat_core::storage::list_user_chats(&stack.db, "alice", 10)
+        .await
+        .expect("chats");
+    assert_eq!(chats.len(), 1, "{chats:?}");
+    assert!(
+        chats[0].admin_assisted && !chats[0].needs_help,
+        "{:?}",
+        chats[0]
+    );
 }

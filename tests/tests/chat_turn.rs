@@ -451,33 +451,6 @@ async fn a_provider_that_keeps_failing_gives_a_failed_reply_and_a_502() {
     assert_eq!(error["data"]["code"], 502);
 }
 
-/// Stores `n` messages from `sender` in `chat` directly, as a long absence would leave them.
-async fn fill(db: &storage::Db, chat: &str, sender: &str, n: usize) {
-    for i in 0..n {
-        let id = uuid::Uuid::now_v7().to_string();
-        storage::insert_message(
-            db,
-            storage::NewMessage {
-                id: &id,
-                chat_id: chat,
-                sender_id: sender,
-                role: chat_core::types::Role::User,
-                agent_id: "default",
-                content: &format!("backlog {i}"),
-                status: chat_core::types::MessageStatus::Complete,
-                client_message_id: None,
-                attachments_json: "[]",
-                file_ids: &[],
-                metadata_json: "{}",
-                now: chrono::Utc::now().naive_utc(),
-                reply: storage::ReplyLink::None,
-            },
-        )
-        .await
-        .expect("backlog message");
-    }
-}
-
 #[tokio::test]
 async fn a_resume_of_1000_missed_events_across_chats_with_a_reply_streaming_arrives_whole() {
     let words: Vec<String> = (0..30).map(|i| format!("v{i} ")).collect();
@@ -504,7 +477,7 @@ async fn a_resume_of_1000_missed_events_across_chats_with_a_reply_streaming_arri
     }
     // 600 missed in each chat: 1,200 events, far more than a connection's outbox (256).
     for chat in &chats {
-        fill(&stack.db, chat, "ivy", 600).await;
+        chat_tests::fill_chat(&stack.db, chat, "ivy", 600).await;
     }
     ws.send_message(Some(&chats[0]), "and now a story", "story-1")
         .await;

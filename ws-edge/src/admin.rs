@@ -32,6 +32,104 @@ pub fn routes() -> Router<Arc<EdgeState>> {
         .route("/api/admin/sessions", get(list_sessions))
         .route("/api/admin/sessions/{chat_id}", get(get_session))
         .route("/api/admin/usage", get(usage))
+        .route("/api/admin/help-requests", get(help_requests))
+        .route(
+            "/api/admin/help-requests/{id}/resolve",
+            axum::routing::post(resolve_help_request),
+        )
+        .route("/api/admin/feed", get(feed))
+}
+
+/// `GET /api/admin/help-requests?all=&limit=`: the help queue, open requests first (oldest
+/// first); `all=true` adds the resolved ones.
+pub async fn help_requests(
+    State(state): State<Arc<EdgeState>>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Result<Json<Value>, ApiError> {
+    let token = admin_token(&state, &headers, &params)?;
+    let message = pb::ListHelpRequestsRequest {
+        include_resolved: read(&params, "all", query::parse_bool)?.unwrap_or(false),
+        limit: read(&params, "limit", limit)?,
+    };
+    let list = state
+        .upstream
+        .admin()
+        .list_help_requests(request(&token, message)?)
+        .await
+        .map_err(core_error)?
+        .into_inner();
+    Ok(Json(json::help_requests(&list)))
+}
+
+/// `POST /api/admin/help-requests/{id}/resolve`: marks one resolved (clearing the session's
+/// flag); the resolved request. Twice: 409.
+pub async fn resolve_help_request(
+    State(state): State<Arc<EdgeState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(params): Query<Params>,
+) -> Result<Json<Value>, ApiError> {
+    let token = admin_token(&state, &headers, &params)?;
+    let resolved = state
+        .upstream
+        .admin()
+        .resolve_help_request(request(&token, pb::ResolveHelpRequestRequest { id })?)
+        .await
+        .map_err(core_error)?
+        .into_inner();
+    Ok(Json(json::help_request(&resolved)))
+}
+
+/// `GET /api/admin/feed`: the live feed of session changes as Server-Sent Events (`event:
+/// change`, `data:` the object `chatctl watch --json` prints), for the admin page's
+/// `EventSource` (which cannot send headers: `?token=` works). Comments keep idle proxies from
+/// closing it; when the core drops a watcher that fell behind, `event: reset` is sent and the
+/// stream ends (the page re-reads the list and reconnects).
+pub async fn feed(
+    State(state): State<Arc<EdgeState>>,
+    headers: HeaderMap,
+    Query(params): Query<Params>,
+) -> Result<
+    axum::response::Sse<
+        impl futures::Stream<Item = Result<axum::response::sse::Event, std::convert::Infallible>>,
+    >,
+    ApiError,
+> {
+    use axum::response::sse::{Event, KeepAlive};
+    use futures::StreamExt as _;
+    let token = admin_token(&state, &headers, &params)?;
+    let changes = state
+        .upstream
+        .admin()
+        .watch_sessions(request(&token, pb::WatchSessionsRequest {})?)
+        .await
+        .map_err(core_error)?
+        .into_inner();
+    let events = changes
+        .map(|change| match change {
+            Ok(change) => (
+                false,
+                Event::default()
+                    .event("change")
+                    .data(json::session_change(&change).to_string()),
+            ),
+            Err(status) => (
+                true,
+                Event::default()
+                    .event("reset")
+                    .data(serde_json::json!({"message": status.message()}).to_string()),
+            ),
+        })
+        .scan(false, |ended, (reset, event)| {
+            // Nothing after a reset: the stream ends with it.
+            if *ended {
+                return futures::future::ready(None);
+            }
+            *ended = reset;
+            futures::future::ready(Some(Ok(event)))
+        });
+    Ok(axum::response::Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 /// `GET /api/admin/sessions?user=&status=&needsHelp=&assisted=&from=&to=&sort=&order=&limit=&cursor=`.

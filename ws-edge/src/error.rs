@@ -17,6 +17,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0}")]
     NotFound(String),
+    /// 409: the state forbids it (a help request resolved already, a session held by another).
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     TooLarge(String),
     #[error("Core unavailable")]
@@ -38,6 +41,7 @@ impl ApiError {
             Self::BadRequest(_) | Self::Invalid { .. } => StatusCode::BAD_REQUEST,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Unavailable | Self::TryLater(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
@@ -56,6 +60,7 @@ impl From<tonic::Status> for ApiError {
             }
             Code::PermissionDenied => Self::Forbidden(status.message().to_string()),
             Code::NotFound => Self::NotFound(status.message().to_string()),
+            Code::AlreadyExists | Code::Aborted => Self::Conflict(status.message().to_string()),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => Self::Unavailable,
             Code::ResourceExhausted => Self::RateLimited(status.message().to_string()),
             _ => {

@@ -1,15 +1,42 @@
-//! The chat page and its two files (compiled in: no build step, nothing to deploy), and the
-//! security headers of every response: a `Content-Security-Policy` that allows no inline script
-//! or style and no framing, `X-Content-Type-Options: nosniff`, `Referrer-Policy`.
+//! The pages people use and their files, compiled in (no build step, nothing to deploy): the
+//! chat page (`/`), the user's sessions (`/sessions.html`) and the admin page
+//! (`/admin.html`), each with its own script, sharing `base.css`; and the security headers of
+//! every response: a `Content-Security-Policy` that allows no inline script or style and no
+//! framing, `X-Content-Type-Options: nosniff`, `Referrer-Policy`.
 
+use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::routing::get;
 
-const CHAT_PAGE: &str = include_str!("web/chat.html");
-const CHAT_SCRIPT: &str = include_str!("web/chat.js");
-const CHAT_STYLE: &str = include_str!("web/chat.css");
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// Every file of the pages: (path, type, body).
+const FILES: &[(&str, &str, &str)] = &[
+    ("/", HTML, include_str!("web/chat.html")),
+    ("/chat.html", HTML, include_str!("web/chat.html")),
+    ("/chat.js", JS, include_str!("web/chat.js")),
+    ("/chat.css", CSS, include_str!("web/chat.css")),
+    ("/base.css", CSS, include_str!("web/base.css")),
+    ("/sessions.html", HTML, include_str!("web/sessions.html")),
+    ("/sessions.js", JS, include_str!("web/sessions.js")),
+    ("/admin.html", HTML, include_str!("web/admin.html")),
+    ("/admin.js", JS, include_str!("web/admin.js")),
+    ("/pages.css", CSS, include_str!("web/pages.css")),
+];
+
+/// The routes of [`FILES`].
+pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    FILES
+        .iter()
+        .fold(Router::new(), |router, &(path, content_type, body)| {
+            router.route(path, get(move || async move { page(content_type, body) }))
+        })
+}
 
 /// The pages' policy: their own script and style files only, the socket to this host (`ws:`
 /// and `wss:` are listed because older browsers do not let `'self'` match them), images and
@@ -22,18 +49,6 @@ form-action 'self'; frame-ancestors 'none'";
 pub const API_POLICY: &str = "default-src 'none'; frame-ancestors 'none'";
 /// The page's URL (it may carry `?token=`) never leaves in a `Referer`.
 pub const REFERRER_POLICY: &str = "no-referrer";
-
-pub async fn chat_page() -> Response {
-    page("text/html; charset=utf-8", CHAT_PAGE)
-}
-
-pub async fn chat_script() -> Response {
-    page("text/javascript; charset=utf-8", CHAT_SCRIPT)
-}
-
-pub async fn chat_style() -> Response {
-    page("text/css; charset=utf-8", CHAT_STYLE)
-}
 
 fn page(content_type: &'static str, body: &'static str) -> Response {
     (
@@ -70,17 +85,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_page_has_no_inline_script_or_style_and_names_its_files() {
-        assert!(!CHAT_PAGE.contains("<script>"), "inline script");
-        assert!(!CHAT_PAGE.contains("<style"), "inline style");
-        assert!(!CHAT_PAGE.contains(" style="), "style attribute");
-        let handler = CHAT_PAGE.match_indices(" on").any(|(at, _)| {
-            let rest = &CHAT_PAGE[at + 3..];
-            let name_len = rest.bytes().take_while(u8::is_ascii_lowercase).count();
-            name_len > 0 && rest[name_len..].starts_with('=')
-        });
-        assert!(!handler, "inline event handler");
-        assert!(CHAT_PAGE.contains(r#"<script src="/chat.js"></script>"#));
-        assert!(CHAT_PAGE.contains(r#"<link rel="stylesheet" href="/chat.css">"#));
+    fn no_page_has_inline_script_or_style_and_each_names_its_files() {
+        for &(path, content_type, page) in FILES.iter().filter(|f| f.1 == HTML) {
+            assert_eq!(content_type, HTML);
+            assert!(!page.contains("<script>"), "inline script in {path}");
+            assert!(!page.contains("<style"), "inline style in {path}");
+            assert!(!page.contains(" style="), "style attribute in {path}");
+            let handler = page.match_indices(" on").any(|(at, _)| {
+                let rest = &page[at + 3..];
+                let name_len = rest.bytes().take_while(u8::is_ascii_lowercase).count();
+                name_len > 0 && rest[name_len..].starts_with('=')
+            });
+            assert!(!handler, "inline event handler in {path}");
+            assert!(
+                page.contains(r#"<link rel="stylesheet" href="/base.css">"#),
+                "{path}"
+            );
+            // Every file a page names is served.
+            for (at, _) in page
+                .match_indices("src=\"/")
+                .chain(page.match_indices("href=\"/"))
+            {
+                let rest = &page[at..];
+                let start = rest.find('/').unwrap_or(0);
+                let end = rest[start..].find('"').map_or(rest.len(), |e| start + e);
+                let file = &rest[start..end];
+                let file = file.split('?').next().unwrap_or(file);
+                assert!(
+                    FILES.iter().any(|f| f.0 == file),
+                    "{path} names {file}, which is not served"
+                );
+            }
+        }
     }
 }

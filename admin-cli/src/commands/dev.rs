@@ -83,6 +83,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("  chat backend (dev) is running");
     println!("  open:        http://{edge_addr}/?token={user_token}");
     println!("  as admin:    http://{edge_addr}/?token={admin_token}");
+    println!("  admin page:  http://{edge_addr}/admin.html?token={admin_token}");
+    println!("  sessions:    http://{edge_addr}/sessions.html");
     println!("  websocket:   ws://{edge_addr}/ws");
     println!("  metrics:     http://{edge_addr}/metrics");
     println!("  core gRPC:   {core_addr}");

@@ -29,6 +29,7 @@
     stream: null,              // {chatId, id, el, text, lastIndex, partial, pending: Map}
     assistantTyping: false, othersTyping: new Set(), names: new Map(),
     titleFor: null,            // chatId whose title was last looked up (loadTitle)
+    older: null,               // {chatId, cursor, hasMore, loading: request id}: paging back
   };
 
   // ---------- storage and ids ----------
@@ -57,6 +58,16 @@
 
   // ---------- token ----------
   const cleanToken = (t) => (t || '').trim().replace(/^bearer\s+/i, '');
+  // `?chat=ID` (the sessions page's links) opens that chat instead of the latest one.
+  function takeChatParam() {
+    const url = new URL(location.href);
+    const chat = (url.searchParams.get('chat') || '').trim();
+    if (url.searchParams.has('chat')) {
+      url.searchParams.delete('chat');
+      history.replaceState(history.state, '', url.pathname + url.search + url.hash);
+    }
+    return chat || null;
+  }
   function takeToken() {
     const url = new URL(location.href);
     const fromUrl = cleanToken(url.searchParams.get('token'));
@@ -215,6 +226,7 @@
     renderVoice();
     if (!first) return; // sent again after `auth`: nothing to re-join
     if (S.chatId) rejoin(S.chatId);
+    else if (!S.booted && S.wantChat) openChat(S.wantChat);
     else if (!S.booted) openInitialChat(d.activeChatId);
     S.booted = true;
     for (const item of S.outbox) {
@@ -324,14 +336,22 @@
     if (S.creating && !S.chatId && d.chatId && !(d.chatId in S.lastSeq)) { chatCreated(S.creating, d.chatId); return; }
     if (!d.chatId || d.chatId !== S.chatId) return;
     const u = d.updates || {};
+    if (typeof u.needsHelp === 'boolean') {
+      S.needsHelp = u.needsHelp;
+      renderHelp();
+      if (u.needsHelp) note('A person has been asked to join this chat.');
+    }
     if (typeof u.spokenReplies === 'boolean') { lsSet(spokenKey(d.chatId), u.spokenReplies ? '1' : null); renderVoice(); }
     if (typeof u.title === 'string' && u.title) setTitle(u.title);
     if (typeof u.model === 'string' && u.model) { S.chatModel = u.model; renderModels(); }
   }
 
-  function onHistory(d) {
+  function onHistory(d, f) {
     if (!d.chatId || d.chatId !== S.chatId) return;
     const msgs = Array.isArray(d.messages) ? d.messages : [];
+    // Server frames carry no request id: the answer to our `before` page is the history whose
+    // messages are all older than the oldest shown (or none), while one is asked for.
+    if (S.older && S.older.loading && !d.reset && olderThanShown(msgs)) { showOlder(d, msgs, S.older.loading); return; }
     const first = !$('messages').querySelector('.msg[data-seq]');
     withScroll(() => {
       if (d.reset) clearView();
@@ -346,7 +366,11 @@
         showPendingFor(S.chatId);
       }
     }, d.reset || first);
+    S.older = { chatId: d.chatId, cursor: d.cursor, hasMore: !!d.hasMore, loading: null };
     if (S.titleFor !== d.chatId) { S.titleFor = d.chatId; loadTitle(d.chatId); }
+    // A page that does not fill the screen cannot be scrolled up: ask for more at once.
+    const box = $('messages');
+    if (S.older && S.older.hasMore && box.scrollHeight <= box.clientHeight + 80) loadOlder();
     if (typeof d.lastSeq === 'number') {
       if (d.reset) S.lastSeq[d.chatId] = d.lastSeq; else noteSeq(d.chatId, d.lastSeq);
     }
@@ -354,6 +378,30 @@
       const last = msgs.filter((m) => m && m.role === 'assistant' && m.metadata && m.metadata.model).pop();
       if (last) { S.chatModel = last.metadata.model; renderModels(); }
     }
+  }
+
+  // Older messages, asked for when the list is scrolled to its top: shown above, the messages
+  // in view staying where they were.
+  function loadOlder() {
+    const o = S.older;
+    if (!o || o.chatId !== S.chatId || !o.hasMore || o.loading || !S.ready) return;
+    o.loading = request('older', 'history', { chatId: o.chatId, before: o.cursor, limit: 50 });
+  }
+  function olderThanShown(msgs) {
+    const first = $('messages').querySelector('.msg[data-seq]');
+    if (!first) return false;
+    const oldest = Number(first.dataset.seq);
+    return msgs.every((m) => !m || typeof m.seq !== 'number' || m.seq < oldest);
+  }
+  function showOlder(d, msgs, ref) {
+    S.requests.delete(ref);
+    const box = $('messages');
+    const fromBottom = box.scrollHeight - box.scrollTop;
+    for (const m of msgs) if (m && m.id) upsertMessage(m);
+    box.scrollTop = box.scrollHeight - fromBottom;
+    S.older = { chatId: d.chatId, cursor: d.cursor || S.older.cursor, hasMore: !!d.hasMore && msgs.length > 0, loading: null };
+    if (!S.older.hasMore) note('The beginning of this chat.', -1);
+    else if (box.scrollTop < 80) loadOlder(); // still at the top (a tall screen): keep going
   }
 
   function onOperator(d, f, fresh, joined) {
@@ -384,6 +432,11 @@
     } else if ((req.kind === 'join' || req.kind === 'resume') && req.chatId === S.chatId && (d.code === 403 || d.code === 404)) {
       notify('That chat is not available any more; starting a new one.');
       newChat(false);
+    } else if (req.kind === 'older') {
+      if (S.older) S.older.loading = null;
+      notify(`Could not load older messages: ${errorText(d)}`);
+    } else if (req.kind === 'help') {
+      notify(`Could not ask for a person: ${errorText(d)}`);
     } else if (req.kind === 'spoken') {
       notify(`Could not change spoken replies: ${errorText(d)}`);
     } else if (req.kind === 'select_model') {
@@ -547,6 +600,17 @@
     speak.hidden = !voice;
     speak.disabled = !S.chatId;
     speak.setAttribute('aria-pressed', String(!!S.chatId && lsGet(spokenKey(S.chatId)) === '1'));
+    renderHelp();
+  }
+  function renderHelp() {
+    const help = $('help');
+    help.disabled = !S.chatId || !S.ready || !!S.needsHelp;
+    help.textContent = S.needsHelp ? 'A person has been asked' : 'Ask a person to join';
+  }
+  function askForHelp() {
+    if (!S.chatId) return;
+    $('menu').open = false;
+    if (!request('help', 'help_request', { chatId: S.chatId })) notify('Offline: ask again once reconnected.');
   }
   function toggleSpeak() {
     if (!S.chatId) return;
@@ -610,7 +674,7 @@
 
   // ---------- chats ----------
   function openChat(chatId) {
-    S.chatId = chatId; S.chatModel = null;
+    S.chatId = chatId; S.chatModel = null; S.needsHelp = false;
     setTitle('Chat');
     clearView();
     showPendingFor(chatId);
@@ -640,7 +704,7 @@
   }
   function newChat(leave) {
     if (leave !== false && S.chatId) send('chat_update', { action: 'leave', chatId: S.chatId });
-    S.chatId = null; S.chatModel = null; S.stream = null;
+    S.chatId = null; S.chatModel = null; S.stream = null; S.needsHelp = false;
     S.assistantTyping = false; S.othersTyping.clear();
     setTitle('New chat');
     clearView();
@@ -680,6 +744,7 @@
     } catch { /* offline or not available: keep the generic title */ }
   }
   function clearView() {
+    S.older = null;
     $('messages').replaceChildren();
     S.bubbles.clear();
     S.pendingEls.clear();
@@ -877,6 +942,8 @@
     $('camera').hidden = !window.matchMedia('(pointer: coarse)').matches;
     $('record').addEventListener('click', toggleRecording);
     $('speak').addEventListener('click', toggleSpeak);
+    $('help').addEventListener('click', askForHelp);
+    $('messages').addEventListener('scroll', () => { if ($('messages').scrollTop < 80) loadOlder(); }, { passive: true });
     $('new-chat').addEventListener('click', () => { newChat(); $('input').focus(); });
     $('model').addEventListener('change', changeModel);
     $('token-form').addEventListener('submit', submitToken);
@@ -888,6 +955,7 @@
     document.addEventListener('visibilitychange', () => { if (!document.hidden && S.retryTimer) reconnectNow(); });
 
     S.outbox = loadOutbox();
+    S.wantChat = takeChatParam();
     S.token = takeToken();
     setTitle('New chat');
     showPendingFor(null);
