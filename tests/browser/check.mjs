@@ -190,12 +190,17 @@ try {
 
   // ===== desktop =====
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: 'light' });
-  // Keep a handle on the page's sockets so a step can drop the connection like a flaky network.
+  // Keep a handle on the page's sockets so a step can drop the connection like a flaky network;
+  // while `__offline` is set, new sockets go to a closed port (the network is down).
   await ctx.addInitScript(() => {
     const Native = window.WebSocket;
     window.__sockets = [];
+    window.__offline = false;
     window.WebSocket = class extends Native {
-      constructor(...args) { super(...args); window.__sockets.push(this); }
+      constructor(url, protocols) {
+        super(window.__offline ? 'ws://127.0.0.1:9/' : url, protocols);
+        window.__sockets.push(this);
+      }
     };
   });
   const page = await ctx.newPage();
@@ -406,6 +411,33 @@ try {
     await page.waitForSelector('#typing', { state: 'hidden', timeout: T.short })
       .catch(() => { throw new CheckError('#typing still shown after the resumed reply completed'); });
     await shot(page, '06b-resumed');
+  });
+
+  await step('offline: two messages typed while the network is down are delivered once each when it is back', async () => {
+    await page.evaluate(() => { window.__offline = true; window.__sockets[window.__sockets.length - 1].close(4000, 'browser check: offline'); });
+    await page.waitForSelector('#status:not([data-state="connected"])', { timeout: T.short })
+      .catch(() => { throw new CheckError('the status still says connected while offline'); });
+    const texts = ['Offline message one', 'Offline message two'];
+    for (const t of texts) {
+      await page.fill('#input', t);
+      await page.click('#send');
+    }
+    const pending = (await bubbles(page)).filter((b) => texts.includes(b.text));
+    expect(pending.length === 2 && pending.every((b) => b.status === 'pending'), `offline messages not shown as pending: ${JSON.stringify(pending)}`);
+    await shot(page, '06c-offline');
+    const mark = frames.length;
+    await page.evaluate(() => { window.__offline = false; window.dispatchEvent(new Event('online')); });
+    await waitConnected(page);
+    for (const t of texts) await waitAssistant(page, 'complete', new RegExp(t));
+    const shown = (await bubbles(page)).filter((b) => texts.includes(b.text));
+    expect(shown.length === 2 && shown.every((b) => b.status === 'sent'), `after reconnecting the offline messages show as ${JSON.stringify(shown)}`);
+    const sent = frames.slice(mark).filter((f) => f.page === 'desktop' && f.dir === 'sent' && f.frame.type === 'message');
+    for (const t of texts) {
+      const n = sent.filter((f) => f.frame.data.content === t).length;
+      expect(n === 1, `"${t}" was sent ${n} times after reconnecting`);
+    }
+    const acks = frames.slice(mark).filter((f) => f.page === 'desktop' && f.dir === 'recv' && f.frame.type === 'ack');
+    expectServer(acks.length >= 2 && acks.every((a) => a.frame.data.duplicate === false), `acks after reconnecting: ${JSON.stringify(acks.map((a) => a.frame.data))}`);
   });
 
   await step('dark colour scheme renders', async () => {
