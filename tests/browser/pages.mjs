@@ -71,6 +71,32 @@ try {
     await noInjectedMarkup(chat, 'chat page');
   });
 
+  await step('replies render markdown as elements, links only to http(s), user text as typed', async () => {
+    const md = 'Say **bold**, `code` and _soft_ with [a link](https://example.com/x) or [bad](javascript:alert(1))';
+    await chat.fill('#input', md);
+    await chat.click('#send');
+    const reply = chat.locator('.msg[data-role="assistant"][data-status="complete"]').last();
+    await chat.waitForFunction(() => {
+      const all = document.querySelectorAll('.msg[data-role="assistant"][data-status="complete"]');
+      return all.length >= 2 && all[all.length - 1].querySelector('.body strong');
+    }, null, { timeout: WAIT });
+    const got = await reply.evaluate((el) => {
+      const body = el.querySelector('.body');
+      return {
+        strong: [...body.querySelectorAll('strong')].map((e) => e.textContent),
+        code: [...body.querySelectorAll('code')].map((e) => e.textContent),
+        em: [...body.querySelectorAll('em')].map((e) => e.textContent),
+        links: [...body.querySelectorAll('a')].map((a) => a.getAttribute('href')),
+        text: body.textContent,
+      };
+    });
+    const ok = got.strong.includes('bold') && got.code.includes('code') && got.em.includes('soft')
+      && got.links.length === 1 && got.links[0] === 'https://example.com/x' && got.text.includes('[bad](javascript:alert(1))');
+    if (!ok) throw new Error(`the markdown rendered as ${JSON.stringify(got)}`);
+    const mine = await chat.locator('.msg[data-role="user"] .body').last().textContent();
+    if (mine !== md) throw new Error(`the user's own text shows as ${JSON.stringify(mine)}`);
+  });
+
   await step('the user asks for a person from the menu', async () => {
     await chat.click('#menu summary');
     await chat.click('#help');
@@ -88,7 +114,7 @@ try {
     const title = await item.locator('.title').textContent();
     if (!title.startsWith('<img src=x')) throw new Error(`the session's title shows as ${JSON.stringify(title)}`);
     const count = await item.locator('.count').textContent();
-    if (count !== '2 messages') throw new Error(`message count shows as ${JSON.stringify(count)}`);
+    if (count !== '4 messages') throw new Error(`message count shows as ${JSON.stringify(count)}`);
     await noInjectedMarkup(list, 'sessions page');
     chatId = await item.getAttribute('data-chat-id');
     await shot(list, '02-sessions');

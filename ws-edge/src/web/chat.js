@@ -303,7 +303,7 @@
       s.text += s.pending.get(s.lastIndex);
       s.pending.delete(s.lastIndex);
     }
-    withScroll(() => { s.el.querySelector('.body').textContent = (s.partial ? '… ' : '') + s.text; });
+    withScroll(() => setBody(s.el, 'assistant', (s.partial ? '… ' : '') + s.text));
   }
   function startStream(chatId, id, firstIndex) {
     const el = S.bubbles.get(id) || bubble('assistant');
@@ -726,6 +726,103 @@
   }
   function stopReply() { if (S.chatId) send('stop', { chatId: S.chatId }); }
 
+  // ---------- markdown, built as DOM nodes (never HTML) ----------
+  // The assistant's and operators' text: fenced code, headings, lists, quotes, paragraphs;
+  // inline code, bold, italic, and links to http(s) and mailto only. Every piece of text goes
+  // in as a text node, so markup in a message is shown, never run.
+  function markdown(text) {
+    const frag = document.createDocumentFragment();
+    const lines = String(text).replace(/\r\n?/g, '\n').split('\n');
+    let i = 0;
+    const el = (tag, children) => { const e = document.createElement(tag); if (children) e.append(...children); return e; };
+    while (i < lines.length) {
+      const line = lines[i];
+      const fence = /^\s*(```|~~~)\s*([\w+-]*)\s*$/.exec(line);
+      if (fence) {
+        const body = [];
+        i += 1;
+        while (i < lines.length && !lines[i].trim().startsWith(fence[1])) { body.push(lines[i]); i += 1; }
+        i += 1; // the closing fence (or the end: an unclosed block while streaming)
+        const code = el('code');
+        code.textContent = body.join('\n');
+        if (fence[2]) code.dataset.lang = fence[2];
+        frag.append(el('pre', [code]));
+        continue;
+      }
+      if (!line.trim()) { i += 1; continue; }
+      const heading = /^(#{1,6})\s+(.*)$/.exec(line);
+      if (heading) { frag.append(el(`h${Math.min(6, heading[1].length + 2)}`, inline(heading[2]))); i += 1; continue; }
+      const item = /^\s*([-*+]|\d{1,9}[.)])\s+/;
+      if (item.test(line)) {
+        const ordered = /^\s*\d/.test(line);
+        const list = el(ordered ? 'ol' : 'ul');
+        while (i < lines.length && item.test(lines[i]) && /^\s*\d/.test(lines[i]) === ordered) {
+          list.append(el('li', inline(lines[i].replace(item, ''))));
+          i += 1;
+        }
+        frag.append(list);
+        continue;
+      }
+      if (/^\s*>/.test(line)) {
+        const quoted = [];
+        while (i < lines.length && /^\s*>/.test(lines[i])) { quoted.push(lines[i].replace(/^\s*>\s?/, '')); i += 1; }
+        frag.append(el('blockquote', [markdown(quoted.join('\n'))]));
+        continue;
+      }
+      const para = [];
+      while (i < lines.length && lines[i].trim() && !/^\s*(```|~~~|#{1,6}\s|>|[-*+]\s|\d{1,9}[.)]\s)/.test(lines[i])) {
+        para.push(lines[i]);
+        i += 1;
+      }
+      if (!para.length) { para.push(line); i += 1; }
+      const p = el('p');
+      para.forEach((l, n) => { if (n) p.append(el('br')); p.append(...inline(l)); });
+      frag.append(p);
+    }
+    return frag;
+  }
+  // Inline spans of one line: `code`, **bold** / __bold__, *italic* / _italic_, [text](url),
+  // bare http(s) URLs. Anything else is text.
+  function inline(text) {
+    const out = [];
+    const re = /(`+)([^`]+?)\1|\*\*(?=\S)([^*]+?)\*\*|__(?=\S)([^_]+?)__|\*(?=\S)([^*]+?)\*|(?<![\w])_(?=\S)([^_]+?)_(?![\w])|\[([^\]]+)\]\(([^)\s]+)\)|(https?:\/\/[^\s<>()]+[^\s<>().,;:!?'"])/g;
+    let last = 0;
+    let m;
+    while ((m = re.exec(text))) {
+      if (m.index > last) out.push(document.createTextNode(text.slice(last, m.index)));
+      last = re.lastIndex;
+      const e = (tag, t) => { const x = document.createElement(tag); x.append(...(tag === 'code' ? [document.createTextNode(t)] : inline(t))); return x; };
+      if (m[2] !== undefined) out.push(e('code', m[2]));
+      else if (m[3] !== undefined || m[4] !== undefined) out.push(e('strong', m[3] !== undefined ? m[3] : m[4]));
+      else if (m[5] !== undefined || m[6] !== undefined) out.push(e('em', m[5] !== undefined ? m[5] : m[6]));
+      else {
+        const label = m[7] !== undefined ? m[7] : m[9];
+        const href = m[7] !== undefined ? m[8] : m[9];
+        if (/^(https?:|mailto:)/i.test(href) && isSafeUrl(href)) {
+          const a = document.createElement('a');
+          a.href = href; a.target = '_blank'; a.rel = 'noopener noreferrer';
+          a.textContent = label;
+          out.push(a);
+        } else {
+          out.push(document.createTextNode(m[0]));
+        }
+      }
+    }
+    if (last < text.length) out.push(document.createTextNode(text.slice(last)));
+    return out;
+  }
+  // A message's text: markdown for the assistant and operators, exactly as typed for users.
+  function setBody(el, role, text) {
+    const body = el.querySelector('.body');
+    if (role === 'assistant' || role === 'admin') {
+      body.classList.add('md');
+      body.replaceChildren(markdown(text));
+    } else {
+      body.classList.remove('md');
+      body.textContent = text;
+    }
+  }
+
   // ---------- rendering (textContent only) ----------
   function setTitle(text) { $('title').textContent = text; $('title').title = text; document.title = `${text} · Chat`; }
   // The server names a chat created by its first message without announcing the name on the
@@ -795,7 +892,7 @@
     el.dataset.role = role;
     el.dataset.id = m.id;
     if (typeof m.seq === 'number') el.dataset.seq = m.seq;
-    el.querySelector('.body').textContent = m.content || '';
+    setBody(el, role, m.content || '');
     renderAttachments(el, m.attachments);
     let who = role;
     if (role === 'admin') who = md.operatorName || 'operator';
@@ -837,7 +934,7 @@
     el.insertBefore(box, el.querySelector('.meta'));
   }
   function isSafeUrl(url) {
-    try { return ['http:', 'https:'].includes(new URL(url, location.href).protocol); } catch { return false; }
+    try { return ['http:', 'https:', 'mailto:'].includes(new URL(url, location.href).protocol); } catch { return false; }
   }
   function setMeta(el, who, ts) {
     el.querySelector('.who').textContent = who;
