@@ -4,7 +4,11 @@
 // it over, talks to the user, and hands it back, while the user's page shows each step. Started
 // by tests/tests/browser.rs against a stack on the demo model:
 //
-//   node pages.mjs BASE_URL USER_TOKEN ADMIN_TOKEN LONG_CHAT_TOKEN
+//   node pages.mjs BASE_URL USER_TOKEN ADMIN_TOKEN LONG_CHAT_TOKEN SHORT_TOKEN FRESH_TOKEN
+//
+// SHORT_TOKEN expires in seconds; the edge names `/auth/chat-token` as the site's token service
+// (`pages.token_url`), which this run plays (Playwright answers it with FRESH_TOKEN): the chat
+// page fetches a fresh token before the short one runs out and hands it to the socket in-band.
 //
 // LONG_CHAT_TOKEN's user has one chat of 72 messages: the chat page shows the last 50 and loads
 // the rest when scrolled to the top, keeping the messages in view where they were.
@@ -15,10 +19,10 @@
 import { chromium } from 'playwright-core';
 import path from 'node:path';
 
-const [BASE, USER_TOKEN, ADMIN_TOKEN, LONG_TOKEN] = process.argv.slice(2);
+const [BASE, USER_TOKEN, ADMIN_TOKEN, LONG_TOKEN, SHORT_TOKEN, FRESH_TOKEN] = process.argv.slice(2);
 const { CHROMIUM = '/usr/bin/chromium', SHOT_DIR = '/tmp' } = process.env;
-if (!BASE || !USER_TOKEN || !ADMIN_TOKEN || !LONG_TOKEN) {
-  console.error('usage: node pages.mjs http://HOST:PORT USER_TOKEN ADMIN_TOKEN LONG_CHAT_TOKEN');
+if (!BASE || !USER_TOKEN || !ADMIN_TOKEN || !LONG_TOKEN || !SHORT_TOKEN || !FRESH_TOKEN) {
+  console.error('usage: node pages.mjs http://HOST:PORT USER_TOKEN ADMIN_TOKEN LONG_CHAT_TOKEN SHORT_TOKEN FRESH_TOKEN');
   process.exit(2);
 }
 const XSS = '<img src=x onerror="window.__xss=1">Hello <b>there</b>';
@@ -56,6 +60,44 @@ let failed = false;
 try {
   const userCtx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const adminCtx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  // First: the short token was minted just before this run started.
+  await step('the page renews a token about to run out, in-band, and keeps chatting', async () => {
+    const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
+    let asked = 0;
+    await ctx.route('**/auth/chat-token', (route) => { asked += 1; route.fulfill({ json: { token: FRESH_TOKEN } }); });
+    const page = await ctx.newPage();
+    watch(page, 'refresh');
+    const sent = [];
+    const sessions = [];
+    let renewed;
+    const second = new Promise((resolve) => { renewed = resolve; });
+    page.on('websocket', (ws) => {
+      ws.on('framesent', (f) => { try { sent.push(JSON.parse(f.payload)); } catch { /* binary */ } });
+      ws.on('framereceived', (f) => {
+        try {
+          const j = JSON.parse(f.payload);
+          if (j.type === 'session') sessions.push(j);
+          if (sessions.length >= 2) renewed();
+        } catch { /* binary */ }
+      });
+    });
+    await page.goto(`${BASE}/?token=${SHORT_TOKEN}`);
+    await page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT });
+    await page.waitForFunction(() => localStorage.getItem('chat.token') !== null, null, { timeout: WAIT });
+    // The short token lives a few seconds: the renewal, answered by a second `session`, comes
+    // well before its end.
+    await Promise.race([second, new Promise((_, reject) => setTimeout(() => reject(new Error('no renewal in time')), WAIT))]);
+    const auth = sent.filter((f) => f.type === 'auth');
+    if (asked !== 1 || auth.length !== 1 || auth[0].data.token !== FRESH_TOKEN) throw new Error(`renewal: asked ${asked} times, auth frames ${JSON.stringify(auth.map((a) => a.type))}`);
+    if (sessions.length < 2) throw new Error('no session frame answered the in-band auth');
+    const stored = await page.evaluate(() => localStorage.getItem('chat.token'));
+    if (stored !== FRESH_TOKEN) throw new Error('the fresh token was not kept for reconnects');
+    await page.fill('#input', 'Still here after the renewal');
+    await page.click('#send');
+    await page.waitForSelector('.msg[data-role="user"][data-status="sent"] >> text=Still here after the renewal', { timeout: WAIT });
+    await ctx.close();
+  });
+
   const chat = await userCtx.newPage();
   watch(chat, 'chat');
   let chatId = null;

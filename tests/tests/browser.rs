@@ -123,7 +123,11 @@ async fn the_page_uploads_files_records_voice_and_plays_spoken_replies() {
 
 #[tokio::test]
 async fn the_sessions_and_admin_pages_follow_a_session_through_a_takeover() {
-    let stack = chat_tests::spawn_default().await;
+    // The site's token service, for the renewal step (played by the browser run).
+    let stack = chat_tests::spawn_stack(StackOptions::default().edge(|edge| {
+        edge.pages.token_url = Some("/auth/chat-token".into());
+    }))
+    .await;
     // Bob's one chat is long: a turn and 70 more messages.
     let (mut bob, _) = stack.connect("bob").await;
     let long = chat_tests::chat_with_one_turn(&mut bob, "the first of many").await;
@@ -135,7 +139,16 @@ async fn the_sessions_and_admin_pages_follow_a_session_through_a_takeover() {
         stack.token("root", &["admin"]),
         stack.token("bob", &[]),
     );
-    run_browser("pages.mjs", &[&base, &user, &admin, &bob], &[]).await;
+    let (short, fresh) = (
+        stack.token_for("carol", &[], 12),
+        stack.token_for("carol", &[], 3600),
+    );
+    run_browser(
+        "pages.mjs",
+        &[&base, &user, &admin, &bob, &short, &fresh],
+        &[],
+    )
+    .await;
     // What the pages did is what the database holds.
     let chats = chat_core::storage::list_user_chats(&stack.db, "alice", 10)
         .await

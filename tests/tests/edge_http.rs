@@ -276,7 +276,26 @@ async fn every_response_carries_the_security_headers_and_the_pages_a_strict_poli
             "text/javascript; charset=utf-8",
             "function connect()",
         ),
-        ("/chat.css", "text/css; charset=utf-8", ":root"),
+        ("/chat.css", "text/css; charset=utf-8", "#composer"),
+        ("/base.css", "text/css; charset=utf-8", ":root"),
+        ("/pages.css", "text/css; charset=utf-8", ".session"),
+        (
+            "/sessions.html",
+            "text/html; charset=utf-8",
+            r#"<script src="/sessions.js">"#,
+        ),
+        (
+            "/sessions.js",
+            "text/javascript; charset=utf-8",
+            "/api/sessions",
+        ),
+        (
+            "/admin.html",
+            "text/html; charset=utf-8",
+            r#"<script src="/admin.js">"#,
+        ),
+        ("/admin.js", "text/javascript; charset=utf-8", "EventSource"),
+        ("/pages.json", "application/json", r#""tokenUrl":null"#),
     ] {
         let response = client
             .get(format!("http://{}{path}", edge.addr))

@@ -41,6 +41,7 @@ pub struct EdgeSettings {
     /// One more path the WebSocket is served at, besides `/ws`, `/chat` and
     /// `/api/v1/chat/ws` (seed 001's `WS_PATH`).
     pub ws_path: Option<String>,
+    pub pages: PagesSettings,
     /// What loading the environment warned about (seed aliases shadowed by the project's own
     /// variables); logged at start.
     #[serde(skip)]
@@ -68,6 +69,17 @@ const RESERVED_PATHS: &[&str] = &[
     "/api/websocket/health",
     "/metrics",
 ];
+
+/// `[pages]`: what the pages are told (`GET /pages.json`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PagesSettings {
+    /// A same-origin path (`/auth/chat-token`) of the site's own sign-in service that answers
+    /// a fresh access token for the signed-in user (`{"token": "..."}` or the bare token; the
+    /// page sends its cookies): the pages fetch one before their token expires and hand it to
+    /// the socket in-band (`auth`). Unset: the pages ask the user to sign in again instead.
+    pub token_url: Option<String>,
+}
 
 /// Where and to whom `/metrics` is served.
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -160,6 +172,7 @@ impl Default for EdgeSettings {
             metrics: MetricsSettings::default(),
             log: LogSettings::default(),
             ws_path: None,
+            pages: PagesSettings::default(),
             env_warnings: Vec::new(),
         }
     }
@@ -305,13 +318,27 @@ impl EdgeSettings {
                     })
                     && !path.contains("//")
                     && !RESERVED_PATHS.contains(&path.as_str())
+                    && !crate::pages::serves(path)
                     && !path.starts_with("/api/")
                     && !path.starts_with("/admin")
                     && !path.starts_with("/socket.io"),
                 "ws_path",
                 "must be a path such as /ws: a leading /, then letters, digits, /, -, _ or ., \
                  at most 200 bytes, and not a path the edge serves itself (/, /healthz, \
-                 /readyz, /metrics, /ws/health, /chat.*, /api/..., /admin..., /socket.io...)",
+                 /readyz, /metrics, /ws/health, the pages and their files, /api/..., /admin..., \
+                 /socket.io...)",
+            )?;
+        }
+        if let Some(url) = &self.pages.token_url {
+            // Same origin only: the pages' Content-Security-Policy lets them fetch nothing else.
+            InvalidSetting::check(
+                url.starts_with('/')
+                    && !url.starts_with("//")
+                    && url.len() <= 500
+                    && !url.chars().any(|c| c.is_control() || c.is_whitespace()),
+                "pages.token_url",
+                "must be a path on this site, such as /auth/chat-token (the pages may fetch \
+                 nothing from other origins)",
             )?;
         }
         if let Some(token) = &self.metrics.token {

@@ -74,7 +74,7 @@ pub struct EdgeState {
 /// The edge's router, shared by `main`, `chatctl dev` and tests. `/metrics` is on it unless
 /// `metrics.addr` gives it a listener of its own ([`metrics_app`]).
 pub fn app(state: Arc<EdgeState>) -> Router {
-    let router = pages::routes()
+    let router = pages::routes(&state.settings.pages)
         .route("/ws", get(routes::websocket))
         .route("/chat", get(routes::websocket))
         .route("/api/v1/chat/ws", get(routes::websocket))

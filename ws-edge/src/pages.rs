@@ -11,6 +11,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use crate::config::PagesSettings;
+
 const HTML: &str = "text/html; charset=utf-8";
 const JS: &str = "text/javascript; charset=utf-8";
 const CSS: &str = "text/css; charset=utf-8";
@@ -29,13 +31,38 @@ const FILES: &[(&str, &str, &str)] = &[
     ("/pages.css", CSS, include_str!("web/pages.css")),
 ];
 
-/// The routes of [`FILES`].
-pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+/// The routes of [`FILES`], and `GET /pages.json`: what the pages are configured with
+/// (`{"tokenUrl": ...}`, see [`PagesSettings`]).
+pub fn routes<S: Clone + Send + Sync + 'static>(settings: &PagesSettings) -> Router<S> {
+    let config: std::sync::Arc<str> = serde_json::json!({ "tokenUrl": settings.token_url })
+        .to_string()
+        .into();
     FILES
         .iter()
         .fold(Router::new(), |router, &(path, content_type, body)| {
             router.route(path, get(move || async move { page(content_type, body) }))
         })
+        .route(
+            "/pages.json",
+            get(move || {
+                let config = config.clone();
+                async move {
+                    (
+                        [
+                            (header::CONTENT_TYPE, "application/json"),
+                            (header::CACHE_CONTROL, "no-cache"),
+                        ],
+                        config.to_string(),
+                    )
+                        .into_response()
+                }
+            }),
+        )
+}
+
+/// Whether `path` is one of the pages' files.
+pub fn serves(path: &str) -> bool {
+    path == "/pages.json" || FILES.iter().any(|f| f.0 == path)
 }
 
 /// The pages' policy: their own script and style files only, the socket to this host (`ws:`

@@ -114,6 +114,52 @@
     showTokenForm('Authentication failed. Paste a new token to reconnect.');
   }
 
+  // ---------- token refresh ----------
+  // Before the token runs out the page gets a fresh one from the site's token service
+  // (`tokenUrl` of /pages.json: a same-origin path, asked with the site's cookies) and hands it
+  // to the socket in-band (`auth`, answered with `session`); reconnects use it too. Without a
+  // token service the user is told shortly before the sign-in runs out.
+  function tokenExpiry(token) {
+    try {
+      const claims = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
+      return typeof claims.exp === 'number' ? claims.exp * 1000 : null;
+    } catch { return null; }
+  }
+  async function loadPagesConfig() {
+    try {
+      const res = await fetch('/pages.json', { cache: 'no-store' });
+      if (res.ok) S.pagesConfig = await res.json();
+    } catch { /* offline: no token service this time */ }
+  }
+  function scheduleRefresh() {
+    clearTimeout(S.refreshTimer);
+    const exp = S.token && tokenExpiry(S.token);
+    if (!exp) return;
+    const left = exp - Date.now();
+    const lead = Math.min(60_000, Math.max(1_000, left / 2));
+    S.refreshTimer = setTimeout(refreshToken, Math.max(0, left - lead));
+  }
+  async function refreshToken() {
+    if (!S.pagesConfig) await loadPagesConfig();
+    const url = S.pagesConfig && S.pagesConfig.tokenUrl;
+    if (!url) { notify('Your sign-in runs out in a minute: open the page with a fresh token to keep chatting.'); return; }
+    try {
+      const res = await fetch(url, { credentials: 'same-origin', cache: 'no-store' });
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      const json = (res.headers.get('content-type') || '').includes('json');
+      const token = cleanToken(json ? ((await res.json()) || {}).token : await res.text());
+      if (!token || token.split('.').length !== 3) throw new Error('no token in the answer');
+      S.token = token;
+      lsSet(LS_TOKEN, token);
+      if (S.ready) send('auth', { token });
+      scheduleRefresh();
+    } catch (err) {
+      notify(`Could not renew the sign-in (${err.message}); trying again.`);
+      clearTimeout(S.refreshTimer);
+      S.refreshTimer = setTimeout(refreshToken, 10_000);
+    }
+  }
+
   // ---------- connection ----------
   function setStatus(state, text) {
     const el = $('status');
@@ -219,6 +265,7 @@
     const first = !S.ready;
     S.session = d; S.ready = true; S.attempt = 0;
     clearRetry();
+    scheduleRefresh();
     setStatus('connected', 'connected');
     $('user').textContent = d.name || d.userId || '';
     $('sign-out').hidden = false;
@@ -1051,6 +1098,7 @@
     });
     document.addEventListener('visibilitychange', () => { if (!document.hidden && S.retryTimer) reconnectNow(); });
 
+    loadPagesConfig();
     S.outbox = loadOutbox();
     S.wantChat = takeChatParam();
     S.token = takeToken();
