@@ -15,19 +15,11 @@ use axum::response::{IntoResponse as _, Response};
 use serde_json::{Value, json};
 
 use crate::wire::Api;
-use crate::{Fault, Received, Shared, failure, lock};
+use crate::{Fault, Shared, failure, lock};
 
 /// Records a request; the answer of the scripted fault for it, if any.
 fn record(shared: &Shared, uri: &Uri, headers: HeaderMap, body: Value) -> Option<Response> {
-    let index = {
-        let mut received = lock(&shared.received);
-        received.push(Received {
-            path: uri.path().to_owned(),
-            headers,
-            body,
-        });
-        received.len() - 1
-    };
+    let index = shared.record(uri, headers, body);
     let fault = lock(&shared.script).faults.get(index).cloned();
     fault.and_then(fault_response)
 }

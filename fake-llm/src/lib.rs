@@ -74,6 +74,19 @@ pub(crate) struct Shared {
     pub(crate) disconnect: Notify,
 }
 
+impl Shared {
+    /// Records a request; its index among all requests received (faults are counted by it).
+    pub(crate) fn record(&self, uri: &Uri, headers: HeaderMap, body: Value) -> usize {
+        let mut received = lock(&self.received);
+        received.push(Received {
+            path: uri.path().to_owned(),
+            headers,
+            body,
+        });
+        received.len() - 1
+    }
+}
+
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panicking test thread must not hide the data from the others.
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
@@ -203,15 +216,7 @@ fn answer(shared: &Arc<Shared>, api: Api, uri: Uri, headers: HeaderMap, body: &[
         .and_then(Value::as_str)
         .filter(|c| !c.is_empty())
         .map(str::to_owned);
-    let index = {
-        let mut received = lock(&shared.received);
-        received.push(Received {
-            path: uri.path().to_owned(),
-            headers,
-            body,
-        });
-        received.len() - 1
-    };
+    let index = shared.record(&uri, headers, body);
     let mut script = lock(&shared.script).clone();
     if api == Api::Dify {
         // Dify names no model; its frames carry the conversation id instead.

@@ -15,6 +15,8 @@
 import { chromium } from 'playwright-core';
 import path from 'node:path';
 
+import { harness } from './harness.mjs';
+
 const URL_ARG = process.argv[2];
 const { CHROMIUM = '/usr/bin/chromium', SHOT_DIR = '/tmp', VOICE_WAV, HEARD } = process.env;
 if (!URL_ARG || !VOICE_WAV || !HEARD) {
@@ -25,16 +27,7 @@ const PNG = Buffer.from(
   '89504e470d0a1a0a0000000d4948445200000001000000010806000000' +
   '1f15c4890000000d49444154789c63f80f00000101000518d84e0000000049454e44ae426082', 'hex');
 const WAIT = 20_000;
-const problems = [];
-const t0 = Date.now();
-const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`, ...a);
-
-let current = '(start)';
-async function step(name, fn) {
-  current = name;
-  log(`STEP ${name}`);
-  await fn();
-}
+const { log, step, watch, run } = harness();
 
 const browser = await chromium.launch({
   executablePath: CHROMIUM,
@@ -45,13 +38,11 @@ const browser = await chromium.launch({
     '--autoplay-policy=no-user-gesture-required',
   ],
 });
-let failed = false;
-try {
+await run(browser, 'files and voice work in the page', async () => {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   await context.grantPermissions(['microphone'], { origin: new URL(URL_ARG).origin });
   const page = await context.newPage();
-  page.on('console', (msg) => { if (msg.type() === 'error') problems.push(`console.error: ${msg.text()}`); });
-  page.on('pageerror', (err) => problems.push(`uncaught: ${err.message}`));
+  watch(page, 'chat');
   const shot = async (name) => {
     const file = path.join(SHOT_DIR, `media-${name}.png`);
     await page.screenshot({ path: file });
@@ -139,16 +130,4 @@ try {
     }
     await shot('04-phone');
   });
-
-  await step('no console errors or uncaught exceptions', async () => {
-    if (problems.length) throw new Error(problems.join('\n'));
-  });
-  console.log('PASS: files and voice work in the page');
-} catch (err) {
-  failed = true;
-  console.error(`FAIL: ${current}: ${err && err.stack ? err.stack : err}`);
-  if (problems.length) console.error(problems.join('\n'));
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+});

@@ -19,6 +19,8 @@
 import { chromium } from 'playwright-core';
 import path from 'node:path';
 
+import { harness } from './harness.mjs';
+
 const [BASE, USER_TOKEN, ADMIN_TOKEN, LONG_TOKEN, SHORT_TOKEN, FRESH_TOKEN] = process.argv.slice(2);
 const { CHROMIUM = '/usr/bin/chromium', SHOT_DIR = '/tmp' } = process.env;
 if (!BASE || !USER_TOKEN || !ADMIN_TOKEN || !LONG_TOKEN || !SHORT_TOKEN || !FRESH_TOKEN) {
@@ -27,20 +29,7 @@ if (!BASE || !USER_TOKEN || !ADMIN_TOKEN || !LONG_TOKEN || !SHORT_TOKEN || !FRES
 }
 const XSS = '<img src=x onerror="window.__xss=1">Hello <b>there</b>';
 const WAIT = 20_000;
-const problems = [];
-const t0 = Date.now();
-const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s]`, ...a);
-let current = '(start)';
-async function step(name, fn) {
-  current = name;
-  log(`STEP ${name}`);
-  await fn();
-}
-function watch(page, label) {
-  page.on('console', (msg) => { if (msg.type() === 'error') problems.push(`[${label}] console.error: ${msg.text()}`); });
-  page.on('pageerror', (err) => problems.push(`[${label}] uncaught: ${err.message}`));
-  page.on('dialog', (d) => { problems.push(`[${label}] a dialog opened: ${d.message()}`); d.dismiss(); });
-}
+const { log, step, watch, run } = harness();
 async function shot(page, name) {
   const file = path.join(SHOT_DIR, `pages-${name}.png`);
   await page.screenshot({ path: file, fullPage: true });
@@ -56,8 +45,7 @@ async function noInjectedMarkup(page, label) {
 }
 
 const browser = await chromium.launch({ executablePath: CHROMIUM });
-let failed = false;
-try {
+await run(browser, 'the chat, sessions and admin pages work together', async () => {
   const userCtx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const adminCtx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
   // First: the short token was minted just before this run started.
@@ -264,16 +252,4 @@ try {
     await shot(long, '08-older-messages');
     await ctx.close();
   });
-
-  await step('no console errors, uncaught exceptions or dialogs', async () => {
-    if (problems.length) throw new Error(problems.join('\n'));
-  });
-  console.log('PASS: the chat, sessions and admin pages work together');
-} catch (err) {
-  failed = true;
-  console.error(`FAIL: ${current}: ${err && err.stack ? err.stack : err}`);
-  if (problems.length) console.error(problems.join('\n'));
-} finally {
-  await browser.close();
-}
-process.exit(failed ? 1 : 0);
+});

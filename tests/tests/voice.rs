@@ -47,6 +47,32 @@ fn wav_seconds(wav: &[u8]) -> f64 {
     f64::from(size) / f64::from(rate)
 }
 
+/// The reply's final `message` (its `data.message`), once the reply ended.
+async fn final_reply(ws: &mut chat_tests::Ws) -> Value {
+    let frames = ws.recv_reply().await;
+    frames
+        .iter()
+        .rev()
+        .find(|f| f["type"] == "message")
+        .map(|f| f["data"]["message"].clone())
+        .expect("the final message")
+}
+
+/// A new chat with spoken replies on; its id.
+async fn spoken_chat(ws: &mut chat_tests::Ws) -> String {
+    ws.send(json!({"type": "chat_update", "data": {"action": "create", "spokenReplies": true}}))
+        .await;
+    let created = ws.recv_type("chat_update").await;
+    assert_eq!(
+        created["data"]["updates"]["spokenReplies"], true,
+        "{created}"
+    );
+    created["data"]["chatId"]
+        .as_str()
+        .expect("chat id")
+        .to_owned()
+}
+
 async fn get(url: &str, range: Option<&str>) -> reqwest::Response {
     let mut request = reqwest::Client::new().get(url);
     if let Some(range) = range {
@@ -125,25 +151,9 @@ async fn a_chat_that_asks_for_spoken_replies_gets_them_as_audio() {
     let stack =
         voice_stack(FakeScript::reply(&["It is", " sunny."]).with_speech(ANSWER.to_vec())).await;
     let (mut ws, _) = stack.connect("alice").await;
-    ws.send(json!({"type": "chat_update", "data": {"action": "create", "spokenReplies": true}}))
-        .await;
-    let created = ws.recv_type("chat_update").await;
-    assert_eq!(
-        created["data"]["updates"]["spokenReplies"], true,
-        "{created}"
-    );
-    let chat = created["data"]["chatId"]
-        .as_str()
-        .expect("chat id")
-        .to_owned();
+    let chat = spoken_chat(&mut ws).await;
     ws.send_message(Some(&chat), "Weather?", "s-1").await;
-    let frames = ws.recv_reply().await;
-    let reply = frames
-        .iter()
-        .rev()
-        .find(|f| f["type"] == "message")
-        .map(|f| f["data"]["message"].clone())
-        .expect("the final message");
+    let reply = final_reply(&mut ws).await;
     assert_eq!(reply["content"], "It is sunny.");
     let audio = &reply["attachments"][0];
     assert_eq!(audio["mime"], "audio/wav", "{reply}");
@@ -186,13 +196,8 @@ async fn a_chat_that_asks_for_spoken_replies_gets_them_as_audio() {
         false
     );
     ws.send_message(Some(&chat), "And tomorrow?", "s-2").await;
-    let frames = ws.recv_reply().await;
-    let reply = frames
-        .iter()
-        .rev()
-        .find(|f| f["type"] == "message")
-        .expect("the final message");
-    assert_eq!(reply["data"]["message"]["attachments"], json!([]));
+    let reply = final_reply(&mut ws).await;
+    assert_eq!(reply["attachments"], json!([]));
     assert_eq!(received_at(&stack, "/v1/audio/speech").len(), 1);
 }
 
@@ -201,20 +206,9 @@ async fn a_reply_that_cannot_be_spoken_goes_out_in_text_saying_why() {
     // The speech endpoint answers an empty body.
     let stack = voice_stack(FakeScript::reply(&["Fine."]).with_speech(Vec::new())).await;
     let (mut ws, _) = stack.connect("alice").await;
-    ws.send(json!({"type": "chat_update", "data": {"action": "create", "spokenReplies": true}}))
-        .await;
-    let chat = ws.recv_type("chat_update").await["data"]["chatId"]
-        .as_str()
-        .expect("chat")
-        .to_owned();
+    let chat = spoken_chat(&mut ws).await;
     ws.send_message(Some(&chat), "Hello?", "f-1").await;
-    let frames = ws.recv_reply().await;
-    let reply = frames
-        .iter()
-        .rev()
-        .find(|f| f["type"] == "message")
-        .map(|f| f["data"]["message"].clone())
-        .expect("the final message");
+    let reply = final_reply(&mut ws).await;
     assert_eq!(reply["content"], "Fine.");
     assert_eq!(reply["status"], "complete");
     assert_eq!(reply["attachments"], json!([]));
