@@ -37,14 +37,62 @@
   function lsSet(key, value) {
     try { if (value == null) localStorage.removeItem(key); else localStorage.setItem(key, value); } catch { /* storage off */ }
   }
-  function loadOutbox() {
-    try {
-      const list = JSON.parse(lsGet(LS_OUTBOX) || '[]');
-      return Array.isArray(list)
-        ? list.filter((m) => m && typeof m.messageId === 'string' && typeof m.content === 'string') : [];
-    } catch { return []; }
+  // The outbox lives in IndexedDB (database `chat`, store `outbox`, by messageId), at most
+  // OUTBOX_MAX messages; where IndexedDB cannot be opened, in localStorage. Writes are queued in
+  // order, each a snapshot of the whole outbox. An outbox an older page left in localStorage is
+  // taken over once.
+  const OUTBOX_MAX = 100;
+  let outboxDb = null;
+  let outboxWrites = Promise.resolve();
+  function openOutboxDb() {
+    if (!outboxDb) {
+      outboxDb = new Promise((resolve) => {
+        let req;
+        try { req = indexedDB.open('chat', 1); } catch { resolve(null); return; }
+        req.onupgradeneeded = () => req.result.createObjectStore('outbox', { keyPath: 'messageId' });
+        req.onsuccess = () => resolve(req.result);
+        req.onerror = () => resolve(null);
+        req.onblocked = () => resolve(null);
+      });
+    }
+    return outboxDb;
   }
-  function saveOutbox() { lsSet(LS_OUTBOX, S.outbox.length ? JSON.stringify(S.outbox) : null); }
+  const validOutbox = (list) => (Array.isArray(list)
+    ? list.filter((m) => m && typeof m.messageId === 'string' && typeof m.content === 'string') : []);
+  async function loadOutbox() {
+    let legacy = [];
+    try { legacy = validOutbox(JSON.parse(lsGet(LS_OUTBOX) || '[]')); } catch { /* unreadable */ }
+    const db = await openOutboxDb();
+    if (!db) return legacy;
+    const stored = await new Promise((resolve) => {
+      try {
+        const req = db.transaction('outbox', 'readonly').objectStore('outbox').getAll();
+        req.onsuccess = () => resolve(validOutbox(req.result));
+        req.onerror = () => resolve([]);
+      } catch { resolve([]); }
+    });
+    const known = new Set(stored.map((m) => m.messageId));
+    const all = stored.concat(legacy.filter((m) => !known.has(m.messageId)));
+    all.sort((a, b) => (a.createdAt || 0) - (b.createdAt || 0));
+    if (legacy.length) lsSet(LS_OUTBOX, null);
+    return all;
+  }
+  function saveOutbox() {
+    const snapshot = S.outbox.map((m) => Object.assign({}, m));
+    outboxWrites = outboxWrites.then(async () => {
+      const db = await openOutboxDb();
+      if (!db) { lsSet(LS_OUTBOX, snapshot.length ? JSON.stringify(snapshot) : null); return; }
+      await new Promise((resolve) => {
+        try {
+          const tx = db.transaction('outbox', 'readwrite');
+          const store = tx.objectStore('outbox');
+          store.clear();
+          for (const m of snapshot) store.put(m);
+          tx.oncomplete = resolve; tx.onerror = resolve; tx.onabort = resolve;
+        } catch { resolve(); }
+      });
+    });
+  }
   const findOutbox = (id) => S.outbox.find((m) => m.messageId === id);
   function dropOutbox(id) { S.outbox = S.outbox.filter((m) => m.messageId !== id); saveOutbox(); }
 
@@ -516,6 +564,10 @@
   }
   // Into the outbox (kept across reloads until acked), shown as pending, sent when possible.
   function queueMessage(content, attachments) {
+    if (S.outbox.length >= OUTBOX_MAX) {
+      notify(`${OUTBOX_MAX} messages are waiting to be sent: wait until they are delivered.`);
+      return;
+    }
     const item = { messageId: uuid(), chatId: S.chatId, content, createdAt: Date.now() };
     if (attachments.length) item.attachments = attachments;
     S.outbox.push(item);
@@ -721,13 +773,18 @@
 
   // ---------- chats ----------
   function openChat(chatId) {
+    showChat(chatId);
+    joinChat(chatId);
+  }
+  // The chat's view (its unsent messages) before it is joined: also what a page that starts
+  // offline shows.
+  function showChat(chatId) {
     S.chatId = chatId; S.chatModel = null; S.needsHelp = false;
     setTitle('Chat');
     clearView();
     showPendingFor(chatId);
     renderModels();
     renderVoice();
-    joinChat(chatId);
   }
   function adoptChat(chatId) { // a chat created by our first message or by `create`
     S.chatId = chatId;
@@ -1065,7 +1122,7 @@
   }
 
   // ---------- start ----------
-  function init() {
+  async function init() {
     $('composer').addEventListener('submit', submitMessage);
     $('input').addEventListener('keydown', (ev) => {
       if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) submitMessage(ev);
@@ -1099,11 +1156,18 @@
     document.addEventListener('visibilitychange', () => { if (!document.hidden && S.retryTimer) reconnectNow(); });
 
     loadPagesConfig();
-    S.outbox = loadOutbox();
+    // Messages queued before the stored outbox was read go after it.
+    const early = S.outbox;
+    S.outbox = (await loadOutbox()).concat(early);
+    saveOutbox(); // also moves an outbox an older page kept in localStorage
+
     S.wantChat = takeChatParam();
     S.token = takeToken();
     setTitle('New chat');
-    showPendingFor(null);
+    // Unsent messages of a chat: show it at once, joined when the socket is up.
+    const queued = S.outbox.find((m) => m.chatId);
+    if (!S.wantChat && queued && !S.outbox.some((m) => !m.chatId)) showChat(queued.chatId);
+    else showPendingFor(null);
     if (S.token) connect();
     else { setStatus('offline', 'offline'); showTokenForm(); }
   }
