@@ -215,7 +215,7 @@ await run(browser, 'the chat, sessions and admin pages work together', async () 
 
   await step('the admin hands back; the assistant answers again', async () => {
     await admin.click('#release');
-    await admin.waitForSelector('#takeover:not([hidden])', { timeout: WAIT });
+    await admin.waitForSelector('#takeover:not([hidden]):not([disabled])', { timeout: WAIT });
     await chat.waitForSelector('.note >> text=/left the chat; the assistant is back/', { timeout: WAIT });
     const replies = await chat.locator('.msg[data-role="assistant"][data-status="complete"]').count();
     await chat.fill('#input', 'Are you back?');

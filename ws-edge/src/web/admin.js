@@ -11,7 +11,7 @@
   const $ = (id) => document.getElementById(id);
   const LS_TOKEN = 'chat.admin.token';
   const A = {
-    token: null, next: null, selected: null, detail: null,
+    token: null, me: null, next: null, selected: null, detail: null,
     feed: null, feedRetry: 1, reloadTimer: null,
     ws: null, wsReady: false, wsQueue: [], holding: null, shown: new Set(),
   };
@@ -272,13 +272,16 @@
   function renderHolding() {
     const held = !!A.holding && A.holding === A.selected;
     const s = (A.detail && A.detail.session) || {};
-    const byOther = s.operator && !held;
+    // Held by this admin but not on this page (another tab, before a reload): taking over
+    // again re-attaches, so only another operator's hold disables it.
+    const byOther = !!s.operator && !held && s.operator.id !== A.me;
     $('takeover').hidden = held;
     $('takeover').disabled = !!byOther;
     $('release').hidden = !held;
     $('operator-form').hidden = !held;
     if (byOther) $('detail-state').textContent = `Held by ${s.operator.name || s.operator.id}.`;
     else if (held) $('detail-state').textContent = 'You hold this session: the assistant is silent.';
+    else if ($('detail-state').textContent.startsWith('Held by')) $('detail-state').textContent = '';
   }
 
   // ---------- takeover over the socket ----------
@@ -397,6 +400,7 @@
     try {
       const payload = JSON.parse(atob(A.token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
       $('who').textContent = payload.name || payload.sub || '';
+      A.me = payload.sub || null;
     } catch { /* not shown */ }
   }
   function init() {
