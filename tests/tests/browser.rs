@@ -160,3 +160,20 @@ async fn the_sessions_and_admin_pages_follow_a_session_through_a_takeover() {
         chats[0]
     );
 }
+
+#[tokio::test]
+async fn the_client_module_resends_resumes_and_renews_its_token() {
+    let stack = chat_tests::spawn_default().await;
+    let base = stack.http_url("");
+    let (short, fresh) = (
+        stack.token_for("dora", &[], 12),
+        stack.token_for("dora", &[], 3600),
+    );
+    run_browser("client.mjs", &[&base, &short, &fresh], &[]).await;
+    // Two messages sent, each stored once, each answered.
+    let chats = chat_core::storage::list_user_chats(&stack.db, "dora", 10)
+        .await
+        .expect("chats");
+    assert_eq!(chats.len(), 1, "{chats:?}");
+    assert_eq!(chats[0].message_count, 4, "{:?}", chats[0]);
+}

@@ -296,6 +296,11 @@ async fn every_response_carries_the_security_headers_and_the_pages_a_strict_poli
         ),
         ("/admin.js", "text/javascript; charset=utf-8", "EventSource"),
         ("/pages.json", "application/json", r#""tokenUrl":null"#),
+        (
+            "/chat-client.js",
+            "text/javascript; charset=utf-8",
+            "export class ChatClient",
+        ),
     ] {
         let response = client
             .get(format!("http://{}{path}", edge.addr))

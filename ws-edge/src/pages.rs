@@ -1,6 +1,7 @@
 //! The pages people use and their files, compiled in (no build step, nothing to deploy): the
 //! chat page (`/`), the user's sessions (`/sessions.html`) and the admin page
-//! (`/admin.html`), each with its own script, sharing `base.css`; and the security headers of
+//! (`/admin.html`), each with its own script, sharing `base.css`; the client module other apps
+//! embed (`/chat-client.js`, docs/client.md); and the security headers of
 //! every response: a `Content-Security-Policy` that allows no inline script or style and no
 //! framing, `X-Content-Type-Options: nosniff`, `Referrer-Policy`.
 
@@ -29,6 +30,7 @@ const FILES: &[(&str, &str, &str)] = &[
     ("/admin.html", HTML, include_str!("web/admin.html")),
     ("/admin.js", JS, include_str!("web/admin.js")),
     ("/pages.css", CSS, include_str!("web/pages.css")),
+    ("/chat-client.js", JS, include_str!("web/chat-client.js")),
 ];
 
 /// The routes of [`FILES`], and `GET /pages.json`: what the pages are configured with
