@@ -31,6 +31,12 @@ const FILES: &[(&str, &str, &str)] = &[
     ("/admin.js", JS, include_str!("web/admin.js")),
     ("/pages.css", CSS, include_str!("web/pages.css")),
     ("/chat-client.js", JS, include_str!("web/chat-client.js")),
+    // The socket protocol, machine-readable (docs/asyncapi.json).
+    (
+        "/api/asyncapi.json",
+        "application/json",
+        include_str!("../../docs/asyncapi.json"),
+    ),
 ];
 
 /// The routes of [`FILES`], and `GET /pages.json`: what the pages are configured with
