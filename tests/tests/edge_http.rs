@@ -301,6 +301,11 @@ async fn every_response_carries_the_security_headers_and_the_pages_a_strict_poli
             "text/javascript; charset=utf-8",
             "export class ChatClient",
         ),
+        (
+            "/api/asyncapi.json",
+            "application/json",
+            r#""asyncapi": "3.0.0""#,
+        ),
     ] {
         let response = client
             .get(format!("http://{}{path}", edge.addr))
