@@ -385,3 +385,78 @@ async fn metrics_on_their_own_address_leave_the_public_port() {
         "the metrics listener serves metrics only"
     );
 }
+
+#[tokio::test]
+async fn every_route_of_the_openapi_document_is_served_and_answers_as_documented() {
+    let edge = lone_edge(|_| {}).await;
+    let client = reqwest::Client::new();
+    let doc: serde_json::Value = client
+        .get(format!("http://{}/api/openapi.json", edge.addr))
+        .send()
+        .await
+        .expect("document")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().expect("paths");
+    // The REST routes the other tests drive are all there (the pages and the socket are not
+    // REST: the socket is /api/asyncapi.json's).
+    let rest = ROUTES
+        .iter()
+        .filter(|p| p.starts_with("/api/") || ["/healthz", "/readyz", "/ws/health"].contains(p))
+        .filter(|p| **p != "/api/v1/chat/ws");
+    for path in rest.chain(&["/metrics", "/api/uploads", "/api/admin/feed"]) {
+        let documented = paths.keys().any(|p| {
+            let pattern: Vec<&str> = p.split('/').collect();
+            let actual: Vec<&str> = path.split('/').collect();
+            pattern.len() == actual.len()
+                && pattern
+                    .iter()
+                    .zip(&actual)
+                    .all(|(a, b)| a == b || a.starts_with('{'))
+        });
+        assert!(
+            documented,
+            "{path} is served but not in the OpenAPI document"
+        );
+    }
+    for (path, item) in paths {
+        let concrete = path
+            .split('/')
+            .map(|s| if s.starts_with('{') { "x" } else { s })
+            .collect::<Vec<_>>()
+            .join("/");
+        for (method, operation) in item.as_object().expect("path item") {
+            assert!(
+                operation["responses"]
+                    .as_object()
+                    .is_some_and(|r| !r.is_empty()),
+                "{method} {path}: no responses"
+            );
+            let method =
+                reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).expect("a method");
+            let response = client
+                .request(method.clone(), format!("http://{}{concrete}", edge.addr))
+                .send()
+                .await
+                .expect("answered");
+            let status = response.status().as_u16();
+            let body = response.text().await.unwrap_or_default();
+            // The router's own 404 (no such route) has no body; the edge's have a JSON error.
+            assert!(
+                status != 405 && (status != 404 || body.contains("\"error\"")),
+                "{method} {path}: {status} {body}"
+            );
+            // Every status it answered is one the document lists.
+            let listed = operation["responses"]
+                .as_object()
+                .expect("responses")
+                .contains_key(&status.to_string());
+            assert!(
+                listed || status == 503,
+                "{method} {path} answered {status}, which the document does not list"
+            );
+        }
+    }
+}

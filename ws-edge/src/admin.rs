@@ -11,10 +11,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
-use axum::routing::get;
 use chat_proto::pb::admin as pb;
 use serde_json::Value;
 
@@ -25,20 +23,6 @@ use crate::upstream::with_token;
 use query::Bound;
 
 type Params = HashMap<String, String>;
-
-/// The admin routes, merged into the edge's router by [`crate::app`].
-pub fn routes() -> Router<Arc<EdgeState>> {
-    Router::new()
-        .route("/api/admin/sessions", get(list_sessions))
-        .route("/api/admin/sessions/{chat_id}", get(get_session))
-        .route("/api/admin/usage", get(usage))
-        .route("/api/admin/help-requests", get(help_requests))
-        .route(
-            "/api/admin/help-requests/{id}/resolve",
-            axum::routing::post(resolve_help_request),
-        )
-        .route("/api/admin/feed", get(feed))
-}
 
 /// `GET /api/admin/help-requests?all=&limit=`: the help queue, open requests first (oldest
 /// first); `all=true` adds the resolved ones.

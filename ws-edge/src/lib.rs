@@ -15,6 +15,7 @@ pub mod config;
 pub mod error;
 pub mod files;
 pub mod frames;
+pub mod openapi;
 pub mod outbox;
 pub mod pages;
 pub mod routes;
@@ -74,46 +75,43 @@ pub struct EdgeState {
 /// The edge's router, shared by `main`, `chatctl dev` and tests. `/metrics` is on it unless
 /// `metrics.addr` gives it a listener of its own ([`metrics_app`]).
 pub fn app(state: Arc<EdgeState>) -> Router {
-    let router = pages::routes(&state.settings.pages)
+    // The REST routes come from the table the OpenAPI document is built from.
+    let table = openapi::rest_routes();
+    let document: Arc<str> = openapi::document(&table).to_string().into();
+    let mut router = pages::routes(&state.settings.pages)
         .route("/ws", get(routes::websocket))
         .route("/chat", get(routes::websocket))
         .route("/api/v1/chat/ws", get(routes::websocket))
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz))
-        .route("/ws/health", get(routes::ws_health))
-        .route("/api/websocket/health", get(routes::ws_health))
-        .route("/api/sessions", get(routes::sessions))
-        .route("/api/sessions/{chat_id}/messages", get(routes::history))
-        .route("/api/chat/history/{chat_id}", get(routes::history))
         .route(
-            "/api/users/{user_id}/context",
-            get(routes::user_context).put(routes::set_user_context),
-        )
-        .route(
-            "/api/chat/context/{user_id}",
-            get(routes::user_context).post(routes::set_user_context),
+            "/api/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        document.to_string(),
+                    )
+                }
+            }),
         );
-    let router = match state.settings.ws_path.as_deref() {
-        Some(path) if !["/ws", "/chat", "/api/v1/chat/ws"].contains(&path) => {
-            router.route(path, get(routes::websocket))
-        }
-        _ => router,
-    };
-    let router = router
-        .route("/api/models", get(routes::models))
-        .route("/files/{file_id}", get(files::download))
-        .merge(admin::routes());
-    let router = if state.settings.metrics.addr.is_none() {
-        router.route("/metrics", get(routes::metrics))
-    } else {
-        router
-    };
-    let router = limited(router, state.settings.limits.max_body_bytes);
+    if let Some(path) = state.settings.ws_path.as_deref()
+        && !["/ws", "/chat", "/api/v1/chat/ws"].contains(&path)
+    {
+        router = router.route(path, get(routes::websocket));
+    }
     // Uploads have a body limit of their own (`limits.max_upload_bytes`).
-    let uploads = limited(
-        Router::new().route("/api/uploads", axum::routing::post(files::upload)),
-        state.settings.limits.max_upload_bytes,
-    );
+    let mut uploads = Router::new();
+    for route in table {
+        match route.part {
+            openapi::Part::Main => router = router.route(route.path, route.handler),
+            // On its own listener when `metrics.addr` is set ([`metrics_app`]).
+            openapi::Part::Metrics if state.settings.metrics.addr.is_some() => {}
+            openapi::Part::Metrics => router = router.route(route.path, route.handler),
+            openapi::Part::Uploads => uploads = uploads.route(route.path, route.handler),
+        }
+    }
+    let router = limited(router, state.settings.limits.max_body_bytes);
+    let uploads = limited(uploads, state.settings.limits.max_upload_bytes);
     // Last, so that it wraps every route and the fallback: Socket.IO answers `/socket.io/...`
     // itself and hands every other request on.
     let router = router.merge(uploads).layer(socketio::layer(state.clone()));
