@@ -114,7 +114,7 @@ fn bad_request(message: &str) -> Response {
 
 /// The length of a PCM WAV file, from its byte rate and its `data` chunk; `None` for anything
 /// else.
-fn wav_seconds(bytes: &[u8]) -> Option<f64> {
+pub fn wav_seconds(bytes: &[u8]) -> Option<f64> {
     if bytes.len() < 44 || &bytes[0..4] != b"RIFF" || &bytes[8..12] != b"WAVE" {
         return None;
     }

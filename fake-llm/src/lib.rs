@@ -35,6 +35,7 @@ use axum::routing::{MethodRouter, post};
 use serde_json::Value;
 use tokio::sync::Notify;
 
+pub use audio::wav_seconds;
 pub use script::{FakeScript, Fault};
 pub use wire::{sse_data, sse_event};
 

@@ -36,17 +36,6 @@ fn received_at(stack: &Stack, path: &str) -> Vec<Value> {
         .collect()
 }
 
-/// The length of a PCM WAV file in seconds (byte rate at 28, data size after `data`).
-fn wav_seconds(wav: &[u8]) -> f64 {
-    let rate = u32::from_le_bytes(wav[28..32].try_into().expect("byte rate"));
-    let at = wav
-        .windows(4)
-        .position(|w| w == b"data")
-        .expect("data chunk");
-    let size = u32::from_le_bytes(wav[at + 4..at + 8].try_into().expect("size"));
-    f64::from(size) / f64::from(rate)
-}
-
 /// The reply's final `message` (its `data.message`), once the reply ended.
 async fn final_reply(ws: &mut chat_tests::Ws) -> Value {
     let frames = ws.recv_reply().await;
@@ -112,7 +101,8 @@ async fn a_voice_message_is_transcribed_kept_with_its_audio_and_answered() {
     assert_eq!(heard[0]["file"]["size"], QUESTION.len());
     let seconds = heard[0]["file"]["seconds"].as_f64().expect("a WAV file");
     assert!(
-        (seconds - wav_seconds(QUESTION)).abs() < 1e-9 && seconds > 1.0,
+        (seconds - chat_tests::fake_llm::wav_seconds(QUESTION).expect("a WAV file")).abs() < 1e-9
+            && seconds > 1.0,
         "{seconds}"
     );
     // The model answered the transcript.

@@ -86,8 +86,8 @@ impl Engine {
                     spoken_replies: Some(spoken),
                     ..ChatChanges::default()
                 };
-                self.session_changed(&chat, ChangeKind::Updated, changes.clone(), None);
-                self.publish_change(&chat.id, changes).await
+                self.announce_change(&chat, ChangeKind::Updated, changes)
+                    .await
             }
             ChatAction::Rename { chat_id, title } => {
                 let chat = self.chat_named(who, &chat_id, "data.chatId").await?;
@@ -97,9 +97,8 @@ impl Engine {
                     title: Some(title),
                     ..ChatChanges::default()
                 };
-                self.session_changed(&chat, ChangeKind::Updated, changes.clone(), None);
-                self.publish_change(&chat.id, changes).await?;
-                Ok(())
+                self.announce_change(&chat, ChangeKind::Updated, changes)
+                    .await
             }
             ChatAction::SelectModel { chat_id, model } => {
                 let chat = self.chat_named(who, &chat_id, "data.chatId").await?;
@@ -112,9 +111,8 @@ impl Engine {
                     model: Some(model.to_string()),
                     ..ChatChanges::default()
                 };
-                self.session_changed(&chat, ChangeKind::Updated, changes.clone(), None);
-                self.publish_change(&chat.id, changes).await?;
-                Ok(())
+                self.announce_change(&chat, ChangeKind::Updated, changes)
+                    .await
             }
             ChatAction::End { chat_id } => {
                 let chat = self.chat_named(who, &chat_id, "data.chatId").await?;
@@ -255,6 +253,19 @@ impl Engine {
     }
 
     /// A durable `chat_update` with only the changed fields.
+    /// A stored change of a chat, told in the one safe order: the operators' feed first, then
+    /// the members (a durable `chat_update`), so nothing a member does in answer can reach the
+    /// feed ahead of it (see [`Engine::session_changed`]).
+    pub(super) async fn announce_change(
+        &self,
+        chat: &ChatRow,
+        kind: ChangeKind,
+        changes: ChatChanges,
+    ) -> Result<(), ChatError> {
+        self.session_changed(chat, kind, changes.clone(), None);
+        self.publish_change(&chat.id, changes).await
+    }
+
     pub(super) async fn publish_change(
         &self,
         chat_id: &str,

@@ -31,9 +31,9 @@ impl Engine {
             status: Some(ChatStatus::Ended),
             ..ChatChanges::default()
         };
-        self.session_changed(chat, ChangeKind::Ended, changes.clone(), None);
+        self.announce_change(chat, ChangeKind::Ended, changes)
+            .await?;
         self.audit(&chat.id, "ended", actor).await;
-        self.publish_change(&chat.id, changes).await?;
         tracing::info!(chat = %chat.id, by = actor.0, "session ended");
         Ok(())
     }
@@ -83,8 +83,8 @@ impl Engine {
             status: Some(ChatStatus::Active),
             ..ChatChanges::default()
         };
-        self.session_changed(chat, ChangeKind::Updated, changes.clone(), None);
-        self.publish_change(&chat.id, changes).await?;
+        self.announce_change(chat, ChangeKind::Updated, changes)
+            .await?;
         self.end_other_sessions(chat).await
     }
 

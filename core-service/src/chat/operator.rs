@@ -63,14 +63,14 @@ impl Engine {
         // Ids only: the reason is the user's text and is never logged.
         tracing::info!(chat = %chat.id, user = %who.user_id, request = %ticket.id, "help requested");
         self.notifier.help_requested(&who.user_id, &chat.id, reason);
-        self.audit(&chat.id, "help_requested", (&who.user_id, &who.name))
-            .await;
         let changes = ChatChanges {
             needs_help: Some(true),
             ..ChatChanges::default()
         };
-        self.session_changed(&chat, ChangeKind::NeedsHelp, changes.clone(), None);
-        self.publish_change(&chat.id, changes).await?;
+        self.announce_change(&chat, ChangeKind::NeedsHelp, changes)
+            .await?;
+        self.audit(&chat.id, "help_requested", (&who.user_id, &who.name))
+            .await;
         Ok(())
     }
 
@@ -115,10 +115,12 @@ impl Engine {
             needs_help: Some(false),
             ..ChatChanges::default()
         };
-        if let Some(chat) = storage::get_chat(&self.db, chat_id).await? {
-            self.session_changed(&chat, ChangeKind::HelpResolved, changes.clone(), None);
-        }
-        self.publish_change(chat_id, changes).await
+        // The flag was just cleared, so the chat exists (unless deleted this very moment).
+        let Some(chat) = storage::get_chat(&self.db, chat_id).await? else {
+            return Ok(());
+        };
+        self.announce_change(&chat, ChangeKind::HelpResolved, changes)
+            .await
     }
 
     /// An admin takes the chat over: acquires the lock (409 if another operator holds it),
