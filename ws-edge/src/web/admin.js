@@ -1,19 +1,21 @@
-// Script of the admin page (admin.html), served by chat-edge at /admin.js.
+// Script of the admin page (admin.html), served by chat-edge at /admin.js (an ES module).
 /*
  * Reads come from the admin REST routes (/api/admin/*) with the admin's token; the live feed
  * (/api/admin/feed, Server-Sent Events) says when something changed, and the page re-reads what
- * it shows. Takeover speaks the browser socket protocol (/ws) as the admin: `takeover` joins the
- * chat and holds it, `message` frames go to the user as the operator, `release` hands it back.
+ * it shows. Takeover speaks the browser socket protocol (/ws) as the admin through the client
+ * module (/chat-client.js: reconnects, acks and resends): `takeover` joins the chat and holds
+ * it, `message` frames go to the user as the operator, `release` hands it back.
  * Every text from users, models and operators is set with textContent, never as HTML.
  */
-'use strict';
+import { ChatClient } from '/chat-client.js';
+
 (() => {
   const $ = (id) => document.getElementById(id);
   const LS_TOKEN = 'chat.admin.token';
   const A = {
     token: null, me: null, next: null, selected: null, detail: null,
     feed: null, feedRetry: 1, reloadTimer: null,
-    ws: null, wsReady: false, wsQueue: [], holding: null, shown: new Set(),
+    client: null, holding: null, shown: new Set(),
   };
 
   // ---------- token and REST ----------
@@ -285,38 +287,39 @@
   }
 
   // ---------- takeover over the socket ----------
-  function uuid() {
-    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
-    return `${Date.now().toString(16)}-${Math.random().toString(16).slice(2)}`;
-  }
-  function wsSend(type, data) {
-    const frame = JSON.stringify({ type, data, messageId: uuid(), timestamp: Date.now() });
-    if (A.ws && A.wsReady) A.ws.send(frame); else { A.wsQueue.push(frame); openSocket(); }
-  }
-  function openSocket() {
-    if (A.ws) return;
-    const url = `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/ws`;
-    const ws = new WebSocket(url, ['chat.v1', `bearer.${A.token}`]);
-    A.ws = ws;
-    ws.onmessage = (ev) => onFrame(ev.data);
-    ws.onclose = () => {
-      A.ws = null; A.wsReady = false;
-      if (A.holding) {
-        // The lease outlives a short drop: take it again on a new socket.
-        const chatId = A.holding;
+  // The socket opens at the first takeover. Frames wait for the connection; after a reconnect
+  // the session held is taken again (the lease outlives a short drop), and operator messages
+  // not yet acked are sent again by the client under the same ids.
+  function socket() {
+    if (A.client) return A.client;
+    const client = new ChatClient({ token: A.token });
+    A.client = client;
+    client.addEventListener('frame', (ev) => onFrame(ev.detail));
+    client.addEventListener('session', () => {
+      for (const [type, data] of A.waiting.splice(0)) client.frame(type, data);
+    });
+    client.addEventListener('status', (ev) => {
+      if (ev.detail.state === 'reconnecting' && A.holding) {
         $('detail-state').textContent = 'Connection lost; reconnecting…';
-        setTimeout(() => wsSend('takeover', { chatId }), 1000);
+        if (!A.waiting.some(([type]) => type === 'takeover')) A.waiting.push(['takeover', { chatId: A.holding }]);
       }
-    };
+    });
+    client.addEventListener('closed', () => {
+      if (A.client !== client) return;
+      A.client = null;
+      showTokenForm('The token was refused (expired or invalid).');
+    });
+    client.connect().catch(() => { /* told by `closed` */ });
+    return client;
   }
-  function onFrame(raw) {
-    let f;
-    try { f = JSON.parse(raw); } catch { return; }
+  A.waiting = [];
+  function wsSend(type, data) {
+    const client = socket();
+    if (client.state !== 'connected' || !client.frame(type, data)) A.waiting.push([type, data]);
+  }
+  function onFrame(f) {
     const d = (f && f.data) || {};
-    if (f.type === 'session') {
-      A.wsReady = true;
-      for (const frame of A.wsQueue.splice(0)) A.ws.send(frame);
-    } else if (f.type === 'operator_joined' && d.chatId) {
+    if (f.type === 'operator_joined' && d.chatId) {
       A.holding = d.chatId;
       if (d.chatId === A.selected) { note(`${(d.operator && d.operator.name) || 'You'} joined: the user sees you.`); renderHolding(); }
       loadSessions();
@@ -324,6 +327,7 @@
     } else if (f.type === 'chat_update' && d.chatId && d.updates && 'operator' in d.updates && d.updates.operator) {
       // Taken over again after a reconnect: the server confirms we still hold it.
       A.holding = d.chatId;
+      if (d.chatId === A.selected) $('detail-state').textContent = 'You hold this session: the assistant is silent.';
       renderHolding();
     } else if (f.type === 'operator_left' && d.chatId) {
       if (A.holding === d.chatId) A.holding = null;
@@ -352,9 +356,10 @@
     const content = input.value.trim();
     if (!content || !A.holding) return;
     input.value = '';
-    const messageId = uuid();
-    const frame = JSON.stringify({ type: 'message', messageId, data: { chatId: A.holding, content, messageId }, timestamp: Date.now() });
-    if (A.ws && A.wsReady) A.ws.send(frame); else { A.wsQueue.push(frame); openSocket(); }
+    // Sent now or once connected, and again after every reconnect until acked.
+    socket().send(content, { chatId: A.holding }).catch((err) => {
+      $('detail-state').textContent = `Not delivered: ${err.message}${err.code ? ` (${err.code})` : ''}`;
+    });
   }
 
   // ---------- live feed ----------
@@ -417,6 +422,7 @@
       if (!t) return;
       A.token = t;
       try { localStorage.setItem(LS_TOKEN, t); } catch { /* storage off */ }
+      if (A.client) { A.client.close(); A.client = null; } // the next takeover opens one with the new token
       start();
     });
     A.token = takeToken();

@@ -12,22 +12,29 @@
 // - Every `send` has a messageId and stays in the outbox until the server acknowledges it;
 //   unacknowledged messages are sent again, with the same id, after every reconnect (the server
 //   deduplicates, so each is stored once). `send` resolves with the ack.
-// - Reconnects back off 1, 2, 4, 8, 16, then 30 s, and resume every joined chat from the last
-//   `seq` seen (and the reply that was streaming from its last chunk), so no event is lost or
-//   delivered twice: durable events with a `seq` already seen are dropped.
+// - Reconnects back off 1, 2, 4, 8, 16, then 30 s (each within 10% either way, so clients
+//   dropped together do not come back together), wait for the network while the browser is
+//   offline, and resume every joined chat from the last `seq` seen (and the reply that was
+//   streaming from its last chunk), so no event is lost or delivered twice: durable events
+//   with a `seq` already seen are dropped. A close with 1008 (token refused, abuse) is final.
 // - With `getToken`, a fresh token is asked for when half the token's life (at most a minute)
 //   is left, and handed to the socket in-band (`auth`); reconnects use it.
 //
 // Events (CustomEvent, `detail` the frame's `data` plus `seq` where it has one): `session`,
-// `message`, `chunk` (message_chunk), `typing`, `chat_update`, `history`, `presence`,
+// `ack`, `message`, `chunk` (message_chunk), `typing`, `chat_update`, `history`, `presence`,
 // `read_receipt`, `operator_joined`, `operator_left`, `error` (server errors that answer no
-// `send`), `frame` (every frame as received), `status` (`{state}`: `connecting`, `connected`,
-// `reconnecting`, `closed`).
+// `send`), `frame` (every new frame, before the client acts on it), `status` (`{state,
+// retryAt?}`: `connecting`, `connected`, `reconnecting`, `offline`, `closed`), `closed`
+// (`{code, reason}`: closed for good by the server), `resume_failed` (`{chats, error}`),
+// `token_expiring` (`{expiresAt}`: no fresh token is available) and `token_error` (`{message}`).
+//
+// The chat page (/chat.js) and the admin page (/admin.js) are built on it.
 
 const BACKOFF_S = [1, 2, 4, 8, 16, 30];
 const REFRESH_LEAD_MS = 60_000;
 
-function uuid() {
+/** A random v4 UUID (also where `crypto.randomUUID` needs a secure context). */
+export function uuid() {
   if (globalThis.crypto && crypto.randomUUID) return crypto.randomUUID();
   const b = crypto.getRandomValues(new Uint8Array(16));
   b[6] = (b[6] & 0x0f) | 0x40; b[8] = (b[8] & 0x3f) | 0x80;
@@ -63,17 +70,20 @@ export class ChatClient extends EventTarget {
     this.lastSeq = new Map();      // chatId -> highest seq seen
     this.joined = new Set();       // chats to resume after a reconnect
     this.streams = new Map();      // chatId -> {messageId, lastIndex} of the reply streaming
-    this.outbox = new Map();       // messageId -> {data, resolve, reject}
+    this.outbox = new Map();       // messageId -> {data, promise, resolve, reject}
+    this.resumeRequest = null;     // {messageId, chats} of the last `resume` sent
     this.attempt = 0;
     this.closed = true;
     this.retryTimer = null;
     this.refreshTimer = null;
     this.ready = null;
+    this.onOnline = () => this.reconnectNow();
   }
 
   /** Opens the socket; resolves with the `session` frame's data. */
   connect() {
     this.closed = false;
+    if (globalThis.addEventListener) globalThis.addEventListener('online', this.onOnline);
     if (!this.ready) this.ready = new Promise((resolve, reject) => { this.readyWaiters = { resolve, reject }; });
     this.open();
     return this.ready;
@@ -84,7 +94,10 @@ export class ChatClient extends EventTarget {
     this.closed = true;
     clearTimeout(this.retryTimer);
     clearTimeout(this.refreshTimer);
-    if (this.socket) this.socket.close(1000, 'closed by the client');
+    if (globalThis.removeEventListener) globalThis.removeEventListener('online', this.onOnline);
+    const socket = this.socket;
+    this.socket = null;
+    if (socket) socket.close(1000, 'closed by the client');
     for (const [, pending] of this.outbox) pending.reject(new Error('the client was closed'));
     this.outbox.clear();
     this.setState('closed');
@@ -93,25 +106,46 @@ export class ChatClient extends EventTarget {
   /**
    * Sends a message; resolves with the ack (`{messageId, id, chatId, seq, duplicate}`), rejects
    * with the server's error (`{code, message, retryable, field}`). Without `chatId` a new chat
-   * is created; the connection then follows that chat.
+   * is created; the connection then follows that chat. Sending a `messageId` that is still in
+   * the outbox sends that message again now (a retry) and returns the same promise.
    */
   send(content, { chatId, attachments, agentId, context, messageId } = {}) {
     const id = messageId || uuid();
+    const queued = this.outbox.get(id);
+    if (queued) {
+      if (this.state === 'connected') this.frame('message', queued.data, id);
+      return queued.promise;
+    }
     const data = { content, messageId: id };
     if (chatId) data.chatId = chatId;
     if (attachments && attachments.length) data.attachments = attachments;
     if (agentId) data.agentId = agentId;
     if (context) data.context = context;
-    return new Promise((resolve, reject) => {
-      this.outbox.set(id, { data, resolve, reject });
-      if (this.state === 'connected') this.frame('message', data, id);
-    });
+    const entry = { data };
+    entry.promise = new Promise((resolve, reject) => { entry.resolve = resolve; entry.reject = reject; });
+    this.outbox.set(id, entry);
+    if (this.state === 'connected') this.frame('message', data, id);
+    return entry.promise;
   }
 
-  /** Follows a chat: answered with `history`; resumed after reconnects. */
+  /** Gives up an unacknowledged message: it is not sent again, and its `send` rejects. */
+  discard(messageId) {
+    const entry = this.outbox.get(messageId);
+    if (!entry) return false;
+    this.outbox.delete(messageId);
+    entry.reject(Object.assign(new Error('discarded'), { code: 0, retryable: false, discarded: true }));
+    return true;
+  }
+
+  /**
+   * Follows a chat: answered with `history`; resumed after reconnects. Returns the frame's
+   * `messageId`, which an `error` refusing the join carries.
+   */
   join(chatId) {
     this.joined.add(chatId);
-    this.frame('chat_update', { action: 'join', chatId }, uuid());
+    const id = uuid();
+    this.frame('chat_update', { action: 'join', chatId }, id);
+    return id;
   }
 
   leave(chatId) {
@@ -141,27 +175,40 @@ export class ChatClient extends EventTarget {
   }
 
   // ---------- connection ----------
-  setState(state) {
-    if (this.state === state) return;
+  setState(state, extra) {
+    if (this.state === state && !extra) return;
     this.state = state;
-    this.emit('status', { state });
+    this.emit('status', Object.assign({ state }, extra));
   }
 
   open() {
     clearTimeout(this.retryTimer);
     if (this.socket || this.closed) return;
     this.setState(this.attempt ? 'reconnecting' : 'connecting');
-    const socket = new WebSocket(this.url, ['chat.v1', `bearer.${this.token}`]);
+    let socket;
+    try {
+      socket = new WebSocket(this.url, ['chat.v1', `bearer.${this.token}`]);
+    } catch (err) {
+      // Characters a subprotocol cannot carry: this token can never be sent.
+      this.closed = true;
+      this.setState('closed');
+      if (this.readyWaiters) { this.readyWaiters.reject(err); this.readyWaiters = null; }
+      this.emit('closed', { code: 1008, reason: 'the token cannot be sent' });
+      return;
+    }
     this.socket = socket;
     socket.onmessage = (ev) => { if (this.socket === socket) this.onFrame(ev.data); };
     socket.onclose = (ev) => {
       if (this.socket !== socket) return;
       this.socket = null;
-      if (ev.code === 1008 && !this.session) {
-        // The token was refused at the start: retrying it cannot help.
+      if (ev.code === 1008) {
+        // Policy: the token was refused or expired, or sustained abuse. Retrying as is cannot
+        // help (protocol.md, close codes).
         this.closed = true;
+        clearTimeout(this.refreshTimer);
         this.setState('closed');
-        if (this.readyWaiters) this.readyWaiters.reject(new Error(ev.reason || 'authentication failed'));
+        if (this.readyWaiters) { this.readyWaiters.reject(new Error(ev.reason || 'authentication failed')); this.readyWaiters = null; }
+        this.emit('closed', { code: ev.code, reason: ev.reason });
         return;
       }
       this.scheduleReconnect();
@@ -170,10 +217,15 @@ export class ChatClient extends EventTarget {
 
   scheduleReconnect() {
     if (this.closed) { this.setState('closed'); return; }
-    this.setState('reconnecting');
-    const wait = BACKOFF_S[Math.min(this.attempt, BACKOFF_S.length - 1)];
+    if (globalThis.navigator && navigator.onLine === false) {
+      // The `online` event reconnects at once.
+      this.setState('offline');
+      return;
+    }
+    const wait = BACKOFF_S[Math.min(this.attempt, BACKOFF_S.length - 1)] * 1000 * (0.9 + Math.random() * 0.2);
     this.attempt += 1;
-    this.retryTimer = setTimeout(() => this.open(), wait * 1000);
+    this.retryTimer = setTimeout(() => this.open(), wait);
+    this.setState('reconnecting', { retryAt: Date.now() + wait });
   }
 
   /** Reconnects at once (e.g. when the app knows the network is back). */
@@ -189,7 +241,7 @@ export class ChatClient extends EventTarget {
     let f;
     try { f = JSON.parse(raw); } catch { return; }
     if (!f || typeof f.type !== 'string') return;
-    const d = f.data && typeof f.data === 'object' ? f.data : {};
+    const d = f.data && typeof f.data === 'object' && !Array.isArray(f.data) ? f.data : {};
     const msg = d.message && typeof d.message === 'object' ? d.message : null;
     const chatId = d.chatId || (msg && msg.chatId);
     const seq = typeof f.seq === 'number' ? f.seq : msg && typeof msg.seq === 'number' ? msg.seq : null;
@@ -228,13 +280,21 @@ export class ChatClient extends EventTarget {
     this.setState('connected');
     this.scheduleRefresh();
     if (first) {
-      const chats = [...this.joined].map((chatId) => {
-        const entry = { chatId, lastSeq: this.lastSeq.get(chatId) || 0 };
+      // Chats seen before are resumed from their last seq; chats joined but never seen (the
+      // socket went before their history came) are joined again.
+      const chats = [];
+      for (const chatId of this.joined) {
+        if (!this.lastSeq.has(chatId)) { this.frame('chat_update', { action: 'join', chatId }, uuid()); continue; }
+        const entry = { chatId, lastSeq: this.lastSeq.get(chatId) };
         const s = this.streams.get(chatId);
         if (s) entry.streaming = { messageId: s.messageId, lastIndex: s.lastIndex };
-        return entry;
-      });
-      if (chats.length) this.frame('resume', { chats });
+        chats.push(entry);
+      }
+      if (chats.length) {
+        const messageId = uuid();
+        this.resumeRequest = { messageId, chats: chats.map((c) => c.chatId) };
+        this.frame('resume', { chats }, messageId);
+      }
       for (const [id, pending] of this.outbox) this.frame('message', pending.data, id);
     }
     if (this.readyWaiters) { this.readyWaiters.resolve(d); this.readyWaiters = null; }
@@ -262,6 +322,14 @@ export class ChatClient extends EventTarget {
 
   onError(d, f) {
     const ref = d.messageId || f.messageId;
+    const resume = this.resumeRequest;
+    if (ref && resume && ref === resume.messageId) {
+      // The chats can no longer be followed (deleted, or access withdrawn).
+      this.resumeRequest = null;
+      for (const chatId of resume.chats) this.joined.delete(chatId);
+      this.emit('resume_failed', { chats: resume.chats, error: d });
+      return;
+    }
     const pending = ref && this.outbox.get(ref);
     if (pending && !d.retryable) {
       this.outbox.delete(ref);
@@ -275,24 +343,35 @@ export class ChatClient extends EventTarget {
   // ---------- token refresh ----------
   scheduleRefresh() {
     clearTimeout(this.refreshTimer);
-    if (!this.getToken) return;
     const exp = tokenExpiry(this.token);
     if (!exp) return;
     const left = exp - Date.now();
     const lead = Math.min(REFRESH_LEAD_MS, Math.max(1_000, left / 2));
-    this.refreshTimer = setTimeout(() => this.refresh(), Math.max(0, left - lead));
+    const renew = this.getToken ? () => this.refresh() : () => this.emit('token_expiring', { expiresAt: exp });
+    this.refreshTimer = setTimeout(renew, Math.max(0, left - lead));
   }
 
   async refresh() {
+    let token;
     try {
-      const token = await this.getToken();
-      if (typeof token !== 'string' || token.split('.').length !== 3) throw new Error('getToken gave no token');
-      this.token = token;
-      // Answered with `session` again, which schedules the next renewal.
-      if (!this.frame('auth', { token })) this.scheduleRefresh();
+      token = await this.getToken();
     } catch (err) {
-      this.emit('error', { code: 0, message: `token renewal failed: ${err.message}`, retryable: true });
+      this.emit('token_error', { message: `token renewal failed: ${err && err.message}` });
       this.refreshTimer = setTimeout(() => this.refresh(), 10_000);
+      return;
     }
+    if (token == null) {
+      // No fresh token can be had: the app is told once; the socket lasts until the token ends.
+      this.emit('token_expiring', { expiresAt: tokenExpiry(this.token) });
+      return;
+    }
+    if (typeof token !== 'string' || token.split('.').length !== 3) {
+      this.emit('token_error', { message: 'token renewal failed: getToken gave no token' });
+      this.refreshTimer = setTimeout(() => this.refresh(), 10_000);
+      return;
+    }
+    this.token = token;
+    // Answered with `session` again, which schedules the next renewal.
+    if (!this.frame('auth', { token })) this.scheduleRefresh();
   }
 }

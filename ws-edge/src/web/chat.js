@@ -1,26 +1,27 @@
-// Script of the chat page (chat.html), served by chat-edge at /chat.js.
+// Script of the chat page (chat.html), served by chat-edge at /chat.js (an ES module).
 /*
- * Chat client for protocol v1. State lives in `S`; frames arrive in onFrame() and are dispatched
- * to one handler per type. Outgoing messages live in an outbox (mirrored to localStorage) until the
- * server acks them, so nothing typed is lost across reconnects or reloads; the server deduplicates
- * by messageId. Every durable event's `seq` is tracked per chat and sent back in `resume`.
+ * The chat page, built on the client module (/chat-client.js): the module owns the socket,
+ * reconnects with backoff, resumes every joined chat by `seq` (and the streaming reply by chunk),
+ * drops events already seen, resends unacknowledged messages under the same ids and renews the
+ * token in-band. The page adds what a person needs on top: state lives in `S`; new frames
+ * arrive in onFrame() and go to one handler per type; outgoing messages are also kept in an
+ * outbox in IndexedDB until the server acks them, so nothing typed is lost across reloads.
  */
-'use strict';
+import { ChatClient, uuid } from '/chat-client.js';
+
 (() => {
   const $ = (id) => document.getElementById(id);
   const LS_TOKEN = 'chat.token';
   const LS_OUTBOX = 'chat.outbox';
-  const BACKOFF_MAX_S = 30;
   const LABELS = { pending: 'pending', sent: 'sent', failed: 'failed', streaming: '', complete: '', stopped: 'stopped' };
 
   const S = {
-    token: null, ws: null, ready: false, booted: false, authFailed: false, signedOut: false,
-    attempt: 0, retryTimer: null, countdown: null, noticeTimer: null,
+    token: null, client: null, ready: false, booted: false,
+    countdown: null, noticeTimer: null,
     session: null, chatId: null, chatModel: null, pendingModel: null,
-    lastSeq: {},               // chatId -> highest seq processed
     outbox: [],                // [{messageId, chatId, content, attachments?, createdAt, failed?}]
     tray: [],                  // uploads for the next message: [{key, name, state, progress, file?, error?}]
-    sentOnConn: new Set(),     // outbox ids already sent on the current socket
+    handed: new Set(),         // outbox ids handed to the client (it resends them until acked)
     chatlessInFlight: null,    // id of the message that is creating a chat (no chatId)
     creating: null,            // request id of a pending `chat_update create`
     requests: new Map(),       // request id -> {kind, chatId, ...} for error correlation
@@ -96,14 +97,6 @@
   const findOutbox = (id) => S.outbox.find((m) => m.messageId === id);
   function dropOutbox(id) { S.outbox = S.outbox.filter((m) => m.messageId !== id); saveOutbox(); }
 
-  function uuid() {
-    if (window.crypto && crypto.randomUUID) return crypto.randomUUID();
-    const b = crypto.getRandomValues(new Uint8Array(16)); // randomUUID needs a secure context
-    b[6] = (b[6] & 0x0f) | 0x40; b[8] = (b[8] & 0x3f) | 0x80;
-    const h = Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
-    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
-  }
-
   // ---------- token ----------
   const cleanToken = (t) => (t || '').trim().replace(/^bearer\s+/i, '');
   // `?chat=ID` (the sessions page's links) opens that chat instead of the latest one.
@@ -138,194 +131,150 @@
     if (!token) return;
     $('token-input').value = '';
     S.token = token; lsSet(LS_TOKEN, token);
-    S.authFailed = false; S.signedOut = false; S.attempt = 0;
     $('token-form').hidden = true;
     connect();
   }
   function signOut(ev) {
     ev.preventDefault();
-    S.signedOut = true; S.token = null; S.booted = false;
+    S.token = null; S.booted = false;
     lsSet(LS_TOKEN, null);
     S.outbox = []; saveOutbox();
-    closeSocket();
-    S.lastSeq = {}; S.session = null;
+    closeClient();
+    S.session = null;
     newChat(false);
     $('user').textContent = '';
     setStatus('offline', 'offline (signed out)');
     showTokenForm('Signed out. Paste a token to sign in again.');
   }
   function authFail() {
-    S.authFailed = true; S.token = null;
+    S.token = null;
     lsSet(LS_TOKEN, null);
-    closeSocket();
+    closeClient();
     setStatus('auth-failed', 'authentication failed');
     showTokenForm('Authentication failed. Paste a new token to reconnect.');
   }
 
   // ---------- token refresh ----------
-  // Before the token runs out the page gets a fresh one from the site's token service
-  // (`tokenUrl` of /pages.json: a same-origin path, asked with the site's cookies) and hands it
-  // to the socket in-band (`auth`, answered with `session`); reconnects use it too. Without a
+  // Before the token runs out the client asks renewToken() for a fresh one, from the site's
+  // token service (`tokenUrl` of /pages.json: a same-origin path, asked with the site's
+  // cookies), and hands it to the socket in-band (`auth`); reconnects use it too. Without a
   // token service the user is told shortly before the sign-in runs out.
-  function tokenExpiry(token) {
-    try {
-      const claims = JSON.parse(atob(token.split('.')[1].replace(/-/g, '+').replace(/_/g, '/')));
-      return typeof claims.exp === 'number' ? claims.exp * 1000 : null;
-    } catch { return null; }
-  }
   async function loadPagesConfig() {
     try {
       const res = await fetch('/pages.json', { cache: 'no-store' });
       if (res.ok) S.pagesConfig = await res.json();
     } catch { /* offline: no token service this time */ }
   }
-  function scheduleRefresh() {
-    clearTimeout(S.refreshTimer);
-    const exp = S.token && tokenExpiry(S.token);
-    if (!exp) return;
-    const left = exp - Date.now();
-    const lead = Math.min(60_000, Math.max(1_000, left / 2));
-    S.refreshTimer = setTimeout(refreshToken, Math.max(0, left - lead));
-  }
-  async function refreshToken() {
+  async function renewToken() {
     if (!S.pagesConfig) await loadPagesConfig();
     const url = S.pagesConfig && S.pagesConfig.tokenUrl;
-    if (!url) { notify('Your sign-in runs out in a minute: open the page with a fresh token to keep chatting.'); return; }
-    try {
-      const res = await fetch(url, { credentials: 'same-origin', cache: 'no-store' });
-      if (!res.ok) throw new Error(`HTTP ${res.status}`);
-      const json = (res.headers.get('content-type') || '').includes('json');
-      const token = cleanToken(json ? ((await res.json()) || {}).token : await res.text());
-      if (!token || token.split('.').length !== 3) throw new Error('no token in the answer');
-      S.token = token;
-      lsSet(LS_TOKEN, token);
-      if (S.ready) send('auth', { token });
-      scheduleRefresh();
-    } catch (err) {
-      notify(`Could not renew the sign-in (${err.message}); trying again.`);
-      clearTimeout(S.refreshTimer);
-      S.refreshTimer = setTimeout(refreshToken, 10_000);
-    }
+    if (!url) return null;
+    const res = await fetch(url, { credentials: 'same-origin', cache: 'no-store' });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    const json = (res.headers.get('content-type') || '').includes('json');
+    const token = cleanToken(json ? ((await res.json()) || {}).token : await res.text());
+    if (!token || token.split('.').length !== 3) throw new Error('no token in the answer');
+    S.token = token;
+    lsSet(LS_TOKEN, token);
+    return token;
   }
 
-  // ---------- connection ----------
+  // ---------- connection (the client module's) ----------
   function setStatus(state, text) {
     const el = $('status');
     el.dataset.state = state;
     el.textContent = text;
   }
+  // One ChatClient per sign-in; events of a client closed since are ignored.
   function connect() {
-    clearRetry();
-    if (S.ws) return;
+    if (S.client) return;
     if (!S.token) { setStatus('offline', 'offline'); showTokenForm(); return; }
-    setStatus('connecting', 'connecting…');
-    const url = `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/ws`;
-    let ws;
-    try { ws = new WebSocket(url, ['chat.v1', `bearer.${S.token}`]); } catch { authFail(); return; } // bad token chars
-    S.ws = ws;
+    const client = new ChatClient({ token: S.token, getToken: renewToken });
+    S.client = client;
+    const on = (type, fn) => client.addEventListener(type, (ev) => { if (S.client === client) fn(ev.detail); });
+    on('frame', onFrame);
+    on('session', onSession);
+    on('status', onStatus);
+    on('closed', (d) => { if (d.code === 1008) authFail(); });
+    on('resume_failed', onResumeFailed);
+    on('token_expiring', () => notify('Your sign-in runs out in a minute: open the page with a fresh token to keep chatting.'));
+    on('token_error', (d) => notify(`Could not renew the sign-in (${d.message}); trying again.`));
     $('sign-out').hidden = false;
-    ws.onmessage = (ev) => { if (S.ws === ws) onFrame(ev.data); };
-    ws.onclose = (ev) => { if (S.ws === ws) onClose(ev); };
+    client.connect().catch(() => { /* a refused token is handled by `closed` */ });
   }
+  function onStatus(d) {
+    clearCountdown();
+    if (d.state === 'connected') return; // shown by onSession
+    resetConnState();
+    if (d.state === 'connecting') setStatus('connecting', 'connecting…');
+    else if (d.state === 'offline') setStatus('offline', 'offline');
+    else if (d.state === 'reconnecting' && d.retryAt) {
+      const tick = () => setStatus('reconnecting', `reconnecting in ${Math.max(1, Math.round((d.retryAt - Date.now()) / 1000))}s`);
+      tick();
+      S.countdown = setInterval(tick, 250);
+    } else if (d.state === 'reconnecting') setStatus('reconnecting', 'reconnecting…');
+  }
+  function clearCountdown() { clearInterval(S.countdown); S.countdown = null; }
+  // What a connection knew and the next one must learn again. Messages handed to the client
+  // stay handed: it sends them again itself after the reconnect.
   function resetConnState() {
-    S.ws = null; S.ready = false;
-    S.sentOnConn.clear(); S.requests.clear();
-    S.chatlessInFlight = null; S.creating = null;
+    S.ready = false;
+    S.requests.clear();
+    S.creating = null;
     S.assistantTyping = false; S.othersTyping.clear();
     renderActivity();
   }
-  function closeSocket() {
-    clearRetry();
-    const ws = S.ws;
+  function closeClient() {
+    clearCountdown();
+    const client = S.client;
+    S.client = null;
+    S.handed.clear(); S.chatlessInFlight = null;
     resetConnState();
-    if (ws) try { ws.close(1000); } catch { /* already closing */ }
+    if (client) client.close();
   }
-  function onClose(ev) {
-    resetConnState();
-    if (S.signedOut) return;
-    if (S.authFailed || ev.code === 1008) { authFail(); return; }
-    scheduleReconnect();
-  }
-  function scheduleReconnect() {
-    clearRetry();
-    if (!navigator.onLine) { setStatus('offline', 'offline'); return; } // the `online` event reconnects
-    const base = Math.min(BACKOFF_MAX_S, 2 ** Math.min(S.attempt, 5)); // 1, 2, 4, 8, 16, 30
-    S.attempt += 1;
-    const delay = Math.min(BACKOFF_MAX_S * 1000, base * 1000 * (0.9 + Math.random() * 0.2));
-    const due = Date.now() + delay;
-    const tick = () => setStatus('reconnecting', `reconnecting in ${Math.max(1, Math.round((due - Date.now()) / 1000))}s`);
-    tick();
-    S.countdown = setInterval(tick, 250);
-    S.retryTimer = setTimeout(connect, delay);
-  }
-  function clearRetry() {
-    clearTimeout(S.retryTimer); clearInterval(S.countdown);
-    S.retryTimer = null; S.countdown = null;
-  }
-  function reconnectNow() {
-    if (!S.ws && S.token && !S.authFailed && !S.signedOut) connect();
-  }
+  const seqOf = (chatId) => (S.client ? S.client.lastSeq.get(chatId) : undefined);
 
-  function send(type, data, messageId) {
-    if (!S.ws || S.ws.readyState !== WebSocket.OPEN) return false;
-    const frame = { type, data, timestamp: Date.now() };
-    if (messageId) frame.messageId = messageId;
-    S.ws.send(JSON.stringify(frame));
-    return true;
-  }
+  function send(type, data) { return !!S.client && S.client.frame(type, data); }
   // A frame whose errors we want to recognise: it carries a fresh messageId we remember.
   function request(kind, type, data, extra) {
     const id = uuid();
-    if (!send(type, data, id)) return null;
+    if (!S.client || !S.client.frame(type, data, id)) return null;
     S.requests.set(id, Object.assign({ kind, chatId: data.chatId }, extra));
     return id;
   }
 
   // ---------- incoming frames ----------
+  // Every frame the client has not seen before (replayed duplicates never get here); the
+  // `session` frame comes as the client's `session` event, once the client has acted on it.
   const HANDLERS = {
-    session: onSession, ack: onAck, message: onMessage, message_chunk: onChunk, typing: onTyping,
+    ack: onAck, message: onMessage, message_chunk: onChunk, typing: onTyping,
     chat_update: onChatUpdate, history: onHistory, error: onError,
-    operator_joined: (d, f, fresh) => onOperator(d, f, fresh, true),
-    operator_left: (d, f, fresh) => onOperator(d, f, fresh, false),
+    operator_joined: (d, f) => onOperator(d, f, true),
+    operator_left: (d, f) => onOperator(d, f, false),
   };
-  function onFrame(raw) {
-    let f;
-    try { f = JSON.parse(raw); } catch { return; }
-    if (!f || typeof f.type !== 'string') return;
-    const d = f.data && typeof f.data === 'object' ? f.data : {};
-    const msg = d.message && typeof d.message === 'object' ? d.message : null;
-    const chatId = d.chatId || (msg && msg.chatId);
-    const seq = typeof f.seq === 'number' ? f.seq : msg && msg.seq;
-    const fresh = f.type === 'ack' || f.type === 'history' || noteSeq(chatId, seq);
+  function onFrame(f) {
     const handler = HANDLERS[f.type];
-    if (handler) handler(d, f, fresh);
-  }
-  // Records a durable event's seq; false when it was already seen (a replayed duplicate).
-  function noteSeq(chatId, seq) {
-    if (!chatId || typeof seq !== 'number') return true;
-    const last = S.lastSeq[chatId];
-    if (last != null && seq <= last) return false;
-    S.lastSeq[chatId] = seq;
-    return true;
+    const d = f.data && typeof f.data === 'object' && !Array.isArray(f.data) ? f.data : {};
+    if (handler) handler(d, f);
   }
 
   function onSession(d) {
     const first = !S.ready;
-    S.session = d; S.ready = true; S.attempt = 0;
-    clearRetry();
-    scheduleRefresh();
+    S.session = d; S.ready = true;
+    clearCountdown();
     setStatus('connected', 'connected');
     $('user').textContent = d.name || d.userId || '';
     $('sign-out').hidden = false;
     renderModels();
     renderVoice();
     if (!first) return; // sent again after `auth`: nothing to re-join
-    if (S.chatId) rejoin(S.chatId);
+    if (S.chatId) { if (!S.client.joined.has(S.chatId)) joinChat(S.chatId); } // else resumed by the client
     else if (!S.booted && S.wantChat) openChat(S.wantChat);
     else if (!S.booted) openInitialChat(d.activeChatId);
     S.booted = true;
     for (const item of S.outbox) {
-      if (item.failed && item.failed.retryable) markPending(item); // e.g. 503 during a restart
+      // e.g. 503 during a restart: the client has sent it again.
+      if (item.failed && item.failed.retryable && S.handed.has(item.messageId)) markPending(item);
     }
     flush();
     renderActivity();
@@ -335,15 +284,19 @@
     const target = (S.outbox[0] && S.outbox[0].chatId) || activeChatId;
     if (target) openChat(target);
   }
-  function rejoin(chatId) {
-    const lastSeq = S.lastSeq[chatId];
-    if (lastSeq == null) { joinChat(chatId); return; }
-    const entry = { chatId, lastSeq };
-    const s = S.stream;
-    if (s && s.chatId === chatId) entry.streaming = { messageId: s.id, lastIndex: s.lastIndex };
-    request('resume', 'resume', { chats: [entry] }, { chatId });
+  function joinChat(chatId) {
+    if (!S.client) return;
+    S.requests.set(S.client.join(chatId), { kind: 'join', chatId });
   }
-  function joinChat(chatId) { request('join', 'chat_update', { action: 'join', chatId }); }
+  function onResumeFailed(d) {
+    const e = d.error || {};
+    if (d.chats.includes(S.chatId) && (e.code === 403 || e.code === 404)) {
+      notify('That chat is not available any more; starting a new one.');
+      newChat(false);
+    } else {
+      notify(errorText(e));
+    }
+  }
 
   function onAck(d, f) {
     const ref = d.messageId || f.messageId;
@@ -428,7 +381,7 @@
     const req = ref && S.requests.get(ref);
     if (req && req.kind === 'create' && d.chatId) { chatCreated(ref, d.chatId); return; }
     // The answer to our `create` (a chat we have never seen) while waiting for one.
-    if (S.creating && !S.chatId && d.chatId && !(d.chatId in S.lastSeq)) { chatCreated(S.creating, d.chatId); return; }
+    if (S.creating && !S.chatId && d.chatId && !(S.client && S.client.joined.has(d.chatId))) { chatCreated(S.creating, d.chatId); return; }
     if (!d.chatId || d.chatId !== S.chatId) return;
     const u = d.updates || {};
     if (typeof u.needsHelp === 'boolean') {
@@ -466,9 +419,6 @@
     // A page that does not fill the screen cannot be scrolled up: ask for more at once.
     const box = $('messages');
     if (S.older && S.older.hasMore && box.scrollHeight <= box.clientHeight + 80) loadOlder();
-    if (typeof d.lastSeq === 'number') {
-      if (d.reset) S.lastSeq[d.chatId] = d.lastSeq; else noteSeq(d.chatId, d.lastSeq);
-    }
     if (!S.chatModel) {
       const last = msgs.filter((m) => m && m.role === 'assistant' && m.metadata && m.metadata.model).pop();
       if (last) { S.chatModel = last.metadata.model; renderModels(); }
@@ -499,8 +449,8 @@
     else if (box.scrollTop < 80) loadOlder(); // still at the top (a tall screen): keep going
   }
 
-  function onOperator(d, f, fresh, joined) {
-    if (!fresh || d.chatId !== S.chatId) return;
+  function onOperator(d, f, joined) {
+    if (d.chatId !== S.chatId) return;
     const op = d.operator || {};
     const name = op.name || 'An operator';
     if (op.id) S.names.set(op.id, name);
@@ -510,6 +460,8 @@
   function onError(d, f) {
     if (d.code === 401) { authFail(); return; }
     const ref = d.messageId || f.messageId;
+    const resume = S.client && S.client.resumeRequest;
+    if (ref && resume && ref === resume.messageId) return; // onResumeFailed
     const item = ref && findOutbox(ref);
     if (item) { markFailed(item, d); return; }
     const req = ref && S.requests.get(ref);
@@ -719,13 +671,14 @@
     }
   }
   const wantsCreate = () => !!(S.pendingModel && S.session && S.pendingModel !== S.session.defaultModel);
-  // Sends every queued message not yet sent on this socket. Messages of a chat that does not
-  // exist yet wait for the first one (or the `create`) to establish the chatId.
+  // Hands every queued message not handed yet to the client, which sends it and sends it again
+  // after each reconnect until it is acked. Messages of a chat that does not exist yet wait for
+  // the first one (or the `create`) to establish the chatId.
   function flush() {
     if (!S.ready) return;
     let changed = false;
     for (const item of S.outbox) {
-      if (item.failed || S.sentOnConn.has(item.messageId)) continue;
+      if (item.failed || S.handed.has(item.messageId)) continue;
       if (!item.chatId) {
         if (S.chatId) { item.chatId = S.chatId; changed = true; }
         else if (S.creating || S.chatlessInFlight) continue;
@@ -734,19 +687,25 @@
           continue;
         } else S.chatlessInFlight = item.messageId;
       }
-      const data = { content: item.content, messageId: item.messageId };
-      if (item.chatId) data.chatId = item.chatId;
-      if (Array.isArray(item.attachments) && item.attachments.length) data.attachments = item.attachments.map((a) => a.id);
-      if (!send('message', data, item.messageId)) break;
-      S.sentOnConn.add(item.messageId);
+      hand(item);
     }
     if (changed) saveOutbox();
+  }
+  // The ack and the error come as frames (onAck, onError); the promise is not needed.
+  function hand(item) {
+    const attachments = Array.isArray(item.attachments) ? item.attachments.map((a) => a.id) : [];
+    S.handed.add(item.messageId);
+    S.client.send(item.content, { chatId: item.chatId || undefined, attachments, messageId: item.messageId })
+      .catch(() => { /* shown by onError */ });
   }
   function markFailed(item, d) {
     item.failed = { code: d.code, message: d.message || 'error', retryable: !!d.retryable };
     saveOutbox();
-    S.sentOnConn.delete(item.messageId);
-    if (S.chatlessInFlight === item.messageId) S.chatlessInFlight = null;
+    if (!d.retryable) {
+      // Final: the client has dropped it; only Retry sends it again.
+      S.handed.delete(item.messageId);
+      if (S.chatlessInFlight === item.messageId) S.chatlessInFlight = null;
+    }
     const el = S.pendingEls.get(item.messageId);
     if (el) setBubbleStatus(el, 'failed', errorText(d));
     flush();
@@ -754,7 +713,6 @@
   function markPending(item) {
     item.failed = null;
     saveOutbox();
-    S.sentOnConn.delete(item.messageId);
     const el = S.pendingEls.get(item.messageId);
     if (el) setBubbleStatus(el, 'pending');
   }
@@ -762,9 +720,13 @@
     const item = findOutbox(id);
     if (!item) return;
     markPending(item);
-    flush();
+    if (S.handed.has(id) && S.client) hand(item); // still in the client's outbox: sent again now
+    else flush();
   }
   function discard(id) {
+    if (S.client) S.client.discard(id);
+    S.handed.delete(id);
+    if (S.chatlessInFlight === id) S.chatlessInFlight = null;
     dropOutbox(id);
     const el = S.pendingEls.get(id);
     if (el) el.remove();
@@ -807,7 +769,7 @@
     flush();
   }
   function newChat(leave) {
-    if (leave !== false && S.chatId) send('chat_update', { action: 'leave', chatId: S.chatId });
+    if (leave !== false && S.chatId && S.client) S.client.leave(S.chatId);
     S.chatId = null; S.chatModel = null; S.stream = null; S.needsHelp = false;
     S.assistantTyping = false; S.othersTyping.clear();
     setTitle('New chat');
@@ -1082,7 +1044,7 @@
     const el = document.createElement('div');
     el.className = 'note';
     el.textContent = text;
-    const at = typeof seq === 'number' ? seq : S.lastSeq[S.chatId];
+    const at = typeof seq === 'number' ? seq : seqOf(S.chatId);
     if (typeof at === 'number') el.dataset.seq = at;
     withScroll(() => place(el, at));
   }
@@ -1149,11 +1111,11 @@
     $('model').addEventListener('change', changeModel);
     $('token-form').addEventListener('submit', submitToken);
     $('sign-out').addEventListener('click', signOut);
-    window.addEventListener('online', reconnectNow);
-    window.addEventListener('offline', () => {
-      if (!S.ws && S.token && !S.authFailed && !S.signedOut) { clearRetry(); setStatus('offline', 'offline'); }
+    // Back on the page while waiting to reconnect: try at once (the client itself reconnects
+    // when the browser comes back online).
+    document.addEventListener('visibilitychange', () => {
+      if (!document.hidden && S.client && S.client.state === 'reconnecting') S.client.reconnectNow();
     });
-    document.addEventListener('visibilitychange', () => { if (!document.hidden && S.retryTimer) reconnectNow(); });
 
     loadPagesConfig();
     // Messages queued before the stored outbox was read go after it.
