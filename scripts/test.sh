@@ -17,11 +17,12 @@ cd "$(dirname "$0")/.."
 # Test peers from PyPI, in a virtual environment under the cache folder, reused when present:
 # aiosmtpd (a real SMTP server for the notification tests), llmock (a third party's mock of
 # the OpenAI and Anthropic APIs with scripted faults, tests/tests/llmock.rs) and moto (an
-# S3-compatible server, for the S3 file store in tests/tests/files.rs). The tests run them
+# S3-compatible server, for the S3 file store in tests/tests/files.rs), and kubernetes-validate
+# (the Kubernetes JSON schemas, for deploy/validate.py below). The tests run them
 # as named in TEST_PYTHON, TEST_LLMOCK and TEST_MOTO (not CHAT_*: the core reads every CHAT_ variable as a
 # setting) and fail when they are missing.
 venv="${XDG_CACHE_HOME:-$HOME/.cache}/chat-backend/venv"
-if ! "$venv/bin/python" -c 'import aiosmtpd, llmock, moto.server' >/dev/null 2>&1; then
+if ! "$venv/bin/python" -c 'import aiosmtpd, llmock, moto.server, kubernetes_validate' >/dev/null 2>&1; then
   if ! command -v python3 >/dev/null 2>&1; then
     echo "scripts/test.sh: python3 is needed for the test peers (Debian: apt-get install python3 python3-venv)" >&2
     exit 1
@@ -30,14 +31,20 @@ if ! "$venv/bin/python" -c 'import aiosmtpd, llmock, moto.server' >/dev/null 2>&
     echo "scripts/test.sh: cannot create a virtual environment in $venv (Debian: apt-get install python3-venv)" >&2
     exit 1
   fi
-  if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'aiosmtpd==1.4.6' 'llmock==0.2.2' 'moto[server]==5.1.22' >&2; then
-    echo "scripts/test.sh: cannot install aiosmtpd, llmock and moto from PyPI into $venv (pip needs the package index)" >&2
+  if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'aiosmtpd==1.4.6' 'llmock==0.2.2' 'moto[server]==5.1.22' 'kubernetes-validate==1.37.0' >&2; then
+    echo "scripts/test.sh: cannot install aiosmtpd, llmock, moto and kubernetes-validate from PyPI into $venv (pip needs the package index)" >&2
     exit 1
   fi
 fi
 export TEST_PYTHON="$venv/bin/python"
 export TEST_LLMOCK="$venv/bin/llmock"
 export TEST_MOTO="$venv/bin/moto_server"
+
+# The Kubernetes manifests under deploy/kubernetes, first because it takes seconds: every
+# object against the schemas kubernetes-validate ships (offline, strict, two Kubernetes
+# versions), each kustomization.yaml listing every manifest, references between objects, and
+# the ConfigMap's settings files; --self-test then breaks copies and checks each is refused.
+"$venv/bin/python" deploy/validate.py --quiet --self-test
 
 # The real socket.io-client from npm, for seed 003's client (tests/tests/socketio.rs), into
 # tests/socketio/node_modules from its lock file; reused while the lock file is unchanged.
