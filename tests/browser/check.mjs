@@ -314,6 +314,59 @@ try {
     await shot(page, '04-reloaded');
   });
 
+  await step('keyboard and screen readers: skip link, labels, Enter to send, the reply busy until whole, Escape', async () => {
+    // Just reloaded: the first Tab lands on the skip link, which leads to the message box.
+    await page.keyboard.press('Tab');
+    expect(await page.evaluate(() => document.activeElement.classList.contains('skip')), 'the first Tab does not reach the skip link');
+    await page.keyboard.press('Enter');
+    expect(await page.evaluate(() => document.activeElement.id) === 'input', 'the skip link does not move focus to #input');
+    const unnamed = await page.evaluate(() => [...document.querySelectorAll('button, select, textarea, input, a[href], summary')]
+      .filter((e) => e.getClientRects().length && getComputedStyle(e).visibility !== 'hidden')
+      .filter((e) => !((e.getAttribute('aria-label') || '').trim() || (e.textContent || '').trim() || (e.title || '').trim() || (e.labels && e.labels.length)))
+      .map((e) => e.outerHTML.slice(0, 80)));
+    expect(unnamed.length === 0, `controls without an accessible name: ${JSON.stringify(unnamed)}`);
+    const log = await page.$eval('#messages', (e) => ({ role: e.getAttribute('role'), label: e.getAttribute('aria-label'), tab: e.tabIndex }));
+    expect(log.role === 'log' && log.label && log.tab === 0, `#messages is not a labelled, focusable log: ${JSON.stringify(log)}`);
+    const live = await page.evaluate(() => ['status', 'notice', 'typing'].map((id) => {
+      const e = document.getElementById(id);
+      return e.getAttribute('role') || e.getAttribute('aria-live');
+    }));
+    expect(JSON.stringify(live) === JSON.stringify(['status', 'alert', 'polite']), `live regions: ${JSON.stringify(live)}`);
+    // Typed and sent with the keyboard only; the streaming reply is aria-busy until it is whole.
+    const text = 'Keyboard check: ' + Array.from({ length: 20 }, (_, i) => `key${i + 1}`).join(' ');
+    await page.keyboard.type(text);
+    await page.keyboard.press('Enter');
+    const busy = await page.waitForSelector('#messages .msg[data-role="assistant"][data-status="streaming"][aria-busy="true"]', { timeout: T.reply, state: 'attached' })
+      .catch(() => null);
+    const res = await waitAssistant(page, 'complete', /Keyboard check/);
+    const after = await page.$eval(`#messages .msg[data-id="${res.id}"]`, (e) => e.getAttribute('aria-busy'));
+    expect(after === null, `the finished reply is still aria-busy=${after}`);
+    if (!busy) log('  (the reply finished before a streaming bubble was seen: aria-busy while streaming not observed)');
+    // Escape from the message box stops a streaming reply.
+    const mark = Date.now() - t0;
+    await page.keyboard.type('Please write a long answer: ' + Array.from({ length: 30 }, (_, i) => `esc${i + 1}`).join(' '));
+    await page.keyboard.press('Enter');
+    const streaming = await page.waitForSelector('#stop', { state: 'visible', timeout: T.reply }).catch(() => null);
+    if (streaming) {
+      await page.keyboard.press('Escape');
+      await page.waitForFunction(() => !document.querySelector('#messages .msg[data-status="streaming"]'), null, { timeout: T.reply, polling: 50 });
+      const stop = sent('desktop', 'stop').find((f) => f.t >= mark);
+      expect(stop && stop.frame.data.chatId === chatId, 'Escape in the message box sent no stop frame while the reply streamed');
+    } else {
+      log('  (the reply finished before Stop was shown: Escape not exercised)');
+      await waitAssistant(page, 'complete', /esc1/);
+    }
+    // The menu opens from the keyboard and Escape closes it, focus back on its button.
+    await page.focus('#menu summary');
+    await page.keyboard.press('Enter');
+    expect(await page.$eval('#menu', (e) => e.open), 'Enter on the menu button did not open the menu');
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Escape');
+    const menu = await page.evaluate(() => ({ open: document.getElementById('menu').open, focus: document.activeElement.tagName }));
+    expect(!menu.open && menu.focus === 'SUMMARY', `Escape left the menu ${JSON.stringify(menu)}`);
+    await page.focus('#input');
+  });
+
   if (process.env.SKIP_STOP !== '1') {
     await step('Stop a reply while it streams', async () => {
       const long = 'Please write a long answer: ' + Array.from({ length: 30 }, (_, i) => `word${i + 1}`).join(' ');

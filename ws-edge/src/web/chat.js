@@ -708,6 +708,7 @@ import { ChatClient, uuid } from '/chat-client.js';
     }
     const el = S.pendingEls.get(item.messageId);
     if (el) setBubbleStatus(el, 'failed', errorText(d));
+    notify(`A message was not sent: ${errorText(d)}`); // #notice is an alert: read out at once
     flush();
   }
   function markPending(item) {
@@ -1012,6 +1013,8 @@ import { ChatClient, uuid } from '/chat-client.js';
   }
   function setBubbleStatus(el, status, detail) {
     el.dataset.status = status;
+    // A screen reader waits for the whole reply instead of reading every chunk.
+    if (status === 'streaming') el.setAttribute('aria-busy', 'true'); else el.removeAttribute('aria-busy');
     const label = LABELS[status] !== undefined ? LABELS[status] : status;
     el.querySelector('.state').textContent = status === 'failed' && detail ? `failed: ${detail}` : label;
     const actions = el.querySelector('.actions');
@@ -1088,6 +1091,10 @@ import { ChatClient, uuid } from '/chat-client.js';
     $('composer').addEventListener('submit', submitMessage);
     $('input').addEventListener('keydown', (ev) => {
       if (ev.key === 'Enter' && !ev.shiftKey && !ev.isComposing) submitMessage(ev);
+      else if (ev.key === 'Escape' && !$('stop').hidden) { ev.preventDefault(); stopReply(); }
+    });
+    $('menu').addEventListener('keydown', (ev) => {
+      if (ev.key === 'Escape' && $('menu').open) { $('menu').open = false; $('menu').querySelector('summary').focus(); }
     });
     $('input').addEventListener('input', autosize);
     const narrow = window.matchMedia('(max-width: 600px)');
