@@ -5,21 +5,32 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
 
 use crate::{SECRET, chatctl_path};
 
 pub struct EdgeProcess {
     pub addr: SocketAddr,
     child: Child,
+    /// Every JSON log event after "chat-edge ready", in order.
+    logs: Mutex<mpsc::Receiver<serde_json::Value>>,
 }
 
 impl EdgeProcess {
     /// Starts `chat-edge` (built beside chatctl) on a free port against the core at
     /// `core_addr`, and waits until it logs that it is ready.
     pub fn start(core_addr: SocketAddr) -> Self {
+        Self::start_with(core_addr, &[])
+    }
+
+    /// The same with more `CHAT_EDGE_*` variables (`[tls]`, say).
+    pub fn start_with(core_addr: SocketAddr, env: &[(&str, String)]) -> Self {
         let bin =
             chatctl_path().with_file_name(format!("chat-edge{}", std::env::consts::EXE_SUFFIX));
-        let mut child = Command::new(&bin)
+        let mut command = Command::new(&bin);
+        command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+        let mut child = command
             .env("CHAT_EDGE_HTTP_ADDR", "127.0.0.1:0")
             .env("CHAT_EDGE_CORE_URL", format!("http://{core_addr}"))
             .env("CHAT_EDGE_AUTH__SECRET", SECRET)
@@ -45,8 +56,43 @@ impl EdgeProcess {
         }
         let addr = addr.unwrap_or_else(|| panic!("chat-edge exited without logging its address"));
         // Keep reading: a full pipe would block the edge's logging.
-        std::thread::spawn(move || lines.for_each(drop));
-        Self { addr, child }
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) {
+                    let _ = tx.send(event);
+                }
+            }
+        });
+        Self {
+            addr,
+            child,
+            logs: Mutex::new(rx),
+        }
+    }
+
+    /// Waits (at most `within`) for the next log event whose message is `message`; the
+    /// events before it are passed over. Panics when it does not come.
+    pub fn wait_for_log(&self, message: &str, within: Duration) -> serde_json::Value {
+        let logs = self.logs.lock().expect("log receiver");
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match logs.recv_timeout(left) {
+                Ok(event) if event["fields"]["message"] == message => return event,
+                Ok(_) => {}
+                Err(_) => panic!("chat-edge logged no {message:?} within {within:?}"),
+            }
+        }
+    }
+
+    /// Sends `signal` (`HUP`) and leaves the process running.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args(["-s", signal, &self.child.id().to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("kill: {e}"));
+        assert!(status.success(), "kill -s {signal} failed");
     }
 
     /// The WebSocket URL with `token`.

@@ -8,7 +8,7 @@
 //! refused at start as an unknown field.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use chat_auth::{AuthConfigError, AuthSettings};
@@ -42,6 +42,7 @@ pub struct EdgeSettings {
     /// `/api/v1/chat/ws` (seed 001's `WS_PATH`).
     pub ws_path: Option<String>,
     pub pages: PagesSettings,
+    pub tls: TlsSettings,
     /// What loading the environment warned about (seed aliases shadowed by the project's own
     /// variables); logged at start.
     #[serde(skip)]
@@ -69,6 +70,35 @@ const RESERVED_PATHS: &[&str] = &[
     "/api/websocket/health",
     "/metrics",
 ];
+
+/// `[tls]`: `https://` and `wss://` on `http_addr` (both files, or neither for plain HTTP
+/// behind a TLS-terminating proxy). See `tls.rs` for reloading.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM certificate chain, the server's certificate first.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of that certificate.
+    pub key_file: Option<PathBuf>,
+    /// How often the files' modification times are checked for a reload; 0: on SIGHUP only.
+    pub reload_interval_ms: u64,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            reload_interval_ms: 10_000,
+        }
+    }
+}
+
+impl TlsSettings {
+    pub fn reload_interval(&self) -> Duration {
+        Duration::from_millis(self.reload_interval_ms)
+    }
+}
 
 /// `[pages]`: what the pages are told (`GET /pages.json`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -173,6 +203,7 @@ impl Default for EdgeSettings {
             log: LogSettings::default(),
             ws_path: None,
             pages: PagesSettings::default(),
+            tls: TlsSettings::default(),
             env_warnings: Vec::new(),
         }
     }
@@ -270,6 +301,11 @@ impl EdgeSettings {
         chat_auth::Verifier::new(&self.auth)?;
         self.log.validate()?;
         self.core_endpoint()?;
+        InvalidSetting::check(
+            self.tls.cert_file.is_some() == self.tls.key_file.is_some(),
+            "tls.cert_file",
+            "and tls.key_file must be set together",
+        )?;
         InvalidSetting::check(
             (1..=64).contains(&self.core_channels),
             "core_channels",

@@ -21,6 +21,7 @@ pub mod pages;
 pub mod routes;
 pub mod server;
 pub mod socketio;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -44,6 +45,9 @@ pub enum EdgeError {
     /// The settings are unusable; the message names the key to fix.
     #[error(transparent)]
     Config(#[from] config::ConfigError),
+    /// `[tls]`'s certificate or key cannot be used; the message names the file.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -165,6 +169,7 @@ fn cors(allowed: &[String]) -> tower_http::cors::CorsLayer {
 pub struct Edge {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    tls: Option<tls::Tls>,
     state: Arc<EdgeState>,
 }
 
@@ -177,6 +182,7 @@ impl Edge {
             .core_endpoint()
             .map_err(config::ConfigError::from)?;
         let upstream = upstream::Upstream::new(endpoint, settings.core_channels);
+        let tls = tls::Tls::load(&settings.tls)?;
         let addr = settings.http_addr;
         let listener = TcpListener::bind(addr)
             .await
@@ -207,8 +213,14 @@ impl Edge {
         Ok(Self {
             listener,
             metrics_listener,
+            tls,
             state,
         })
+    }
+
+    /// The TLS of `http_addr`, when `[tls]` is set (tests reload it by hand).
+    pub fn tls(&self) -> Option<&tls::Tls> {
+        self.tls.as_ref()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -230,9 +242,13 @@ impl Edge {
         let Self {
             listener,
             metrics_listener,
+            tls,
             state,
         } = self;
-        tracing::info!(addr = %listener.local_addr()?, "chat-edge ready");
+        if let Some(tls) = &tls {
+            tls.spawn_reloader(state.settings.tls.reload_interval(), shutdown.clone());
+        }
+        tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "chat-edge ready");
         let l = &state.settings.limits;
         let limits = server::HttpLimits {
             max_connections: l.max_http_connections,
@@ -251,6 +267,7 @@ impl Edge {
         let metrics = metrics_listener.map(|listener| {
             tokio::spawn(server::serve(
                 listener,
+                None,
                 metrics_app(state.clone()),
                 limits,
                 Arc::default(),
@@ -260,6 +277,7 @@ impl Edge {
         });
         server::serve(
             listener,
+            tls.map(|tls| tls.acceptor),
             app(state.clone()),
             limits,
             state.http_connections.clone(),

@@ -9,10 +9,13 @@
 //!   which also bounds a kept-alive connection waiting for its next request);
 //! - is dropped when no byte moves either way for `limits.http_idle_timeout_ms` (a stalled
 //!   body or a client that does not read its response);
-//! - has `TCP_NODELAY` set (chat frames are small: no Nagle delay).
+//! - has `TCP_NODELAY` set (chat frames are small: no Nagle delay);
+//! - with `[tls]`, completes its TLS handshake within `limits.header_read_timeout_ms` too
+//!   (`tls.rs`), and is then served the same way, decrypted.
 //!
-//! Only HTTP/1.1 is served: browsers speak HTTP/2 only over TLS, which the edge does not
-//! terminate, and cleartext HTTP/2 would bring a connection preface no header timeout covers.
+//! Only HTTP/1.1 is served, also over TLS (ALPN offers `http/1.1` only): a WebSocket over
+//! HTTP/2 needs extended CONNECT, and cleartext HTTP/2 would bring a connection preface no
+//! header timeout covers.
 //! On shutdown the accept loop stops, kept-alive connections are closed gracefully (requests in
 //! flight finish) and the server waits at most `grace` for them.
 
@@ -31,6 +34,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -49,10 +53,12 @@ pub struct HttpLimits {
     pub idle_timeout: Duration,
 }
 
-/// Serves `router` on `listener` until `stop` is cancelled, then closes its connections
-/// gracefully and waits at most `grace` for them. `open` counts the connections being served.
+/// Serves `router` on `listener` (over TLS with `tls`) until `stop` is cancelled, then closes
+/// its connections gracefully and waits at most `grace` for them. `open` counts the
+/// connections being served.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     router: Router,
     limits: HttpLimits,
     open: Arc<AtomicUsize>,
@@ -82,7 +88,26 @@ pub async fn serve(
             tracing::debug!(error = %err, "cannot set TCP_NODELAY");
         }
         let slot = Slot::new(permit, open.clone());
-        connections.spawn(serve_one(tcp, service.clone(), limits, stop.clone(), slot));
+        let (service, stop) = (service.clone(), stop.clone());
+        match tls.clone() {
+            None => connections.spawn(serve_one(tcp, service, limits, stop, slot)),
+            Some(tls) => connections.spawn(async move {
+                // The handshake has the header deadline: a client that opens a socket and says
+                // nothing holds its slot no longer than one that sends no headers.
+                let handshake = tokio::time::timeout(limits.header_read_timeout, tls.accept(tcp));
+                match handshake.await {
+                    Ok(Ok(stream)) => serve_one(stream, service, limits, stop, slot).await,
+                    Ok(Err(err)) => {
+                        metrics::counter!("chat_edge_tls_handshake_failures_total").increment(1);
+                        tracing::debug!(error = %err, "TLS handshake failed");
+                    }
+                    Err(_) => {
+                        metrics::counter!("chat_edge_tls_handshake_failures_total").increment(1);
+                        tracing::debug!("TLS handshake timed out");
+                    }
+                }
+            }),
+        };
     }
     connections.close();
     if tokio::time::timeout(grace, connections.wait())
@@ -115,13 +140,15 @@ impl Drop for Slot {
     }
 }
 
-async fn serve_one(
-    tcp: TcpStream,
+async fn serve_one<S>(
+    tcp: S,
     service: TowerToHyperService<Router>,
     limits: HttpLimits,
     stop: CancellationToken,
     slot: Slot,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched {
         inner: tcp,
@@ -206,13 +233,13 @@ impl Activity {
     }
 }
 
-/// A socket that notes every byte moved through it in its [`Activity`].
-struct Watched {
-    inner: TcpStream,
+/// A socket (or TLS stream) that notes every byte moved through it in its [`Activity`].
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -227,7 +254,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
