@@ -55,6 +55,8 @@ impl std::error::Error for CliError {}
 /// Where the core is and who is asking, from `--core`/`CHATCTL_CORE` and `--token`/`CHATCTL_TOKEN`.
 pub struct Core {
     pub url: String,
+    /// `--core-ca`: the CA of an https:// core.
+    pub ca_file: Option<std::path::PathBuf>,
     pub token: Option<String>,
 }
 
@@ -80,6 +82,37 @@ impl Core {
             })?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
+        let endpoint = match (&self.ca_file, self.url.starts_with("https://")) {
+            (Some(path), true) => {
+                let pem = std::fs::read(path).map_err(|err| {
+                    CliError::new(
+                        exit::USAGE,
+                        format!("--core-ca {}: cannot be read: {err}", path.display()),
+                    )
+                })?;
+                let tls = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+                endpoint.tls_config(tls).map_err(|err| {
+                    CliError::new(exit::USAGE, format!("--core-ca {}: {err}", path.display()))
+                })?
+            }
+            (None, true) => {
+                return Err(CliError::new(
+                    exit::USAGE,
+                    format!(
+                        "{} is https://: give the CA of its certificate with --core-ca FILE or CHATCTL_CORE_CA",
+                        self.url
+                    ),
+                ));
+            }
+            (Some(_), false) => {
+                return Err(CliError::new(
+                    exit::USAGE,
+                    "--core-ca is for an https:// core address",
+                ));
+            }
+            (None, false) => endpoint,
+        };
         endpoint.connect().await.map_err(|err| {
             CliError::new(
                 exit::UNREACHABLE,

@@ -41,6 +41,10 @@ struct Cli {
         default_value = "http://127.0.0.1:50051"
     )]
     core: String,
+    /// PEM file of the CA that signed the core's certificate, for an https:// --core (the core
+    /// with grpc.tls_cert_file).
+    #[arg(long, global = true, env = "CHATCTL_CORE_CA")]
+    core_ca: Option<std::path::PathBuf>,
     /// An admin's JWT (role `admin`).
     #[arg(long, global = true, env = "CHATCTL_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -84,6 +88,7 @@ async fn main() -> ExitCode {
     let cx = commands::Context {
         core: client::Core {
             url: cli.core,
+            ca_file: cli.core_ca,
             token: cli.token,
         },
         json: cli.json,

@@ -8,7 +8,7 @@
 //! `chat.heartbeat_interval_ms`) are set here only: the core announces them in `session`.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use chat_auth::{AuthConfigError, AuthSettings};
 use chat_proto::limits;
@@ -238,6 +238,11 @@ pub struct GrpcSettings {
     pub keepalive_interval_secs: u64,
     /// A peer that does not answer a ping within this long is disconnected.
     pub keepalive_timeout_secs: u64,
+    /// PEM certificate chain (server's first) for gRPC over TLS; with `tls_key_file`. Unset:
+    /// plain HTTP/2, for a private network. Read at start: a new certificate needs a restart.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for GrpcSettings {
@@ -247,6 +252,8 @@ impl Default for GrpcSettings {
             max_concurrent_streams: 4096,
             keepalive_interval_secs: 30,
             keepalive_timeout_secs: 20,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -272,10 +279,44 @@ impl GrpcSettings {
             "must be greater than 0",
         )?;
         InvalidSetting::check(
+            self.tls_cert_file.is_some() == self.tls_key_file.is_some(),
+            "grpc.tls_cert_file",
+            "and grpc.tls_key_file must be set together",
+        )?;
+        InvalidSetting::check(
             self.keepalive_interval_secs > 0 && self.keepalive_timeout_secs > 0,
             "grpc.keepalive_interval_secs",
             "keepalive interval and timeout must be greater than 0",
         )
+    }
+
+    /// The server's TLS, when `tls_cert_file` and `tls_key_file` are set; the error names
+    /// the file that cannot be read or used.
+    pub fn tls(&self) -> Result<Option<tonic::transport::ServerTlsConfig>, String> {
+        let (Some(cert), Some(key)) = (&self.tls_cert_file, &self.tls_key_file) else {
+            return Ok(None);
+        };
+        let read = |key_name: &str, path: &Path| {
+            std::fs::read(path)
+                .map_err(|err| format!("grpc.{key_name} {}: cannot be read: {err}", path.display()))
+        };
+        let identity = tonic::transport::Identity::from_pem(
+            read("tls_cert_file", cert)?,
+            read("tls_key_file", key)?,
+        );
+        let config = tonic::transport::ServerTlsConfig::new().identity(identity);
+        // tonic parses the PEM when the server is built: try it now, so a bad file stops the
+        // start instead of the first connection.
+        tonic::transport::Server::builder()
+            .tls_config(config.clone())
+            .map_err(|err| {
+                format!(
+                    "grpc.tls_cert_file {} / grpc.tls_key_file {}: not a usable certificate and key: {err}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+        Ok(Some(config))
     }
 }
 

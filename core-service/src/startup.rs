@@ -52,6 +52,8 @@ pub struct Application {
     metrics: Option<TcpListener>,
     engine: Arc<Engine>,
     grpc: GrpcLimits,
+    /// gRPC over TLS (`grpc.tls_cert_file`), else plain HTTP/2.
+    tls: Option<tonic::transport::ServerTlsConfig>,
     /// How often readiness re-checks the database (and limiters are pruned).
     db_check: Duration,
 }
@@ -76,6 +78,7 @@ impl Application {
         }
         let db = Db::connect_with(&settings.database.url, settings.database.pool_options()).await?;
         db.migrate().await?;
+        let tls = settings.grpc.tls().map_err(StartupError::Config)?;
         let llm = Llm::new(&settings.llm).map_err(|e| StartupError::Config(e.to_string()))?;
         let verifier = chat_auth::Verifier::new(&settings.auth)
             .map_err(|e| StartupError::Config(e.to_string()))?;
@@ -106,7 +109,7 @@ impl Application {
         );
         // Before any client: what the last run left owed is answered (chat::recovery).
         engine.recover_replies().await?;
-        tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.grpc_addr, source })?, backend = engine.db().backend(), "chat-core ready");
+        tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.grpc_addr, source })?, backend = engine.db().backend(), tls = tls.is_some(), "chat-core ready");
         let grpc = GrpcLimits {
             max_message_bytes: settings.grpc.message_limit(&settings.chat),
             max_concurrent_streams: settings.grpc.max_concurrent_streams,
@@ -118,6 +121,7 @@ impl Application {
             metrics,
             engine,
             grpc,
+            tls,
             db_check: Duration::from_millis(settings.database.check_interval_ms),
         })
     }
@@ -145,6 +149,7 @@ impl Application {
             metrics,
             engine,
             grpc: limits,
+            tls,
             db_check,
         } = self;
         if let Some(listener) = metrics {
@@ -206,7 +211,14 @@ impl Application {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()
             .map_err(|e| StartupError::Config(format!("gRPC reflection: {e}")))?;
-        let served = tonic::transport::Server::builder()
+        let mut server = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            // Checked by `GrpcSettings::tls` at build: the same configuration parses again.
+            server = server
+                .tls_config(tls)
+                .map_err(|e| StartupError::Config(format!("grpc TLS: {e}")))?;
+        }
+        let served = server
             .http2_keepalive_interval(Some(limits.keepalive_interval))
             .http2_keepalive_timeout(Some(limits.keepalive_timeout))
             .max_concurrent_streams(Some(limits.max_concurrent_streams))

@@ -28,14 +28,14 @@ impl EdgeProcess {
     pub fn start_with(core_addr: SocketAddr, env: &[(&str, String)]) -> Self {
         let bin =
             chatctl_path().with_file_name(format!("chat-edge{}", std::env::consts::EXE_SUFFIX));
-        let mut command = Command::new(&bin);
-        command.envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-        let mut child = command
+        let mut child = Command::new(&bin)
             .env("CHAT_EDGE_HTTP_ADDR", "127.0.0.1:0")
             .env("CHAT_EDGE_CORE_URL", format!("http://{core_addr}"))
             .env("CHAT_EDGE_AUTH__SECRET", SECRET)
             .env("CHAT_EDGE_LOG__FORMAT", "json")
             .env("RUST_LOG", "info")
+            // The caller's variables last: they may override the ones above.
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

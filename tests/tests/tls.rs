@@ -1,8 +1,11 @@
-//! TLS at the edge (`[tls]`), with certificates the tests make (rcgen, self-signed for
-//! 127.0.0.1) and clients that trust only the one they expect: `https://` and a chat turn over
+//! TLS, with certificates the tests make (rcgen, self-signed for 127.0.0.1) and clients that
+//! trust only the one they expect. At the edge (`[tls]`): `https://` and a chat turn over
 //! `wss://`; a plain-HTTP client and a silent socket on the TLS port turned away without harm;
 //! the certificate swapped on SIGHUP and on a file change while open sockets carry on; a reload
 //! of a broken file keeping the certificate in use; start-up errors naming the file at fault.
+//! Between edge and core (`grpc.tls_*`, `core_ca_file`): a turn through a core that speaks only
+//! TLS, `chatctl --core-ca`, and an edge that does not trust the core's certificate reporting
+//! not ready.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +14,7 @@ use std::time::Duration;
 
 use chat_edge::{Edge, EdgeSettings};
 use chat_tests::edge_process::EdgeProcess;
-use chat_tests::{SECRET, StackOptions, spawn_stack};
+use chat_tests::{SECRET, StackOptions, chat_with_one_turn, run_chatctl, spawn_stack};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
@@ -336,4 +339,84 @@ async fn unusable_tls_settings_stop_the_start_naming_the_file() {
         );
     }
     assert_eq!(start(Some(&cert_file), Some(&key_file)).await, "started");
+}
+
+#[tokio::test]
+async fn edge_and_core_speak_grpc_over_tls() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (cert, stranger) = (make_cert(), make_cert());
+    let (cert_file, key_file) = install(dir.path(), &cert);
+    let ca_file = cert_file.clone();
+    let stack = spawn_stack(
+        StackOptions::default()
+            .core(move |core| {
+                core.grpc.tls_cert_file = Some(cert_file);
+                core.grpc.tls_key_file = Some(key_file);
+            })
+            .edge(move |edge| {
+                edge.core_url = edge.core_url.replace("http://", "https://");
+                edge.core_ca_file = Some(ca_file);
+            }),
+    )
+    .await;
+    // The stack's edge reaches the core over TLS: a whole turn.
+    let (mut ws, _) = stack.connect("gail").await;
+    let chat = chat_with_one_turn(&mut ws, "hello through gRPC over TLS").await;
+    assert!(!chat.is_empty());
+
+    // chatctl: with the CA it is served; without it, told what to give.
+    let core = format!("https://{}", stack.core_addr);
+    let mut with_ca = stack.chatctl(None);
+    with_ca
+        .env("CHATCTL_CORE", &core)
+        .env("CHATCTL_CORE_CA", dir.path().join("edge.crt"));
+    let health = run_chatctl(with_ca, &["health"], None).await;
+    assert_eq!(health.code, Some(0), "{health:?}");
+    let mut without = stack.chatctl(None);
+    without.env("CHATCTL_CORE", &core);
+    let refused = run_chatctl(without, &["health"], None).await;
+    assert_eq!(refused.code, Some(2), "{refused:?}");
+    assert!(refused.stderr.contains("--core-ca"), "{refused:?}");
+    // Plain HTTP/2 to the TLS port gets nowhere.
+    let plain = run_chatctl(stack.chatctl(None), &["health"], None).await;
+    assert!(
+        plain.code.is_some_and(|c| c != 0) && plain.stderr.contains("health"),
+        "plain gRPC to a TLS core: {plain:?}"
+    );
+
+    // An edge that trusts another certificate never reaches the core: not ready.
+    let stranger_file = dir.path().join("stranger.crt");
+    std::fs::write(&stranger_file, &stranger.pem).expect("write");
+    let wary = EdgeProcess::start_with(
+        stack.core_addr,
+        &[
+            ("CHAT_EDGE_CORE_URL", core.clone()),
+            (
+                "CHAT_EDGE_CORE_CA_FILE",
+                stranger_file.display().to_string(),
+            ),
+        ],
+    );
+    let ready = reqwest::get(format!("http://{}/readyz", wary.addr))
+        .await
+        .expect("readyz answers");
+    assert_eq!(
+        ready.status(),
+        503,
+        "an edge that cannot verify the core is not ready"
+    );
+
+    // An https:// core_url without a CA stops the edge at start, naming the setting.
+    let settings = EdgeSettings {
+        http_addr: "127.0.0.1:0".parse().expect("addr"),
+        core_url: core,
+        auth: chat_auth::AuthSettings::hs256(SECRET),
+        ..EdgeSettings::default()
+    };
+    let error = Edge::build(settings)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(error.contains("core_ca_file"), "{error:?}");
 }

@@ -27,8 +27,14 @@ pub const CONFIG_ENV: &str = "CHAT_EDGE_CONFIG";
 pub struct EdgeSettings {
     /// Where the HTTP/WebSocket server listens.
     pub http_addr: SocketAddr,
-    /// The core's gRPC address.
+    /// The core's gRPC address: `http://` (plain HTTP/2, a private network) or `https://` (the
+    /// core with `grpc.tls_cert_file`; then `core_ca_file` is required).
     pub core_url: String,
+    /// PEM file of the CA (or the self-signed certificate) the core's certificate is checked
+    /// against, for an `https://` `core_url`.
+    pub core_ca_file: Option<PathBuf>,
+    /// The name the core's certificate must carry, when it is not `core_url`'s host.
+    pub core_tls_domain: Option<String>,
     /// HTTP/2 connections to the core; WebSocket streams are spread over them.
     pub core_channels: usize,
     pub auth: AuthSettings,
@@ -195,6 +201,8 @@ impl Default for EdgeSettings {
         Self {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             core_url: "http://127.0.0.1:50051".into(),
+            core_ca_file: None,
+            core_tls_domain: None,
             core_channels: 4,
             auth: AuthSettings::default(),
             limits: EdgeLimits::default(),
@@ -420,7 +428,38 @@ impl EdgeSettings {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(InvalidSetting::new("core_url", rule()));
         }
-        Endpoint::from_shared(url.clone()).map_err(|_| InvalidSetting::new("core_url", rule()))
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|_| InvalidSetting::new("core_url", rule()))?;
+        if !url.starts_with("https://") {
+            InvalidSetting::check(
+                self.core_ca_file.is_none() && self.core_tls_domain.is_none(),
+                "core_ca_file",
+                "and core_tls_domain are for an https:// core_url",
+            )?;
+            return Ok(endpoint);
+        }
+        let Some(ca_file) = &self.core_ca_file else {
+            return Err(InvalidSetting::new(
+                "core_ca_file",
+                format!(
+                    "is needed for the https:// core_url {url:?}: the PEM of the CA that signed the core's certificate"
+                ),
+            ));
+        };
+        let pem = std::fs::read(ca_file).map_err(|err| {
+            InvalidSetting::new(
+                "core_ca_file",
+                format!("{}: cannot be read: {err}", ca_file.display()),
+            )
+        })?;
+        let mut tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem));
+        if let Some(domain) = &self.core_tls_domain {
+            tls = tls.domain_name(domain.clone());
+        }
+        endpoint.tls_config(tls).map_err(|err| {
+            InvalidSetting::new("core_ca_file", format!("{}: {err}", ca_file.display()))
+        })
     }
 }
 
