@@ -8,7 +8,8 @@
 #
 # Needs: the Rust toolchain, the postgresql-15 server package, python3 with venv and pip (for
 # the test peers from PyPI), Node.js with npm (for socket.io-client and playwright-core), and
-# Debian's chromium for the browser tests (installed with apt-get when missing and run as root);
+# Debian's chromium for the browser tests and redis-server for the cluster test (installed with
+# apt-get when missing and run as root);
 # fails loudly, saying what to install, when one is missing.
 # Set CARGO_TARGET_DIR to reuse a build cache.
 set -euo pipefail
@@ -59,6 +60,24 @@ if ! cmp -s tests/socketio/package-lock.json tests/socketio/node_modules/.instal
   fi
   cp tests/socketio/package-lock.json tests/socketio/node_modules/.installed-from-lock
 fi
+
+# Debian's redis-server for the cluster test (tests/tests/cluster.rs: two cores sharing room
+# events through Redis), installed with apt-get when missing and run by the test itself.
+REDIS_SERVER="${REDIS_SERVER:-$(command -v redis-server || true)}"
+if [ -z "$REDIS_SERVER" ] || ! command -v redis-cli >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "scripts/test.sh: installing Debian's redis-server for the cluster test" >&2
+    if ! { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >&2; }; then
+      echo "scripts/test.sh: cannot install redis-server with apt-get (it needs the Debian package index)" >&2
+      exit 1
+    fi
+    REDIS_SERVER="$(command -v redis-server)"
+  else
+    echo "scripts/test.sh: redis-server and redis-cli are needed for the cluster test (Debian: apt-get install redis-server)" >&2
+    exit 1
+  fi
+fi
+export TEST_REDIS_SERVER="$REDIS_SERVER"
 
 # Debian's chromium for the browser tests (tests/tests/browser.rs, tests/browser/run.sh), driven
 # by playwright-core from npm (its own browser download is never used).

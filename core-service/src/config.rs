@@ -61,6 +61,8 @@ pub struct Settings {
     pub notify: NotifySettings,
     /// Uploads: size limit, store, download URLs.
     pub files: crate::files::FileSettings,
+    /// Several cores sharing live room events through Redis; off unless `redis_url` is set.
+    pub cluster: crate::cluster::ClusterSettings,
     /// What loading the environment warned about (seed aliases shadowed by the project's own
     /// variables); logged at start.
     #[serde(skip)]
@@ -87,6 +89,7 @@ impl Default for Settings {
             log: LogSettings::default(),
             notify: NotifySettings::default(),
             files: crate::files::FileSettings::default(),
+            cluster: crate::cluster::ClusterSettings::default(),
             env_warnings: Vec::new(),
         }
     }
@@ -376,6 +379,7 @@ impl Settings {
             .map_err(|e| ConfigError::Llm(e.to_string()))?;
         self.chat.validate()?;
         self.grpc.validate(&self.chat)?;
+        self.cluster.validate()?;
         InvalidSetting::check(
             self.database.max_connections > 0,
             "database.max_connections",

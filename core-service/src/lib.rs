@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod chat;
+pub mod cluster;
 pub mod config;
 pub mod files;
 pub mod grpc;

@@ -56,6 +56,7 @@ pub struct Application {
     tls: Option<tonic::transport::ServerTlsConfig>,
     /// How often readiness re-checks the database (and limiters are pruned).
     db_check: Duration,
+    cluster: crate::cluster::ClusterSettings,
 }
 
 /// The gRPC server's limits, from [`crate::config::GrpcSettings`].
@@ -107,8 +108,22 @@ impl Application {
                 .with_notifier(notifier)
                 .with_files(files),
         );
-        // Before any client: what the last run left owed is answered (chat::recovery).
-        engine.recover_replies().await?;
+        // Before any client: what the last run left owed is answered (chat::recovery), unless
+        // another core is alive: the replies owed may be its own, streaming now.
+        let alone = match crate::cluster::other_cores_alive(&settings.cluster).await {
+            Ok(others) => !others,
+            Err(err) => {
+                tracing::warn!(error = %err, "cluster: cannot ask Redis for other cores; leaving owed replies alone");
+                false
+            }
+        };
+        if alone {
+            engine.recover_replies().await?;
+        } else {
+            tracing::warn!(
+                "cluster: other cores are alive; owed replies are left to them (docs/scale-out.md)"
+            );
+        }
         tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.grpc_addr, source })?, backend = engine.db().backend(), tls = tls.is_some(), "chat-core ready");
         let grpc = GrpcLimits {
             max_message_bytes: settings.grpc.message_limit(&settings.chat),
@@ -123,6 +138,7 @@ impl Application {
             grpc,
             tls,
             db_check: Duration::from_millis(settings.database.check_interval_ms),
+            cluster: settings.cluster.clone(),
         })
     }
 
@@ -151,6 +167,7 @@ impl Application {
             grpc: limits,
             tls,
             db_check,
+            cluster: settings_cluster,
         } = self;
         if let Some(listener) = metrics {
             let router = axum::Router::new().route(
@@ -167,6 +184,10 @@ impl Application {
                 }
             });
         }
+        // Several cores: events cross through Redis from here on (Redis may still be down).
+        engine
+            .link_cluster(&settings_cluster, shutdown.clone())
+            .map_err(StartupError::Config)?;
         let reporter = HealthReporter::new();
         let health_stop = CancellationToken::new();
         let health = HealthServer::new(Readiness {
@@ -309,9 +330,12 @@ async fn housekeeping(
         // upkeep below (which needs it) waits for the next round instead of each part waiting
         // out the pool's timeout.
         let ok = engine.db().ping().await.is_ok();
-        if ok != healthy {
-            healthy = ok;
-            let status = if ok {
+        // With several cores, Redis too: a core that cannot reach it still serves its own
+        // members, but a load balancer should prefer one that reaches everybody.
+        let linked = engine.cluster_healthy();
+        if (ok && linked) != healthy {
+            healthy = ok && linked;
+            let status = if healthy {
                 ServingStatus::Serving
             } else {
                 ServingStatus::NotServing
@@ -319,6 +343,10 @@ async fn housekeeping(
             if !ok {
                 tracing::error!("database unreachable: readiness is NOT_SERVING");
                 engine.notifier().database_unreachable();
+            } else if !linked {
+                tracing::error!(
+                    "Redis unreachable: readiness is NOT_SERVING (local members are still served)"
+                );
             }
             reporter.set_service_status(HEALTH_SERVICE, status).await;
             reporter.set_service_status("", status).await;

@@ -11,6 +11,7 @@ pub mod llmock;
 pub mod log_capture;
 pub mod moto;
 pub mod pg_cluster;
+pub mod redis_server;
 pub mod sms_sink;
 /// The workspace's one fake LLM (crate `chat-fake-llm`), under the name the tests import.
 pub use chat_fake_llm as fake_llm;

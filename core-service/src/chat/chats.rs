@@ -240,8 +240,9 @@ impl Engine {
         let chat = self.chat_named(who, chat_id, "data.chatId").await?;
         let _order = self.seq.lock(&chat.id).await;
         let history = self.history_of(&chat.id, None, JOIN_HISTORY).await?;
+        let seen = history.last_seq;
         conn.push(Outgoing::now(Event::History(history)));
-        if self.rooms.join(&chat.id, &conn.id) {
+        if self.rooms.join_seen(&chat.id, &conn.id, Some(seen)) {
             let online = Outgoing::now(Event::Presence(PresenceChange {
                 user_id: who.user_id.clone(),
                 status: Presence::Online,

@@ -38,7 +38,7 @@ pub struct Engine {
     pub(super) settings: ChatSettings,
     pub(super) verifier: Verifier,
     /// Live connections and who is joined where.
-    pub(super) rooms: Rooms,
+    pub(super) rooms: Arc<Rooms>,
     /// Orders durable events per chat.
     pub(super) seq: Sequencer,
     /// Runs one reply at a time per chat, in order of the messages that asked.
@@ -94,7 +94,7 @@ impl Engine {
             llm,
             settings,
             verifier,
-            rooms: Rooms::default(),
+            rooms: Arc::default(),
             seq: Sequencer::default(),
             reply_order: Sequencer::default(),
             replies: Mutex::new(HashMap::new()),
@@ -161,6 +161,26 @@ impl Engine {
 
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Joins the other cores of `[cluster]` (nothing when it is off): room events cross
+    /// through Redis until `stop`.
+    pub fn link_cluster(
+        &self,
+        settings: &crate::cluster::ClusterSettings,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Result<(), String> {
+        let sink: std::sync::Weak<dyn crate::cluster::Deliver> =
+            Arc::downgrade(&self.rooms) as std::sync::Weak<dyn crate::cluster::Deliver>;
+        if let Some(cluster) = crate::cluster::Cluster::start(settings, sink, stop)? {
+            self.rooms.link(cluster, self.db.clone());
+        }
+        Ok(())
+    }
+
+    /// False while this core is part of a cluster and cannot reach Redis both ways.
+    pub fn cluster_healthy(&self) -> bool {
+        self.rooms.cluster().is_none_or(|c| c.healthy())
     }
 
     /// Verifies the tokens of every call and stream.

@@ -124,6 +124,9 @@ pub enum Event {
         error: ChatError,
         frame_id: Option<String>,
     },
+    /// An event another core delivered to its members of a chat this core's members share
+    /// (`cluster.rs`): already encoded, passed through as is.
+    Remote(Box<chat_proto::pb::chat::server_event::Event>),
 }
 
 /// Durable chat events other than messages: stored with the chat's next `seq`, delivered to

@@ -72,8 +72,9 @@ impl Engine {
                 .history_of(chat_id, None, super::validate::DEFAULT_PAGE)
                 .await?;
             history.reset = true;
+            let seen = history.last_seq;
             conn.push(Outgoing::now(Event::History(history)));
-            self.join_streaming(chat_id, want, conn, Vec::new());
+            self.join_streaming(chat_id, want, conn, Vec::new(), seen);
             return Ok(true);
         }
         loop {
@@ -107,6 +108,7 @@ impl Engine {
                 // Many more arrived meanwhile: another page first.
                 continue;
             }
+            let seen = rest.last().map_or(cursor, storage::Durable::seq);
             let events: Vec<Outgoing> = rest.iter().filter_map(replayed).collect();
             let mut slots = slots;
             for event in events {
@@ -118,7 +120,7 @@ impl Engine {
                     }
                 }
             }
-            self.join_streaming(chat_id, want, conn, slots.collect());
+            self.join_streaming(chat_id, want, conn, slots.collect(), seen);
             return Ok(true);
         }
     }
@@ -132,9 +134,10 @@ impl Engine {
         want: &ResumeChat,
         conn: &Conn,
         slots: Vec<tokio::sync::mpsc::Permit<'_, std::sync::Arc<Outgoing>>>,
+        seen: i64,
     ) {
         let Some(reply) = self.active_reply(chat_id) else {
-            self.rooms.join(chat_id, &conn.id);
+            self.rooms.join_seen(chat_id, &conn.id, Some(seen));
             return;
         };
         let chunks = reply.chunks.lock().unwrap_or_else(|p| p.into_inner());
@@ -160,12 +163,12 @@ impl Engine {
                 }
             }
         }
-        self.rooms.join(chat_id, &conn.id);
+        self.rooms.join_seen(chat_id, &conn.id, Some(seen));
     }
 }
 
 /// A stored event as the client receives it again (`None`: not shown to clients).
-fn replayed(durable: &Durable) -> Option<Outgoing> {
+pub(crate) fn replayed(durable: &Durable) -> Option<Outgoing> {
     match durable {
         Durable::Message(row) => Some(Outgoing::message(row)),
         Durable::Event(row) => Outgoing::replay(row),

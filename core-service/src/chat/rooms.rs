@@ -5,14 +5,22 @@
 //! and unregisters when its stream ends; this registry only holds senders. Delivery never
 //! waits: a connection whose outbox is full is too slow to keep up, so it is cancelled (its
 //! client reconnects and resumes from `seq`) rather than letting memory grow.
+//!
+//! With several cores (`cluster.rs`) every event is also published to the others, and theirs
+//! arrive here too; then each joined connection keeps the last `seq` it was given ([`Track`]):
+//! a durable event it has is dropped, and on a gap its events are held while the missing ones
+//! are read from the database, so every member still sees each chat's durable events once and
+//! in order, whichever core wrote them.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::event::Outgoing;
+use crate::cluster::{Cluster, Deliver, Envelope};
+use crate::storage::{self, Db};
 
 /// The sending half of one connection.
 #[derive(Clone, Debug)]
@@ -58,7 +66,53 @@ struct Inner {
     joined: HashMap<Arc<str>, HashSet<String>>,
     /// user id -> connection ids.
     users: HashMap<Arc<str>, HashSet<Arc<str>>>,
+    /// With a cluster: what each joined connection was given of each chat.
+    tracks: HashMap<(String, Arc<str>), Track>,
 }
+
+/// A joined connection's place in a chat's durable events (with a cluster).
+#[derive(Debug, Default)]
+struct Track {
+    /// The last `seq` it was given; `None` until its first (a join without history).
+    seen: Option<i64>,
+    /// While the events of a gap are read from the database: what arrived meanwhile, in order.
+    filling: Option<Vec<Arc<Outgoing>>>,
+}
+
+/// What to do with one event for one connection.
+enum Admit {
+    Send,
+    Drop,
+    Hold,
+    /// A gap after this `seq`: fill it from the database.
+    Fill(i64),
+}
+
+impl Track {
+    fn admit(&mut self, event: &Arc<Outgoing>) -> Admit {
+        if let Some(queue) = &mut self.filling {
+            queue.push(event.clone());
+            return Admit::Hold;
+        }
+        let Some(seq) = event.seq else {
+            return Admit::Send;
+        };
+        match self.seen {
+            Some(seen) if seq <= seen => Admit::Drop,
+            Some(seen) if seq > seen + 1 => {
+                self.filling = Some(vec![event.clone()]);
+                Admit::Fill(seen)
+            }
+            _ => {
+                self.seen = Some(seq);
+                Admit::Send
+            }
+        }
+    }
+}
+
+/// Events read per round of a gap fill.
+const FILL_PAGE: i64 = 200;
 
 impl Inner {
     /// Publishes the live figures (called after every change, under the lock).
@@ -72,6 +126,14 @@ impl Inner {
 #[derive(Default)]
 pub struct Rooms {
     inner: Mutex<Inner>,
+    cluster: OnceLock<Linked>,
+}
+
+/// The cluster this core is part of, and what gap fills need.
+struct Linked {
+    cluster: Arc<Cluster>,
+    db: Db,
+    me: Weak<Rooms>,
 }
 
 impl Rooms {
@@ -106,6 +168,7 @@ impl Rooms {
             .into_iter()
             .collect();
         for chat in &chats {
+            inner.tracks.remove(&(chat.clone(), conn.id.clone()));
             if let Some(set) = inner.chats.get_mut(chat) {
                 set.remove(conn_id);
                 if set.is_empty() {
@@ -125,8 +188,29 @@ impl Rooms {
         (chats, left)
     }
 
+    /// Links this core to the others (`cluster.rs`); from then on events cross both ways.
+    pub fn link(self: &Arc<Self>, cluster: Arc<Cluster>, db: Db) {
+        let _ = self.cluster.set(Linked {
+            cluster,
+            db,
+            me: Arc::downgrade(self),
+        });
+    }
+
+    /// The cluster, when this core is part of one.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get().map(|l| &l.cluster)
+    }
+
     /// Subscribes a connection to a chat's live events. Returns false if it already was.
     pub fn join(&self, chat_id: &str, conn_id: &str) -> bool {
+        self.join_seen(chat_id, conn_id, None)
+    }
+
+    /// [`Rooms::join`] for a connection that was just given the chat's events up to `seen`
+    /// (a history's `lastSeq`, the end of a resume's replay).
+    pub fn join_seen(&self, chat_id: &str, conn_id: &str, seen: Option<i64>) -> bool {
+        let clustered = self.cluster.get().is_some();
         let mut inner = self.lock();
         let Some(id) = inner.conns.get(conn_id).map(|c| c.id.clone()) else {
             return false;
@@ -136,6 +220,15 @@ impl Rooms {
             .entry(id.clone())
             .or_default()
             .insert(chat_id.to_string());
+        if clustered {
+            let track = inner
+                .tracks
+                .entry((chat_id.to_string(), id.clone()))
+                .or_default();
+            if seen.is_some() && track.filling.is_none() {
+                track.seen = track.seen.max(seen);
+            }
+        }
         inner
             .chats
             .entry(chat_id.to_string())
@@ -149,6 +242,8 @@ impl Rooms {
         if let Some(set) = inner.joined.get_mut(conn_id) {
             set.remove(chat_id);
         }
+        let key: Arc<str> = Arc::from(conn_id);
+        inner.tracks.remove(&(chat_id.to_string(), key));
         let Some(set) = inner.chats.get_mut(chat_id) else {
             return false;
         };
@@ -160,9 +255,16 @@ impl Rooms {
         was
     }
 
-    /// Delivers to every connection joined to the chat, except `skip` (a connection id).
+    /// Delivers to every connection joined to the chat, except `skip` (a connection id); with
+    /// a cluster, to the other cores' members too.
     pub fn broadcast(&self, chat_id: &str, event: Outgoing, skip: Option<&str>) {
         let event = Arc::new(event);
+        if let Some(linked) = self.cluster.get() {
+            let encoded = crate::grpc::convert::server_event(&event);
+            linked.cluster.publish_chat(chat_id, &encoded, skip);
+            self.deliver_tracked(linked, chat_id, event, skip);
+            return;
+        }
         for conn in self.joined_conns(chat_id) {
             if Some(&*conn.id) != skip {
                 conn.push_shared(event.clone());
@@ -170,9 +272,16 @@ impl Rooms {
         }
     }
 
-    /// Delivers to every connection of a user.
+    /// Delivers to every connection of a user (on every core).
     pub fn send_to_user(&self, user_id: &str, event: Outgoing) {
-        let event = Arc::new(event);
+        if let Some(linked) = self.cluster.get() {
+            let encoded = crate::grpc::convert::server_event(&event);
+            linked.cluster.publish_user(user_id, &encoded);
+        }
+        self.send_to_local_user(user_id, Arc::new(event));
+    }
+
+    fn send_to_local_user(&self, user_id: &str, event: Arc<Outgoing>) {
         let conns: Vec<Conn> = {
             let inner = self.lock();
             inner
@@ -235,6 +344,145 @@ impl Rooms {
     pub fn cancel_all(&self) {
         for conn in self.lock().conns.values() {
             conn.kill.cancel();
+        }
+    }
+}
+
+/// Delivery with a cluster: each connection's [`Track`] decides, under the registry's lock so
+/// that events from this core and from the others reach one connection in one order.
+impl Rooms {
+    fn deliver_tracked(
+        &self,
+        linked: &Linked,
+        chat_id: &str,
+        event: Arc<Outgoing>,
+        skip: Option<&str>,
+    ) {
+        let mut fills = Vec::new();
+        {
+            let mut inner = self.lock();
+            let Some(ids) = inner.chats.get(chat_id) else {
+                return;
+            };
+            let ids: Vec<Arc<str>> = ids
+                .iter()
+                .filter(|id| Some(&***id) != skip)
+                .cloned()
+                .collect();
+            for id in ids {
+                let Some(conn) = inner.conns.get(&id).cloned() else {
+                    continue;
+                };
+                let track = inner.tracks.entry((chat_id.to_string(), id)).or_default();
+                match track.admit(&event) {
+                    Admit::Send => {
+                        conn.push_shared(event.clone());
+                    }
+                    Admit::Drop | Admit::Hold => {}
+                    Admit::Fill(from) => fills.push((conn, from)),
+                }
+            }
+        }
+        for (conn, from) in fills {
+            metrics::counter!("chat_core_cluster_gap_fills_total").increment(1);
+            tokio::spawn(fill(
+                linked.me.clone(),
+                linked.db.clone(),
+                chat_id.to_string(),
+                conn,
+                from,
+            ));
+        }
+    }
+
+    /// One round of a gap fill for `conn`: the events read (after `seen`) go out first, then
+    /// what arrived meanwhile. Returns the `seq` to read after next, or `None` when done.
+    fn fill_round(
+        &self,
+        chat_id: &str,
+        conn: &Conn,
+        rows: Vec<storage::Durable>,
+        full_page: bool,
+    ) -> Option<i64> {
+        let mut inner = self.lock();
+        let track = inner
+            .tracks
+            .get_mut(&(chat_id.to_string(), conn.id.clone()))?;
+        let mut seen = track.seen.unwrap_or(0);
+        for row in &rows {
+            if row.seq() > seen {
+                seen = row.seq();
+                if let Some(event) = super::resume::replayed(row) {
+                    conn.push(event);
+                }
+            }
+        }
+        track.seen = Some(seen);
+        if full_page {
+            return Some(seen);
+        }
+        let queue = track.filling.take().unwrap_or_default();
+        let mut rest = queue.into_iter();
+        while let Some(event) = rest.next() {
+            match event.seq {
+                Some(seq) if seq <= seen => {}
+                Some(seq) if seq > seen + 1 => {
+                    // Still a gap (written after the read): hold on and read again.
+                    let mut held = vec![event];
+                    held.extend(rest);
+                    track.seen = Some(seen);
+                    track.filling = Some(held);
+                    return Some(seen);
+                }
+                Some(seq) => {
+                    seen = seq;
+                    conn.push_shared(event);
+                }
+                None => {
+                    conn.push_shared(event);
+                }
+            }
+        }
+        track.seen = Some(seen);
+        None
+    }
+}
+
+/// Reads a connection's missing events from the database until it has caught up with what
+/// arrived meanwhile. A database error drops the connection: its client resumes.
+async fn fill(me: Weak<Rooms>, db: Db, chat_id: String, conn: Conn, mut seen: i64) {
+    loop {
+        let rows = match storage::events_after(&db, &chat_id, seen, FILL_PAGE).await {
+            Ok(rows) => rows,
+            Err(err) => {
+                tracing::warn!(error = %err, chat = %chat_id, "cluster: a gap fill failed; dropping the connection so it resumes");
+                conn.kill.cancel();
+                return;
+            }
+        };
+        let Some(rooms) = me.upgrade() else { return };
+        let full = rows.len() as i64 >= FILL_PAGE;
+        match rooms.fill_round(&chat_id, &conn, rows, full) {
+            Some(next) => seen = next,
+            None => return,
+        }
+    }
+}
+
+impl Deliver for Rooms {
+    fn deliver_remote(&self, envelope: Envelope) {
+        let Some(event) = envelope.outgoing() else {
+            return;
+        };
+        let Some(linked) = self.cluster.get() else {
+            return;
+        };
+        let event = Arc::new(event);
+        if !envelope.chat_id.is_empty() {
+            let skip = (!envelope.skip.is_empty()).then_some(envelope.skip.as_str());
+            self.deliver_tracked(linked, &envelope.chat_id, event, skip);
+        } else if !envelope.user_id.is_empty() {
+            self.send_to_local_user(&envelope.user_id, event);
         }
     }
 }
