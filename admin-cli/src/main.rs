@@ -78,6 +78,9 @@ enum Command {
     /// Uploaded files (`delete ID`).
     #[command(subcommand)]
     Files(commands::files::Command),
+    /// Encryption at rest (`reencrypt`: everything under the current key, after a rotation).
+    #[command(subcommand)]
+    Encryption(commands::encryption::Command),
     /// Ask the core's gRPC health service; exit 0 only when SERVING.
     Health(commands::health::Args),
 }
@@ -99,6 +102,7 @@ async fn main() -> ExitCode {
         Command::Migrate(args) => commands::migrate::run(args).await,
         Command::Sessions(cmd) => commands::sessions::run(cmd, &cx).await,
         Command::Files(cmd) => commands::files::run(cmd, &cx).await,
+        Command::Encryption(cmd) => commands::encryption::run(cmd, &cx).await,
         Command::Watch => commands::watch::run(&cx).await,
         Command::Takeover(args) => commands::takeover::run(args, &cx).await,
         Command::HelpRequests(args) => commands::help_requests::run(args, &cx).await,

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use chat_auth::{AuthConfigError, AuthSettings};
 use chat_proto::limits;
 use chat_runtime::{InvalidSetting, SettingsError, SettingsLoader};
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::llm::LlmSettings;
@@ -63,6 +64,8 @@ pub struct Settings {
     pub files: crate::files::FileSettings,
     /// Several cores sharing live room events through Redis; off unless `redis_url` is set.
     pub cluster: crate::cluster::ClusterSettings,
+    /// Encryption at rest: the keys, from the environment only.
+    pub encryption: EncryptionSettings,
     /// What loading the environment warned about (seed aliases shadowed by the project's own
     /// variables); logged at start.
     #[serde(skip)]
@@ -90,6 +93,7 @@ impl Default for Settings {
             notify: NotifySettings::default(),
             files: crate::files::FileSettings::default(),
             cluster: crate::cluster::ClusterSettings::default(),
+            encryption: EncryptionSettings::default(),
             env_warnings: Vec::new(),
         }
     }
@@ -128,6 +132,30 @@ impl Default for DatabaseSettings {
             acquire_timeout_ms: 10_000,
             busy_timeout_ms: 5_000,
             check_interval_ms: 5_000,
+        }
+    }
+}
+
+/// `[encryption]`: keys for encryption at rest ([`crate::crypto`]). Only from the environment:
+/// `CHAT_ENCRYPTION__KEYS="k2:<base64 of 32 bytes>,k1:<...>"`, the first key current (new
+/// writes), the others kept to read older data until it is re-encrypted. A config file that
+/// sets `encryption.keys` is refused. Unset or empty: nothing is encrypted.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncryptionSettings {
+    pub keys: Option<SecretString>,
+}
+
+impl EncryptionSettings {
+    /// The keys allowed only in the environment.
+    pub const ENV_ONLY_KEYS: &'static [&'static str] = &["encryption.keys"];
+
+    /// The keyring these settings describe. Fails naming what is wrong with the keys (never
+    /// the key bytes).
+    pub fn keyring(&self) -> Result<crate::crypto::Keyring, crate::crypto::CryptoError> {
+        match &self.keys {
+            None => Ok(crate::crypto::Keyring::off()),
+            Some(keys) => crate::crypto::Keyring::parse(keys.expose_secret()),
         }
     }
 }
@@ -352,6 +380,7 @@ impl Settings {
             .verbatim(crate::files::FileSettings::VERBATIM_KEYS)
             .defaults("files", crate::files::FileSettings::default())
             .verbatim(AuthSettings::VERBATIM_KEYS)
+            .env_only(EncryptionSettings::ENV_ONLY_KEYS)
             .defaults("database", DatabaseSettings::default())
             .defaults("chat", ChatSettings::default())
             .defaults("grpc", GrpcSettings::default())
@@ -399,6 +428,13 @@ impl Settings {
         }
         self.log.validate()?;
         self.notify.validate()?;
+        self.encryption.keyring().map_err(|e| {
+            let why = match e {
+                crate::crypto::CryptoError::BadKeys(why) => why,
+                other => other.to_string(),
+            };
+            InvalidSetting::new("encryption.keys", format!("(CHAT_ENCRYPTION__KEYS): {why}"))
+        })?;
         let f = &self.files;
         InvalidSetting::check(f.max_bytes > 0, "files.max_bytes", "must be greater than 0")?;
         InvalidSetting::check(
@@ -647,6 +683,43 @@ mod tests {
             err.contains("edgy"),
             "other unknown CHAT_ keys still fail: {err}"
         );
+    }
+
+    #[test]
+    fn encryption_keys_come_from_the_environment_only() {
+        let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let settings = Settings::load_from(
+            None,
+            env(&[
+                ("CHAT_AUTH__SECRET", "a-secret-of-enough-length-for-hs256"),
+                ("CHAT_ENCRYPTION__KEYS", &format!("k1:{key}")),
+            ]),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(settings.validate().is_ok());
+        let keyring = settings
+            .encryption
+            .keyring()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(keyring.current_id(), Some("k1"));
+        assert!(!format!("{settings:?}").contains(key), "never printed");
+
+        let (_dir, path) = file(&format!("[encryption]\nkeys = \"k1:{key}\"\n"));
+        let err = Settings::load_from(Some(&path), env(&[]))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("CHAT_ENCRYPTION__KEYS"), "{err}");
+        assert!(!err.contains(key), "{err}");
+
+        let mut s = valid();
+        s.encryption.keys = Some(SecretString::from("k1:short"));
+        let err = s
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("encryption.keys"), "{err}");
     }
 
     #[test]

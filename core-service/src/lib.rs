@@ -9,12 +9,14 @@
 //! - [`llm`]: providers behind one trait (OpenAI-compatible, Anthropic, demo), retries.
 //! - [`notify`]: operator alerts (help requests, critical errors) by email and SMS, rate limited.
 //! - [`storage`]: diesel-async on SQLite or PostgreSQL, one query path for both.
+//! - [`crypto`]: encryption at rest (the keyring; sealed text columns and file contents).
 //! - [`types`]: closed vocabularies (roles, statuses, presence) shared by the modules above.
 
 pub mod auth;
 pub mod chat;
 pub mod cluster;
 pub mod config;
+pub mod crypto;
 pub mod files;
 pub mod grpc;
 pub mod llm;

@@ -77,7 +77,15 @@ impl Application {
         for warning in &settings.env_warnings {
             tracing::warn!("{warning}");
         }
-        let db = Db::connect_with(&settings.database.url, settings.database.pool_options()).await?;
+        let keyring = Arc::new(
+            settings
+                .encryption
+                .keyring()
+                .map_err(|e| StartupError::Config(e.to_string()))?,
+        );
+        let db = Db::connect_with(&settings.database.url, settings.database.pool_options())
+            .await?
+            .with_keyring(keyring.clone());
         db.migrate().await?;
         let tls = settings.grpc.tls().map_err(StartupError::Config)?;
         let llm = Llm::new(&settings.llm).map_err(|e| StartupError::Config(e.to_string()))?;
@@ -101,7 +109,8 @@ impl Application {
         let notifier =
             Notifier::start(&settings.notify).map_err(|e| StartupError::Config(e.to_string()))?;
         let files = crate::files::Files::open(&settings.files, settings.auth.hs256_bytes())
-            .map_err(StartupError::Config)?;
+            .map_err(StartupError::Config)?
+            .with_keyring(keyring.clone());
         files.check().await.map_err(StartupError::Config)?;
         let engine = Arc::new(
             Engine::new(db, llm, settings.chat.clone(), verifier)
@@ -123,6 +132,13 @@ impl Application {
             tracing::warn!(
                 "cluster: other cores are alive; owed replies are left to them (docs/scale-out.md)"
             );
+        }
+        match keyring.current_id() {
+            Some(key) => tracing::info!(
+                key,
+                "encryption at rest on: new writes are sealed under this key id"
+            ),
+            None => tracing::info!("encryption at rest off (no CHAT_ENCRYPTION__KEYS)"),
         }
         tracing::info!(addr = %listener.local_addr().map_err(|source| StartupError::Bind { addr: settings.grpc_addr, source })?, backend = engine.db().backend(), tls = tls.is_some(), "chat-core ready");
         let grpc = GrpcLimits {

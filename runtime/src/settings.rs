@@ -29,6 +29,14 @@ pub enum SettingsError {
     /// it was set (the file, or the environment).
     #[error("invalid configuration: {0}")]
     Invalid(Box<figment::Error>),
+    /// The file sets a key that may only come from the environment (an encryption key): a
+    /// file is easily copied, committed or backed up beside the data it protects.
+    #[error("{key} may only be set in the environment ({variable}), never in the config file {}", .file.display())]
+    EnvOnly {
+        key: &'static str,
+        variable: String,
+        file: PathBuf,
+    },
 }
 
 impl SettingsError {
@@ -82,6 +90,7 @@ pub struct SettingsLoader {
     ignored_prefixes: Vec<&'static str>,
     ignored_vars: Vec<&'static str>,
     verbatim: Vec<&'static str>,
+    env_only: Vec<&'static str>,
     aliases: Vec<Alias>,
     defaults: Figment,
 }
@@ -103,6 +112,7 @@ impl SettingsLoader {
             ignored_prefixes: Vec::new(),
             ignored_vars: Vec::new(),
             verbatim: Vec::new(),
+            env_only: Vec::new(),
             aliases: Vec::new(),
             defaults: Figment::new(),
         }
@@ -123,6 +133,14 @@ impl SettingsLoader {
     /// Dotted keys whose variables are taken as written, never parsed as numbers, booleans or
     /// arrays: secrets and phone numbers keep their form (`0123`, `+15550100`).
     pub fn verbatim(mut self, keys: &[&'static str]) -> Self {
+        self.verbatim.extend_from_slice(keys);
+        self
+    }
+
+    /// Dotted keys a file may not set ([`SettingsError::EnvOnly`]); their variables are read
+    /// as written, like [`SettingsLoader::verbatim`] keys.
+    pub fn env_only(mut self, keys: &[&'static str]) -> Self {
+        self.env_only.extend_from_slice(keys);
         self.verbatim.extend_from_slice(keys);
         self
     }
@@ -186,7 +204,15 @@ impl SettingsLoader {
             if !path.exists() {
                 return Err(SettingsError::MissingFile(path.to_path_buf()));
             }
-            figment = figment.merge(Toml::file(path));
+            let file = Figment::from(Toml::file(path));
+            if let Some(key) = self.env_only.iter().copied().find(|key| file.contains(key)) {
+                return Err(SettingsError::EnvOnly {
+                    key,
+                    variable: self.variable_of(key),
+                    file: path.to_path_buf(),
+                });
+            }
+            figment = figment.merge(file);
         }
         let env: Vec<(String, String)> = env.into_iter().collect();
         figment

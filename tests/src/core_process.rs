@@ -17,6 +17,8 @@ pub struct CoreProcess {
     config: PathBuf,
     database_url: String,
     metrics_addr: String,
+    /// Added to the environment of every start ([`CoreProcess::set_env`]).
+    env: Vec<(String, String)>,
     child: Option<Child>,
 }
 
@@ -24,6 +26,16 @@ impl CoreProcess {
     /// Starts `chat-core` (built beside chatctl) on a free port with `config` (TOML, written
     /// into `dir`) and the database at `database_url`, and waits until it logs that it is ready.
     pub fn start(dir: &Path, config: &str, database_url: &str) -> Self {
+        Self::start_with_env(dir, config, database_url, &[])
+    }
+
+    /// Like [`CoreProcess::start`] with `env` added to its environment.
+    pub fn start_with_env(
+        dir: &Path,
+        config: &str,
+        database_url: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let config_path = dir.join("core.toml");
         std::fs::write(&config_path, config).expect("core config");
         let port = crate::free_port();
@@ -33,10 +45,20 @@ impl CoreProcess {
             config: config_path,
             database_url: database_url.to_owned(),
             metrics_addr: format!("127.0.0.1:{}", crate::free_port()),
+            env: Vec::new(),
             child: None,
         };
+        for (name, value) in env {
+            core.set_env(name, value);
+        }
         core.restart();
         core
+    }
+
+    /// Sets (or replaces) a variable for the next [`CoreProcess::restart`].
+    pub fn set_env(&mut self, name: &str, value: &str) {
+        self.env.retain(|(n, _)| n != name);
+        self.env.push((name.to_owned(), value.to_owned()));
     }
 
     /// Starts the process again (after [`CoreProcess::stop`]) on the same address and data.
@@ -54,6 +76,7 @@ impl CoreProcess {
             .env("CHAT_AUTH__SECRET", SECRET)
             .env("CHAT_LOG__FORMAT", "json")
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(n, v)| (n.as_str(), v.as_str())))
             .stdout(Stdio::from(
                 std::fs::OpenOptions::new()
                     .create(true)

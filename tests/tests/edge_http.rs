@@ -268,7 +268,7 @@ async fn every_response_carries_the_security_headers_and_the_pages_a_strict_poli
         .expect("page");
     assert_eq!(page.headers()["content-type"], "text/html; charset=utf-8");
     let html = page.text().await.expect("html");
-    assert!(html.contains(r#"<script src="/chat.js"></script>"#));
+    assert!(html.contains(r#"<script type="module" src="/chat.js"></script>"#));
     assert!(!html.contains("<script>") && !html.contains("<style"));
     for (path, content_type, marker) in [
         (
@@ -292,7 +292,7 @@ async fn every_response_carries_the_security_headers_and_the_pages_a_strict_poli
         (
             "/admin.html",
             "text/html; charset=utf-8",
-            r#"<script src="/admin.js">"#,
+            r#"<script type="module" src="/admin.js">"#,
         ),
         ("/admin.js", "text/javascript; charset=utf-8", "EventSource"),
         ("/pages.json", "application/json", r#""tokenUrl":null"#),

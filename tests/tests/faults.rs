@@ -2,13 +2,13 @@
 //! or a stored failure, and a message that could not be taken is not acknowledged (so the
 //! client's resend succeeds later).
 
-use chat_core::storage::{self, Db};
+use chat_core::storage::{self, Db, Pools};
 use chat_tests::spawn_default;
 use diesel_async::SimpleAsyncConnection;
 
 /// Runs SQL on the stack's SQLite database beside the core (to inject a fault).
 async fn sqlite(db: &Db, sql: &str) {
-    let Db::Sqlite(pool) = db else {
+    let Pools::Sqlite(pool) = db.pools() else {
         panic!("this test injects faults with SQLite triggers");
     };
     let mut conn = pool.get().await.expect("connection");

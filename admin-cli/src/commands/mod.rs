@@ -2,6 +2,7 @@
 //! and the development secret.
 
 pub mod dev;
+pub mod encryption;
 pub mod files;
 pub mod health;
 pub mod help_requests;

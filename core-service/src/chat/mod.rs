@@ -25,6 +25,7 @@ pub mod chats;
 pub mod clock;
 pub mod command;
 pub mod context;
+pub mod encryption;
 pub mod engine;
 pub mod error;
 pub mod event;

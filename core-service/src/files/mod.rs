@@ -2,6 +2,11 @@
 //! by default), recorded in the `files` table, and read back only through signed, expiring
 //! URLs ([`sign`]). Bytes stream through in chunks in both directions; the only buffer is the
 //! first [`content::SNIFF_BYTES`] of an upload, read before anything is stored.
+//!
+//! With encryption at rest on ([`crate::crypto`]), the store holds each file sealed in
+//! segments; uploads are sealed as they stream (one segment buffered), downloads and ranges
+//! fetch the header and then only the segments the range needs, and sizes stay the
+//! plaintext's. Objects stored before a key was configured are served as they are.
 
 pub mod content;
 pub mod scan;
@@ -19,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::chat::engine::new_id;
 use crate::chat::error::ChatError;
+use crate::crypto::{CryptoError, FileOpener, Keyring, MAX_FILE_HEADER};
 use crate::storage::{self, Db, FileRow};
 use sign::UrlSigner;
 
@@ -110,6 +116,19 @@ pub struct Files {
     settings: FileSettings,
     store: Arc<dyn ObjectStore>,
     signer: UrlSigner,
+    /// Seals new uploads and opens sealed objects (off: bytes stored as uploaded).
+    keyring: Arc<Keyring>,
+}
+
+/// What re-encrypting the files did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileCounts {
+    /// Files looked at.
+    pub scanned: u64,
+    /// Files rewritten under the current key.
+    pub rewritten: u64,
+    /// Files that could not be read or opened; left as they were.
+    pub failed: u64,
 }
 
 /// A download: the record, the byte range that follows, and the bytes.
@@ -184,7 +203,44 @@ impl Files {
             settings: settings.clone(),
             store,
             signer,
+            keyring: Arc::new(Keyring::off()),
         })
+    }
+
+    /// The same store with `keyring` sealing new uploads and opening sealed ones.
+    pub fn with_keyring(self, keyring: Arc<Keyring>) -> Self {
+        Self { keyring, ..self }
+    }
+
+    /// An opener for the stored object of `file`, when it is sealed: reads its first bytes.
+    /// `None`: stored as uploaded.
+    async fn opener(&self, file: &FileRow) -> Result<Option<Arc<FileOpener>>, ChatError> {
+        let size = u64::try_from(file.size).unwrap_or(0);
+        if size == 0 {
+            return Ok(None);
+        }
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(0..MAX_FILE_HEADER)),
+            ..GetOptions::default()
+        };
+        let head = self
+            .store
+            .get_opts(&StorePath::from(file.id.as_str()), options)
+            .await
+            .map_err(|err| match err {
+                object_store::Error::NotFound { .. } => {
+                    ChatError::NotFound("File not found".into())
+                }
+                other => store_error(other),
+            })?
+            .bytes()
+            .await
+            .map_err(store_error)?;
+        Ok(self
+            .keyring
+            .file_opener(&file.id, size, &head)
+            .map_err(crypto_error)?
+            .map(Arc::new))
     }
 
     /// Whether the store answers: a write, a read and a delete of a probe object (what
@@ -271,10 +327,20 @@ impl Files {
 
         let id = new_id();
         let path = StorePath::from(id.as_str());
+        let mut sealer = self.keyring.file_sealer(&id);
         let upload = self.store.put_multipart(&path).await.map_err(store_error)?;
         let mut writer = WriteMultipart::new(upload);
         let mut size = head.len() as u64;
-        writer.write(&head);
+        match &mut sealer {
+            Some(sealer) => match sealer.push(&head) {
+                Ok(sealed) => writer.write(&sealed),
+                Err(err) => {
+                    let _ = writer.abort().await;
+                    return Err(crypto_error(err));
+                }
+            },
+            None => writer.write(&head),
+        }
         drop(head);
         let streamed: Result<(), ChatError> = async {
             while let Some(chunk) = data.next().await {
@@ -288,7 +354,18 @@ impl Files {
                     s.feed(&chunk).await?;
                 }
                 writer.wait_for_capacity(2).await.map_err(store_error)?;
-                writer.put(chunk);
+                match &mut sealer {
+                    Some(sealer) => {
+                        let sealed = sealer.push(&chunk).map_err(crypto_error)?;
+                        if !sealed.is_empty() {
+                            writer.put(Bytes::from(sealed));
+                        }
+                    }
+                    None => writer.put(chunk),
+                }
+            }
+            if let Some(sealer) = sealer.take() {
+                writer.write(&sealer.finish().map_err(crypto_error)?);
             }
             Ok(())
         }
@@ -348,7 +425,126 @@ impl Files {
             .get(&StorePath::from(file.id.as_str()))
             .await
             .map_err(store_error)?;
-        result.bytes().await.map_err(store_error)
+        let stored = result.bytes().await.map_err(store_error)?;
+        let size = u64::try_from(file.size).unwrap_or(0);
+        let Some(opener) = self
+            .keyring
+            .file_opener(&file.id, size, &stored)
+            .map_err(crypto_error)?
+        else {
+            return Ok(stored);
+        };
+        let span = opener.span(0, size.saturating_sub(1));
+        let sealed = usize::try_from(span.stored.start)
+            .ok()
+            .zip(usize::try_from(span.stored.end).ok())
+            .and_then(|(start, end)| stored.get(start..end))
+            .ok_or_else(|| crypto_error(CryptoError::Malformed("file cut short")))?;
+        let mut decoder = Arc::new(opener).decoder(span);
+        let plain = decoder.push(sealed).map_err(crypto_error)?;
+        decoder.finish().map_err(crypto_error)?;
+        Ok(Bytes::from(plain))
+    }
+
+    /// Rewrites every stored file that is not sealed under the keyring's current key (plain
+    /// uploads from before a key was set, files under an older key), `batch` records per
+    /// read. Each file is streamed through (one segment in memory) into a new object beside
+    /// it, which then replaces it (`rename`: atomic on the local disk, copy and delete on S3),
+    /// so a download never sees half a file. A no-op when encryption is off. Files that
+    /// cannot be read or opened are counted and logged, and left as they were; running it
+    /// again resumes (files under the current key are skipped).
+    pub async fn reencrypt(&self, db: &Db, batch: i64) -> Result<FileCounts, ChatError> {
+        let mut counts = FileCounts::default();
+        let Some(current) = self.keyring.current_id() else {
+            return Ok(counts);
+        };
+        let mut after = String::new();
+        loop {
+            let page = storage::files_after(db, &after, batch.clamp(1, 10_000)).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            for file in page {
+                counts.scanned += 1;
+                match self.reencrypt_one(db, &file, current).await {
+                    Ok(true) => counts.rewritten += 1,
+                    Ok(false) => {}
+                    // Deleted meanwhile: nothing to do.
+                    Err(ChatError::NotFound(_)) => {}
+                    Err(err) => {
+                        tracing::warn!(file = %file.id, error = %err, "cannot re-encrypt a file");
+                        counts.failed += 1;
+                    }
+                }
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Rewrites one file under `current`; `false` when it already was.
+    async fn reencrypt_one(
+        &self,
+        db: &Db,
+        file: &FileRow,
+        current: &str,
+    ) -> Result<bool, ChatError> {
+        let opener = self.opener(file).await?;
+        if opener.as_ref().is_some_and(|o| o.key_id() == current) {
+            return Ok(false);
+        }
+        let size = u64::try_from(file.size).unwrap_or(0);
+        let path = StorePath::from(file.id.as_str());
+        let stored = self
+            .store
+            .get(&path)
+            .await
+            .map_err(store_error)?
+            .into_stream();
+        let mut plain = match opener {
+            Some(opener) => {
+                let span = opener.span(0, size.saturating_sub(1));
+                // The whole object: its header is skipped by the span's start.
+                let skip = span.stored.start;
+                decrypted(skip_bytes(stored, skip), opener.decoder(span)).boxed()
+            }
+            None => stored.map(|chunk| chunk.map_err(store_error)).boxed(),
+        };
+        let Some(mut sealer) = self.keyring.file_sealer(&file.id) else {
+            return Ok(false);
+        };
+        let fresh = StorePath::from(format!("{}.reencrypt", file.id));
+        let upload = self
+            .store
+            .put_multipart(&fresh)
+            .await
+            .map_err(store_error)?;
+        let mut writer = WriteMultipart::new(upload);
+        let copied: Result<(), ChatError> = async {
+            while let Some(chunk) = plain.next().await {
+                let sealed = sealer.push(&chunk?).map_err(crypto_error)?;
+                writer.wait_for_capacity(2).await.map_err(store_error)?;
+                if !sealed.is_empty() {
+                    writer.put(Bytes::from(sealed));
+                }
+            }
+            writer.write(&sealer.finish().map_err(crypto_error)?);
+            Ok(())
+        }
+        .await;
+        if let Err(err) = copied {
+            let _ = writer.abort().await;
+            return Err(err);
+        }
+        writer.finish().await.map_err(store_error)?;
+        self.store
+            .rename(&fresh, &path)
+            .await
+            .map_err(store_error)?;
+        // Deleted while it was being copied: the rename brought the bytes back.
+        if storage::get_file(db, &file.id).await?.is_none() {
+            let _ = self.store.delete(&path).await;
+        }
+        tracing::info!(file = %file.id, key = current, "file re-encrypted");
+        Ok(true)
     }
 
     /// The bytes of a file for a signed URL, whole or an inclusive range. A bad, expired or
@@ -385,8 +581,22 @@ impl Files {
             }
         };
         let path = StorePath::from(file.id.as_str());
+        let opener = self.opener(&file).await?;
+        let (range, decoder) = match opener {
+            Some(opener) => {
+                let span = opener.span(start, end);
+                (
+                    Some(GetRange::Bounded(span.stored.clone())),
+                    Some(opener.decoder(span)),
+                )
+            }
+            None => (
+                (size > 0).then_some(GetRange::Bounded(start..end + 1)),
+                None,
+            ),
+        };
         let options = GetOptions {
-            range: (size > 0).then_some(GetRange::Bounded(start..end + 1)),
+            range,
             ..GetOptions::default()
         };
         let result = self
@@ -397,10 +607,13 @@ impl Files {
                 object_store::Error::NotFound { .. } => gone(),
                 other => store_error(other),
             })?;
-        let bytes = result
-            .into_stream()
-            .map(|chunk| chunk.map_err(store_error))
-            .boxed();
+        let bytes = match decoder {
+            None => result
+                .into_stream()
+                .map(|chunk| chunk.map_err(store_error))
+                .boxed(),
+            Some(decoder) => decrypted(result.into_stream(), decoder).boxed(),
+        };
         Ok(Download {
             file,
             start,
@@ -409,6 +622,63 @@ impl Files {
             bytes,
         })
     }
+}
+
+/// The plaintext of a sealed object's stored bytes, as they stream in: whole segments are
+/// opened as they complete; a segment that does not authenticate, or a body cut short, ends
+/// the stream with an error.
+fn decrypted(
+    stored: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    decoder: crate::crypto::SegmentDecoder,
+) -> impl Stream<Item = Result<Bytes, ChatError>> + Send + 'static {
+    futures::stream::unfold(
+        (stored, Some(decoder)),
+        |(mut stored, decoder)| async move {
+            let mut decoder = decoder?;
+            loop {
+                match stored.next().await {
+                    Some(Ok(chunk)) => match decoder.push(&chunk) {
+                        Ok(plain) if plain.is_empty() => continue,
+                        Ok(plain) => {
+                            return Some((Ok(Bytes::from(plain)), (stored, Some(decoder))));
+                        }
+                        Err(err) => return Some((Err(crypto_error(err)), (stored, None))),
+                    },
+                    Some(Err(err)) => return Some((Err(store_error(err)), (stored, None))),
+                    None => {
+                        return match decoder.finish() {
+                            Ok(()) => None,
+                            Err(err) => Some((Err(crypto_error(err)), (stored, None))),
+                        };
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// `stored` without its first `skip` bytes.
+fn skip_bytes(
+    stored: futures::stream::BoxStream<'static, object_store::Result<Bytes>>,
+    skip: u64,
+) -> futures::stream::BoxStream<'static, object_store::Result<Bytes>> {
+    stored
+        .scan(skip, |left, chunk| {
+            let out = chunk.map(|mut bytes| {
+                let cut = usize::try_from(*left)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                *left -= cut as u64;
+                bytes.split_off(cut)
+            });
+            std::future::ready(Some(out))
+        })
+        .boxed()
+}
+
+fn crypto_error(err: CryptoError) -> ChatError {
+    tracing::error!(error = %err, "file encryption failed");
+    ChatError::Internal(format!("file encryption: {err}"))
 }
 
 fn store_error(err: object_store::Error) -> ChatError {

@@ -283,6 +283,31 @@ impl AdminService for AdminApi {
             .map_err(convert::status)?;
         Ok(Response::new(pb::DeleteFileResponse {}))
     }
+
+    async fn reencrypt(
+        &self,
+        r: Request<pb::ReencryptRequest>,
+    ) -> Result<Response<pb::ReencryptResponse>, Status> {
+        let who = authenticate_admin(self.engine.verifier(), r.metadata())?;
+        let done = self
+            .engine
+            .reencrypt(&who, i64::from(r.get_ref().batch_size))
+            .await
+            .map_err(convert::status)?;
+        Ok(Response::new(pb::ReencryptResponse {
+            key_id: done.key_id,
+            parts: done
+                .parts
+                .into_iter()
+                .map(|p| pb::ReencryptCount {
+                    part: p.column.to_owned(),
+                    scanned: p.scanned,
+                    rewritten: p.rewritten,
+                    failed: p.failed,
+                })
+                .collect(),
+        }))
+    }
 }
 
 fn session_query(req: pb::ListSessionsRequest) -> Result<SessionQuery, ChatError> {

@@ -66,7 +66,7 @@ pub async fn list_sessions(
     cursor: Option<&SessionCursor>,
     limit: i64,
 ) -> Result<Vec<(ChatRow, SessionMetricsRow)>> {
-    with_conn!(db, |conn| {
+    let rows: Vec<(ChatRow, SessionMetricsRow)> = with_conn!(db, |conn| {
         let mut query = chats::table
             .inner_join(session_metrics::table)
             .select((ChatRow::as_select(), SessionMetricsRow::as_select()))
@@ -142,24 +142,29 @@ pub async fn list_sessions(
                 }
             ),
         }
-        Ok(query
+        query
             .limit(limit)
             .load::<(ChatRow, SessionMetricsRow)>(conn)
-            .await?)
-    })
+            .await?
+    });
+    rows.into_iter()
+        .map(|(chat, metrics)| Ok((db.open_chat(chat)?, metrics)))
+        .collect()
 }
 
 /// One session with its metrics.
 pub async fn session_of(db: &Db, chat_id: &str) -> Result<Option<(ChatRow, SessionMetricsRow)>> {
-    with_conn!(db, |conn| {
-        Ok(chats::table
+    let row: Option<(ChatRow, SessionMetricsRow)> = with_conn!(db, |conn| {
+        chats::table
             .inner_join(session_metrics::table)
             .filter(chats::id.eq(chat_id))
             .select((ChatRow::as_select(), SessionMetricsRow::as_select()))
             .first(conn)
             .await
-            .optional()?)
-    })
+            .optional()?
+    });
+    row.map(|(chat, metrics)| Ok((db.open_chat(chat)?, metrics)))
+        .transpose()
 }
 
 /// Display names of the given users (unknown ids are absent).
@@ -212,9 +217,9 @@ pub async fn usage_report(
 ) -> Result<Vec<UsageTotals>> {
     // The one backend difference is how a timestamp becomes a day and how parameters are
     // written; diesel's query builder has no portable `date()`, so this one query is SQL.
-    let (day, p1, p2) = match db {
-        Db::Pg(_) => ("to_char(created_at, 'YYYY-MM-DD')", "$1", "$2"),
-        Db::Sqlite(_) => ("substr(created_at, 1, 10)", "?", "?"),
+    let (day, p1, p2) = match db.pools() {
+        super::Pools::Pg(_) => ("to_char(created_at, 'YYYY-MM-DD')", "$1", "$2"),
+        super::Pools::Sqlite(_) => ("substr(created_at, 1, 10)", "?", "?"),
     };
     let key = match group {
         UsageGroup::User => "user_id",

@@ -36,28 +36,31 @@ pub struct NewChat<'a> {
 
 /// The chat `owner_id` named `client_key` when creating it, if any.
 pub async fn find_keyed_chat(db: &Db, owner_id: &str, client_key: &str) -> Result<Option<ChatRow>> {
-    with_conn!(db, |conn| {
-        Ok(chat_keys::table
+    let found: Option<ChatRow> = with_conn!(db, |conn| {
+        chat_keys::table
             .inner_join(chats::table)
             .filter(chat_keys::owner_id.eq(owner_id))
             .filter(chat_keys::client_key.eq(client_key))
             .select(ChatRow::as_select())
             .first(conn)
             .await
-            .optional()?)
-    })
+            .optional()?
+    });
+    db.open_chat_opt(found)
 }
 
 /// Creates an active chat and makes its owner a member (role `owner`), in one transaction.
 /// Fails with [`StorageError::Query`] (unique violation) if the id is taken.
 pub async fn create_chat(db: &Db, new: NewChat<'_>) -> Result<ChatRow> {
+    let title = db.seal(super::sealed::CHAT_TITLE, new.id, new.title)?;
+    let title = title.as_str();
     let new = &new;
-    with_tx!(db, StorageError, |conn| {
+    let mut chat: ChatRow = with_tx!(db, StorageError, |conn| {
         let chat = diesel::insert_into(chats::table)
             .values((
                 chats::id.eq(new.id),
                 chats::owner_id.eq(new.owner_id),
-                chats::title.eq(new.title),
+                chats::title.eq(title),
                 chats::agent_id.eq(new.agent_id),
                 chats::model.eq(new.model),
                 chats::status.eq(ChatStatus::Active.as_str()),
@@ -93,18 +96,21 @@ pub async fn create_chat(db: &Db, new: NewChat<'_>) -> Result<ChatRow> {
                 .await?;
         }
         Ok(chat)
-    })
+    })?;
+    new.title.clone_into(&mut chat.title);
+    Ok(chat)
 }
 
 pub async fn get_chat(db: &Db, id: &str) -> Result<Option<ChatRow>> {
-    with_conn!(db, |conn| {
-        Ok(chats::table
+    let found: Option<ChatRow> = with_conn!(db, |conn| {
+        chats::table
             .find(id)
             .select(ChatRow::as_select())
             .first(conn)
             .await
-            .optional()?)
-    })
+            .optional()?
+    });
+    db.open_chat_opt(found)
 }
 
 pub async fn is_member(db: &Db, chat_id: &str, user_id: &str) -> Result<bool> {
@@ -166,16 +172,17 @@ pub async fn member_ids(db: &Db, chat_id: &str) -> Result<Vec<String>> {
 /// Chats the user is a member of (owned or joined), most recently active first, at most
 /// `limit`.
 pub async fn list_user_chats(db: &Db, user_id: &str, limit: i64) -> Result<Vec<ChatRow>> {
-    with_conn!(db, |conn| {
-        Ok(chats::table
+    let found: Vec<ChatRow> = with_conn!(db, |conn| {
+        chats::table
             .inner_join(chat_members::table)
             .filter(chat_members::user_id.eq(user_id))
             .order((chats::last_activity_at.desc(), chats::id.desc()))
             .limit(limit.max(0))
             .select(ChatRow::as_select())
             .load(conn)
-            .await?)
-    })
+            .await?
+    });
+    db.open_chats(found)
 }
 
 /// The id of the most recently active chat the user owns that has not ended, if any.
@@ -194,6 +201,8 @@ pub async fn latest_active_chat(db: &Db, user_id: &str) -> Result<Option<String>
 
 /// Fails with [`StorageError::NotFound`] if the chat does not exist.
 pub async fn set_title(db: &Db, id: &str, title: &str) -> Result<()> {
+    let title = db.seal(super::sealed::CHAT_TITLE, id, title)?;
+    let title = title.as_str();
     let rows = with_conn!(db, |conn| {
         diesel::update(chats::table.find(id))
             .set(chats::title.eq(title))
@@ -289,29 +298,31 @@ pub async fn set_spoken_replies(db: &Db, chat_id: &str, spoken: bool) -> Result<
 
 /// Active chats with no activity since `before` (candidates for the idle timeout).
 pub async fn idle_chats(db: &Db, before: NaiveDateTime, limit: i64) -> Result<Vec<ChatRow>> {
-    with_conn!(db, |conn| {
-        Ok(chats::table
+    let found: Vec<ChatRow> = with_conn!(db, |conn| {
+        chats::table
             .filter(chats::status.eq(ChatStatus::Active.as_str()))
             .filter(chats::last_activity_at.lt(before))
             .order(chats::last_activity_at.asc())
             .limit(limit)
             .select(ChatRow::as_select())
             .load(conn)
-            .await?)
-    })
+            .await?
+    });
+    db.open_chats(found)
 }
 
 /// The owner's active chats other than `except`.
 pub async fn other_active_chats(db: &Db, owner_id: &str, except: &str) -> Result<Vec<ChatRow>> {
-    with_conn!(db, |conn| {
-        Ok(chats::table
+    let found: Vec<ChatRow> = with_conn!(db, |conn| {
+        chats::table
             .filter(chats::owner_id.eq(owner_id))
             .filter(chats::status.eq(ChatStatus::Active.as_str()))
             .filter(chats::id.ne(except))
             .select(ChatRow::as_select())
             .load(conn)
-            .await?)
-    })
+            .await?
+    });
+    db.open_chats(found)
 }
 
 /// Sets or clears the chat's "a human is needed" flag. Returns whether it changed.
@@ -419,14 +430,15 @@ pub async fn release_operator(
 
 /// Chats whose operator lease ran out before `now` (the operator vanished).
 pub async fn expired_operator_leases(db: &Db, now: NaiveDateTime) -> Result<Vec<ChatRow>> {
-    with_conn!(db, |conn| {
-        Ok(chats::table
+    let found: Vec<ChatRow> = with_conn!(db, |conn| {
+        chats::table
             .filter(chats::operator_id.is_not_null())
             .filter(chats::operator_lease_until.lt(now))
             .select(ChatRow::as_select())
             .load(conn)
-            .await?)
-    })
+            .await?
+    });
+    db.open_chats(found)
 }
 
 diesel::define_sql_function! {

@@ -66,12 +66,20 @@ pub async fn append_event(
             .execute(conn)
             .await?;
         let seq = next_seq - 1;
+        // Sealed here, once the seq (part of its associated data) is known.
+        let payload = match db
+            .keyring()
+            .seal_bytes(&Db::event_aad(chat_id, seq), payload)
+        {
+            Ok(payload) => payload,
+            Err(err) => return Err(TxError::Crypto(err)),
+        };
         diesel::insert_into(chat_events::table)
             .values((
                 chat_events::chat_id.eq(chat_id),
                 chat_events::seq.eq(seq),
                 chat_events::kind.eq(kind),
-                chat_events::payload.eq(payload),
+                chat_events::payload.eq(&payload),
                 chat_events::created_at.eq(now),
             ))
             .execute(conn)
@@ -82,6 +90,7 @@ pub async fn append_event(
         Ok(seq) => Ok(seq),
         Err(TxError::ChatMissing) => Err(StorageError::NotFound),
         Err(TxError::Query(err)) => Err(err.into()),
+        Err(TxError::Crypto(err)) => Err(err.into()),
     }
 }
 
@@ -144,9 +153,22 @@ pub async fn events_after(
             (None, None) => break,
         };
         let next = if take_message {
-            message_rows.next().map(Durable::Message)
+            message_rows
+                .next()
+                .map(|row| db.open_message(row))
+                .transpose()?
+                .map(Durable::Message)
         } else {
-            event_rows.next().map(Durable::Event)
+            event_rows
+                .next()
+                .map(|mut row| {
+                    row.payload = db
+                        .keyring()
+                        .open_bytes(&Db::event_aad(&row.chat_id, row.seq), &row.payload)?;
+                    Ok::<_, StorageError>(row)
+                })
+                .transpose()?
+                .map(Durable::Event)
         };
         merged.extend(next);
     }

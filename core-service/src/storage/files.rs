@@ -56,3 +56,17 @@ pub async fn get_files(db: &Db, ids: &[String]) -> Result<Vec<FileRow>> {
             .await?)
     })
 }
+
+/// Up to `limit` file records with ids after `after`, in id order (paging through every
+/// file, for re-encryption).
+pub async fn files_after(db: &Db, after: &str, limit: i64) -> Result<Vec<FileRow>> {
+    with_conn!(db, |conn| {
+        Ok(files::table
+            .filter(files::id.gt(after))
+            .order(files::id.asc())
+            .limit(limit)
+            .select(FileRow::as_select())
+            .load(conn)
+            .await?)
+    })
+}

@@ -20,19 +20,24 @@ pub struct NewHelpRequest<'a> {
 }
 
 pub async fn insert_help_request(db: &Db, new: NewHelpRequest<'_>) -> Result<HelpRequestRow> {
-    with_conn!(db, |conn| {
-        Ok(diesel::insert_into(help_requests::table)
+    let reason = new
+        .reason
+        .map(|reason| db.seal(super::sealed::HELP_REASON, new.id, reason))
+        .transpose()?;
+    let row: HelpRequestRow = with_conn!(db, |conn| {
+        diesel::insert_into(help_requests::table)
             .values((
                 help_requests::id.eq(new.id),
                 help_requests::chat_id.eq(new.chat_id),
                 help_requests::user_id.eq(new.user_id),
-                help_requests::reason.eq(new.reason),
+                help_requests::reason.eq(reason.as_deref()),
                 help_requests::created_at.eq(new.now),
             ))
             .returning(HelpRequestRow::as_returning())
             .get_result(conn)
-            .await?)
-    })
+            .await?
+    });
+    db.open_help(row)
 }
 
 /// The queue: open requests oldest first, then (when asked) resolved ones newest first.
@@ -41,7 +46,7 @@ pub async fn list_help_requests(
     include_resolved: bool,
     limit: i64,
 ) -> Result<Vec<HelpRequestRow>> {
-    with_conn!(db, |conn| {
+    let rows: Vec<HelpRequestRow> = with_conn!(db, |conn| {
         let mut rows: Vec<HelpRequestRow> = help_requests::table
             .filter(help_requests::resolved_at.is_null())
             .order((help_requests::created_at.asc(), help_requests::id.asc()))
@@ -60,20 +65,22 @@ pub async fn list_help_requests(
                 .await?;
             rows.extend(resolved);
         }
-        Ok(rows)
-    })
+        rows
+    });
+    rows.into_iter().map(|row| db.open_help(row)).collect()
 }
 
 /// A chat's requests, oldest first.
 pub async fn help_requests_of_chat(db: &Db, chat_id: &str) -> Result<Vec<HelpRequestRow>> {
-    with_conn!(db, |conn| {
-        Ok(help_requests::table
+    let rows: Vec<HelpRequestRow> = with_conn!(db, |conn| {
+        help_requests::table
             .filter(help_requests::chat_id.eq(chat_id))
             .order((help_requests::created_at.asc(), help_requests::id.asc()))
             .select(HelpRequestRow::as_select())
             .load(conn)
-            .await?)
-    })
+            .await?
+    });
+    rows.into_iter().map(|row| db.open_help(row)).collect()
 }
 
 /// Resolves an open request. `Ok(None)` when it does not exist or was already resolved (tell
@@ -84,8 +91,8 @@ pub async fn resolve_help_request(
     by: &str,
     now: NaiveDateTime,
 ) -> Result<Option<HelpRequestRow>> {
-    with_conn!(db, |conn| {
-        Ok(diesel::update(
+    let row: Option<HelpRequestRow> = with_conn!(db, |conn| {
+        diesel::update(
             help_requests::table
                 .find(id)
                 .filter(help_requests::resolved_at.is_null()),
@@ -97,8 +104,9 @@ pub async fn resolve_help_request(
         .returning(HelpRequestRow::as_returning())
         .get_result(conn)
         .await
-        .optional()?)
-    })
+        .optional()?
+    });
+    row.map(|row| db.open_help(row)).transpose()
 }
 
 /// Resolves every open request of a chat (an operator took it over). Returns how many.
@@ -125,12 +133,13 @@ pub async fn resolve_open_help_requests(
 
 /// One request by id.
 pub async fn get_help_request(db: &Db, id: &str) -> Result<Option<HelpRequestRow>> {
-    with_conn!(db, |conn| {
-        Ok(help_requests::table
+    let row: Option<HelpRequestRow> = with_conn!(db, |conn| {
+        help_requests::table
             .find(id)
             .select(HelpRequestRow::as_select())
             .first(conn)
             .await
-            .optional()?)
-    })
+            .optional()?
+    });
+    row.map(|row| db.open_help(row)).transpose()
 }

@@ -89,6 +89,8 @@ pub async fn insert_message(db: &Db, new: NewMessage<'_>) -> Result<Inserted> {
         return Ok(Inserted::Duplicate(row));
     }
 
+    let content = db.seal(super::sealed::MESSAGE_CONTENT, new.id, new.content)?;
+    let content = content.as_str();
     let new = &new;
     let outcome = with_tx!(db, TxError, |conn| {
         let counter: Option<(i64, i64, NaiveDateTime, Option<NaiveDateTime>)> =
@@ -153,7 +155,7 @@ pub async fn insert_message(db: &Db, new: NewMessage<'_>) -> Result<Inserted> {
                 messages::sender_id.eq(new.sender_id),
                 messages::role.eq(new.role.as_str()),
                 messages::agent_id.eq(new.agent_id),
-                messages::content.eq(new.content),
+                messages::content.eq(content),
                 messages::status.eq(new.status.as_str()),
                 messages::client_message_id.eq(new.client_message_id),
                 messages::attachments.eq(new.attachments_json),
@@ -198,8 +200,12 @@ pub async fn insert_message(db: &Db, new: NewMessage<'_>) -> Result<Inserted> {
     });
 
     match outcome {
-        Ok(row) => Ok(Inserted::New(row)),
+        Ok(mut row) => {
+            new.content.clone_into(&mut row.content);
+            Ok(Inserted::New(row))
+        }
         Err(TxError::ChatMissing) => Err(StorageError::NotFound),
+        Err(TxError::Crypto(err)) => Err(err.into()),
         Err(TxError::Query(err)) => {
             // Lost the race against a concurrent send with the same client id. A unique
             // violation on the message id itself (a caller bug) finds no row here and is
@@ -221,26 +227,28 @@ pub async fn find_by_client_id(
     sender_id: &str,
     client_id: &str,
 ) -> Result<Option<MessageRow>> {
-    with_conn!(db, |conn| {
-        Ok(messages::table
+    let row: Option<MessageRow> = with_conn!(db, |conn| {
+        messages::table
             .filter(messages::sender_id.eq(sender_id))
             .filter(messages::client_message_id.eq(client_id))
             .select(MessageRow::as_select())
             .first(conn)
             .await
-            .optional()?)
-    })
+            .optional()?
+    });
+    row.map(|row| db.open_message(row)).transpose()
 }
 
 pub async fn get_message(db: &Db, id: &str) -> Result<Option<MessageRow>> {
-    with_conn!(db, |conn| {
-        Ok(messages::table
+    let row: Option<MessageRow> = with_conn!(db, |conn| {
+        messages::table
             .find(id)
             .select(MessageRow::as_select())
             .first(conn)
             .await
-            .optional()?)
-    })
+            .optional()?
+    });
+    row.map(|row| db.open_message(row)).transpose()
 }
 
 /// A page of the chat's messages for scrolling back: the newest `limit` messages with
@@ -268,6 +276,10 @@ pub async fn history(
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
     rows.reverse();
+    let rows = rows
+        .into_iter()
+        .map(|row| db.open_message(row))
+        .collect::<Result<Vec<_>>>()?;
     Ok((rows, has_more))
 }
 

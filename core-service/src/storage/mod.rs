@@ -21,13 +21,13 @@
 /// enclosing function must return [`Result`].
 macro_rules! with_conn {
     ($db:expr, |$c:ident| $body:expr) => {
-        match $db {
-            $crate::storage::Db::Pg(pool) => {
+        match &$db.pools {
+            $crate::storage::Pools::Pg(pool) => {
                 let mut guard = pool.get().await?;
                 let $c: &mut ::diesel_async::AsyncPgConnection = &mut guard;
                 $body
             }
-            $crate::storage::Db::Sqlite(pool) => {
+            $crate::storage::Pools::Sqlite(pool) => {
                 let mut guard = pool.get().await?;
                 let $c: &mut $crate::storage::SqliteConn = &mut guard;
                 $body
@@ -47,8 +47,8 @@ macro_rules! with_conn {
 /// row serialises writers of one chat).
 macro_rules! with_tx {
     ($db:expr, $err:ty, |$c:ident| $body:expr) => {
-        match $db {
-            $crate::storage::Db::Pg(pool) => {
+        match &$db.pools {
+            $crate::storage::Pools::Pg(pool) => {
                 let mut guard = pool.get().await?;
                 let conn: &mut ::diesel_async::AsyncPgConnection = &mut guard;
                 ::diesel_async::AsyncConnection::transaction::<_, $err, _>(
@@ -57,7 +57,7 @@ macro_rules! with_tx {
                 )
                 .await
             }
-            $crate::storage::Db::Sqlite(pool) => {
+            $crate::storage::Pools::Sqlite(pool) => {
                 let mut guard = pool.get().await?;
                 let conn: &mut $crate::storage::SqliteConn = &mut guard;
                 conn.immediate_transaction::<_, $err, _>(
@@ -74,6 +74,7 @@ macro_rules! with_tx {
 enum TxError {
     ChatMissing,
     Query(diesel::result::Error),
+    Crypto(crate::crypto::CryptoError),
 }
 
 impl From<diesel::result::Error> for TxError {
@@ -92,6 +93,7 @@ pub mod help;
 pub mod messages;
 pub mod models;
 pub mod pending;
+pub mod reencrypt;
 pub mod schema;
 pub mod usage;
 pub mod users;
@@ -100,6 +102,7 @@ pub mod users;
 mod tests;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::SqliteConnection;
@@ -110,6 +113,8 @@ use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
 use futures::FutureExt as _;
+
+use crate::crypto::{CryptoError, Keyring};
 
 // The flat API callers use (`storage::insert_message`); the modules group it by table.
 pub use admin::{
@@ -126,7 +131,7 @@ pub use chats::{
 };
 pub use deletion::{chats_inactive_since, delete_chat, delete_file, delete_unattached_files};
 pub use events::{Durable, append_event, events_after, record_receipts};
-pub use files::{NewFile, get_file, get_files, insert_file};
+pub use files::{NewFile, files_after, get_file, get_files, insert_file};
 pub use help::{
     NewHelpRequest, get_help_request, help_requests_of_chat, insert_help_request,
     list_help_requests, resolve_help_request, resolve_open_help_requests,
@@ -140,10 +145,68 @@ pub use models::{
     SessionMetricsRow, UsageRow, UserRow,
 };
 pub use pending::{checkpoint_reply, forget_pending_reply, pending_replies};
+pub use reencrypt::{ColumnCounts, reencrypt_columns};
 pub use usage::{NewUsage, insert_usage, usage_for_message};
 pub use users::{
     UserContextRow, get_user, get_user_context, set_online, set_user_context, upsert_user,
 };
+
+/// The encrypted columns, by the name their associated data carries (with the row's id, so
+/// a ciphertext copied to another row or column does not open). Everything else is clear:
+/// ids, names, titles, timestamps, counts, file names and types, metadata.
+pub(crate) mod sealed {
+    pub const MESSAGE_CONTENT: &str = "messages.content";
+    pub const PENDING_PARTIAL: &str = "pending_replies.partial";
+    pub const CONTEXT_DOCUMENT: &str = "user_contexts.document";
+    pub const HELP_REASON: &str = "help_requests.reason";
+    /// Titles are made from the first message's first line unless a client names the chat.
+    pub const CHAT_TITLE: &str = "chats.title";
+    /// Durable events carry titles (and may carry text): the whole JSON payload is sealed,
+    /// its associated data naming the chat and the seq.
+    pub const EVENT_PAYLOAD: &str = "chat_events.payload";
+}
+
+impl Db {
+    /// The stored form of `plain` in `column` of the row `id` (sealed when keys are set).
+    pub(crate) fn seal(&self, column: &str, id: &str, plain: &str) -> Result<String> {
+        Ok(self.keyring.seal_text(&format!("{column}:{id}"), plain)?)
+    }
+
+    /// The plaintext of a stored value of `column` in the row `id`.
+    pub(crate) fn open(&self, column: &str, id: &str, stored: &str) -> Result<String> {
+        Ok(self.keyring.open_text(&format!("{column}:{id}"), stored)?)
+    }
+
+    pub(crate) fn open_message(&self, mut row: MessageRow) -> Result<MessageRow> {
+        row.content = self.open(sealed::MESSAGE_CONTENT, &row.id, &row.content)?;
+        Ok(row)
+    }
+
+    pub(crate) fn open_chat(&self, mut row: ChatRow) -> Result<ChatRow> {
+        row.title = self.open(sealed::CHAT_TITLE, &row.id, &row.title)?;
+        Ok(row)
+    }
+
+    pub(crate) fn open_chat_opt(&self, row: Option<ChatRow>) -> Result<Option<ChatRow>> {
+        row.map(|row| self.open_chat(row)).transpose()
+    }
+
+    pub(crate) fn open_chats(&self, rows: Vec<ChatRow>) -> Result<Vec<ChatRow>> {
+        rows.into_iter().map(|row| self.open_chat(row)).collect()
+    }
+
+    /// The associated data of a stored event's payload.
+    pub(crate) fn event_aad(chat_id: &str, seq: i64) -> String {
+        format!("{}:{chat_id}:{seq}", sealed::EVENT_PAYLOAD)
+    }
+
+    pub(crate) fn open_help(&self, mut row: HelpRequestRow) -> Result<HelpRequestRow> {
+        if let Some(reason) = &row.reason {
+            row.reason = Some(self.open(sealed::HELP_REASON, &row.id, reason)?);
+        }
+        Ok(row)
+    }
+}
 
 /// Milliseconds from `from` to `to`, never negative (clocks may step back).
 pub(crate) fn duration_ms(from: chrono::NaiveDateTime, to: chrono::NaiveDateTime) -> i64 {
@@ -220,6 +283,10 @@ pub enum StorageError {
     /// The row the operation needs (a chat, a user) does not exist.
     #[error("not found")]
     NotFound,
+    /// An encrypted column could not be sealed or opened (a key missing from the keyring, a
+    /// row that does not authenticate).
+    #[error("encrypted column: {0}")]
+    Crypto(#[from] CryptoError),
 }
 
 impl StorageError {
@@ -254,23 +321,33 @@ impl StorageError {
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
-/// A pool of connections to the configured backend. Cheap to clone (the pools are shared).
+/// A pool of connections to the configured backend, and the keyring that seals the text
+/// columns holding what users wrote ([`crate::crypto`]; off unless keys are configured).
+/// Cheap to clone (the pools and the keyring are shared).
 #[derive(Clone)]
-pub enum Db {
+pub struct Db {
+    pools: Pools,
+    keyring: Arc<Keyring>,
+}
+
+/// The pool of whichever backend the URL named.
+#[derive(Clone)]
+pub enum Pools {
     Pg(Pool<AsyncPgConnection>),
     Sqlite(Pool<SqliteConn>),
 }
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let state = match self {
-            Db::Pg(pool) => pool.state(),
-            Db::Sqlite(pool) => pool.state(),
+        let state = match &self.pools {
+            Pools::Pg(pool) => pool.state(),
+            Pools::Sqlite(pool) => pool.state(),
         };
         f.debug_struct("Db")
             .field("backend", &self.backend())
             .field("connections", &state.connections)
             .field("idle", &state.idle_connections)
+            .field("keyring", &self.keyring)
             .finish()
     }
 }
@@ -322,6 +399,28 @@ fn parse_url(url: &str) -> Result<Target> {
 }
 
 impl Db {
+    fn new(pools: Pools) -> Self {
+        Self {
+            pools,
+            keyring: Arc::new(Keyring::off()),
+        }
+    }
+
+    /// The same pools with `keyring` sealing and opening the encrypted columns.
+    pub fn with_keyring(self, keyring: Arc<Keyring>) -> Self {
+        Self { keyring, ..self }
+    }
+
+    /// The keyring of the encrypted columns.
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
+    }
+
+    /// The backend's pool (tests reach past the query functions with it).
+    pub fn pools(&self) -> &Pools {
+        &self.pools
+    }
+
     /// Opens a pool of up to `max_connections` connections and checks that one connection
     /// works.
     ///
@@ -353,7 +452,7 @@ impl Db {
                 // would only report a timeout), then hand it to the pool.
                 let conn = pool.dedicated_connection().await?;
                 let _ = pool.add(conn);
-                Ok(Db::Pg(pool))
+                Ok(Db::new(Pools::Pg(pool)))
             }
             Target::SqliteFile(path) => {
                 if let Some(parent) = Path::new(&path).parent()
@@ -388,7 +487,7 @@ impl Db {
                 // before concurrent callers open more.
                 let conn = pool.dedicated_connection().await?;
                 let _ = pool.add(conn);
-                Ok(Db::Sqlite(pool))
+                Ok(Db::new(Pools::Sqlite(pool)))
             }
         }
     }
@@ -400,8 +499,8 @@ impl Db {
     /// blocking pool (this works on both tokio runtime flavours, unlike
     /// `AsyncMigrationHarness`, which needs a multi-thread runtime).
     pub async fn migrate(&self) -> Result<()> {
-        let outcome = match self {
-            Db::Pg(pool) => {
+        let outcome = match &self.pools {
+            Pools::Pg(pool) => {
                 let conn = pool.dedicated_connection().await?;
                 tokio::task::spawn_blocking(move || {
                     let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::from(conn);
@@ -409,7 +508,7 @@ impl Db {
                 })
                 .await
             }
-            Db::Sqlite(pool) => {
+            Pools::Sqlite(pool) => {
                 let conn = pool.dedicated_connection().await?;
                 tokio::task::spawn_blocking(move || {
                     let mut conn = AsyncConnectionWrapper::<SqliteConn>::from(conn);
@@ -429,12 +528,12 @@ impl Db {
     /// Whether the database answers, and takes writes: on SQLite a read succeeds beside
     /// another writer's lock (WAL), so the check takes the write lock and lets it go.
     pub async fn ping(&self) -> Result<()> {
-        match self {
-            Db::Pg(_) => with_conn!(self, |conn| {
+        match &self.pools {
+            Pools::Pg(_) => with_conn!(self, |conn| {
                 diesel::sql_query("SELECT 1").execute(conn).await?;
                 Ok(())
             }),
-            Db::Sqlite(_) => with_conn!(self, |conn| {
+            Pools::Sqlite(_) => with_conn!(self, |conn| {
                 conn.batch_execute("BEGIN IMMEDIATE; ROLLBACK;").await?;
                 Ok(())
             }),
@@ -443,9 +542,9 @@ impl Db {
 
     /// `"sqlite"` or `"postgres"`, for logs and metrics labels.
     pub fn backend(&self) -> &'static str {
-        match self {
-            Db::Pg(_) => "postgres",
-            Db::Sqlite(_) => "sqlite",
+        match &self.pools {
+            Pools::Pg(_) => "postgres",
+            Pools::Sqlite(_) => "sqlite",
         }
     }
 }

@@ -23,6 +23,8 @@ pub async fn checkpoint_reply(
     partial: &str,
     now: NaiveDateTime,
 ) -> Result<()> {
+    let partial = db.seal(super::sealed::PENDING_PARTIAL, trigger_id, partial)?;
+    let partial = partial.as_str();
     with_conn!(db, |conn| {
         diesel::update(pending_replies::table.find(trigger_id))
             .set((
@@ -50,14 +52,24 @@ pub async fn forget_pending_reply(db: &Db, trigger_id: &str) -> Result<()> {
 
 /// Every reply owed, oldest first.
 pub async fn pending_replies(db: &Db) -> Result<Vec<PendingReplyRow>> {
-    with_conn!(db, |conn| {
-        Ok(pending_replies::table
+    let rows: Vec<PendingReplyRow> = with_conn!(db, |conn| {
+        pending_replies::table
             .order((
                 pending_replies::created_at.asc(),
                 pending_replies::trigger_id.asc(),
             ))
             .select(PendingReplyRow::as_select())
             .load(conn)
-            .await?)
-    })
+            .await?
+    });
+    rows.into_iter()
+        .map(|mut row| {
+            row.partial = db.open(
+                super::sealed::PENDING_PARTIAL,
+                &row.trigger_id,
+                &row.partial,
+            )?;
+            Ok(row)
+        })
+        .collect()
 }

@@ -54,6 +54,7 @@ both!(
     a_reply_is_owed_from_its_message_until_it_is_stored,
     deleting_a_chat_deletes_the_files_only_it_held,
     spoken_replies_default_off_and_follow_the_last_setting,
+    sealed_columns_hold_no_plaintext_and_reencryption_moves_them_to_the_current_key,
 );
 
 async fn file(db: &Db, id: &str, secs: i64) -> Result<()> {
@@ -898,5 +899,241 @@ async fn a_reply_is_owed_from_its_message_until_it_is_stored(db: &Db) -> Result<
     expect_new(messages::insert_message(db, asked).await?);
     pending::forget_pending_reply(db, "m2").await?;
     assert!(pending::pending_replies(db).await?.is_empty());
+    Ok(())
+}
+
+const KEY_1: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const KEY_2: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+
+fn keyed(db: &Db, spec: &str) -> Db {
+    let keyring = crate::crypto::Keyring::parse(spec).unwrap_or_else(|e| panic!("test keys: {e}"));
+    db.clone().with_keyring(std::sync::Arc::new(keyring))
+}
+
+/// Every sealed column as stored, joined: what a reader of the raw database sees.
+async fn raw_sealed_columns(db: &Db) -> Result<String> {
+    use super::schema::{
+        chat_events, chats, help_requests, messages, pending_replies, user_contexts,
+    };
+    let mut all = Vec::new();
+    with_conn!(db, |conn| {
+        all.extend(
+            chats::table
+                .select(chats::title)
+                .load::<String>(conn)
+                .await?,
+        );
+        all.extend(
+            chat_events::table
+                .select(chat_events::payload)
+                .load::<Vec<u8>>(conn)
+                .await?
+                .into_iter()
+                .map(|p| String::from_utf8_lossy(&p).into_owned()),
+        );
+        all.extend(
+            messages::table
+                .select(messages::content)
+                .load::<String>(conn)
+                .await?,
+        );
+        all.extend(
+            pending_replies::table
+                .select(pending_replies::partial)
+                .load::<String>(conn)
+                .await?,
+        );
+        all.extend(
+            user_contexts::table
+                .select(user_contexts::document)
+                .load::<String>(conn)
+                .await?,
+        );
+        all.extend(
+            help_requests::table
+                .select(help_requests::reason)
+                .load::<Option<String>>(conn)
+                .await?
+                .into_iter()
+                .flatten(),
+        );
+    });
+    Ok(all.join("\n"))
+}
+
+async fn sealed_columns_hold_no_plaintext_and_reencryption_moves_them_to_the_current_key(
+    plain: &Db,
+) -> Result<()> {
+    use super::{help, pending};
+    // Written before a key was configured: stays readable.
+    new_chat(plain, "c1", "alice", 0).await?;
+    messages::insert_message(
+        plain,
+        NewMessage {
+            content: "an old plaintext message",
+            ..message("m0", "c1", "alice", 1)
+        },
+    )
+    .await?;
+
+    let k1 = keyed(plain, &format!("k1:{KEY_1}"));
+    let asked = NewMessage {
+        content: "my secret question",
+        reply: messages::ReplyLink::Owed { requester: "alice" },
+        ..message("m1", "c1", "alice", 2)
+    };
+    let row = expect_new(messages::insert_message(&k1, asked).await?);
+    assert_eq!(
+        row.content, "my secret question",
+        "the caller gets plaintext"
+    );
+    pending::checkpoint_reply(&k1, "m1", "r1", "demo", "a partial secret reply", at(3)).await?;
+    users::set_user_context(&k1, "alice", r#"{"tasks":["secret task"]}"#, "svc", at(3)).await?;
+    help::insert_help_request(
+        &k1,
+        help::NewHelpRequest {
+            id: "h1",
+            chat_id: "c1",
+            user_id: "alice",
+            reason: Some("a secret reason"),
+            now: at(4),
+        },
+    )
+    .await?;
+
+    chats::create_chat(
+        &k1,
+        NewChat {
+            client_key: None,
+            id: "c2",
+            owner_id: "alice",
+            title: "a secret title",
+            agent_id: "agent",
+            model: "m-1",
+            now: at(5),
+        },
+    )
+    .await?;
+    chats::set_title(&k1, "c1", "another secret title").await?;
+    let seq =
+        events::append_event(&k1, "c1", "chat_update", br#"{"secret event":1}"#, at(6)).await?;
+
+    let raw = raw_sealed_columns(plain).await?;
+    for secret in [
+        "secret question",
+        "partial secret",
+        "secret task",
+        "secret reason",
+        "secret title",
+        "secret event",
+    ] {
+        assert!(!raw.contains(secret), "{secret:?} in {raw}");
+    }
+    assert!(raw.contains("an old plaintext message"), "{raw}");
+    assert!(raw.contains("enc:v1:k1:"), "{raw}");
+
+    // Every read path opens what it returns.
+    let (page, _) = messages::history(&k1, "c1", None, 10).await?;
+    let texts: Vec<&str> = page.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(texts, ["an old plaintext message", "my secret question"]);
+    let replayed = events::events_after(&k1, "c1", 0, 10).await?;
+    assert!(matches!(&replayed[1], Durable::Message(m) if m.content == "my secret question"));
+    assert!(
+        matches!(&replayed[2], Durable::Event(e) if e.seq == seq && e.payload == br#"{"secret event":1}"#),
+        "{replayed:?}"
+    );
+    assert_eq!(chat(&k1, "c1").await?.title, "another secret title");
+    let listed = chats::list_user_chats(&k1, "alice", 10).await?;
+    assert!(
+        listed.iter().any(|c| c.title == "a secret title"),
+        "{listed:?}"
+    );
+    let (session, _) = super::session_of(&k1, "c2")
+        .await?
+        .ok_or(StorageError::NotFound)?;
+    assert_eq!(session.title, "a secret title");
+    let by_id = messages::get_message(&k1, "m1")
+        .await?
+        .ok_or(StorageError::NotFound)?;
+    assert_eq!(by_id.content, "my secret question");
+    assert_eq!(
+        pending::pending_replies(&k1).await?[0].partial,
+        "a partial secret reply"
+    );
+    let doc = users::get_user_context(&k1, "alice")
+        .await?
+        .ok_or(StorageError::NotFound)?;
+    assert_eq!(doc.document, r#"{"tasks":["secret task"]}"#);
+    let help_row = help::get_help_request(&k1, "h1")
+        .await?
+        .ok_or(StorageError::NotFound)?;
+    assert_eq!(help_row.reason.as_deref(), Some("a secret reason"));
+
+    // Without the key the sealed rows are a clear error, not garbage; plaintext still reads.
+    assert!(matches!(
+        messages::get_message(plain, "m1").await,
+        Err(StorageError::Crypto(
+            crate::crypto::CryptoError::UnknownKey(_)
+        ))
+    ));
+    assert_eq!(
+        messages::get_message(plain, "m0").await?.map(|m| m.content),
+        Some("an old plaintext message".into())
+    );
+
+    // Rotation: k2 current, k1 still read; re-encryption rewrites everything not under k2.
+    let k2 = keyed(plain, &format!("k2:{KEY_2},k1:{KEY_1}"));
+    assert_eq!(
+        messages::get_message(&k2, "m1").await?.map(|m| m.content),
+        Some("my secret question".into())
+    );
+    let counts = super::reencrypt_columns(&k2, 1).await?;
+    let rewritten: Vec<(&str, u64, u64)> = counts
+        .iter()
+        .map(|c| (c.column, c.rewritten, c.failed))
+        .collect();
+    assert_eq!(
+        rewritten,
+        [
+            ("messages.content", 2, 0),
+            ("pending_replies.partial", 1, 0),
+            ("user_contexts.document", 1, 0),
+            ("help_requests.reason", 1, 0),
+            ("chats.title", 2, 0),
+            ("chat_events.payload", 1, 0),
+        ]
+    );
+    let raw = raw_sealed_columns(plain).await?;
+    assert!(
+        !raw.contains("enc:v1:k1:") && !raw.contains("an old plaintext"),
+        "{raw}"
+    );
+    // A second run finds nothing to do.
+    let again = super::reencrypt_columns(&k2, 100).await?;
+    assert!(
+        again.iter().all(|c| c.rewritten == 0 && c.scanned > 0),
+        "{again:?}"
+    );
+
+    // Only k2 now: everything reads.
+    let only_k2 = keyed(plain, &format!("k2:{KEY_2}"));
+    let (page, _) = messages::history(&only_k2, "c1", None, 10).await?;
+    let texts: Vec<&str> = page.iter().map(|m| m.content.as_str()).collect();
+    assert_eq!(texts, ["an old plaintext message", "my secret question"]);
+    assert_eq!(
+        users::get_user_context(&only_k2, "alice")
+            .await?
+            .map(|d| d.document),
+        Some(r#"{"tasks":["secret task"]}"#.into())
+    );
+    assert_eq!(
+        help::list_help_requests(&only_k2, true, 10).await?[0]
+            .reason
+            .as_deref(),
+        Some("a secret reason")
+    );
+    assert_eq!(chat(&only_k2, "c2").await?.title, "a secret title");
+    let replayed = events::events_after(&only_k2, "c1", 0, 10).await?;
+    assert!(matches!(&replayed[2], Durable::Event(e) if e.payload == br#"{"secret event":1}"#));
     Ok(())
 }

@@ -80,6 +80,8 @@ pub async fn set_user_context(
     updated_by: &str,
     now: NaiveDateTime,
 ) -> Result<()> {
+    let document = db.seal(super::sealed::CONTEXT_DOCUMENT, user_id, document)?;
+    let document = document.as_str();
     with_conn!(db, |conn| {
         diesel::insert_into(user_contexts::table)
             .values((
@@ -103,12 +105,17 @@ pub async fn set_user_context(
 
 /// The user's context document, if one was set.
 pub async fn get_user_context(db: &Db, user_id: &str) -> Result<Option<UserContextRow>> {
-    with_conn!(db, |conn| {
-        Ok(user_contexts::table
+    let row: Option<UserContextRow> = with_conn!(db, |conn| {
+        user_contexts::table
             .find(user_id)
             .select(UserContextRow::as_select())
             .first(conn)
             .await
-            .optional()?)
+            .optional()?
+    });
+    row.map(|mut row| {
+        row.document = db.open(super::sealed::CONTEXT_DOCUMENT, &row.user_id, &row.document)?;
+        Ok(row)
     })
+    .transpose()
 }

@@ -109,3 +109,23 @@ fn invalid_settings_read_as_key_and_rule() {
     assert_eq!(err.to_string(), "table.size must be greater than 0");
     assert!(InvalidSetting::check(true, "table.size", "must be greater than 0").is_ok());
 }
+
+#[test]
+fn an_env_only_key_in_the_file_is_refused_naming_its_variable() {
+    let (_dir, path) = file("name = \"0123\"\n");
+    let err = loader()
+        .env_only(&["name"])
+        .load::<Demo>(Some(&path), env(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("name may only be set in the environment (APP_NAME)"),
+        "{err}"
+    );
+    assert!(!err.contains("0123"), "the value is never shown: {err}");
+    let demo: Demo = loader()
+        .env_only(&["name"])
+        .load(None, env(&[("APP_NAME", "0123")]))
+        .unwrap();
+    assert_eq!(demo.name, "0123", "read as written");
+}
