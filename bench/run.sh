@@ -4,7 +4,7 @@
 # limit for the idle-socket scenario, and runs `chat-bench run`, printing the markdown report
 # (also written to --out). Timing never makes it fail; a process that cannot start does.
 #
-#   bench/run.sh                 # the full suite (about 10 minutes on two cores)
+#   bench/run.sh                 # the full suite (about 5 minutes on two cores, after the build)
 #   bench/run.sh --quick         # a short run: 100 and 300 streams, 2 rounds, 5 s of turns, 2,000 idle sockets
 #   bench/run.sh --out run.md -- --idle 5000,10000,50000   # anything after -- goes to chat-bench run
 #
