@@ -246,10 +246,13 @@ pub fn print(report: &mut Report) -> anyhow::Result<()> {
         writeln!(
             out,
             "{}",
-            line("replies complete / failed / out of order", &|r| format!(
-                "{} / {} / {}",
-                r.replies, r.failed, r.out_of_order
-            ))
+            line(
+                "replies complete / ended in an error / short of chunks / out of order",
+                &|r| format!(
+                    "{} / {} / {} / {}",
+                    r.replies, r.failed, r.short, r.out_of_order
+                )
+            )
         )?;
         writeln!(
             out,
@@ -326,10 +329,15 @@ pub fn print(report: &mut Report) -> anyhow::Result<()> {
             targets.push(Target {
                 what: format!("zero lost chunks at {count} streams"),
                 figure: format!(
-                    "{} of {} chunks, {} failed, {} out of order",
-                    r.chunks, r.expected_chunks, r.failed, r.out_of_order
+                    "{} chunks lost in {} replies that ended normally, {} out of order; \
+                     {} of {} turns ended in an error",
+                    r.lost_chunks,
+                    r.replies + r.short,
+                    r.out_of_order,
+                    r.failed,
+                    r.replies + r.short + r.failed
                 ),
-                met: Some(r.chunks == r.expected_chunks && r.out_of_order == 0),
+                met: Some(r.lost_chunks == 0 && r.out_of_order == 0 && r.failed == 0),
             });
         }
     }

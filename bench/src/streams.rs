@@ -25,7 +25,12 @@ pub struct StreamResult {
     pub gaps: Samples,
     /// Replies that ended as they should.
     pub replies: usize,
+    /// Turns that ended in an error (an error frame such as a 503 refusal, a broken socket).
     pub failed: usize,
+    /// Replies that ended normally but with fewer or more chunks than the script sent.
+    pub short: usize,
+    /// Chunks missing from the replies that ended normally.
+    pub lost_chunks: usize,
     pub chunks: usize,
     pub expected_chunks: usize,
     /// Replies whose chunk indices were not 0, 1, 2, ...
@@ -94,7 +99,8 @@ pub async fn run(
                     if reply.chunks == deltas {
                         result.replies += 1;
                     } else {
-                        result.failed += 1;
+                        result.short += 1;
+                        result.lost_chunks += deltas.saturating_sub(reply.chunks);
                     }
                     if !reply.in_order {
                         result.out_of_order += 1;
