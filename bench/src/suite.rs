@@ -1,0 +1,146 @@
+//! `chat-bench run`: the whole suite in one process. It starts the fake upstream, our stack
+//! and the Node relay as child processes, runs every scenario against the direct upstream
+//! read, the relay and ours in turn, side by side in the same run, and prints a markdown
+//! report (see `report`). Progress goes to stderr; the exit status is non-zero only on a real
+//! error (a process that does not start, a socket that cannot be opened), never on a figure.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::idle::{self, IdleResult};
+use crate::load::Target;
+use crate::report::{self, Report};
+use crate::streams;
+use crate::systems::{self, Kind, System};
+use crate::turns;
+use crate::upstream::{self, UpstreamArgs};
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The release `chatctl` to run as our stack (default: beside this binary).
+    #[arg(long)]
+    pub chatctl: Option<PathBuf>,
+    /// The folder of the Node relay (`relay.mjs`, `node_modules/ws`).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/node"))]
+    pub node_dir: PathBuf,
+    /// Concurrent streams, one scenario each.
+    #[arg(long, value_delimiter = ',', default_values_t = [100, 300, 1000])]
+    pub streams: Vec<usize>,
+    /// Measured rounds per stream count (after one warm-up round).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Clients of the turns-per-second scenario (0: skip it).
+    #[arg(long, default_value_t = 100)]
+    pub turn_clients: usize,
+    /// How long each system is driven in the turns scenario, in seconds.
+    #[arg(long, default_value_t = 15)]
+    pub turn_secs: u64,
+    /// Idle sockets to hold, step by step (empty: skip the scenario).
+    #[arg(long, value_delimiter = ',', default_values_t = [5000, 10000])]
+    pub idle: Vec<usize>,
+    /// Keep the run's folder (logs, databases) and print where it is.
+    #[arg(long)]
+    pub keep: bool,
+    #[command(flatten)]
+    pub upstream: UpstreamArgs,
+}
+
+/// Runs the suite and prints the report to stdout.
+///
+/// # Errors
+/// On real errors only: a process that cannot be started, sockets that cannot be opened.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let chatctl = match &args.chatctl {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("chat-bench has no folder")?
+            .join("chatctl"),
+    };
+    anyhow::ensure!(
+        chatctl.is_file(),
+        "{} not found: build it with `cargo build --release -p chatctl` or pass --chatctl",
+        chatctl.display()
+    );
+    let dir = tempfile::Builder::new().prefix("chat-bench-").tempdir()?;
+    let mut report = Report::start(&args)?;
+    eprintln!("chat-bench: run folder {}", dir.path().display());
+
+    let upstream = upstream::start(&args.upstream).await?;
+    let direct = Target::direct(&upstream.stream_url, &upstream.short_url);
+    {
+        let ours = systems::start_ours(&chatctl, dir.path(), &upstream).await?;
+        let node = systems::start_node(&args.node_dir, dir.path(), &upstream).await?;
+        let systems: [(Target, Option<&System>); 3] = [
+            (direct.clone(), None),
+            (Target::of(&node), Some(&node)),
+            (Target::of(&ours), Some(&ours)),
+        ];
+
+        for &streams in &args.streams {
+            for (target, system) in &systems {
+                eprintln!("streams: {streams} concurrent, {}", target.kind().label());
+                let result = streams::run(
+                    target,
+                    *system,
+                    &upstream.process,
+                    streams,
+                    args.rounds,
+                    args.upstream.deltas,
+                )
+                .await?;
+                report.streams.push((target.kind(), result));
+            }
+        }
+
+        if args.turn_clients > 0 {
+            for (target, system) in &systems {
+                eprintln!(
+                    "turns: {} clients, {}",
+                    args.turn_clients,
+                    target.kind().label()
+                );
+                let result = turns::run(
+                    target,
+                    *system,
+                    &upstream.process,
+                    args.turn_clients,
+                    Duration::from_secs(args.turn_secs),
+                )
+                .await?;
+                report.turns.push((target.kind(), result));
+            }
+        }
+    }
+
+    if !args.idle.is_empty() {
+        // Fresh processes: memory freed by the load above must not be reused and hidden.
+        let idle_dir = sub_dir(&dir, "idle")?;
+        for kind in [Kind::Node, Kind::Ours] {
+            let system = match kind {
+                Kind::Node => systems::start_node(&args.node_dir, &idle_dir, &upstream).await?,
+                _ => systems::start_ours(&chatctl, &idle_dir, &upstream).await?,
+            };
+            eprintln!("idle sockets: {}", kind.label());
+            let result: IdleResult = idle::run(&system, &args.idle).await?;
+            report.idle.push((kind, result));
+        }
+    }
+
+    report.finish()?;
+    report::print(&mut report)?;
+    if args.keep {
+        let kept = dir.keep();
+        eprintln!("chat-bench: kept {}", kept.display());
+    }
+    Ok(())
+}
+
+/// A sub-folder of the run's folder, for the second start of the systems.
+fn sub_dir(dir: &tempfile::TempDir, name: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.path().join(name);
+    std::fs::create_dir_all(&path)?;
+    Ok(path)
+}
