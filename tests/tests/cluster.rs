@@ -154,23 +154,18 @@ async fn members_on_two_cores_see_one_room_in_order_and_redis_can_restart() {
     // Both sides write at once, through both cores.
     let texts_a: Vec<String> = (0..6).map(|i| format!("from core A #{i}")).collect();
     let texts_b: Vec<String> = (0..6).map(|i| format!("from core B #{i}")).collect();
-    let (mut echo_a, mut echo_b) = (Seen::default(), Seen::default());
     tokio::join!(
         async {
             for (i, text) in texts_a.iter().enumerate() {
-                send(&mut alice_a, &chat, text, &format!("a-{i}"), &mut echo_a).await;
+                send(&mut alice_a, &chat, text, &format!("a-{i}"), &mut seen_a).await;
             }
         },
         async {
             for (i, text) in texts_b.iter().enumerate() {
-                send(&mut alice_b, &chat, text, &format!("b-{i}"), &mut echo_b).await;
+                send(&mut alice_b, &chat, text, &format!("b-{i}"), &mut seen_b).await;
             }
         },
     );
-    seen_a.seqs.extend(echo_a.seqs);
-    seen_a.texts.extend(echo_a.texts);
-    seen_b.seqs.extend(echo_b.seqs);
-    seen_b.texts.extend(echo_b.texts);
     let all: Vec<String> = texts_a.iter().chain(&texts_b).cloned().collect();
     seen_a.until_texts(&mut alice_a, &all).await;
     seen_b.until_texts(&mut alice_b, &all).await;
@@ -197,17 +192,14 @@ async fn members_on_two_cores_see_one_room_in_order_and_redis_can_restart() {
     redis.stop().await;
     ready_a.until(ServingStatus::NotServing).await;
     ready_b.until(ServingStatus::NotServing).await;
-    let mut echo = Seen::default();
     send(
         &mut alice_a,
         &chat,
         "while Redis was down",
         "a-down",
-        &mut echo,
+        &mut seen_a,
     )
     .await;
-    seen_a.seqs.extend(echo.seqs);
-    seen_a.texts.extend(echo.texts);
     seen_a
         .until_texts(&mut alice_a, &["while Redis was down".to_string()])
         .await;
@@ -217,17 +209,14 @@ async fn members_on_two_cores_see_one_room_in_order_and_redis_can_restart() {
     redis.start_again().await;
     ready_a.until(ServingStatus::Serving).await;
     ready_b.until(ServingStatus::Serving).await;
-    let mut echo = Seen::default();
     send(
         &mut alice_b,
         &chat,
         "after Redis came back",
         "b-back",
-        &mut echo,
+        &mut seen_b,
     )
     .await;
-    seen_b.seqs.extend(echo.seqs);
-    seen_b.texts.extend(echo.texts);
     let late = [
         "while Redis was down".to_string(),
         "after Redis came back".to_string(),

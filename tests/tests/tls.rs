@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chat_edge::{Edge, EdgeSettings};
 use chat_tests::edge_process::EdgeProcess;
-use chat_tests::{SECRET, StackOptions, chat_with_one_turn, run_chatctl, spawn_stack};
+use chat_tests::{SECRET, Stack, StackOptions, chat_with_one_turn, run_chatctl, spawn_stack};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
@@ -200,21 +200,27 @@ async fn https_and_wss_carry_the_protocol_and_strangers_are_turned_away() {
     assert_eq!(again.status(), 200);
 }
 
+/// The real `chat-edge` in front of `stack`'s core, serving TLS from the two files and
+/// checking them for changes every `reload_ms` (0: on SIGHUP only).
+fn tls_edge(stack: &Stack, files: &(PathBuf, PathBuf), reload_ms: u64) -> EdgeProcess {
+    EdgeProcess::start_with(
+        stack.core_addr,
+        &[
+            ("CHAT_EDGE_TLS__CERT_FILE", files.0.display().to_string()),
+            ("CHAT_EDGE_TLS__KEY_FILE", files.1.display().to_string()),
+            ("CHAT_EDGE_TLS__RELOAD_INTERVAL_MS", reload_ms.to_string()),
+        ],
+    )
+}
+
 #[tokio::test]
 async fn sighup_swaps_the_certificate_and_open_sockets_carry_on() {
     let dir = tempfile::tempdir().expect("dir");
     let (first, second) = (make_cert(), make_cert());
-    let (cert_file, key_file) = install(dir.path(), &first);
+    let files = install(dir.path(), &first);
     let stack = spawn_stack(StackOptions::default()).await;
-    let edge = EdgeProcess::start_with(
-        stack.core_addr,
-        &[
-            ("CHAT_EDGE_TLS__CERT_FILE", cert_file.display().to_string()),
-            ("CHAT_EDGE_TLS__KEY_FILE", key_file.display().to_string()),
-            // SIGHUP only: the swap below is the signal's doing.
-            ("CHAT_EDGE_TLS__RELOAD_INTERVAL_MS", "0".into()),
-        ],
-    );
+    // SIGHUP only: the swap below is the signal's doing.
+    let edge = tls_edge(&stack, &files, 0);
     let mut ws = wss(edge.addr, &first, &stack.token("hal", &[])).await;
     recv_type(&mut ws, "session").await;
     let ack = message(&mut ws, None, "before the swap", "h-1").await;
@@ -240,16 +246,10 @@ async fn sighup_swaps_the_certificate_and_open_sockets_carry_on() {
 async fn a_changed_file_is_picked_up_and_a_broken_one_keeps_the_certificate_in_use() {
     let dir = tempfile::tempdir().expect("dir");
     let (first, second) = (make_cert(), make_cert());
-    let (cert_file, key_file) = install(dir.path(), &first);
+    let files = install(dir.path(), &first);
+    let key_file = files.1.clone();
     let stack = spawn_stack(StackOptions::default()).await;
-    let edge = EdgeProcess::start_with(
-        stack.core_addr,
-        &[
-            ("CHAT_EDGE_TLS__CERT_FILE", cert_file.display().to_string()),
-            ("CHAT_EDGE_TLS__KEY_FILE", key_file.display().to_string()),
-            ("CHAT_EDGE_TLS__RELOAD_INTERVAL_MS", "50".into()),
-        ],
-    );
+    let edge = tls_edge(&stack, &files, 50);
     tls(edge.addr, &first).await.expect("the first certificate");
 
     install(dir.path(), &second);
