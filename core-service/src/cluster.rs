@@ -103,10 +103,15 @@ impl Envelope {
         Some(Outgoing {
             timestamp_ms: event.timestamp_ms,
             seq: event.seq,
-            event: Event::Remote(Box::new(event.event.clone()?)),
+            event: Event::Remote(Box::new(RemoteEvent(event.event.clone()?))),
         })
     }
 }
+
+/// Another core's event as the edge receives it, opaque to the domain: only `grpc/convert.rs`
+/// looks inside (to pass it through).
+#[derive(Clone, Debug)]
+pub struct RemoteEvent(pub(crate) pb::server_event::Event);
 
 /// Where remote envelopes go (the core's `Rooms`).
 pub trait Deliver: Send + Sync + 'static {

@@ -93,6 +93,14 @@ impl Seen {
     }
 }
 
+/// Every `seq` the chat has after `from`, as stored.
+async fn seqs_after(stack: &Stack, chat: &str, from: i64) -> Vec<i64> {
+    let last = chat_core::storage::last_seq(&stack.db, chat)
+        .await
+        .expect("last seq");
+    (from + 1..=last).collect()
+}
+
 async fn send(ws: &mut Ws, chat: &str, text: &str, id: &str, seen: &mut Seen) {
     ws.send_message(Some(chat), text, id).await;
     // The ack, and whatever else arrives first (recorded).
@@ -171,11 +179,8 @@ async fn members_on_two_cores_see_one_room_in_order_and_redis_can_restart() {
     seen_b.until_texts(&mut alice_b, &all).await;
     seen_a.assert_in_order("the member on core A");
     seen_b.assert_in_order("the member on core B");
-    let last = chat_core::storage::last_seq(&a.db, &chat)
-        .await
-        .expect("last seq");
     // B joined after the takeover: it has every durable event after its history, no gap.
-    let expected: Vec<i64> = (joined_at + 1..=last).collect();
+    let expected = seqs_after(&a, &chat, joined_at).await;
     assert_eq!(
         seen_b.seqs, expected,
         "the member on core B missed or repeated events"
@@ -225,10 +230,7 @@ async fn members_on_two_cores_see_one_room_in_order_and_redis_can_restart() {
     seen_a.until_texts(&mut alice_a, &late).await;
     seen_a.assert_in_order("the member on core A, after the Redis restart");
     seen_b.assert_in_order("the member on core B, after the Redis restart");
-    let last = chat_core::storage::last_seq(&a.db, &chat)
-        .await
-        .expect("last seq");
-    let expected: Vec<i64> = (joined_at + 1..=last).collect();
+    let expected = seqs_after(&a, &chat, joined_at).await;
     assert_eq!(seen_b.seqs, expected, "core B's member after the restart");
     let down_at = seen_b
         .texts

@@ -126,7 +126,7 @@ pub enum Event {
     },
     /// An event another core delivered to its members of a chat this core's members share
     /// (`cluster.rs`): already encoded, passed through as is.
-    Remote(Box<chat_proto::pb::chat::server_event::Event>),
+    Remote(Box<crate::cluster::RemoteEvent>),
 }
 
 /// Durable chat events other than messages: stored with the chat's next `seq`, delivered to

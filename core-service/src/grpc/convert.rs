@@ -232,7 +232,7 @@ fn event(ev: &Event) -> Out {
             chat_id: o.chat_id.clone(),
             operator: Some(operator(&o.operator)),
         }),
-        Event::Remote(event) => (**event).clone(),
+        Event::Remote(event) => event.0.clone(),
         Event::Pong { timestamp } => Out::Pong(pb::Pong {
             timestamp: *timestamp,
         }),
