@@ -83,9 +83,15 @@ impl Application {
                 .keyring()
                 .map_err(|e| StartupError::Config(e.to_string()))?,
         );
+        // With several cores, each names itself in the replies it owes (chat/failover.rs).
+        let core_id = match settings.cluster.redis_url {
+            Some(_) => uuid::Uuid::new_v4().simple().to_string(),
+            None => String::new(),
+        };
         let db = Db::connect_with(&settings.database.url, settings.database.pool_options())
             .await?
-            .with_keyring(keyring.clone());
+            .with_keyring(keyring.clone())
+            .owned_by(&core_id);
         db.migrate().await?;
         let tls = settings.grpc.tls().map_err(StartupError::Config)?;
         let llm = Llm::new(&settings.llm).map_err(|e| StartupError::Config(e.to_string()))?;
@@ -117,21 +123,13 @@ impl Application {
                 .with_notifier(notifier)
                 .with_files(files),
         );
-        // Before any client: what the last run left owed is answered (chat::recovery), unless
-        // another core is alive: the replies owed may be its own, streaming now.
-        let alone = match crate::cluster::other_cores_alive(&settings.cluster).await {
-            Ok(others) => !others,
-            Err(err) => {
-                tracing::warn!(error = %err, "cluster: cannot ask Redis for other cores; leaving owed replies alone");
-                false
-            }
-        };
-        if alone {
+        // Before any client: what the last run left owed is answered (chat::recovery). With
+        // several cores, replies owed may be another core's, streaming now: each core takes
+        // over only those of dead cores, this one's last run included (chat::failover).
+        if settings.cluster.redis_url.is_none() {
             engine.recover_replies().await?;
         } else {
-            tracing::warn!(
-                "cluster: other cores are alive; owed replies are left to them (docs/scale-out.md)"
-            );
+            tracing::info!(core = %core_id, "cluster: the replies of dead cores are taken over once linked to Redis");
         }
         match keyring.current_id() {
             Some(key) => tracing::info!(

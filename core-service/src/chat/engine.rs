@@ -166,14 +166,17 @@ impl Engine {
     /// Joins the other cores of `[cluster]` (nothing when it is off): room events cross
     /// through Redis until `stop`.
     pub fn link_cluster(
-        &self,
+        self: &Arc<Self>,
         settings: &crate::cluster::ClusterSettings,
         stop: tokio_util::sync::CancellationToken,
     ) -> Result<(), String> {
         let sink: std::sync::Weak<dyn crate::cluster::Deliver> =
             Arc::downgrade(&self.rooms) as std::sync::Weak<dyn crate::cluster::Deliver>;
-        if let Some(cluster) = crate::cluster::Cluster::start(settings, sink, stop)? {
-            self.rooms.link(cluster, self.db.clone());
+        if let Some(cluster) =
+            crate::cluster::Cluster::start(settings, self.db.owner(), sink, stop)?
+        {
+            self.rooms.link(cluster.clone(), self.db.clone());
+            self.watch_dead_cores(cluster);
         }
         Ok(())
     }

@@ -11,7 +11,8 @@
 //!   [`takeover`]: an operator's takeover as one stream; [`retention`]: deleting sessions and
 //!   files, by age or by an admin.
 //! - [`turn`], [`prompt`]: one assistant reply, streamed and stored; what the model is sent;
-//!   [`voice`]: voice messages transcribed, replies spoken.
+//!   [`voice`]: voice messages transcribed, replies spoken; [`recovery`]: the replies a restart
+//!   finds owed; [`failover`]: with several cores, the replies of a core that died.
 //! - [`rooms`]: who is connected and joined where; per-chat ordering locks.
 //! - [`validate`], [`limits`]: client input into checked values; per-user rate limits.
 //! - [`command`], [`event`], [`error`]: the domain's vocabulary in and out, and its failures.
@@ -29,6 +30,7 @@ pub mod encryption;
 pub mod engine;
 pub mod error;
 pub mod event;
+pub mod failover;
 pub mod handler;
 pub mod lifecycle;
 pub mod limits;

@@ -66,7 +66,7 @@ impl Engine {
         Ok(recovered)
     }
 
-    async fn store_interrupted(
+    pub(super) async fn store_interrupted(
         &self,
         owed: &PendingReplyRow,
         reply_id: &str,

@@ -10,9 +10,9 @@ use chat_proto::limits::MAX_RESUME_CHATS as MAX_CHATS;
 use super::command::ResumeChat;
 use super::engine::Engine;
 use super::error::ChatError;
-use super::event::{Chunk, Event, Outgoing};
+use super::event::{Event, Outgoing};
 use super::limits::Rate;
-use super::rooms::Conn;
+use super::rooms::{Conn, chunk_event, missed_from};
 use crate::storage::{self, Durable};
 
 /// Durable events replayed per page while a resume catches up: pages go out at the pace the
@@ -137,25 +137,20 @@ impl Engine {
         seen: i64,
     ) {
         let Some(reply) = self.active_reply(chat_id) else {
-            self.rooms.join_seen(chat_id, &conn.id, Some(seen));
+            // Streaming on another core, perhaps: the chunks that crossed from there.
+            self.rooms
+                .join_following(chat_id, conn, want.streaming.as_ref(), slots, seen);
             return;
         };
         let chunks = reply.chunks.lock().unwrap_or_else(|p| p.into_inner());
-        let from = match &want.streaming {
-            Some((message_id, last_index)) if *message_id == reply.message_id => last_index
-                .checked_add(1)
-                .and_then(|i| usize::try_from(i).ok())
-                .unwrap_or(0),
-            _ => 0,
-        };
+        let from = missed_from(want.streaming.as_ref(), &reply.message_id);
         let mut slots = slots.into_iter();
+        // A chunk never sent (lost between cores) is empty: skipped.
         for (index, delta) in chunks.iter().enumerate().skip(from) {
-            let chunk = Outgoing::now(Event::MessageChunk(Chunk {
-                chat_id: chat_id.to_string(),
-                message_id: reply.message_id.clone(),
-                index: index as i64,
-                delta: delta.clone(),
-            }));
+            if delta.is_empty() {
+                continue;
+            }
+            let chunk = chunk_event(chat_id, &reply.message_id, index, delta);
             match slots.next() {
                 Some(slot) => slot.send(std::sync::Arc::new(chunk)),
                 None => {

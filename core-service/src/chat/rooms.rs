@@ -10,7 +10,9 @@
 //! arrive here too; then each joined connection keeps the last `seq` it was given ([`Track`]):
 //! a durable event it has is dropped, and on a gap its events are held while the missing ones
 //! are read from the database, so every member still sees each chat's durable events once and
-//! in order, whichever core wrote them.
+//! in order, whichever core wrote them. The chunks of the replies streaming on the other cores
+//! are kept here too ([`RemoteReplies`]), under the same lock as delivery, so that a connection
+//! resuming through this core is sent the ones it missed exactly once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -18,7 +20,8 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::event::Outgoing;
+use super::event::{Chunk, Event, Outgoing};
+use crate::cluster::replies::{RemoteReplies, RemoteReply, ReplyProgress};
 use crate::cluster::{Cluster, Deliver, Envelope};
 use crate::storage::{self, Db};
 
@@ -68,6 +71,8 @@ struct Inner {
     users: HashMap<Arc<str>, HashSet<Arc<str>>>,
     /// With a cluster: what each joined connection was given of each chat.
     tracks: HashMap<(String, Arc<str>), Track>,
+    /// With a cluster: the replies streaming on the other cores.
+    remote: RemoteReplies,
 }
 
 /// A joined connection's place in a chat's durable events (with a cluster).
@@ -115,6 +120,30 @@ impl Track {
 const FILL_PAGE: i64 = 200;
 
 impl Inner {
+    /// Subscribes `conn_id` to `chat_id` (see [`Rooms::join_seen`]).
+    fn join(&mut self, chat_id: &str, conn_id: &str, seen: Option<i64>, clustered: bool) -> bool {
+        let Some(id) = self.conns.get(conn_id).map(|c| c.id.clone()) else {
+            return false;
+        };
+        self.joined
+            .entry(id.clone())
+            .or_default()
+            .insert(chat_id.to_string());
+        if clustered {
+            let track = self
+                .tracks
+                .entry((chat_id.to_string(), id.clone()))
+                .or_default();
+            if seen.is_some() && track.filling.is_none() {
+                track.seen = track.seen.max(seen);
+            }
+        }
+        self.chats
+            .entry(chat_id.to_string())
+            .or_default()
+            .insert(id)
+    }
+
     /// Publishes the live figures (called after every change, under the lock).
     fn record(&self) {
         metrics::gauge!("chat_core_connections").set(self.conns.len() as f64);
@@ -212,28 +241,57 @@ impl Rooms {
     pub fn join_seen(&self, chat_id: &str, conn_id: &str, seen: Option<i64>) -> bool {
         let clustered = self.cluster.get().is_some();
         let mut inner = self.lock();
-        let Some(id) = inner.conns.get(conn_id).map(|c| c.id.clone()) else {
-            return false;
-        };
-        inner
-            .joined
-            .entry(id.clone())
-            .or_default()
-            .insert(chat_id.to_string());
-        if clustered {
-            let track = inner
-                .tracks
-                .entry((chat_id.to_string(), id.clone()))
-                .or_default();
-            if seen.is_some() && track.filling.is_none() {
-                track.seen = track.seen.max(seen);
+        inner.join(chat_id, conn_id, seen, clustered)
+    }
+
+    /// [`Rooms::join_seen`] for a resuming connection, sent first the chunks it missed
+    /// (after `streaming`'s index, when it names the reply) of the reply streaming in the chat
+    /// on another core, if one is: into `slots` first, then its outbox. Under the lock that
+    /// delivers the other cores' chunks, so each reaches it once.
+    pub fn join_following(
+        &self,
+        chat_id: &str,
+        conn: &Conn,
+        streaming: Option<&(String, i64)>,
+        slots: Vec<mpsc::Permit<'_, Arc<Outgoing>>>,
+        seen: i64,
+    ) -> bool {
+        let clustered = self.cluster.get().is_some();
+        let mut inner = self.lock();
+        if let Some(reply) = inner.remote.get(chat_id) {
+            let from = missed_from(streaming, &reply.message_id);
+            let mut slots = slots.into_iter();
+            for (index, delta) in reply.chunks.iter().enumerate().skip(from) {
+                if delta.is_empty() {
+                    continue;
+                }
+                let chunk = Arc::new(chunk_event(chat_id, &reply.message_id, index, delta));
+                match slots.next() {
+                    Some(slot) => slot.send(chunk),
+                    None => {
+                        conn.push_shared(chunk);
+                    }
+                }
             }
         }
-        inner
-            .chats
-            .entry(chat_id.to_string())
-            .or_default()
-            .insert(id)
+        inner.join(chat_id, &conn.id, Some(seen), clustered)
+    }
+
+    /// The reply streaming in `chat_id` on another core, as far as its chunks crossed.
+    pub fn remote_reply(&self, chat_id: &str) -> Option<RemoteReply> {
+        self.lock().remote.get(chat_id).cloned()
+    }
+
+    /// This core continues the reply `message_id` of `chat_id`: it is no longer followed.
+    pub fn forget_remote_reply(&self, chat_id: &str, message_id: &str) {
+        self.lock().remote.forget(chat_id, message_id);
+    }
+
+    /// Forgets the other cores' replies silent for long (see [`RemoteReplies::sweep`]).
+    pub fn sweep_remote_replies(&self) {
+        let mut inner = self.lock();
+        inner.remote.sweep(std::time::Instant::now());
+        metrics::gauge!("chat_core_cluster_remote_replies").set(inner.remote.len() as f64);
     }
 
     /// Unsubscribes. Returns false if it was not joined.
@@ -262,7 +320,7 @@ impl Rooms {
         if let Some(linked) = self.cluster.get() {
             let encoded = crate::grpc::convert::server_event(&event);
             linked.cluster.publish_chat(chat_id, &encoded, skip);
-            self.deliver_tracked(linked, chat_id, event, skip);
+            self.deliver_tracked(linked, chat_id, event, skip, None);
             return;
         }
         for conn in self.joined_conns(chat_id) {
@@ -357,10 +415,16 @@ impl Rooms {
         chat_id: &str,
         event: Arc<Outgoing>,
         skip: Option<&str>,
+        progress: Option<(&str, ReplyProgress)>,
     ) {
         let mut fills = Vec::new();
         {
             let mut inner = self.lock();
+            if let Some((origin, progress)) = progress {
+                inner
+                    .remote
+                    .apply(chat_id, origin, progress, std::time::Instant::now());
+            }
             let Some(ids) = inner.chats.get(chat_id) else {
                 return;
             };
@@ -480,11 +544,36 @@ impl Deliver for Rooms {
         let event = Arc::new(event);
         if !envelope.chat_id.is_empty() {
             let skip = (!envelope.skip.is_empty()).then_some(envelope.skip.as_str());
-            self.deliver_tracked(linked, &envelope.chat_id, event, skip);
+            let progress = envelope
+                .reply_progress()
+                .map(|p| (envelope.origin.as_str(), p));
+            self.deliver_tracked(linked, &envelope.chat_id, event, skip, progress);
         } else if !envelope.user_id.is_empty() {
             self.send_to_local_user(&envelope.user_id, event);
         }
     }
+}
+
+/// The first chunk index a resuming client lacks of the reply `message_id`, given what it
+/// says it saw (`streaming`: a reply's id and the last index it got).
+pub(super) fn missed_from(streaming: Option<&(String, i64)>, message_id: &str) -> usize {
+    match streaming {
+        Some((id, last_index)) if id == message_id => last_index
+            .checked_add(1)
+            .and_then(|i| usize::try_from(i).ok())
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The `message_chunk` event of chunk `index` of a reply.
+pub(super) fn chunk_event(chat_id: &str, message_id: &str, index: usize, delta: &str) -> Outgoing {
+    Outgoing::now(Event::MessageChunk(Chunk {
+        chat_id: chat_id.to_string(),
+        message_id: message_id.to_string(),
+        index: index as i64,
+        delta: delta.to_string(),
+    }))
 }
 
 /// Per-chat write locks that put durable events in `seq` order on the wire: a writer holds

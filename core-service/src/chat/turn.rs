@@ -5,6 +5,10 @@
 //! but itself: the connection that asked may go away and the reply still completes and is
 //! stored. Only `stop` (the [`ActiveReply::cancel`] token) ends it early; the partial text is
 //! kept with status `stopped`. Turns of one chat run one at a time, in order.
+//!
+//! A turn may also continue a reply another core started and could not finish (it died:
+//! `chat/failover.rs`): under the same message id, its chunks numbered after the ones already
+//! sent, with the text so far given to the model as the start of its answer.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,11 +29,39 @@ use crate::types::{MessageStatus, Role};
 
 /// Starts the reply to `trigger` (a stored user message) in the background.
 pub fn spawn(engine: Arc<Engine>, chat: ChatRow, trigger: MessageRow, requester: String) {
+    spawn_turn(engine, chat, trigger, requester, None);
+}
+
+/// A reply started elsewhere, to be continued: its id and the chunks clients were sent.
+#[derive(Debug, Clone, Default)]
+pub struct Continuation {
+    pub reply_id: String,
+    pub chunks: Vec<String>,
+}
+
+/// Continues the reply to `trigger` that another core started (see the module comment).
+pub fn spawn_continuation(
+    engine: Arc<Engine>,
+    chat: ChatRow,
+    trigger: MessageRow,
+    requester: String,
+    continuation: Continuation,
+) {
+    spawn_turn(engine, chat, trigger, requester, Some(continuation));
+}
+
+fn spawn_turn(
+    engine: Arc<Engine>,
+    chat: ChatRow,
+    trigger: MessageRow,
+    requester: String,
+    continuation: Option<Continuation>,
+) {
     let span = tracing::info_span!("turn", chat = %chat.id, trigger = %trigger.id);
     let task_engine = engine.clone();
     engine.tasks.spawn(
         async move {
-            if let Err(err) = run(task_engine, chat, trigger, requester).await {
+            if let Err(err) = run(task_engine, chat, trigger, requester, continuation).await {
                 tracing::error!(error = %err, "reply could not be stored");
             }
         }
@@ -47,6 +79,8 @@ struct Outcome {
     usage: Option<(u32, u32)>,
     ttft: Option<Duration>,
     error: Option<Failure>,
+    /// Another core took the reply over meanwhile (this one was thought dead): it stores it.
+    lost: bool,
 }
 
 /// Why a reply failed.
@@ -89,6 +123,7 @@ async fn run(
     chat: ChatRow,
     trigger: MessageRow,
     requester: String,
+    continuation: Option<Continuation>,
 ) -> Result<(), storage::StorageError> {
     let _one_at_a_time = engine.reply_order.lock(&chat.id).await;
     // The model or agent may have changed while this turn waited for the previous one, and
@@ -107,44 +142,77 @@ async fn run(
     if engine.shutdown.is_cancelled() {
         return Ok(());
     }
-    if engine.held(&chat) {
+    // A reply being continued was started before any takeover (failover checks first).
+    if continuation.is_none() && engine.held(&chat) {
         // The operator answers instead: nothing is owed any more.
         if let Err(err) = storage::forget_pending_reply(&engine.db, &trigger.id).await {
             tracing::warn!(error = %err, "owed reply not cleared");
         }
         return Ok(());
     }
-    let message_id = new_id();
+    let Continuation {
+        reply_id: message_id,
+        chunks: prior,
+    } = continuation.unwrap_or_else(|| Continuation {
+        reply_id: new_id(),
+        chunks: Vec::new(),
+    });
     let reply = ActiveReply {
         message_id: message_id.clone(),
         cancel: CancellationToken::new(),
-        chunks: Arc::new(Mutex::new(Vec::new())),
+        chunks: Arc::new(Mutex::new(prior.clone())),
     };
     engine
         .replies
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(chat.id.clone(), reply.clone());
+    // Continuing: the chunks that crossed from the core that died are this core's now.
+    engine.rooms.forget_remote_reply(&chat.id, &message_id);
     engine.rooms.broadcast(&chat.id, typing(&chat, true), None);
     // From here a restart stores this reply (by this id) as failed rather than generating it
     // again: clients may have seen its first chunks. Awaited, not spawned: one small write
     // before the first token, so no chunk can reach a client before its id is recorded.
-    if let Err(err) = storage::checkpoint_reply(
+    let so_far = prior.concat();
+    match storage::checkpoint_reply(
         &engine.db,
         &trigger.id,
         &message_id,
         &chat.model,
-        "",
+        &so_far,
+        prior.len() as i64,
         engine.now(),
     )
     .await
     {
-        tracing::warn!(error = %err, "reply start not recorded");
+        Ok(storage::Checkpointed::Claimed) => {
+            // Another core claimed it between our claim and now: it answers.
+            engine
+                .replies
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&chat.id);
+            return Ok(());
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "reply start not recorded"),
     }
 
     let started = Instant::now();
-    let prompt =
-        while_unavailable(&engine, "prompt", || build_prompt(&engine, &chat, &trigger)).await;
+    let prompt = while_unavailable(&engine, "prompt", || async {
+        let mut prompt = build_prompt(&engine, &chat, &trigger).await?;
+        // The text so far, as the start of the model's answer (without trailing whitespace,
+        // which Anthropic refuses there; `generate` drops the space the model then repeats).
+        if !so_far.trim().is_empty() {
+            prompt.turns.push(crate::llm::Turn {
+                role: crate::llm::TurnRole::Assistant,
+                content: so_far.trim_end().to_string(),
+                images: Vec::new(),
+            });
+        }
+        Ok(prompt)
+    })
+    .await;
     let (outcome, prompt_estimate) = match prompt {
         Ok(prompt) => {
             let estimate = estimate_tokens(&prompt.system)
@@ -154,7 +222,7 @@ async fn run(
                     .map(|t| estimate_tokens(&t.content))
                     .sum::<u32>();
             (
-                generate(&engine, &chat, &trigger.id, prompt, &reply).await,
+                generate(&engine, &chat, &trigger.id, prompt, &reply, &prior).await,
                 estimate,
             )
         }
@@ -167,11 +235,22 @@ async fn run(
                 usage: None,
                 ttft: None,
                 error: Some(Failure::Prompt(err)),
+                lost: false,
             },
             0,
         ),
     };
     let latency = started.elapsed();
+    if outcome.lost {
+        engine
+            .replies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&chat.id);
+        tracing::warn!(chat = %chat.id, reply = %message_id, "another core took this reply over; it stores it");
+        metrics::counter!("chat_core_replies_lost_total").increment(1);
+        return Ok(());
+    }
 
     let (content, status) = match (&outcome.error, outcome.text.trim().is_empty()) {
         (Some(_), true) => (engine.llm.settings().apology.clone(), MessageStatus::Failed),
@@ -382,6 +461,7 @@ async fn generate(
     trigger_id: &str,
     prompt: Prompt,
     reply: &ActiveReply,
+    prior: &[String],
 ) -> Outcome {
     let model_id = if engine.llm.model(&chat.model).is_some() {
         chat.model.clone()
@@ -390,14 +470,18 @@ async fn generate(
     };
     let started = Instant::now();
     let mut out = Outcome {
-        text: String::new(),
+        text: prior.concat(),
         status: MessageStatus::Complete,
         truncated: false,
         model_id,
         usage: None,
         ttft: None,
         error: None,
+        lost: false,
     };
+    // The model was given the text so far without its trailing whitespace, so it may start
+    // with that whitespace again: dropped once.
+    let mut trim_start = out.text.ends_with(char::is_whitespace);
     let opened = tokio::select! {
         opened = engine.llm.open(&out.model_id, prompt) => opened,
         () = reply.cancel.cancelled() => {
@@ -416,8 +500,9 @@ async fn generate(
             return out;
         }
     };
-    let mut index = 0i64;
+    let mut index = prior.len() as i64;
     let mut checkpoint = Checkpoint::default();
+    let lost = checkpoint.lost.clone();
     loop {
         tokio::select! {
             biased;
@@ -425,11 +510,19 @@ async fn generate(
                 out.status = MessageStatus::Stopped;
                 break;
             }
+            () = lost.cancelled() => {
+                out.lost = true;
+                break;
+            }
             next = stream.next() => match next {
-                Some(Ok(Delta::Text(delta))) => {
+                Some(Ok(Delta::Text(mut delta))) => {
+                    if trim_start {
+                        delta = delta.trim_start().to_string();
+                    }
                     if delta.is_empty() {
                         continue;
                     }
+                    trim_start = false;
                     out.ttft.get_or_insert_with(|| started.elapsed());
                     out.text.push_str(&delta);
                     let chunk = Outgoing::now(Event::MessageChunk(Chunk {
@@ -450,7 +543,7 @@ async fn generate(
                     engine.rooms.broadcast(&chat.id, chunk, None);
                     drop(chunks);
                     index += 1;
-                    checkpoint.maybe(engine, trigger_id, &reply.message_id, &out);
+                    checkpoint.maybe(engine, trigger_id, &reply.message_id, &out, index);
                 }
                 Some(Ok(Delta::Usage { prompt_tokens, completion_tokens })) => {
                     out.usage = Some((prompt_tokens, completion_tokens));
@@ -488,14 +581,23 @@ const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 
 /// The periodic checkpoint of one streaming reply: at most one write in flight, none more
 /// often than [`CHECKPOINT_EVERY`]; it never delays a chunk.
+/// A checkpoint finding the row claimed by another core cancels `lost`.
 #[derive(Default)]
 struct Checkpoint {
     last: Option<Instant>,
     writing: Option<tokio::task::JoinHandle<()>>,
+    lost: CancellationToken,
 }
 
 impl Checkpoint {
-    fn maybe(&mut self, engine: &Engine, trigger_id: &str, reply_id: &str, out: &Outcome) {
+    fn maybe(
+        &mut self,
+        engine: &Engine,
+        trigger_id: &str,
+        reply_id: &str,
+        out: &Outcome,
+        chunks: i64,
+    ) {
         let due = self.last.is_none_or(|at| at.elapsed() >= CHECKPOINT_EVERY);
         let idle = self.writing.as_ref().is_none_or(|w| w.is_finished());
         if !(due && idle) {
@@ -510,11 +612,13 @@ impl Checkpoint {
             out.text.clone(),
         );
         let now = engine.now();
+        let lost = self.lost.clone();
         self.writing = Some(tokio::spawn(async move {
-            if let Err(err) =
-                storage::checkpoint_reply(&db, &trigger, &reply, &model, &text, now).await
+            match storage::checkpoint_reply(&db, &trigger, &reply, &model, &text, chunks, now).await
             {
-                tracing::warn!(error = %err, "reply checkpoint not stored");
+                Ok(storage::Checkpointed::Claimed) => lost.cancel(),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "reply checkpoint not stored"),
             }
         }));
     }

@@ -12,10 +12,11 @@
 //! - Redis only carries copies: the database stays the source of truth. While Redis cannot be
 //!   reached, local members are served as before, publishing drops (counted), the core reports
 //!   NOT_SERVING, and both directions reconnect on their own.
-//! - Each core keeps a heartbeat key (`<channel>:core:<id>`, 5 s) alive. A core that starts
-//!   while another one's heartbeat is alive leaves the replies owed in the database alone
-//!   (they may be that core's, streaming now) instead of recovering them; see
-//!   docs/scale-out.md for the leases that will make recovery per core.
+//! - Each core keeps a heartbeat key (`<channel>:core:<id>`, 3 s, renewed every second)
+//!   alive; the replies a core owes name it (`pending_replies.owner`), so when its heartbeat
+//!   goes another core claims and continues them (`chat/failover.rs`). Every core keeps the
+//!   chunks of the replies streaming on the others ([`replies`]), so a client resuming through
+//!   any core gets the chunks it missed, and a continuation starts from the last one sent.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,6 +30,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::chat::event::{Event, Outgoing};
+
+pub mod replies;
 
 /// `[cluster]`: off unless `redis_url` is set.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -121,9 +124,16 @@ pub trait Deliver: Send + Sync + 'static {
 /// This core's link to the others.
 pub struct Cluster {
     core_id: String,
+    client: redis::Client,
+    channel: String,
+    /// The connection of [`Cluster::live_cores`], made at the first call that reaches Redis.
+    queries: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
     queue: mpsc::Sender<Vec<u8>>,
     subscribed: Arc<AtomicBool>,
     publishing: Arc<AtomicBool>,
+    /// Whether the last heartbeat was written: a core that cannot beat is thought dead by the
+    /// others, which take its replies over.
+    beating: AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -138,10 +148,12 @@ impl std::fmt::Debug for Cluster {
 const RECONNECT: Duration = Duration::from_secs(1);
 
 impl Cluster {
-    /// Starts publishing and subscribing (each reconnecting on its own) until `stop`; `None`
-    /// when `[cluster]` is off. Redis need not be up yet.
+    /// Starts publishing and subscribing (each reconnecting on its own) until `stop`, as the
+    /// core `core_id` (the owner its `Db` writes); `None` when `[cluster]` is off. Redis need
+    /// not be up yet.
     pub fn start(
         settings: &ClusterSettings,
+        core_id: &str,
         sink: std::sync::Weak<dyn Deliver>,
         stop: CancellationToken,
     ) -> Result<Option<Arc<Self>>, String> {
@@ -150,18 +162,22 @@ impl Cluster {
         };
         let client = redis::Client::open(url.as_str())
             .map_err(|_| "cluster.redis_url must be a redis:// or rediss:// URL".to_string())?;
-        let core_id = uuid::Uuid::new_v4().simple().to_string();
+        let core_id = core_id.to_string();
         let (queue, rx) = mpsc::channel(settings.publish_queue);
         let cluster = Arc::new(Self {
             core_id: core_id.clone(),
+            client: client.clone(),
+            channel: settings.channel.clone(),
+            queries: tokio::sync::OnceCell::new(),
             queue,
             subscribed: Arc::default(),
             publishing: Arc::default(),
+            beating: AtomicBool::new(false),
         });
+        tokio::spawn(heartbeat(Arc::downgrade(&cluster), stop.clone()));
         tokio::spawn(publisher(
             client.clone(),
             settings.channel.clone(),
-            heartbeat_key(&settings.channel, &core_id),
             rx,
             cluster.publishing.clone(),
             stop.clone(),
@@ -178,9 +194,91 @@ impl Cluster {
         Ok(Some(cluster))
     }
 
+    /// This core's id in the cluster (the owner of the replies it owes).
+    pub fn core_id(&self) -> &str {
+        &self.core_id
+    }
+
+    /// The ids of the cores whose heartbeat is alive now (this one's included once it has
+    /// beaten). `Err` when Redis does not answer within a second.
+    pub async fn live_cores(&self) -> Result<std::collections::HashSet<String>, String> {
+        let ask = async {
+            let mut conn = self.queries().await?;
+            let prefix = heartbeat_key(&self.channel, "");
+            let pattern = format!("{prefix}*");
+            let mut alive = std::collections::HashSet::new();
+            let mut cursor = 0u64;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut conn)
+                    .await?;
+                alive.extend(
+                    keys.iter()
+                        .filter_map(|k| k.strip_prefix(&prefix))
+                        .map(str::to_owned),
+                );
+                if next == 0 {
+                    return Ok::<_, redis::RedisError>(alive);
+                }
+                cursor = next;
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(1), ask).await {
+            Ok(Ok(alive)) => Ok(alive),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err("no answer within 1 s".into()),
+        }
+    }
+
     /// Whether both directions reach Redis (readiness).
     pub fn healthy(&self) -> bool {
-        self.subscribed.load(Ordering::Relaxed) && self.publishing.load(Ordering::Relaxed)
+        self.subscribed.load(Ordering::Relaxed)
+            && self.publishing.load(Ordering::Relaxed)
+            && self.beating.load(Ordering::Relaxed)
+    }
+
+    /// The connection for queries (heartbeats, live cores), made at the first call that
+    /// reaches Redis; it reconnects by itself.
+    async fn queries(&self) -> redis::RedisResult<redis::aio::ConnectionManager> {
+        let conn = self
+            .queries
+            .get_or_try_init(|| {
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(1)))
+                    .set_response_timeout(Some(Duration::from_secs(1)));
+                self.client.get_connection_manager_with_config(config)
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+
+    /// Renews this core's heartbeat; records and logs whether it could.
+    async fn beat(&self) {
+        let key = heartbeat_key(&self.channel, &self.core_id);
+        let beat = async {
+            let mut conn = self.queries().await?;
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(1)
+                .arg("EX")
+                .arg(HEARTBEAT_SECS)
+                .query_async::<()>(&mut conn)
+                .await
+        };
+        let ok = matches!(
+            tokio::time::timeout(Duration::from_secs(1), beat).await,
+            Ok(Ok(()))
+        );
+        match (self.beating.swap(ok, Ordering::Relaxed), ok) {
+            (false, true) => tracing::info!(core = %self.core_id, "cluster: heartbeat in Redis"),
+            (true, false) => tracing::warn!(core = %self.core_id, "cluster: heartbeat not renewed"),
+            _ => {}
+        }
     }
 
     /// Publishes an event of `chat_id` (never waits: a full queue drops it, counted).
@@ -217,49 +315,31 @@ fn heartbeat_key(channel: &str, core_id: &str) -> String {
     format!("{channel}:core:{core_id}")
 }
 
-/// How long a core's heartbeat outlives its last renewal.
-const HEARTBEAT_SECS: u64 = 5;
+/// How long a core's heartbeat outlives its last renewal (renewed every [`RECONNECT`]): a
+/// core killed is seen dead at most this long after, and its replies taken over within
+/// half a second more (`chat/failover.rs`), inside the 5 s the product promises.
+pub const HEARTBEAT_SECS: u64 = 3;
 
-/// Whether another core of this deployment has a live heartbeat (asked once, at start).
-/// `Err` when Redis cannot be asked.
-pub async fn other_cores_alive(settings: &ClusterSettings) -> Result<bool, String> {
-    let Some(url) = &settings.redis_url else {
-        return Ok(false);
-    };
-    let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
-    let ask = async {
-        let mut conn = client.get_multiplexed_async_connection().await?;
-        let pattern = format!("{}:core:*", settings.channel);
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(500)
-                .query_async(&mut conn)
-                .await?;
-            if !keys.is_empty() {
-                return Ok::<_, redis::RedisError>(true);
-            }
-            if next == 0 {
-                return Ok(false);
-            }
-            cursor = next;
+/// Renews this core's heartbeat every [`RECONNECT`] until `stop`, on its own connection so
+/// that a slow publish never lets it lapse.
+async fn heartbeat(cluster: std::sync::Weak<Cluster>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(RECONNECT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => {}
         }
-    };
-    match tokio::time::timeout(Duration::from_secs(3), ask).await {
-        Ok(Ok(alive)) => Ok(alive),
-        Ok(Err(err)) => Err(err.to_string()),
-        Err(_) => Err("no answer within 3 s".into()),
+        let Some(cluster) = cluster.upgrade() else {
+            return;
+        };
+        cluster.beat().await;
     }
 }
 
 async fn publisher(
     client: redis::Client,
     channel: String,
-    heartbeat: String,
     mut rx: mpsc::Receiver<Vec<u8>>,
     up: Arc<AtomicBool>,
     stop: CancellationToken,
@@ -295,15 +375,9 @@ async fn publisher(
             let bytes = tokio::select! {
                 () = stop.cancelled() => return,
                 _ = idle.tick() => {
-                    // The heartbeat doubles as the idle check of the connection.
-                    let beat: redis::RedisResult<()> = redis::cmd("SET")
-                        .arg(&heartbeat)
-                        .arg(1)
-                        .arg("EX")
-                        .arg(HEARTBEAT_SECS)
-                        .query_async(&mut conn)
-                        .await;
-                    mark(&up, beat.is_ok(), beat.err());
+                    let ping: redis::RedisResult<()> =
+                        redis::cmd("PING").query_async(&mut conn).await;
+                    mark(&up, ping.is_ok(), ping.err());
                     continue;
                 }
                 next = rx.recv() => match next {

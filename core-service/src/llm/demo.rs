@@ -3,7 +3,8 @@
 //! It streams a fixed reply word by word (each word with its following space as one delta,
 //! `word_delay` apart), says plainly that it is the demo, quotes the start of the user's last
 //! message so the round trip is visible, and reports usage estimated with
-//! [`estimate_tokens`](super::estimate_tokens).
+//! [`estimate_tokens`](super::estimate_tokens). Given the start of its answer (a last
+//! assistant turn: a reply continued on another core), it streams the rest of that same text.
 
 use std::time::Duration;
 
@@ -59,7 +60,16 @@ fn words(text: &str) -> Vec<String> {
 
 impl Provider for DemoProvider {
     fn open(&self, req: ProviderRequest) -> BoxFuture<'_, Result<DeltaStream, LlmError>> {
-        let text = reply_text(&req.prompt);
+        let mut text = reply_text(&req.prompt);
+        if let Some(start) = req
+            .prompt
+            .turns
+            .last()
+            .filter(|t| t.role == TurnRole::Assistant)
+            && let Some(rest) = text.strip_prefix(start.content.as_str())
+        {
+            text = rest.to_owned();
+        }
         let prompt_tokens = estimate_tokens(&req.prompt.system).saturating_add(
             req.prompt
                 .turns
@@ -169,5 +179,30 @@ mod tests {
         let deltas: Vec<_> = stream.collect().await;
         let words = u32::try_from(deltas.len() - 1).expect("few words"); // the last item is the usage
         assert!(started.elapsed() >= Duration::from_millis(5) * (words - 1));
+    }
+
+    #[tokio::test]
+    async fn given_the_start_of_its_answer_the_demo_streams_the_rest() {
+        let mut req = request("hi");
+        let whole = reply_text(&req.prompt);
+        req.prompt.turns.push(Turn {
+            role: TurnRole::Assistant,
+            content: "This is the built-in demo".to_owned(),
+            images: Vec::new(),
+        });
+        let stream = DemoProvider::new(Duration::ZERO)
+            .open(req)
+            .await
+            .expect("opened");
+        let rest: String = stream
+            .filter_map(|d| async move {
+                match d.expect("demo never fails") {
+                    Delta::Text(t) => Some(t),
+                    _ => None,
+                }
+            })
+            .collect()
+            .await;
+        assert_eq!(format!("This is the built-in demo{rest}"), whole);
     }
 }

@@ -36,6 +36,16 @@ impl DifyProvider {
 impl Provider for DifyProvider {
     fn open(&self, req: ProviderRequest) -> BoxFuture<'_, Result<DeltaStream, LlmError>> {
         Box::pin(async move {
+            // Dify answers the last user message in its own conversation: it cannot be given
+            // the start of its answer.
+            if req
+                .prompt
+                .turns
+                .last()
+                .is_some_and(|t| t.role == TurnRole::Assistant)
+            {
+                return Err(LlmError::CannotContinue);
+            }
             let body = request_body(&req);
             let request = self
                 .client

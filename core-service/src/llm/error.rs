@@ -31,6 +31,10 @@ pub enum LlmError {
     /// The model id is not in the catalogue.
     #[error("unknown model \"{0}\"")]
     UnknownModel(String),
+    /// Asked to continue a reply (it ends with the assistant's text so far), which this
+    /// provider cannot do (Dify keeps the conversation itself).
+    #[error("the provider cannot continue a reply")]
+    CannotContinue,
 }
 
 impl LlmError {
@@ -45,7 +49,8 @@ impl LlmError {
             LlmError::Protocol(_)
             | LlmError::Upstream(_)
             | LlmError::IdleTimeout
-            | LlmError::UnknownModel(_) => false,
+            | LlmError::UnknownModel(_)
+            | LlmError::CannotContinue => false,
         }
     }
 
@@ -61,6 +66,7 @@ impl LlmError {
             LlmError::FirstTokenTimeout => "first_token_timeout",
             LlmError::IdleTimeout => "idle_timeout",
             LlmError::UnknownModel(_) => "unknown_model",
+            LlmError::CannotContinue => "cannot_continue",
         }
     }
 

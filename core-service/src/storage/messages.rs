@@ -92,6 +92,7 @@ pub async fn insert_message(db: &Db, new: NewMessage<'_>) -> Result<Inserted> {
     let content = db.seal(super::sealed::MESSAGE_CONTENT, new.id, new.content)?;
     let content = content.as_str();
     let new = &new;
+    let owner = db.owner();
     let outcome = with_tx!(db, TxError, |conn| {
         let counter: Option<(i64, i64, NaiveDateTime, Option<NaiveDateTime>)> =
             diesel::update(chats::table.find(new.chat_id))
@@ -184,6 +185,7 @@ pub async fn insert_message(db: &Db, new: NewMessage<'_>) -> Result<Inserted> {
                         pending_replies::trigger_id.eq(new.id),
                         pending_replies::chat_id.eq(new.chat_id),
                         pending_replies::requester_id.eq(requester),
+                        pending_replies::owner.eq(owner),
                         pending_replies::created_at.eq(new.now),
                         pending_replies::updated_at.eq(new.now),
                     ))

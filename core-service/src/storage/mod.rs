@@ -144,7 +144,10 @@ pub use models::{
     AuditRow, ChatRow, EventRow, FileRow, HelpRequestRow, MessageRow, PendingReplyRow,
     SessionMetricsRow, UsageRow, UserRow,
 };
-pub use pending::{checkpoint_reply, forget_pending_reply, pending_replies};
+pub use pending::{
+    Checkpointed, checkpoint_reply, claim_pending_reply, forget_pending_reply, pending_replies,
+    pending_replies_of_dead,
+};
 pub use reencrypt::{ColumnCounts, reencrypt_columns};
 pub use usage::{NewUsage, insert_usage, usage_for_message};
 pub use users::{
@@ -328,6 +331,8 @@ pub type Result<T> = std::result::Result<T, StorageError>;
 pub struct Db {
     pools: Pools,
     keyring: Arc<Keyring>,
+    /// The id this core writes as the owner of the replies it owes (`pending_replies.owner`).
+    owner: Arc<str>,
 }
 
 /// The pool of whichever backend the URL named.
@@ -403,7 +408,21 @@ impl Db {
         Self {
             pools,
             keyring: Arc::new(Keyring::off()),
+            owner: Arc::from(""),
         }
+    }
+
+    /// The same pools, writing `core_id` as the owner of the replies this core owes.
+    pub fn owned_by(self, core_id: &str) -> Self {
+        Self {
+            owner: Arc::from(core_id),
+            ..self
+        }
+    }
+
+    /// The id written as the owner of the replies this core owes (`''` outside a cluster).
+    pub fn owner(&self) -> &str {
+        &self.owner
     }
 
     /// The same pools with `keyring` sealing and opening the encrypted columns.

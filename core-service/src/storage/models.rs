@@ -164,6 +164,10 @@ pub struct PendingReplyRow {
     pub partial: String,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
+    /// The core that owes it (`Db::owner`); `''` outside a cluster.
+    pub owner: String,
+    /// How many chunks `partial` was streamed in.
+    pub chunks: i64,
 }
 
 /// An uploaded file's record (the bytes are in the object store, under `id`).

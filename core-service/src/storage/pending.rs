@@ -3,7 +3,9 @@
 //! (see [`super::messages::ReplyLink`]), so no crash can leave an acknowledged message without
 //! either its reply or a row saying it is owed. While a reply streams its row is checkpointed
 //! with the reply's id and text so far; what a restart finds is recovered by
-//! `Engine::recover_replies`.
+//! `Engine::recover_replies`. Each row names the core that owes it (`owner`): with several
+//! cores, the rows of a core that died are claimed by another (`chat/failover.rs`), and a
+//! core that finds its row claimed stops writing it.
 
 use chrono::NaiveDateTime;
 use diesel::prelude::*;
@@ -14,29 +16,98 @@ use super::schema::pending_replies;
 use super::{Db, Result};
 
 /// The reply to `trigger_id` has started (`reply_id` is the id its chunks carry, on `model`)
-/// and has streamed `partial` so far. A no-op once the reply is stored.
+/// and has streamed `partial` so far, in `chunks` chunks. Written only while this core
+/// (`Db::owner`) owns the row.
 pub async fn checkpoint_reply(
     db: &Db,
     trigger_id: &str,
     reply_id: &str,
     model: &str,
     partial: &str,
+    chunks: i64,
     now: NaiveDateTime,
-) -> Result<()> {
+) -> Result<Checkpointed> {
     let partial = db.seal(super::sealed::PENDING_PARTIAL, trigger_id, partial)?;
     let partial = partial.as_str();
-    with_conn!(db, |conn| {
-        diesel::update(pending_replies::table.find(trigger_id))
-            .set((
-                pending_replies::reply_id.eq(reply_id),
-                pending_replies::model.eq(model),
-                pending_replies::partial.eq(partial),
-                pending_replies::updated_at.eq(now),
-            ))
-            .execute(conn)
-            .await?;
-        Ok(())
+    let owner = db.owner();
+    let written = with_conn!(db, |conn| {
+        diesel::update(
+            pending_replies::table
+                .find(trigger_id)
+                .filter(pending_replies::owner.eq(owner)),
+        )
+        .set((
+            pending_replies::reply_id.eq(reply_id),
+            pending_replies::model.eq(model),
+            pending_replies::partial.eq(partial),
+            pending_replies::chunks.eq(chunks),
+            pending_replies::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await?
+    });
+    if written == 1 {
+        return Ok(Checkpointed::Written);
+    }
+    let claimed: i64 = with_conn!(db, |conn| {
+        pending_replies::table
+            .find(trigger_id)
+            .count()
+            .get_result(conn)
+            .await?
+    });
+    Ok(if claimed > 0 {
+        Checkpointed::Claimed
+    } else {
+        Checkpointed::Gone
     })
+}
+
+/// What became of a checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checkpointed {
+    Written,
+    /// No reply is owed any more (it is stored, or its chat or message was deleted).
+    Gone,
+    /// Another core owns the row now: it took the reply over (this core was thought dead).
+    Claimed,
+}
+
+/// Claims for this core (`Db::owner`) the reply owed to `trigger_id` while `from` (a core
+/// found dead) still owns it. Answers false when someone else claimed it first, or it is
+/// stored: only one core ever continues a reply.
+pub async fn claim_pending_reply(db: &Db, trigger_id: &str, from: &str) -> Result<bool> {
+    let owner = db.owner();
+    let claimed = with_conn!(db, |conn| {
+        diesel::update(
+            pending_replies::table
+                .find(trigger_id)
+                .filter(pending_replies::owner.eq(from)),
+        )
+        .set(pending_replies::owner.eq(owner))
+        .execute(conn)
+        .await?
+    });
+    Ok(claimed == 1)
+}
+
+/// Every reply owed by a core neither this one (`Db::owner`) nor one of `alive`, oldest
+/// first: the replies of cores that died (usually none).
+pub async fn pending_replies_of_dead(db: &Db, alive: &[&str]) -> Result<Vec<PendingReplyRow>> {
+    let owner = db.owner();
+    let rows: Vec<PendingReplyRow> = with_conn!(db, |conn| {
+        pending_replies::table
+            .filter(pending_replies::owner.ne(owner))
+            .filter(pending_replies::owner.ne_all(alive))
+            .order((
+                pending_replies::created_at.asc(),
+                pending_replies::trigger_id.asc(),
+            ))
+            .select(PendingReplyRow::as_select())
+            .load(conn)
+            .await?
+    });
+    open_partials(db, rows)
 }
 
 /// No reply is owed to `trigger_id` after all (an operator took the chat over before it
@@ -62,6 +133,10 @@ pub async fn pending_replies(db: &Db) -> Result<Vec<PendingReplyRow>> {
             .load(conn)
             .await?
     });
+    open_partials(db, rows)
+}
+
+fn open_partials(db: &Db, rows: Vec<PendingReplyRow>) -> Result<Vec<PendingReplyRow>> {
     rows.into_iter()
         .map(|mut row| {
             row.partial = db.open(

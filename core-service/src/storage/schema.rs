@@ -152,6 +152,8 @@ diesel::table! {
         partial -> Text,
         created_at -> Timestamp,
         updated_at -> Timestamp,
+        owner -> Text,
+        chunks -> BigInt,
     }
 }
 

@@ -268,9 +268,9 @@ async fn migrations_run_twice_idempotently(db: &Db) -> Result<()> {
             .await?
     });
     // Each migration is recorded once (init, operators, pending_replies, user_contexts,
-    // provider_conversations, seed_clients, files, chat_settings_files), however often
-    // `migrate` runs.
-    assert_eq!(applied.iter().map(|c| c.n).collect::<Vec<_>>(), vec![8]);
+    // provider_conversations, seed_clients, files, chat_settings_files, pending_owner),
+    // however often `migrate` runs.
+    assert_eq!(applied.iter().map(|c| c.n).collect::<Vec<_>>(), vec![9]);
     new_chat(db, "c1", "alice", 0).await?;
     Ok(())
 }
@@ -869,13 +869,60 @@ async fn a_reply_is_owed_from_its_message_until_it_is_stored(db: &Db) -> Result<
         (None, "")
     );
 
-    pending::checkpoint_reply(db, "m1", "r1", "demo", "Half a repl", at(2)).await?;
+    assert_eq!(
+        pending::checkpoint_reply(db, "m1", "r1", "demo", "Half a repl", 3, at(2)).await?,
+        pending::Checkpointed::Written
+    );
     let owed = pending::pending_replies(db).await?;
     assert_eq!(owed[0].reply_id.as_deref(), Some("r1"));
     assert_eq!(owed[0].model.as_deref(), Some("demo"));
     assert_eq!(
-        (owed[0].partial.as_str(), owed[0].updated_at),
-        ("Half a repl", at(2))
+        (owed[0].partial.as_str(), owed[0].chunks, owed[0].updated_at),
+        ("Half a repl", 3, at(2))
+    );
+
+    // Several cores: the row names its core; another core claims it once, from that owner
+    // only, and the first core's checkpoints stop landing.
+    assert_eq!(owed[0].owner, "", "outside a cluster");
+    assert!(pending::pending_replies_of_dead(db, &[]).await?.is_empty());
+    let other = db.clone().owned_by("core-b");
+    assert_eq!(
+        pending::pending_replies_of_dead(&other, &[]).await?.len(),
+        1
+    );
+    assert!(
+        pending::pending_replies_of_dead(&other, &["core-x", ""])
+            .await?
+            .is_empty(),
+        "its owner is alive"
+    );
+    assert!(
+        !pending::claim_pending_reply(&other, "m1", "core-x").await?,
+        "not x's"
+    );
+    assert!(pending::claim_pending_reply(&other, "m1", "").await?);
+    assert!(
+        !pending::claim_pending_reply(&other, "m1", "").await?,
+        "claimed once"
+    );
+    assert!(
+        pending::pending_replies_of_dead(&other, &[])
+            .await?
+            .is_empty()
+    );
+    assert_eq!(
+        pending::checkpoint_reply(db, "m1", "r1", "demo", "Half a reply", 4, at(2)).await?,
+        pending::Checkpointed::Claimed,
+        "the old owner's checkpoint is refused"
+    );
+    assert_eq!(
+        pending::checkpoint_reply(&other, "m1", "r1", "demo", "Half a reply", 4, at(2)).await?,
+        pending::Checkpointed::Written
+    );
+    assert_eq!(pending::pending_replies(db).await?[0].owner, "core-b");
+    assert!(
+        pending::claim_pending_reply(db, "m1", "core-b").await?,
+        "and back"
     );
 
     let reply = NewMessage {
@@ -889,7 +936,10 @@ async fn a_reply_is_owed_from_its_message_until_it_is_stored(db: &Db) -> Result<
         "stored with its reply"
     );
     // A checkpoint arriving after the reply was stored changes nothing.
-    pending::checkpoint_reply(db, "m1", "r1", "demo", "late", at(4)).await?;
+    assert_eq!(
+        pending::checkpoint_reply(db, "m1", "r1", "demo", "late", 9, at(4)).await?,
+        pending::Checkpointed::Gone
+    );
     assert!(pending::pending_replies(db).await?.is_empty());
 
     let asked = NewMessage {
@@ -987,7 +1037,7 @@ async fn sealed_columns_hold_no_plaintext_and_reencryption_moves_them_to_the_cur
         row.content, "my secret question",
         "the caller gets plaintext"
     );
-    pending::checkpoint_reply(&k1, "m1", "r1", "demo", "a partial secret reply", at(3)).await?;
+    pending::checkpoint_reply(&k1, "m1", "r1", "demo", "a partial secret reply", 4, at(3)).await?;
     users::set_user_context(&k1, "alice", r#"{"tasks":["secret task"]}"#, "svc", at(3)).await?;
     help::insert_help_request(
         &k1,
