@@ -550,6 +550,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_core_url_naming_a_host_becomes_one_core_per_address() {
+        let settings = EdgeSettings {
+            core_url: "http://localhost:1".into(),
+            ..EdgeSettings::default()
+        };
+        let targets = settings.core_targets().unwrap();
+        let up = Upstream::new(&settings, targets);
+        assert_eq!(
+            up.cores()[0].label(),
+            "http://localhost:1",
+            "by name until resolved"
+        );
+        up.resolve().await;
+        let labels: Vec<String> = up.cores().iter().map(|c| c.label().to_owned()).collect();
+        assert!(
+            labels.contains(&"http://127.0.0.1:1".to_owned()),
+            "{labels:?}"
+        );
+        // Resolved again to the same addresses: the same cores (health and streams kept).
+        let before = up.cores();
+        up.resolve().await;
+        assert!(
+            before
+                .iter()
+                .zip(up.cores().iter())
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+        );
+        // Never resolved when the interval is 0.
+        let settings = EdgeSettings {
+            core_resolve_interval_ms: 0,
+            ..settings
+        };
+        let targets = settings.core_targets().unwrap();
+        let up = Upstream::new(&settings, targets);
+        up.resolve().await;
+        assert_eq!(up.cores().len(), 1);
+        assert_eq!(up.cores()[0].label(), "http://localhost:1");
+    }
+
+    #[tokio::test]
     async fn a_stream_to_unreachable_cores_tries_each_once_and_marks_them_down() {
         let up = upstream(2);
         match up.connect("a.token", 4).await {
