@@ -161,6 +161,16 @@ impl SettingsLoader {
         )
     }
 
+    /// Whether `file` (when given) or the prefixed variable of `env` names the dotted `key`:
+    /// set on purpose, whatever its value (a default that is also written down counts). For
+    /// settings that exclude each other (the edge's `core_url` and `core_urls`).
+    pub fn sets(&self, file: Option<&Path>, env: &[(String, String)], key: &str) -> bool {
+        let own = self.variable_of(key);
+        env.iter()
+            .any(|(name, _)| name.trim().eq_ignore_ascii_case(&own))
+            || file.is_some_and(|path| Figment::from(Toml::file(path)).contains(key))
+    }
+
     /// One line per alias set beside its key's own variable to a different value: the own
     /// variable wins. Names only, never values (they may be secrets).
     pub fn alias_warnings(&self, env: &[(String, String)]) -> Vec<String> {

@@ -1,6 +1,7 @@
 //! The real `chat-edge` binary as a child process in front of a test stack's core, so a test
 //! can stop it gracefully (SIGTERM) or kill it (SIGKILL) while its sockets stream, and let the
-//! clients reconnect to the stack's own edge: a second edge over the same core.
+//! clients reconnect to the stack's own edge: a second edge over the same core. Or in front of
+//! several cores at once ([`EdgeProcess::start_over`]).
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -26,11 +27,22 @@ impl EdgeProcess {
 
     /// The same with more `CHAT_EDGE_*` variables (`[tls]`, say).
     pub fn start_with(core_addr: SocketAddr, env: &[(&str, String)]) -> Self {
+        Self::spawn(("CHAT_EDGE_CORE_URL", format!("http://{core_addr}")), env)
+    }
+
+    /// `chat-edge` in front of every core of `cores` (`CHAT_EDGE_CORE_URLS`, comma-separated),
+    /// with more `CHAT_EDGE_*` variables.
+    pub fn start_over(cores: &[SocketAddr], env: &[(&str, String)]) -> Self {
+        let urls: Vec<String> = cores.iter().map(|a| format!("http://{a}")).collect();
+        Self::spawn(("CHAT_EDGE_CORE_URLS", urls.join(",")), env)
+    }
+
+    fn spawn(cores: (&str, String), env: &[(&str, String)]) -> Self {
         let bin =
             chatctl_path().with_file_name(format!("chat-edge{}", std::env::consts::EXE_SUFFIX));
         let mut child = Command::new(&bin)
             .env("CHAT_EDGE_HTTP_ADDR", "127.0.0.1:0")
-            .env("CHAT_EDGE_CORE_URL", format!("http://{core_addr}"))
+            .env(cores.0, cores.1)
             .env("CHAT_EDGE_AUTH__SECRET", SECRET)
             .env("CHAT_EDGE_LOG__FORMAT", "json")
             .env("RUST_LOG", "info")

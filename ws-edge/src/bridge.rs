@@ -20,14 +20,12 @@ use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
-use tokio::sync::mpsc;
 use tokio::time::{Instant, Interval};
-use tokio_stream::wrappers::ReceiverStream;
 
 use crate::EdgeState;
 use crate::frames::{self, Limits};
 use crate::outbox::{Ended, Outbox, QueueLimits};
-use crate::upstream;
+use crate::upstream::{self, Refused};
 
 /// Events buffered from the browser towards the core.
 const TO_CORE_BUFFER: usize = 64;
@@ -169,20 +167,18 @@ pub async fn serve<S>(
         }
     };
 
-    // Open the core stream; its first event is `session`.
-    // Boxed: tokio allocates a channel's first 32-slot block up front, and an idle socket
-    // should pay for pointers, not for 32 events.
-    let (to_core, rx) = mpsc::channel::<Box<pb::ClientEvent>>(TO_CORE_BUFFER);
-    let Some(request) = upstream::with_token(ReceiverStream::new(rx).map(|ev| *ev), &token) else {
-        return refuse_unauthenticated(outbox, grace).await;
-    };
-    let mut from_core = match state.upstream.chat().connect(request).await {
-        Ok(response) => response.into_inner(),
-        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+    // Open the core stream, on the best core; its first event is `session`.
+    let upstream::Connected {
+        to_core,
+        mut from_core,
+        guard,
+    } = match state.upstream.connect(&token, TO_CORE_BUFFER).await {
+        Ok(connected) => connected,
+        Err(Refused::Unauthenticated) => {
             return refuse_unauthenticated(outbox, grace).await;
         }
-        Err(status) => {
-            tracing::warn!(code = ?status.code(), "core refused or unreachable");
+        Err(Refused::Unavailable(code)) => {
+            tracing::warn!(?code, "core refused or unreachable");
             let frame = frames::error_frame(
                 code::UNAVAILABLE,
                 "Service unavailable, try again later",
@@ -315,14 +311,19 @@ pub async fn serve<S>(
                     }
                 }
                 // The core ended the stream (restart, or this connection was too slow):
-                // the client reconnects and resumes from its last seq.
-                Some(Err(_)) | None => break (close::RESTART, "Reconnect and resume"),
+                // the client reconnects and resumes from its last seq, on a serving core.
+                Some(Err(_)) => {
+                    guard.failed();
+                    break (close::RESTART, "Reconnect and resume");
+                }
+                None => break (close::RESTART, "Reconnect and resume"),
             },
         }
     };
     // Dropping the core stream here tells the core this connection is gone.
     drop(from_core);
     drop(to_core);
+    drop(guard);
     let grace = if (close_code, reason) == SLOW {
         metrics::counter!("chat_edge_slow_sockets_closed_total").increment(1);
         tracing::debug!("closing a socket that does not read its frames");

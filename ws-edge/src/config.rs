@@ -17,6 +17,11 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use tonic::transport::Endpoint;
 
+/// `core_url` unless set: a core on this machine.
+pub const DEFAULT_CORE_URL: &str = "http://127.0.0.1:50051";
+/// The most cores `core_urls` may list.
+pub const MAX_CORE_URLS: usize = 64;
+
 /// The environment prefix of the edge's settings.
 pub const ENV_PREFIX: &str = "CHAT_EDGE_";
 /// The variable `chat-edge --config` reads its file path from.
@@ -28,15 +33,36 @@ pub struct EdgeSettings {
     /// Where the HTTP/WebSocket server listens.
     pub http_addr: SocketAddr,
     /// The core's gRPC address: `http://` (plain HTTP/2, a private network) or `https://` (the
-    /// core with `grpc.tls_cert_file`; then `core_ca_file` is required).
+    /// core with `grpc.tls_cert_file`; then `core_ca_file` is required). A host that is a DNS
+    /// name resolving to several addresses (a Kubernetes headless Service) is several cores:
+    /// see `core_resolve_interval_ms`.
     pub core_url: String,
-    /// PEM file of the CA (or the self-signed certificate) the core's certificate is checked
-    /// against, for an `https://` `core_url`.
+    /// Several cores, instead of `core_url` (never beside it): each new socket's stream goes
+    /// to the healthy core with the fewest streams from this edge. The same TLS rules hold
+    /// for every URL. In the environment: `CHAT_EDGE_CORE_URLS=http://a:50051,http://b:50051`
+    /// (or `[http://a:50051, http://b:50051]`).
+    #[serde(deserialize_with = "url_list")]
+    pub core_urls: Vec<String>,
+    /// PEM file of the CA (or the self-signed certificate) the cores' certificates are checked
+    /// against, for `https://` core URLs.
     pub core_ca_file: Option<PathBuf>,
-    /// The name the core's certificate must carry, when it is not `core_url`'s host.
+    /// The name the cores' certificates must carry, when it is not their URL's host.
     pub core_tls_domain: Option<String>,
-    /// HTTP/2 connections to the core; WebSocket streams are spread over them.
+    /// HTTP/2 connections to each core; WebSocket streams are spread over them.
     pub core_channels: usize,
+    /// How often each core's gRPC health service is asked whether it is serving; a core that
+    /// is not (or does not answer within `core_probe_timeout_ms`) gets no new streams until
+    /// it is again.
+    pub core_probe_interval_ms: u64,
+    pub core_probe_timeout_ms: u64,
+    /// How often a core URL whose host is a DNS name (not an IP address) is resolved again,
+    /// each address becoming a core of its own; 0: never resolved by the edge (one core per
+    /// URL, connected by name).
+    pub core_resolve_interval_ms: u64,
+    /// Whether the file or the environment named `core_url` (which may not stand beside
+    /// `core_urls`), set by [`EdgeSettings::load_from`].
+    #[serde(skip)]
+    pub core_url_set: bool,
     pub auth: AuthSettings,
     pub limits: EdgeLimits,
     /// Browser origins allowed to open a WebSocket; empty allows any origin (a warning at
@@ -200,10 +226,15 @@ impl Default for EdgeSettings {
     fn default() -> Self {
         Self {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            core_url: "http://127.0.0.1:50051".into(),
+            core_url: DEFAULT_CORE_URL.into(),
+            core_urls: Vec::new(),
             core_ca_file: None,
             core_tls_domain: None,
             core_channels: 4,
+            core_probe_interval_ms: 1_000,
+            core_probe_timeout_ms: 500,
+            core_resolve_interval_ms: 5_000,
+            core_url_set: false,
             auth: AuthSettings::default(),
             limits: EdgeLimits::default(),
             allowed_origins: Vec::new(),
@@ -263,6 +294,7 @@ impl EdgeSettings {
         }
         let mut settings: Self = loader.load(file, env.iter().cloned())?;
         settings.env_warnings = loader.alias_warnings(&env);
+        settings.core_url_set = loader.sets(file, &env, "core_url");
         settings.apply_seed_port(&loader, &env)?;
         Ok(settings)
     }
@@ -308,7 +340,7 @@ impl EdgeSettings {
     pub fn validate(&self) -> Result<(), ConfigError> {
         chat_auth::Verifier::new(&self.auth)?;
         self.log.validate()?;
-        self.core_endpoint()?;
+        self.core_targets()?;
         InvalidSetting::check(
             self.tls.cert_file.is_some() == self.tls.key_file.is_some(),
             "tls.cert_file",
@@ -318,6 +350,22 @@ impl EdgeSettings {
             (1..=64).contains(&self.core_channels),
             "core_channels",
             "must be from 1 to 64",
+        )?;
+        InvalidSetting::check(
+            (100..=60_000).contains(&self.core_probe_interval_ms),
+            "core_probe_interval_ms",
+            "must be from 100 to 60000",
+        )?;
+        InvalidSetting::check(
+            self.core_probe_timeout_ms > 0
+                && self.core_probe_timeout_ms <= self.core_probe_interval_ms,
+            "core_probe_timeout_ms",
+            "must be greater than 0 and at most core_probe_interval_ms",
+        )?;
+        InvalidSetting::check(
+            self.core_resolve_interval_ms == 0 || self.core_resolve_interval_ms >= 1_000,
+            "core_resolve_interval_ms",
+            "must be 0 (never resolve) or at least 1000",
         )?;
         let positive = "must be greater than 0";
         let l = &self.limits;
@@ -420,29 +468,91 @@ impl EdgeSettings {
         warnings
     }
 
-    /// The core's address as a gRPC endpoint; fails naming `core_url` unless it is an
-    /// `http://` or `https://` URL.
-    pub fn core_endpoint(&self) -> Result<Endpoint, InvalidSetting> {
-        let url = &self.core_url;
-        let rule = || format!("{url:?} must be an http:// or https:// URL");
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(InvalidSetting::new("core_url", rule()));
+    pub fn core_probe_interval(&self) -> Duration {
+        Duration::from_millis(self.core_probe_interval_ms)
+    }
+
+    pub fn core_probe_timeout(&self) -> Duration {
+        Duration::from_millis(self.core_probe_timeout_ms)
+    }
+
+    /// `None` when the edge never resolves names itself.
+    pub fn core_resolve_interval(&self) -> Option<Duration> {
+        (self.core_resolve_interval_ms > 0)
+            .then(|| Duration::from_millis(self.core_resolve_interval_ms))
+    }
+
+    /// The cores to connect to: `core_urls` when set, else `core_url`. Fails naming the key
+    /// to fix: both set, a URL that is not `http://` or `https://` (or listed twice), an
+    /// `https://` one without `core_ca_file`, or TLS settings beside a plain `http://` one.
+    pub fn core_targets(&self) -> Result<Vec<CoreTarget>, InvalidSetting> {
+        if self.core_urls.is_empty() {
+            return Ok(vec![self.core_target("core_url", &self.core_url)?]);
         }
-        let endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|_| InvalidSetting::new("core_url", rule()))?;
-        if !url.starts_with("https://") {
+        if self.core_url_set || self.core_url != DEFAULT_CORE_URL {
+            return Err(InvalidSetting::new(
+                "core_urls",
+                "and core_url are both set: set core_url for one core, or core_urls for several",
+            ));
+        }
+        InvalidSetting::check(
+            self.core_urls.len() <= MAX_CORE_URLS,
+            "core_urls",
+            "may list at most 64 cores",
+        )?;
+        let mut targets: Vec<CoreTarget> = Vec::with_capacity(self.core_urls.len());
+        for url in &self.core_urls {
+            if targets.iter().any(|t| t.url == *url) {
+                return Err(InvalidSetting::new(
+                    "core_urls",
+                    format!("lists {url:?} twice"),
+                ));
+            }
+            targets.push(self.core_target("core_urls", url)?);
+        }
+        Ok(targets)
+    }
+
+    /// One core's URL, from the setting `key`, checked and with its TLS.
+    fn core_target(&self, key: &'static str, url: &str) -> Result<CoreTarget, InvalidSetting> {
+        let rule = || format!("{url:?} must be an http:// or https:// URL");
+        let https = url.starts_with("https://");
+        if !(https || url.starts_with("http://")) {
+            return Err(InvalidSetting::new(key, rule()));
+        }
+        let endpoint =
+            Endpoint::from_shared(url.to_owned()).map_err(|_| InvalidSetting::new(key, rule()))?;
+        let Some(host) = endpoint.uri().host().filter(|h| !h.is_empty()) else {
+            return Err(InvalidSetting::new(key, rule()));
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = endpoint
+            .uri()
+            .port_u16()
+            .unwrap_or(if https { 443 } else { 80 });
+        let is_ip = host.parse::<std::net::IpAddr>().is_ok();
+        let name = (!is_ip).then(|| (host.clone(), port));
+        if !https {
             InvalidSetting::check(
                 self.core_ca_file.is_none() && self.core_tls_domain.is_none(),
                 "core_ca_file",
-                "and core_tls_domain are for an https:// core_url",
+                "and core_tls_domain are for https:// core URLs",
             )?;
-            return Ok(endpoint);
+            return Ok(CoreTarget {
+                url: url.to_owned(),
+                endpoint,
+                tls: None,
+                name,
+            });
         }
         let Some(ca_file) = &self.core_ca_file else {
             return Err(InvalidSetting::new(
                 "core_ca_file",
                 format!(
-                    "is needed for the https:// core_url {url:?}: the PEM of the CA that signed the core's certificate"
+                    "is needed for the https:// {key} {url:?}: the PEM of the CA that signed the core's certificate"
                 ),
             ));
         };
@@ -452,15 +562,58 @@ impl EdgeSettings {
                 format!("{}: cannot be read: {err}", ca_file.display()),
             )
         })?;
-        let mut tls = tonic::transport::ClientTlsConfig::new()
-            .ca_certificate(tonic::transport::Certificate::from_pem(pem));
-        if let Some(domain) = &self.core_tls_domain {
-            tls = tls.domain_name(domain.clone());
-        }
-        endpoint.tls_config(tls).map_err(|err| {
+        // The name the certificate is checked against: the setting, else the URL's host
+        // (also for the addresses a name resolves to, which the certificate does not carry).
+        let domain = self.core_tls_domain.clone().unwrap_or(host);
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+            .domain_name(domain);
+        let endpoint = endpoint.tls_config(tls.clone()).map_err(|err| {
             InvalidSetting::new("core_ca_file", format!("{}: {err}", ca_file.display()))
+        })?;
+        Ok(CoreTarget {
+            url: url.to_owned(),
+            endpoint,
+            tls: Some(tls),
+            name,
         })
     }
+}
+
+/// One core URL from the settings, checked: what [`crate::upstream::Upstream`] connects to.
+#[derive(Clone)]
+pub struct CoreTarget {
+    /// As written in the settings (the `core` label of the metrics while it is one core).
+    pub url: String,
+    /// The URL as a gRPC endpoint, with its TLS.
+    pub endpoint: Endpoint,
+    /// An `https://` URL's TLS: also what each address its name resolves to is checked with.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
+    /// The host and port when the host is a DNS name rather than an IP address.
+    pub name: Option<(String, u16)>,
+}
+
+/// `core_urls` from a list (TOML, `[a, b]` in the environment) or one string of URLs
+/// separated by commas or whitespace (`CHAT_EDGE_CORE_URLS=http://a:50051,http://b:50051`).
+fn url_list<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Text(String),
+    }
+    let list = match Form::deserialize(deserializer)? {
+        Form::List(list) => list,
+        Form::Text(text) => text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .map(str::to_owned)
+            .collect(),
+    };
+    Ok(list
+        .into_iter()
+        .map(|url| url.trim().to_owned())
+        .filter(|url| !url.is_empty())
+        .collect())
 }
 
 #[cfg(test)]
@@ -582,6 +735,147 @@ mod tests {
             Some("127.0.0.1:9465".parse().unwrap())
         );
         assert_eq!(settings.limits.send_timeout(), Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn several_cores_come_from_a_comma_separated_variable_or_a_list() {
+        for value in [
+            "http://core-a:50051,http://core-b:50051",
+            "http://core-a:50051, http://core-b:50051",
+            "[http://core-a:50051, http://core-b:50051]",
+        ] {
+            let settings =
+                EdgeSettings::load_from(None, env(&[("CHAT_EDGE_CORE_URLS", value)])).unwrap();
+            assert_eq!(
+                settings.core_urls,
+                ["http://core-a:50051", "http://core-b:50051"],
+                "{value}"
+            );
+            let s = EdgeSettings {
+                auth: valid().auth,
+                ..settings
+            };
+            let targets = s.core_targets().unwrap();
+            let urls: Vec<&str> = targets.iter().map(|t| t.url.as_str()).collect();
+            assert_eq!(urls, ["http://core-a:50051", "http://core-b:50051"]);
+            assert_eq!(targets[0].name, Some(("core-a".to_string(), 50051)));
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("edge.toml");
+        std::fs::write(
+            &file,
+            "core_urls = [\"http://10.0.0.1:50051\", \"http://10.0.0.2:50051\"]\n",
+        )
+        .unwrap();
+        let settings = EdgeSettings::load_from(Some(&file), env(&[])).unwrap();
+        assert_eq!(settings.core_urls.len(), 2);
+        let s = EdgeSettings {
+            auth: valid().auth,
+            ..settings
+        };
+        let targets = s.core_targets().unwrap();
+        assert!(
+            targets.iter().all(|t| t.name.is_none()),
+            "IP addresses are not resolved"
+        );
+    }
+
+    #[test]
+    fn one_core_url_stays_one_core() {
+        let targets = valid().core_targets().unwrap();
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].url, DEFAULT_CORE_URL);
+        let settings = EdgeSettings::load_from(
+            None,
+            env(&[("CHAT_EDGE_CORE_URL", "http://chat-core:50051")]),
+        )
+        .unwrap();
+        assert!(settings.core_url_set);
+        assert!(settings.core_urls.is_empty());
+        let s = EdgeSettings {
+            auth: valid().auth,
+            ..settings
+        };
+        let targets = s.core_targets().unwrap();
+        assert_eq!(targets[0].name, Some(("chat-core".to_string(), 50051)));
+    }
+
+    #[test]
+    fn core_url_and_core_urls_together_are_refused_naming_core_urls() {
+        let message = |s: &EdgeSettings| s.validate().unwrap_err().to_string();
+        // Both in the environment, even with core_url at its default value.
+        let loaded = EdgeSettings::load_from(
+            None,
+            env(&[
+                ("CHAT_EDGE_CORE_URL", DEFAULT_CORE_URL),
+                ("CHAT_EDGE_CORE_URLS", "http://a:50051,http://b:50051"),
+            ]),
+        )
+        .unwrap();
+        let s = EdgeSettings {
+            auth: valid().auth,
+            ..loaded
+        };
+        let err = message(&s);
+        assert!(
+            err.contains("core_urls") && err.contains("core_url "),
+            "{err}"
+        );
+        // Built directly: a core_url other than the default beside core_urls.
+        let mut s = valid();
+        s.core_url = "http://core:50051".into();
+        s.core_urls = vec!["http://a:50051".into()];
+        assert!(message(&s).contains("core_urls"));
+    }
+
+    #[test]
+    fn each_core_url_is_checked_naming_its_setting() {
+        let message = |s: &EdgeSettings| s.validate().unwrap_err().to_string();
+        let mut s = valid();
+        s.core_urls = vec!["http://a:50051".into(), "core-b:50051".into()];
+        let err = message(&s);
+        assert!(
+            err.contains("core_urls") && err.contains("core-b:50051"),
+            "{err}"
+        );
+        let mut s = valid();
+        s.core_urls = vec!["http://a:50051".into(), "http://a:50051".into()];
+        assert!(message(&s).contains("twice"));
+        let mut s = valid();
+        s.core_urls = (0..=MAX_CORE_URLS)
+            .map(|i| format!("http://10.0.0.{i}:50051"))
+            .collect();
+        assert!(message(&s).contains("at most 64"));
+        // The same TLS rules for every URL: https needs the CA, http may not have one.
+        let mut s = valid();
+        s.core_urls = vec!["http://a:50051".into(), "https://b:50051".into()];
+        let err = message(&s);
+        assert!(
+            err.contains("core_ca_file") && err.contains("https://b:50051"),
+            "{err}"
+        );
+        let mut s = valid();
+        s.core_urls = vec!["http://a:50051".into()];
+        s.core_tls_domain = Some("chat-core".into());
+        assert!(message(&s).contains("core_ca_file"));
+    }
+
+    #[test]
+    fn the_probe_and_resolve_intervals_are_bounded() {
+        let message = |s: &EdgeSettings| s.validate().unwrap_err().to_string();
+        let mut s = valid();
+        s.core_probe_interval_ms = 10;
+        assert!(message(&s).contains("core_probe_interval_ms"));
+        let mut s = valid();
+        s.core_probe_timeout_ms = 5_000;
+        assert!(message(&s).contains("core_probe_timeout_ms"));
+        let mut s = valid();
+        s.core_resolve_interval_ms = 10;
+        assert!(message(&s).contains("core_resolve_interval_ms"));
+        let mut s = valid();
+        s.core_resolve_interval_ms = 0;
+        assert!(s.validate().is_ok());
+        assert_eq!(s.core_resolve_interval(), None);
     }
 
     #[test]

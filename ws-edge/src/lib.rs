@@ -7,7 +7,7 @@
 //! [`bridge`] (socket <-> gRPC pump, enforcing the limits the core announces), [`outbox`] (a
 //! socket's bounded write queue), [`socketio`] (seed 003's Socket.IO clients, bridged the same
 //! way), [`frames`] (JSON <-> protobuf), [`upstream`] (channels to the
-//! core), [`error`] (REST errors). Protocol constants come from [`chat_proto::limits`].
+//! cores, and which core a new stream goes to), [`error`] (REST errors). Protocol constants come from [`chat_proto::limits`].
 
 pub mod admin;
 pub mod bridge;
@@ -178,10 +178,11 @@ impl Edge {
     pub async fn build(settings: EdgeSettings) -> Result<Self, EdgeError> {
         settings.validate()?;
         let verifier = Verifier::new(&settings.auth).map_err(config::ConfigError::from)?;
-        let endpoint = settings
-            .core_endpoint()
-            .map_err(config::ConfigError::from)?;
-        let upstream = upstream::Upstream::new(endpoint, settings.core_channels);
+        let targets = settings.core_targets().map_err(config::ConfigError::from)?;
+        // Before the cores are made: they record their gauges from the start.
+        chat_runtime::metrics();
+        let upstream = upstream::Upstream::new(&settings, targets);
+        upstream.resolve().await;
         let tls = tls::Tls::load(&settings.tls)?;
         let addr = settings.http_addr;
         let listener = TcpListener::bind(addr)
@@ -248,6 +249,12 @@ impl Edge {
         if let Some(tls) = &tls {
             tls.spawn_reloader(state.settings.tls.reload_interval(), shutdown.clone());
         }
+        // The cores' health and addresses, until shutdown.
+        tokio::spawn({
+            let state = state.clone();
+            let shutdown = shutdown.clone();
+            async move { state.upstream.watch(shutdown).await }
+        });
         tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "chat-edge ready");
         let l = &state.settings.limits;
         let limits = server::HttpLimits {

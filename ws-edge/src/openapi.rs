@@ -108,9 +108,9 @@ pub fn rest_routes() -> Vec<Route> {
                 errors: &[503],
                 ..op(
                     "get",
-                    "Ready: the core (and its database) serving",
+                    "Ready: a core (and its database) serving",
                     Public,
-                    (200, JSON, "{status, core}"),
+                    (200, JSON, "{status, core, cores}"),
                 )
             }],
             handler: get(routes::readyz),

@@ -12,8 +12,6 @@ use axum::response::{IntoResponse, Response};
 use chat_proto::limits::{FRAME_BYTES_CEILING, MAX_CONTEXT_DOCUMENT_BYTES, MAX_PAGE};
 use chat_proto::pb::chat::{self as pb, server_event::Event as Out};
 use serde_json::{Value, json};
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
 
 use crate::EdgeState;
 use crate::bridge::{self, Admission, SocketOptions};
@@ -321,20 +319,18 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the core answers and reports itself (and its database) serving.
+/// `GET /readyz`: at least one core answers and reports itself (and its database) serving.
+/// Every core is asked now, which also refreshes what the edge knows of them.
 pub async fn readyz(State(state): State<Arc<EdgeState>>) -> Response {
-    let mut health = state.upstream.health();
-    let check = health.check(HealthCheckRequest {
-        service: String::new(),
-    });
-    let ready = match tokio::time::timeout(std::time::Duration::from_secs(2), check).await {
-        Ok(Ok(r)) => r.into_inner().status == ServingStatus::Serving as i32,
-        _ => false,
-    };
-    if ready && !state.shutdown.is_cancelled() {
+    let (serving, total) = state.upstream.probe_all().await;
+    if serving > 0 && !state.shutdown.is_cancelled() {
         (
             StatusCode::OK,
-            Json(json!({"status": "ready", "core": "serving"})),
+            Json(json!({
+                "status": "ready",
+                "core": "serving",
+                "cores": {"serving": serving, "total": total},
+            })),
         )
             .into_response()
     } else {
@@ -378,17 +374,26 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
             == 0
 }
 
-/// `GET /ws/health` and `/api/websocket/health`: this edge's figures, and the core's count of
-/// chats with a joined member (`activeChats`, `null` when the core does not answer within a
-/// second). Seed 001 reads `connections`, `activeChats` and `uptime`; seed 003 reads `status`,
+/// `GET /ws/health` and `/api/websocket/health`: this edge's figures, and the cores' count of
+/// chats with a joined member (`activeChats`: summed over the cores that answer within a
+/// second, so a chat with members on two cores counts twice; `null` when none answers). Seed 001 reads `connections`, `activeChats` and `uptime`; seed 003 reads `status`,
 /// `connectedClients` and `uptime`; all are here, beside the edge's own figures.
 pub async fn ws_health(State(state): State<Arc<EdgeState>>) -> Json<Value> {
-    let mut chat = state.upstream.chat();
-    let stats = chat.get_stats(pb::GetStatsRequest {});
-    let active_chats = match tokio::time::timeout(std::time::Duration::from_secs(1), stats).await {
-        Ok(Ok(stats)) => Value::from(stats.into_inner().active_chats),
-        _ => Value::Null,
-    };
+    let cores = state.upstream.cores();
+    let counts = futures::future::join_all(cores.iter().map(|core| async move {
+        let mut chat = core.chat();
+        let stats = chat.get_stats(pb::GetStatsRequest {});
+        match tokio::time::timeout(std::time::Duration::from_secs(1), stats).await {
+            Ok(Ok(stats)) => Some(stats.into_inner().active_chats),
+            _ => None,
+        }
+    }))
+    .await;
+    let active_chats = counts
+        .into_iter()
+        .flatten()
+        .reduce(|a, b| a.saturating_add(b))
+        .map_or(Value::Null, Value::from);
     let connections = state.connections.load(Ordering::Relaxed);
     let uptime = state.started.elapsed().as_secs();
     Json(json!({

@@ -17,7 +17,6 @@ use socketioxide::adapter::LocalAdapter;
 use socketioxide::extract::{AckSender, SocketRef};
 use socketioxide::{SendError, SocketError};
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
 use super::{Handshake, Inbound};
@@ -46,19 +45,24 @@ pub(super) async fn run(
     handshake: Handshake,
     _live: Live,
 ) {
-    let (to_core, rx) = mpsc::channel::<Box<pb::ClientEvent>>(TO_CORE_BUFFER);
-    let Some(request) =
-        upstream::with_token(ReceiverStream::new(rx).map(|ev| *ev), &handshake.token)
-    else {
-        return end(&socket, "unauthorized");
-    };
-    let mut from_core = match state.upstream.chat().connect(request).await {
-        Ok(response) => response.into_inner(),
-        Err(status) if status.code() == tonic::Code::Unauthenticated => {
-            return end(&socket, "unauthorized");
-        }
-        Err(status) => {
-            tracing::warn!(code = ?status.code(), transport = "socket.io", "core refused or unreachable");
+    // On the best core, as a WebSocket's stream.
+    let upstream::Connected {
+        to_core,
+        mut from_core,
+        guard,
+    } = match state
+        .upstream
+        .connect(&handshake.token, TO_CORE_BUFFER)
+        .await
+    {
+        Ok(connected) => connected,
+        Err(upstream::Refused::Unauthenticated) => return end(&socket, "unauthorized"),
+        Err(upstream::Refused::Unavailable(code)) => {
+            tracing::warn!(
+                ?code,
+                transport = "socket.io",
+                "core refused or unreachable"
+            );
             return end(&socket, "unavailable");
         }
     };
@@ -94,7 +98,12 @@ pub(super) async fn run(
                     session.server(event).await
                 }
                 // The core ended the stream (restart): the client reconnects.
-                Some(Err(_)) | None => {
+                Some(Err(_)) => {
+                    guard.failed();
+                    end(&socket, "disconnected");
+                    break;
+                }
+                None => {
                     end(&socket, "disconnected");
                     break;
                 }
