@@ -16,6 +16,10 @@
 //!   while another one's heartbeat is alive leaves the replies owed in the database alone
 //!   (they may be that core's, streaming now) instead of recovering them; see
 //!   docs/scale-out.md for the leases that will make recovery per core.
+//! - Per-user rate limits and connection caps are shared through the same Redis
+//!   ([`limits`]).
+
+pub mod limits;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -409,5 +413,42 @@ async fn subscriber(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(RECONNECT) => {}
         }
+    }
+}
+
+impl Cluster {
+    /// This core's id in the cluster (its heartbeat key, its field in shared counts).
+    pub fn core_id(&self) -> &str {
+        &self.core_id
+    }
+}
+
+/// What every core's heartbeat key starts with: `<prefix><core id>`.
+pub(crate) fn heartbeat_prefix(channel: &str) -> String {
+    heartbeat_key(channel, "")
+}
+
+/// How many cores of this deployment have a live heartbeat (`SCAN` over `<channel>:core:*`,
+/// which may return a key twice).
+pub(crate) async fn count_live_cores(
+    conn: &mut impl redis::aio::ConnectionLike,
+    channel: &str,
+) -> redis::RedisResult<usize> {
+    let pattern = format!("{}*", heartbeat_prefix(channel));
+    let (mut cursor, mut live) = (0u64, std::collections::HashSet::new());
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(conn)
+            .await?;
+        live.extend(keys);
+        if next == 0 {
+            return Ok(live.len());
+        }
+        cursor = next;
     }
 }
