@@ -258,20 +258,22 @@ impl Engine {
     /// alone while Redis does not answer).
     pub(super) async fn register(self: &Arc<Self>, who: &Principal, conn: &Conn) -> Registration {
         let here = self.rooms.register(conn.clone());
-        let everywhere = match self.shared_limits.get() {
-            Some(shared) => shared.register(&who.user_id).await,
-            None => None,
-        };
-        // Never below this core's own count: a count that lags (a write lost while Redis
-        // was away, restated later) must not let more in than one core would.
-        let users_connections = everywhere.map_or(here, |n| n.max(here));
-        Registration {
+        // The guard first: a caller that goes away while Redis is asked still unregisters.
+        let mut registration = Registration {
             engine: self.clone(),
             conn_id: conn.id.clone(),
             user_id: who.user_id.clone(),
-            users_connections,
+            users_connections: here,
             first_here: here == 1,
+        };
+        if let Some(shared) = self.shared_limits.get()
+            && let Some(everywhere) = shared.register(&who.user_id).await
+        {
+            // Never below this core's own count: a count that lags (a write lost while
+            // Redis was away, restated later) must not let in more than one core would.
+            registration.users_connections = everywhere.max(here);
         }
+        registration
     }
 
     /// A token cancelled when the core shuts down (streams that are not connections end on it).
