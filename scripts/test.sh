@@ -61,8 +61,10 @@ if ! cmp -s tests/socketio/package-lock.json tests/socketio/node_modules/.instal
   cp tests/socketio/package-lock.json tests/socketio/node_modules/.installed-from-lock
 fi
 
-# Debian's redis-server for the cluster test (tests/tests/cluster.rs: two cores sharing room
-# events through Redis), installed with apt-get when missing and run by the test itself.
+# Debian's redis-server for the cluster tests (tests/tests/cluster.rs: two cores sharing room
+# events through Redis; tests/tests/cluster_limits.rs and the unit tests of
+# core-service/src/cluster/limits.rs: limits shared through it), installed with apt-get when
+# missing and run by the tests themselves.
 REDIS_SERVER="${REDIS_SERVER:-$(command -v redis-server || true)}"
 if [ -z "$REDIS_SERVER" ] || ! command -v redis-cli >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -136,6 +136,11 @@ impl CoreProcess {
         let _ = child.wait();
     }
 
+    /// Where this core serves `/metrics`.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.metrics_addr)
+    }
+
     /// Lines of the log so far that report a panic.
     pub fn panics(&self) -> Vec<String> {
         crate::panics_in(&self.log)

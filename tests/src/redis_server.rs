@@ -64,6 +64,18 @@ impl RedisServer {
         }
     }
 
+    /// Runs `redis-cli` against it (Debian's redis-tools, beside redis-server) and returns
+    /// its output (`--raw`). Panics when it cannot run or fails.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &self.port.to_string(), "--raw"])
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("redis-cli (Debian's redis-tools): {e}"));
+        assert!(out.status.success(), "redis-cli {args:?} failed");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     async fn ping(&self) -> bool {
         let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", self.port)).await else {
             return false;

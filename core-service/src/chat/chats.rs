@@ -175,7 +175,7 @@ impl Engine {
         model: Option<&str>,
         client_key: Option<&str>,
     ) -> Result<ChatRow, ChatError> {
-        self.limits.check(Rate::NewChat, &who.user_id)?;
+        self.limits.check(Rate::NewChat, &who.user_id).await?;
         let settings = self.llm.settings();
         let agent_id = agent_id.unwrap_or(&settings.default_agent);
         let agent = self
@@ -236,7 +236,7 @@ impl Engine {
     /// Subscribes a connection to a chat and sends it the latest history, atomically with
     /// respect to new events: everything after the history's `lastSeq` arrives live.
     async fn join(&self, who: &Principal, chat_id: &str, conn: &Conn) -> Result<(), ChatError> {
-        self.limits.check(Rate::Join, &who.user_id)?;
+        self.limits.check(Rate::Join, &who.user_id).await?;
         let chat = self.chat_named(who, chat_id, "data.chatId").await?;
         let _order = self.seq.lock(&chat.id).await;
         let history = self.history_of(&chat.id, None, JOIN_HISTORY).await?;

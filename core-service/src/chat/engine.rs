@@ -5,7 +5,7 @@
 //! startup go through methods.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use chat_auth::{Principal, Verifier};
@@ -25,6 +25,7 @@ use super::limits::RateLimits;
 use super::rooms::{Conn, Rooms, Sequencer};
 use super::validate::ChatId;
 use super::watch::SessionChange;
+use crate::cluster::limits::{LocalConnections, SharedLimits};
 use crate::config::ChatSettings;
 use crate::llm::Llm;
 use crate::notify::Notifier;
@@ -53,6 +54,9 @@ pub struct Engine {
     /// reply waiting for the database to store it stops waiting.
     pub(super) abandon: CancellationToken,
     pub(super) limits: RateLimits,
+    /// With a cluster: the per-user connection counts of every core, in Redis (set once, by
+    /// [`Engine::link_cluster`]).
+    pub(super) shared_limits: OnceLock<Arc<SharedLimits>>,
     pub(super) clock: Clock,
     /// The operators' live feed ([`super::watch`]).
     pub(super) watch: broadcast::Sender<SessionChange>,
@@ -102,6 +106,7 @@ impl Engine {
             shutdown: CancellationToken::new(),
             abandon: CancellationToken::new(),
             limits,
+            shared_limits: OnceLock::new(),
             clock: Clock::System,
             watch,
             notifier: Notifier::disabled(),
@@ -118,8 +123,10 @@ impl Engine {
     }
 
     /// Spends one of the user's uploads this minute (429 past `chat.uploads_per_minute`).
-    pub fn check_upload_rate(&self, user_id: &str) -> Result<(), ChatError> {
-        self.limits.check(super::limits::Rate::Upload, user_id)
+    pub async fn check_upload_rate(&self, user_id: &str) -> Result<(), ChatError> {
+        self.limits
+            .check(super::limits::Rate::Upload, user_id)
+            .await
     }
 
     /// The file service, when configured (503 otherwise).
@@ -164,7 +171,8 @@ impl Engine {
     }
 
     /// Joins the other cores of `[cluster]` (nothing when it is off): room events cross
-    /// through Redis until `stop`.
+    /// through Redis until `stop`, and per-user rate limits and connection caps are counted
+    /// there for every core.
     pub fn link_cluster(
         self: &Arc<Self>,
         settings: &crate::cluster::ClusterSettings,
@@ -173,8 +181,12 @@ impl Engine {
         let sink: std::sync::Weak<dyn crate::cluster::Deliver> =
             Arc::downgrade(&self.rooms) as std::sync::Weak<dyn crate::cluster::Deliver>;
         if let Some(cluster) =
-            crate::cluster::Cluster::start(settings, self.db.owner(), sink, stop)?
+            crate::cluster::Cluster::start(settings, self.db.owner(), sink, stop.clone())?
         {
+            let local = Arc::downgrade(&self.rooms) as std::sync::Weak<dyn LocalConnections>;
+            let shared = SharedLimits::start(settings, cluster.core_id(), local, stop)?;
+            self.limits.share(shared.clone());
+            let _ = self.shared_limits.set(shared);
             self.rooms.link(cluster.clone(), self.db.clone());
             self.watch_dead_cores(cluster);
         }
@@ -232,27 +244,39 @@ impl Engine {
         who: &Principal,
         conn: &Conn,
     ) -> Result<(Registration, Outgoing), ChatError> {
-        let registration = self.register(who, conn);
+        let registration = self.register(who, conn).await;
         let users_connections = registration.users_connections;
         if users_connections > self.settings.max_connections_per_user {
             return Err(ChatError::TooManyConnections);
         }
         let session = self.session_event(who, &conn.id).await?;
-        if users_connections == 1 {
+        if registration.first_here {
             let _ = storage::set_online(&self.db, &who.user_id, true, self.now()).await;
         }
         Ok((registration, session))
     }
 
-    /// Registers a live connection; the guard unregisters it when dropped.
-    pub(super) fn register(self: &Arc<Self>, who: &Principal, conn: &Conn) -> Registration {
-        let users_connections = self.rooms.register(conn.clone());
-        Registration {
+    /// Registers a live connection; the guard unregisters it when dropped. The count is the
+    /// user's connections on this core, or with a cluster on every live core (this core's
+    /// alone while Redis does not answer).
+    pub(super) async fn register(self: &Arc<Self>, who: &Principal, conn: &Conn) -> Registration {
+        let here = self.rooms.register(conn.clone());
+        // The guard first: a caller that goes away while Redis is asked still unregisters.
+        let mut registration = Registration {
             engine: self.clone(),
             conn_id: conn.id.clone(),
             user_id: who.user_id.clone(),
-            users_connections,
+            users_connections: here,
+            first_here: here == 1,
+        };
+        if let Some(shared) = self.shared_limits.get()
+            && let Some(everywhere) = shared.register(&who.user_id).await
+        {
+            // Never below this core's own count: a count that lags (a write lost while
+            // Redis was away, restated later) must not let in more than one core would.
+            registration.users_connections = everywhere.max(here);
         }
+        registration
     }
 
     /// A token cancelled when the core shuts down (streams that are not connections end on it).
@@ -408,13 +432,19 @@ pub(super) struct Registration {
     engine: Arc<Engine>,
     conn_id: Arc<str>,
     user_id: String,
-    /// How many connections the user had once this one registered.
+    /// How many connections the user had once this one registered (on every core, with a
+    /// cluster).
     users_connections: usize,
+    /// Whether it is the user's only connection on this core (the user comes online).
+    first_here: bool,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let (chats, left) = self.engine.rooms.unregister(&self.conn_id);
+        if let Some(shared) = self.engine.shared_limits.get() {
+            shared.unregister(&self.user_id);
+        }
         if left > 0 {
             return;
         }

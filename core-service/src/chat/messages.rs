@@ -53,7 +53,7 @@ impl Engine {
             Some(id) if self.llm.agent(id).is_some() => Some(id.to_string()),
             Some(_) => return Err(ChatError::invalid("data.agentId", "Unknown agent")),
         };
-        self.limits.check(Rate::Message, &who.user_id)?;
+        self.limits.check(Rate::Message, &who.user_id).await?;
         let text = match typed {
             Some(text) => text,
             None => {
@@ -299,7 +299,7 @@ impl Engine {
         let chat = self.chat_named(who, &query.chat_id, "data.chatId").await?;
         let before = validate::cursor(query.before.as_deref())?;
         let limit = validate::page_limit(query.limit)?;
-        self.limits.check(Rate::History, &who.user_id)?;
+        self.limits.check(Rate::History, &who.user_id).await?;
         self.history_of(&chat.id, before, limit).await
     }
 
@@ -351,7 +351,7 @@ impl Engine {
         for id in message_ids {
             ChatId::parse(id, "data.messageIds")?;
         }
-        self.limits.check(Rate::ReadReceipt, &who.user_id)?;
+        self.limits.check(Rate::ReadReceipt, &who.user_id).await?;
         let confirmed =
             storage::record_receipts(&self.db, &chat.id, &who.user_id, message_ids, self.now())
                 .await?;

@@ -21,7 +21,7 @@ impl Engine {
         conn: &Conn,
     ) -> Result<(), ChatError> {
         let chat = self.chat_named(who, chat_id, "data.chatId").await?;
-        self.limits.check(Rate::Typing, &who.user_id)?;
+        self.limits.check(Rate::Typing, &who.user_id).await?;
         let typing = Outgoing::now(Event::Typing(Typing {
             chat_id: chat.id.clone(),
             user_id: who.user_id.clone(),

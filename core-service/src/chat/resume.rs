@@ -39,7 +39,8 @@ impl Engine {
         }
         // At most MAX_CHATS (50), so the count fits.
         self.limits
-            .check_n(Rate::Resume, &who.user_id, chats.len() as u32)?;
+            .check_n(Rate::Resume, &who.user_id, chats.len() as u32)
+            .await?;
         for want in chats {
             let chat = self
                 .chat_named(who, &want.chat_id, "data.chats.chatId")

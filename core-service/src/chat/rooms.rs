@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::event::{Chunk, Event, Outgoing};
+use crate::cluster::limits::LocalConnections;
 use crate::cluster::replies::{RemoteReplies, RemoteReply, ReplyProgress};
 use crate::cluster::{Cluster, Deliver, Envelope};
 use crate::storage::{self, Db};
@@ -530,6 +531,21 @@ async fn fill(me: Weak<Rooms>, db: Db, chat_id: String, conn: Conn, mut seen: i6
             Some(next) => seen = next,
             None => return,
         }
+    }
+}
+
+/// What the cluster's connection counts are restated from (`cluster/limits.rs`).
+impl LocalConnections for Rooms {
+    fn connections_of(&self, user_id: &str) -> usize {
+        self.lock().users.get(user_id).map_or(0, HashSet::len)
+    }
+
+    fn users(&self) -> Vec<(String, usize)> {
+        self.lock()
+            .users
+            .iter()
+            .map(|(user, conns)| (user.to_string(), conns.len()))
+            .collect()
     }
 }
 

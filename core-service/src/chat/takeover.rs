@@ -74,7 +74,7 @@ impl Engine {
             tx,
             kill: self.shutdown.child_token(),
         };
-        let registration = self.register(&who, &conn);
+        let registration = self.register(&who, &conn).await;
         self.takeover(&who, chat_id, &conn).await?;
         let chat_id = chat_id.trim().to_string();
         let transcript = self.history_of(&chat_id, None, TRANSCRIPT).await?;

@@ -17,6 +17,10 @@
 //!   goes another core claims and continues them (`chat/failover.rs`). Every core keeps the
 //!   chunks of the replies streaming on the others ([`replies`]), so a client resuming through
 //!   any core gets the chunks it missed, and a continuation starts from the last one sent.
+//! - Per-user rate limits and connection caps are shared through the same Redis
+//!   ([`limits`]).
+
+pub mod limits;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -194,7 +198,8 @@ impl Cluster {
         Ok(Some(cluster))
     }
 
-    /// This core's id in the cluster (the owner of the replies it owes).
+    /// This core's id in the cluster (the owner of the replies it owes, its heartbeat key,
+    /// its field in shared counts).
     pub fn core_id(&self) -> &str {
         &self.core_id
     }
@@ -204,29 +209,7 @@ impl Cluster {
     pub async fn live_cores(&self) -> Result<std::collections::HashSet<String>, String> {
         let ask = async {
             let mut conn = self.queries().await?;
-            let prefix = heartbeat_key(&self.channel, "");
-            let pattern = format!("{prefix}*");
-            let mut alive = std::collections::HashSet::new();
-            let mut cursor = 0u64;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(500)
-                    .query_async(&mut conn)
-                    .await?;
-                alive.extend(
-                    keys.iter()
-                        .filter_map(|k| k.strip_prefix(&prefix))
-                        .map(str::to_owned),
-                );
-                if next == 0 {
-                    return Ok::<_, redis::RedisError>(alive);
-                }
-                cursor = next;
-            }
+            live_core_ids(&mut conn, &self.channel).await
         };
         match tokio::time::timeout(Duration::from_secs(1), ask).await {
             Ok(Ok(alive)) => Ok(alive),
@@ -484,4 +467,47 @@ async fn subscriber(
             () = tokio::time::sleep(RECONNECT) => {}
         }
     }
+}
+
+/// What every core's heartbeat key starts with: `<prefix><core id>`.
+pub(crate) fn heartbeat_prefix(channel: &str) -> String {
+    heartbeat_key(channel, "")
+}
+
+/// The ids of the cores of this deployment with a live heartbeat (`SCAN` over
+/// `<channel>:core:*`, which may return a key twice).
+pub(crate) async fn live_core_ids(
+    conn: &mut impl redis::aio::ConnectionLike,
+    channel: &str,
+) -> redis::RedisResult<std::collections::HashSet<String>> {
+    let prefix = heartbeat_prefix(channel);
+    let pattern = format!("{prefix}*");
+    let (mut cursor, mut live) = (0u64, std::collections::HashSet::new());
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(conn)
+            .await?;
+        live.extend(
+            keys.iter()
+                .filter_map(|k| k.strip_prefix(&prefix))
+                .map(str::to_owned),
+        );
+        if next == 0 {
+            return Ok(live);
+        }
+        cursor = next;
+    }
+}
+
+/// How many cores of this deployment have a live heartbeat.
+pub(crate) async fn count_live_cores(
+    conn: &mut impl redis::aio::ConnectionLike,
+    channel: &str,
+) -> redis::RedisResult<usize> {
+    Ok(live_core_ids(conn, channel).await?.len())
 }

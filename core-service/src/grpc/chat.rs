@@ -214,6 +214,7 @@ impl ChatService for ChatApi {
         let files = self.engine.files().map_err(convert::status)?;
         self.engine
             .check_upload_rate(&who.user_id)
+            .await
             .map_err(convert::status)?;
         let mut chunks = request.into_inner();
         let start = match chunks.message().await? {
