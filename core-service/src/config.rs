@@ -196,8 +196,13 @@ pub struct ChatSettings {
     pub read_receipts_per_minute: u32,
     /// File uploads per minute per user (each stores up to `files.max_bytes`).
     pub uploads_per_minute: u32,
-    /// Live connections per user on this core; one more is refused with close 1013.
+    /// Live connections per user (on every core of a `[cluster]`); one more is refused with
+    /// close 1013.
     pub max_connections_per_user: usize,
+    /// Presence (`online`, `away`, `offline`) is told to a chat only while it has at most this
+    /// many joined connections (on the core where the change happens): in a larger room every
+    /// join would cost an event per member, O(members²) as the room forms. 0: never told.
+    pub presence_max_members: usize,
     /// How long an operator's takeover outlives its connection (renewed while connected).
     pub operator_lease_secs: u64,
     /// A session with no activity for this long ends (status `ended`, end time and duration
@@ -240,6 +245,7 @@ impl Default for ChatSettings {
             read_receipts_per_minute: 120,
             uploads_per_minute: 20,
             max_connections_per_user: 5,
+            presence_max_members: 100,
             operator_lease_secs: 30,
             session_idle_timeout_secs: 15 * 60,
             single_active_session: true,

@@ -1,6 +1,7 @@
 //! Two cores over one PostgreSQL sharing live room events through a real Redis
 //! (`redis-server`), each with its own edge. One user on both edges and an operator write to
-//! one chat concurrently through both cores: every member sees each durable event once, in
+//! one chat concurrently through both cores (a second operator on the other core is refused the
+//! chat): every member sees each durable event once, in
 //! `seq` order, the same sequence on both sides. Redis killed mid-test: the cores keep serving
 //! their own members, report NOT_SERVING, and when Redis is back the event written meanwhile
 //! reaches the other side in order (filled in from the database), nothing durable lost.
@@ -151,6 +152,16 @@ async fn members_on_two_cores_see_one_room_in_order_and_redis_can_restart() {
         .send(json!({"type": "takeover", "data": {"chatId": chat}}))
         .await;
     operator.recv_type("operator_joined").await;
+    // The operator's hold is the database's, so it holds on the other core too.
+    let (mut rival, _) = b.connect_with_roles("rita", &["admin"]).await;
+    rival
+        .send(json!({"type": "takeover", "data": {"chatId": chat}}))
+        .await;
+    assert_eq!(
+        rival.recv_type("error").await["data"]["code"],
+        409,
+        "a second operator, on the other core"
+    );
     let (mut alice_b, _) = b.connect("alice").await;
     alice_b
         .send(json!({"type": "chat_update", "data": {"action": "join", "chatId": chat}}))

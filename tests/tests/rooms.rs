@@ -309,3 +309,56 @@ async fn the_chosen_model_persists_on_the_chat_and_answers_the_next_message() {
     ws.send(chat_update("end", &chat, json!({}))).await;
     assert_eq!(ws.recv_type("error").await["data"]["code"], 409);
 }
+
+#[tokio::test]
+async fn a_room_larger_than_presence_max_members_gets_no_presence() {
+    let stack = spawn_stack(StackOptions::default().core(|core| {
+        core.chat.presence_max_members = 2;
+    }))
+    .await;
+    let (mut first, _) = stack.connect("alice").await;
+    first
+        .send(json!({"type": "chat_update", "data": {"action": "create", "title": "Big room"}}))
+        .await;
+    let created = first.recv_type("chat_update").await;
+    let chat = created["data"]["chatId"]
+        .as_str()
+        .expect("chat")
+        .to_string();
+    for user in ["bob", "carol"] {
+        first
+            .send(chat_update("add_member", &chat, json!({"userId": user})))
+            .await;
+    }
+    // Two joined (at the limit): the first hears the second arrive.
+    let (mut bob, _) = stack.connect("bob").await;
+    bob.send(chat_update("join", &chat, json!({}))).await;
+    bob.recv_type("history").await;
+    let (presence, _) = first
+        .recv_until(|f| f["type"] == "presence" && f["data"]["userId"] == "bob")
+        .await;
+    assert_eq!(presence["data"]["status"], "online");
+    // A third: past the limit, nobody is told, of the join or of a status change.
+    let (mut carol, _) = stack.connect("carol").await;
+    carol.send(chat_update("join", &chat, json!({}))).await;
+    carol.recv_type("history").await;
+    carol
+        .send(json!({"type": "presence", "data": {"status": "away"}}))
+        .await;
+    // Messages still reach everyone; before carol's, no presence of hers.
+    carol
+        .send_message(Some(&chat), "hello big room", "c-1")
+        .await;
+    for ws in [&mut first, &mut bob] {
+        let (message, before) = ws
+            .recv_until(|f| {
+                f["type"] == "message" && f["data"]["message"]["content"] == "hello big room"
+            })
+            .await;
+        assert_eq!(message["data"]["message"]["userId"], "carol");
+        assert!(
+            before.iter().all(|f| f["type"] != "presence"),
+            "no presence in a room past the limit: {before:?}"
+        );
+    }
+}

@@ -242,7 +242,7 @@ impl Engine {
         let history = self.history_of(&chat.id, None, JOIN_HISTORY).await?;
         let seen = history.last_seq;
         conn.push(Outgoing::now(Event::History(history)));
-        if self.rooms.join_seen(&chat.id, &conn.id, Some(seen)) {
+        if self.rooms.join_seen(&chat.id, &conn.id, Some(seen)) && self.tells_presence(&chat.id) {
             let online = Outgoing::now(Event::Presence(PresenceChange {
                 user_id: who.user_id.clone(),
                 status: Presence::Online,

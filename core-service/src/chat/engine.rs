@@ -401,9 +401,22 @@ impl Engine {
         skip: Option<&str>,
     ) {
         for chat_id in chats {
-            self.rooms
-                .broadcast(chat_id, presence(user_id, status, chat_id), skip);
+            if self.tells_presence(chat_id) {
+                self.rooms
+                    .broadcast(chat_id, presence(user_id, status, chat_id), skip);
+            }
         }
+    }
+
+    /// Whether presence changes are told to `chat_id`: not in a room larger than
+    /// `chat.presence_max_members`, where they would cost an event per member each.
+    pub(super) fn tells_presence(&self, chat_id: &str) -> bool {
+        let members = self.rooms.joined_count(chat_id);
+        let told = members <= self.settings.presence_max_members;
+        if !told {
+            metrics::counter!("chat_core_presence_suppressed_total").increment(1);
+        }
+        told
     }
 
     /// Drops the per-user limiter entries of users who are idle again.

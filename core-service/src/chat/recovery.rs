@@ -12,8 +12,9 @@
 //! stored as `stopped` with its partial text, as a user's `stop` would. The ones waiting to
 //! start are left owed for the next start.
 //!
-//! One core owns every row today; several cores sharing a database (scale-out) will need each
-//! row to name its core and a lease, so one core does not recover another's live replies.
+//! This is the start-up of a core on its own. With several cores (`[cluster]`) a starting core
+//! leaves the rows alone: each names its core, and those of dead cores, its own last run's
+//! included, are taken over and continued by `chat/failover.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +85,7 @@ impl Engine {
         let chat = storage::get_chat(&self.db, &owed.chat_id).await?;
         let agent_id = chat.map(|c| c.agent_id).unwrap_or_default();
         let _order = self.seq.lock(&owed.chat_id).await;
-        storage::insert_message(
+        let stored = storage::insert_message(
             &self.db,
             storage::NewMessage {
                 id: reply_id,
@@ -105,6 +106,11 @@ impl Engine {
             },
         )
         .await?;
+        // Members connected now (a takeover by another core) see it; at start nobody is.
+        if let storage::Inserted::New(row) = stored {
+            self.rooms
+                .broadcast(&owed.chat_id, super::event::Outgoing::message(&row), None);
+        }
         tracing::info!(chat = %owed.chat_id, user = %owed.requester_id, reply = %reply_id, "interrupted reply stored as failed");
         Ok(())
     }

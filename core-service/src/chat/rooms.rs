@@ -375,6 +375,11 @@ impl Rooms {
         chats
     }
 
+    /// How many connections are joined to `chat_id` on this core.
+    pub fn joined_count(&self, chat_id: &str) -> usize {
+        self.lock().chats.get(chat_id).map_or(0, HashSet::len)
+    }
+
     /// Connections currently joined to a chat.
     pub fn joined_conns(&self, chat_id: &str) -> Vec<Conn> {
         let inner = self.lock();

@@ -94,20 +94,7 @@ pub async fn claim_pending_reply(db: &Db, trigger_id: &str, from: &str) -> Resul
 /// Every reply owed by a core neither this one (`Db::owner`) nor one of `alive`, oldest
 /// first: the replies of cores that died (usually none).
 pub async fn pending_replies_of_dead(db: &Db, alive: &[&str]) -> Result<Vec<PendingReplyRow>> {
-    let owner = db.owner();
-    let rows: Vec<PendingReplyRow> = with_conn!(db, |conn| {
-        pending_replies::table
-            .filter(pending_replies::owner.ne(owner))
-            .filter(pending_replies::owner.ne_all(alive))
-            .order((
-                pending_replies::created_at.asc(),
-                pending_replies::trigger_id.asc(),
-            ))
-            .select(PendingReplyRow::as_select())
-            .load(conn)
-            .await?
-    });
-    open_partials(db, rows)
+    load_pending(db, Some(alive)).await
 }
 
 /// No reply is owed to `trigger_id` after all (an operator took the chat over before it
@@ -123,8 +110,20 @@ pub async fn forget_pending_reply(db: &Db, trigger_id: &str) -> Result<()> {
 
 /// Every reply owed, oldest first.
 pub async fn pending_replies(db: &Db) -> Result<Vec<PendingReplyRow>> {
+    load_pending(db, None).await
+}
+
+/// The replies owed, oldest first: all, or (`dead_only`: the live cores) those of dead cores.
+async fn load_pending(db: &Db, dead_only: Option<&[&str]>) -> Result<Vec<PendingReplyRow>> {
+    let owner = db.owner();
     let rows: Vec<PendingReplyRow> = with_conn!(db, |conn| {
-        pending_replies::table
+        let mut query = pending_replies::table.into_boxed();
+        if let Some(alive) = dead_only {
+            query = query
+                .filter(pending_replies::owner.ne(owner))
+                .filter(pending_replies::owner.ne_all(alive));
+        }
+        query
             .order((
                 pending_replies::created_at.asc(),
                 pending_replies::trigger_id.asc(),
