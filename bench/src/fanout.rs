@@ -13,11 +13,14 @@
 //! member to its last receipt by any), and delivery latency two ways: from the server's stamp
 //! on the chunk to each member's receipt (ours: the `timestamp` the core puts on the chunk
 //! event once, when it has parsed the upstream's delta, for every recipient; Node: the relay's
-//! clock when the delta arrived; both in whole milliseconds, so up to 1 ms high), and the
+//! clock when it has parsed the delta, right before its synchronous loop over the room's
+//! sockets, so time a delta waits unread in the relay is not in it; both in whole
+//! milliseconds, so up to 1 ms high), and the
 //! spread from the first member's receipt of a chunk to each member's receipt (the driver's
-//! monotonic clock). CPU of the server per delivery. The pace the upstream actually kept
-//! (chunks per second, from the stamps of each reply's first and last chunk) times the members
-//! is what the room was asked to deliver.
+//! monotonic clock). CPU of the server per delivery. Beside the deliveries, the server's
+//! intake: the chunks per second it stamped (from the stamps of each reply's first and last
+//! chunk) times the members. The script offers some 330 chunks a second; a server that stamps
+//! fewer was too busy to read the upstream faster.
 //!
 //! The driver reads chunk frames without building a JSON tree (a byte search for two numbers)
 //! so that its own CPU, on the same cores, stays well below the server's.
@@ -65,8 +68,8 @@ pub struct FanoutResult {
     pub replies_complete: usize,
     /// The sum over replies of first receipt to last receipt, by any member.
     pub stream_time: Duration,
-    /// Chunks per second the upstream kept, from the server's stamps (first to last chunk of
-    /// each reply, averaged over replies).
+    /// Chunks per second the server took in, from its stamps (first to last chunk of each
+    /// reply, averaged over replies).
     pub pace: f64,
     pub latency: Samples,
     pub spread: Samples,
@@ -84,8 +87,8 @@ impl FanoutResult {
         }
     }
 
-    /// What the room was asked to deliver: members x the upstream's pace.
-    pub fn demanded_per_second(&self) -> f64 {
+    /// What the server took in for the room: members x the chunks it stamped per second.
+    pub fn intake_per_second(&self) -> f64 {
         self.members as f64 * self.pace
     }
 }

@@ -1,5 +1,6 @@
 //! Scenario 5, growth: does reading a chat cost more as the chat grows? Ours only (the Node
-//! relay stores nothing), on SQLite. The owner creates two empty chats through the protocol;
+//! relay stores nothing), on SQLite. Two owners, each on its own socket, create an empty chat
+//! each through the protocol;
 //! then one SQL statement each, run by the `sqlite3` command-line tool against the running
 //! core's database (WAL lets a second process write), fills one with `long` messages and the
 //! other with `short` (100), numbered on from the chat's `next_seq` as the core numbers them,
@@ -50,16 +51,16 @@ pub struct GrowthResult {
 /// When the chats cannot be made or filled, or a request is refused.
 pub async fn run(system: &System, database: &Path, long: usize) -> anyhow::Result<GrowthResult> {
     let prefix = format!("g-{}", uuid::Uuid::new_v4().simple());
-    let mut socket = crate::load::open_sockets(system, &prefix, 0..1)
-        .await?
-        .pop()
-        .context("no socket")?;
-    let short_chat = client::ours_create_chat(&mut socket, systems::SHORT_MODEL).await?;
-    let long_chat = client::ours_create_chat(&mut socket, systems::SHORT_MODEL).await?;
-    let owner = format!("{prefix}-0");
-    fill(database, &short_chat, &owner, SHORT)?;
+    // One socket per chat: each reads only its own chat's frames.
+    let mut sockets = crate::load::open_sockets(system, &prefix, 0..2).await?;
+    let mut long_socket = sockets.pop().context("no socket")?;
+    let mut short_socket = sockets.pop().context("no socket")?;
+    let short_chat = client::ours_create_chat(&mut short_socket, systems::SHORT_MODEL).await?;
+    let long_chat = client::ours_create_chat(&mut long_socket, systems::SHORT_MODEL).await?;
+    // The owners' ids do not matter to the reads: the messages' sender is any member name.
+    fill(database, &short_chat, &format!("{prefix}-0"), SHORT)?;
     let started = Instant::now();
-    fill(database, &long_chat, &owner, long)?;
+    fill(database, &long_chat, &format!("{prefix}-1"), long)?;
     let mut result = GrowthResult {
         fill_time: started.elapsed(),
         short: ChatTimes {
@@ -72,8 +73,8 @@ pub async fn run(system: &System, database: &Path, long: usize) -> anyhow::Resul
         },
     };
     for _ in 0..ROUNDS {
-        time_chat(&mut socket, &short_chat, &mut result.short).await?;
-        time_chat(&mut socket, &long_chat, &mut result.long).await?;
+        time_chat(&mut short_socket, &short_chat, &mut result.short).await?;
+        time_chat(&mut long_socket, &long_chat, &mut result.long).await?;
     }
     Ok(result)
 }

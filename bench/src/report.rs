@@ -532,7 +532,7 @@ pub fn print(report: &mut Report) -> anyhow::Result<()> {
         writeln!(
             out,
             "| members | system | joined / refused / closed forming / closed streaming | room formed in (s) | \
-             replies | chunks delivered / expected | deliveries per s (asked: members x upstream pace) | \
+             replies | chunks delivered / expected | deliveries per s (the server's intake: members x chunks stamped per s) | \
              latency from the server's stamp p50 / p99 (ms) | spread from the first receipt p50 / p99 (ms) | \
              server CPU per delivery (us) | driver CPU (% of one core) |"
         )?;
@@ -557,7 +557,7 @@ pub fn print(report: &mut Report) -> anyhow::Result<()> {
                 r.deliveries,
                 r.expected,
                 r.per_second(),
-                r.demanded_per_second(),
+                r.intake_per_second(),
                 ms(lat50),
                 ms(lat99),
                 ms(spread50),

@@ -28,7 +28,7 @@ pub struct RunArgs {
     /// The folder of the Node relay (`relay.mjs`, `node_modules/ws`).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/node"))]
     pub node_dir: PathBuf,
-    /// Concurrent streams, one scenario each.
+    /// Concurrent streams, one scenario each (0: skip the scenario).
     #[arg(long, value_delimiter = ',', default_values_t = [100, 300, 1000])]
     pub streams: Vec<usize>,
     /// Measured rounds per stream count (after one warm-up round).
@@ -40,10 +40,10 @@ pub struct RunArgs {
     /// How long each system is driven in the turns scenario, in seconds.
     #[arg(long, default_value_t = 15)]
     pub turn_secs: u64,
-    /// Idle sockets to hold, step by step (empty: skip the scenario).
+    /// Idle sockets to hold, step by step (0: skip the scenario).
     #[arg(long, value_delimiter = ',', default_values_t = [5000, 10000])]
     pub idle: Vec<usize>,
-    /// Members of the fan-out scenario's room, one room each (empty: skip the scenario). A
+    /// Members of the fan-out scenario's room, one room each (0: skip the scenario). A
     /// room larger than the open-file limit allows is skipped and said so.
     #[arg(long, value_delimiter = ',', default_values_t = [1000, 10000])]
     pub fanout: Vec<usize>,
@@ -106,7 +106,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             systems.push((Target::of(pg), Some(pg)));
         }
 
-        for &streams in &args.streams {
+        for &streams in args.streams.iter().filter(|&&n| n > 0) {
             for (target, system) in &systems {
                 eprintln!("streams: {streams} concurrent, {}", target.kind().label());
                 let result = streams::run(
@@ -142,7 +142,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
 
         let limit = procs::open_files_limit()?;
-        for &members in &args.fanout {
+        for &members in args.fanout.iter().filter(|&&n| n > 0) {
             // Each member is a descriptor in the driver and one in the server, which inherits
             // this limit; some room is left for everything else.
             if members + 500 > limit {
@@ -181,7 +181,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
-    if !args.idle.is_empty() {
+    if args.idle.iter().any(|&n| n > 0) {
         // Fresh processes: memory freed by the load above must not be reused and hidden.
         let idle_dir = sub_dir(&dir, "idle")?;
         for kind in [Kind::Node, Kind::Ours] {
