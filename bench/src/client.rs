@@ -111,7 +111,7 @@ pub async fn open(addr: SocketAddr, url: &str) -> anyhow::Result<Socket> {
 }
 
 /// The next text frame as JSON (pings are answered by tungstenite as frames are read).
-async fn next_json(socket: &mut Socket) -> anyhow::Result<Value> {
+pub(crate) async fn next_json(socket: &mut Socket) -> anyhow::Result<Value> {
     loop {
         match socket.next().await {
             Some(Ok(Message::Text(text))) => {
@@ -125,7 +125,7 @@ async fn next_json(socket: &mut Socket) -> anyhow::Result<Value> {
     }
 }
 
-async fn send_json(socket: &mut Socket, frame: &Value) -> anyhow::Result<()> {
+pub(crate) async fn send_json(socket: &mut Socket, frame: &Value) -> anyhow::Result<()> {
     socket
         .send(Message::text(frame.to_string()))
         .await
@@ -173,6 +173,83 @@ pub async fn ours_create_chat(socket: &mut Socket, model: &str) -> anyhow::Resul
     tokio::time::timeout(REPLY_TIMEOUT, wait)
         .await
         .context("no answer to create")?
+}
+
+/// Ours: the owner of `chat` adds each of `users` as a member, the frames written back to
+/// back (the core performs one connection's frames in order and answers an add only when it
+/// fails), then a `ping` whose `pong` says every add before it is done; the adds refused.
+///
+/// # Errors
+/// When the socket breaks or the `pong` does not come within two minutes.
+pub async fn ours_add_members(
+    socket: &mut Socket,
+    chat: &str,
+    users: &[String],
+) -> anyhow::Result<usize> {
+    for user in users {
+        socket
+            .feed(Message::text(
+                json!({"type": "chat_update", "data": {"action": "add_member", "chatId": chat, "userId": user}})
+                    .to_string(),
+            ))
+            .await
+            .context("writing the socket")?;
+    }
+    send_json(socket, &json!({"type": "ping", "data": {"timestamp": 1}})).await?;
+    let wait = async {
+        let mut refused = 0;
+        loop {
+            let frame = next_json(socket).await?;
+            match frame["type"].as_str() {
+                Some("pong") => return Ok(refused),
+                Some("error") => refused += 1,
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(REPLY_TIMEOUT, wait)
+        .await
+        .context("no pong after the adds")?
+}
+
+/// Ours: joins `chat` and waits for the `history` that answers the join.
+///
+/// # Errors
+/// On an `error` frame, or no answer within two minutes.
+pub async fn ours_join(socket: &mut Socket, chat: &str) -> anyhow::Result<()> {
+    send_json(
+        socket,
+        &json!({"type": "chat_update", "data": {"action": "join", "chatId": chat}}),
+    )
+    .await?;
+    let wait = async {
+        loop {
+            let frame = next_json(socket).await?;
+            match frame["type"].as_str() {
+                Some("history") => return Ok(()),
+                Some("error") => bail!("joining: {}", frame["data"]),
+                _ => {}
+            }
+        }
+    };
+    tokio::time::timeout(REPLY_TIMEOUT, wait)
+        .await
+        .context("no answer to join")?
+}
+
+/// The Node relay: joins `room` and waits for `joined`.
+///
+/// # Errors
+/// On anything else first, or no answer within two minutes.
+pub async fn node_join(socket: &mut Socket, room: &str) -> anyhow::Result<()> {
+    send_json(socket, &json!({"type": "join", "room": room})).await?;
+    let frame = tokio::time::timeout(REPLY_TIMEOUT, next_json(socket))
+        .await
+        .context("no answer to join")??;
+    match frame["type"].as_str() {
+        Some("joined") => Ok(()),
+        _ => bail!("expected joined, got {frame}"),
+    }
 }
 
 /// Ours: sends one message (into `chat`, or a new chat) and reads until the reply's final

@@ -4,13 +4,16 @@
 //!
 //! - `suite`: `chat-bench run`, the whole run in order; `report`: the markdown it prints.
 //! - `upstream`: the fake OpenAI-compatible upstream (`chat-fake-llm`) as a process of its own.
-//! - `systems`: our stack (`chatctl dev`) and the Node `ws` relay as child processes.
+//! - `systems`: our stack (`chatctl dev`, on SQLite or PostgreSQL) and the Node `ws` relay as
+//!   child processes.
 //! - `client`: the driver's clients for the three protocols, timing each reply.
 //! - `load`: what the scenarios share (targets, opening sockets, CPU readings).
-//! - `streams`, `turns`, `idle`: the scenarios.
+//! - `streams`, `turns`, `fanout`, `growth`, `idle`: the scenarios.
 //! - `procs`: child processes and `/proc` readings; `stats`: percentiles.
 
 pub mod client;
+pub mod fanout;
+pub mod growth;
 pub mod idle;
 pub mod load;
 pub mod procs;

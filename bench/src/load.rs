@@ -26,8 +26,10 @@ pub enum Target {
     Node {
         addr: SocketAddr,
     },
+    /// Ours, on SQLite or PostgreSQL (`kind`).
     Ours {
         addr: SocketAddr,
+        kind: Kind,
     },
 }
 
@@ -36,14 +38,17 @@ impl Target {
         match self {
             Target::Direct { .. } => Kind::Direct,
             Target::Node { .. } => Kind::Node,
-            Target::Ours { .. } => Kind::Ours,
+            Target::Ours { kind, .. } => *kind,
         }
     }
 
     pub fn of(system: &System) -> Target {
         match system.kind {
             Kind::Node => Target::Node { addr: system.addr },
-            Kind::Ours | Kind::Direct => Target::Ours { addr: system.addr },
+            kind => Target::Ours {
+                addr: system.addr,
+                kind,
+            },
         }
     }
 
@@ -79,7 +84,7 @@ pub async fn open_sockets(
     futures::stream::iter(urls)
         .map(|url| async move {
             let mut socket = client::open(addr, &url).await?;
-            if kind == Kind::Ours {
+            if kind.is_ours() {
                 client::ours_session(&mut socket).await?;
             }
             anyhow::Ok(socket)

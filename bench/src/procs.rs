@@ -119,6 +119,26 @@ fn rss_kib_of(pid: u32) -> anyhow::Result<u64> {
         .with_context(|| format!("no VmRSS in {path}"))
 }
 
+/// This process's open-file limit (the soft one, `Max open files` in `/proc/self/limits`);
+/// the children it starts inherit it.
+///
+/// # Errors
+/// When `/proc/self/limits` cannot be read.
+pub fn open_files_limit() -> anyhow::Result<usize> {
+    let limits =
+        std::fs::read_to_string("/proc/self/limits").context("reading /proc/self/limits")?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))
+        .context("no open-file limit in /proc/self/limits")?;
+    let soft = line
+        .trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()
+        .context("unreadable open-file limit")?;
+    Ok(soft.parse().unwrap_or(usize::MAX))
+}
+
 /// Clock ticks per second of `/proc` CPU times (`getconf CLK_TCK`, else Linux's 100).
 fn clock_ticks() -> u64 {
     static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();

@@ -1,11 +1,14 @@
 //! The report: the machine and the load on it, then one markdown table per scenario with
-//! the three systems side by side and "added" columns (system minus the direct read of the
-//! upstream in the same run), then issue 14's targets each marked met or missed. Printed to
-//! stdout, to be pasted into `docs/performance.md`.
+//! the systems side by side (the direct read, the Node relay, ours on SQLite and, with
+//! `--database-url`, ours on PostgreSQL) and "added" columns (system minus the direct read of
+//! the upstream in the same run), then issue 14's targets each marked met or missed. Printed
+//! to stdout, to be pasted into `docs/performance.md`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
 
+use crate::fanout::FanoutResult;
+use crate::growth::GrowthResult;
 use crate::idle::IdleResult;
 use crate::streams::StreamResult;
 use crate::suite::RunArgs;
@@ -22,6 +25,10 @@ pub struct Report {
     pub streams: Vec<(Kind, StreamResult)>,
     pub turns: Vec<(Kind, TurnResult)>,
     pub idle: Vec<(Kind, IdleResult)>,
+    pub fanout: Vec<(Kind, FanoutResult)>,
+    pub growth: Option<GrowthResult>,
+    /// Scenarios skipped or cut short, said in the report.
+    pub notes: Vec<String>,
 }
 
 impl Report {
@@ -38,18 +45,33 @@ impl Report {
             machine: machine()?,
             settings: format!(
                 "upstream reply {} deltas {} ms apart; streams {:?} x {} measured rounds (+1 warm-up); \
-                 turns: {} clients x {} s, short reply (5 deltas at once); idle sockets {:?}",
+                 turns: {} clients x {} s, short reply (5 deltas at once); fan-out rooms {:?}, \
+                 reply {} deltas {} ms apart, {} replies into 1,000 members; growth: {} messages \
+                 beside 100; idle sockets {:?}; PostgreSQL: {}",
                 args.upstream.deltas,
                 args.upstream.delay_ms,
                 args.streams,
                 args.rounds,
                 args.turn_clients,
                 args.turn_secs,
+                args.fanout,
+                args.upstream.fanout_deltas,
+                args.upstream.fanout_delay_ms,
+                args.fanout_replies,
+                args.growth,
                 args.idle,
+                if args.database_url.is_some() {
+                    "yes"
+                } else {
+                    "no"
+                },
             ),
             streams: Vec::new(),
             turns: Vec::new(),
             idle: Vec::new(),
+            fanout: Vec::new(),
+            growth: None,
+            notes: Vec::new(),
         })
     }
 
@@ -142,6 +164,9 @@ fn stream_figures(result: &mut StreamResult) -> StreamFigures {
     }
 }
 
+/// One figure taken from a system's stream figures.
+type StreamPick = fn(&StreamFigures) -> Option<f64>;
+
 /// The figures of the turns scenario for one system.
 struct TurnFigures {
     kind: Kind,
@@ -153,11 +178,102 @@ struct TurnFigures {
     failed: usize,
 }
 
+/// One figure taken from a system's turn figures.
+type TurnPick = fn(&TurnFigures) -> Option<f64>;
+
 /// One target line: what it asks, the figure, met or not.
 struct Target {
     what: String,
     figure: String,
     met: Option<bool>,
+}
+
+/// The systems of a table, in column order; the direct read first.
+const COLUMNS: [Kind; 4] = [Kind::Direct, Kind::Node, Kind::Ours, Kind::OursPostgres];
+
+/// A column's short name.
+fn column(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Direct => "direct upstream",
+        Kind::Node => "Node ws relay",
+        Kind::Ours => "ours, SQLite",
+        Kind::OursPostgres => "ours, PostgreSQL",
+    }
+}
+
+/// The header of a table over `kinds`, with an "added" column for each one but the direct read.
+fn header(out: &mut String, kinds: &[Kind]) -> std::fmt::Result {
+    let names: Vec<&str> = kinds.iter().map(|&k| column(k)).collect();
+    let added: Vec<String> = kinds
+        .iter()
+        .filter(|&&k| k != Kind::Direct)
+        .map(|&k| format!("{} added", column(k)))
+        .collect();
+    let cells = kinds.len() + added.len();
+    writeln!(
+        out,
+        "| figure | {} | {} |",
+        names.join(" | "),
+        added.join(" | ")
+    )?;
+    writeln!(out, "|{}", " --- |".repeat(cells + 1))
+}
+
+/// One row of figures over `kinds`, with their differences to the direct read when `show_added`.
+fn figure_row(
+    out: &mut String,
+    name: &str,
+    kinds: &[Kind],
+    value: &dyn Fn(Kind) -> Option<f64>,
+    show_added: bool,
+) -> std::fmt::Result {
+    let direct = value(Kind::Direct);
+    let values: Vec<String> = kinds.iter().map(|&k| ms(value(k))).collect();
+    let added: Vec<String> = kinds
+        .iter()
+        .filter(|&&k| k != Kind::Direct)
+        .map(|&k| {
+            if show_added {
+                self::added(value(k), direct)
+            } else {
+                String::new()
+            }
+        })
+        .collect();
+    writeln!(
+        out,
+        "| {name} | {} | {} |",
+        values.join(" | "),
+        added.join(" | ")
+    )
+}
+
+/// One row of text cells over `kinds`, the "added" cells left empty.
+fn text_row(
+    out: &mut String,
+    name: &str,
+    kinds: &[Kind],
+    cell: &dyn Fn(Kind) -> String,
+) -> std::fmt::Result {
+    let values: Vec<String> = kinds.iter().map(|&k| cell(k)).collect();
+    let empty = vec![""; kinds.len() - 1];
+    writeln!(
+        out,
+        "| {name} | {} | {} |",
+        values.join(" | "),
+        empty.join(" | ")
+    )
+}
+
+/// The added figure of `kind` against the direct read, from `figures`.
+fn added_of(figures: &[(Kind, StreamFigures)], kind: Kind, pick: StreamPick) -> Option<f64> {
+    let get = |k: Kind| {
+        figures
+            .iter()
+            .find(|(x, _)| *x == k)
+            .and_then(|(_, f)| pick(f))
+    };
+    get(kind).zip(get(Kind::Direct)).map(|(s, d)| s - d)
 }
 
 /// Writes the report to stdout.
@@ -167,6 +283,7 @@ struct Target {
 pub fn print(report: &mut Report) -> anyhow::Result<()> {
     let mut out = String::new();
     let mut targets: Vec<Target> = Vec::new();
+    let mut notes = std::mem::take(&mut report.notes);
     writeln!(out, "## Run of {}\n", report.started)?;
     writeln!(out, "- machine: {}", report.machine)?;
     writeln!(
@@ -184,100 +301,73 @@ pub fn print(report: &mut Report) -> anyhow::Result<()> {
 
     let mut counts: Vec<usize> = report.streams.iter().map(|(_, r)| r.streams).collect();
     counts.dedup();
-    let mut notes = Vec::new();
     for count in counts {
-        let mut figures = Vec::new();
         let mut results: Vec<&mut (Kind, StreamResult)> = report
             .streams
             .iter_mut()
             .filter(|(_, r)| r.streams == count)
             .collect();
-        for (kind, result) in results.iter_mut().map(|e| (e.0, &mut e.1)) {
-            figures.push((kind, stream_figures(result)));
-        }
-        let get = |kind: Kind| figures.iter().find(|(k, _)| *k == kind).map(|(_, f)| f);
-        let (direct, node, ours) = (get(Kind::Direct), get(Kind::Node), get(Kind::Ours));
-        writeln!(out, "### {count} concurrent streams\n")?;
-        writeln!(
-            out,
-            "| figure | direct upstream | Node ws relay | ours | Node added | ours added |"
-        )?;
-        writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
-        let row = |out: &mut String, name: &str, pick: &dyn Fn(&StreamFigures) -> Option<f64>| {
-            let d = direct.and_then(pick);
-            let n = node.and_then(pick);
-            let o = ours.and_then(pick);
-            writeln!(
-                out,
-                "| {name} | {} | {} | {} | {} | {} |",
-                ms(d),
-                ms(n),
-                ms(o),
-                added(n, d),
-                added(o, d)
-            )
+        let figures: Vec<(Kind, StreamFigures)> = results
+            .iter_mut()
+            .map(|e| (e.0, stream_figures(&mut e.1)))
+            .collect();
+        let kinds: Vec<Kind> = COLUMNS
+            .into_iter()
+            .filter(|k| figures.iter().any(|(x, _)| x == k))
+            .collect();
+        let value_of = |kind: Kind, pick: StreamPick| {
+            figures
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .and_then(|(_, f)| pick(f))
         };
-        row(&mut out, "time to first token p50 (ms)", &|f| f.ttft50)?;
-        row(&mut out, "time to first token p99 (ms)", &|f| f.ttft99)?;
-        row(&mut out, "per-token inter-arrival p50 (ms)", &|f| f.gap50)?;
-        row(&mut out, "per-token inter-arrival p99 (ms)", &|f| f.gap99)?;
-        let cell = |kind: Kind, f: &dyn Fn(&StreamResult) -> String| {
+        writeln!(out, "### {count} concurrent streams\n")?;
+        header(&mut out, &kinds)?;
+        let rows: [(&str, StreamPick); 4] = [
+            ("time to first token p50 (ms)", |f| f.ttft50),
+            ("time to first token p99 (ms)", |f| f.ttft99),
+            ("per-token inter-arrival p50 (ms)", |f| f.gap50),
+            ("per-token inter-arrival p99 (ms)", |f| f.gap99),
+        ];
+        for (name, pick) in rows {
+            figure_row(&mut out, name, &kinds, &|k| value_of(k, pick), true)?;
+        }
+        let cell_of = |kind: Kind, f: &dyn Fn(&StreamResult) -> String| {
             results
                 .iter()
                 .find(|e| e.0 == kind)
                 .map_or_else(|| "-".to_owned(), |e| f(&e.1))
         };
-        let line = |name: &str, f: &dyn Fn(&StreamResult) -> String| {
-            format!(
-                "| {name} | {} | {} | {} | | |",
-                cell(Kind::Direct, f),
-                cell(Kind::Node, f),
-                cell(Kind::Ours, f)
-            )
-        };
-        writeln!(
-            out,
-            "{}",
-            line("chunks received / expected", &|r| format!(
-                "{} / {}",
-                r.chunks, r.expected_chunks
-            ))
+        text_row(&mut out, "chunks received / expected", &kinds, &|k| {
+            cell_of(k, &|r| format!("{} / {}", r.chunks, r.expected_chunks))
+        })?;
+        text_row(
+            &mut out,
+            "replies complete / ended in an error / short of chunks / out of order",
+            &kinds,
+            &|k| {
+                cell_of(k, &|r| {
+                    format!(
+                        "{} / {} / {} / {}",
+                        r.replies, r.failed, r.short, r.out_of_order
+                    )
+                })
+            },
         )?;
-        writeln!(
-            out,
-            "{}",
-            line(
-                "replies complete / ended in an error / short of chunks / out of order",
-                &|r| format!(
-                    "{} / {} / {} / {}",
-                    r.replies, r.failed, r.short, r.out_of_order
+        text_row(&mut out, "server CPU per token (us)", &kinds, &|k| {
+            cell_of(k, &|r| us(micros_per(r.cpu.server, r.chunks)))
+        })?;
+        text_row(&mut out, "fake upstream CPU per token (us)", &kinds, &|k| {
+            cell_of(k, &|r| us(micros_per(Some(r.cpu.upstream), r.chunks)))
+        })?;
+        text_row(&mut out, "driver CPU (% of one core)", &kinds, &|k| {
+            cell_of(k, &|r| {
+                format!(
+                    "{:.0}",
+                    100.0 * r.cpu.driver.as_secs_f64() / r.cpu.wall.as_secs_f64().max(1e-9)
                 )
-            )
-        )?;
-        writeln!(
-            out,
-            "{}",
-            line("server CPU per token (us)", &|r| us(micros_per(
-                r.cpu.server,
-                r.chunks
-            )))
-        )?;
-        writeln!(
-            out,
-            "{}",
-            line("fake upstream CPU per token (us)", &|r| us(micros_per(
-                Some(r.cpu.upstream),
-                r.chunks
-            )))
-        )?;
-        writeln!(
-            out,
-            "{}",
-            line("driver CPU (% of one core)", &|r| format!(
-                "{:.0}",
-                100.0 * r.cpu.driver.as_secs_f64() / r.cpu.wall.as_secs_f64().max(1e-9)
-            ))
-        )?;
+            })
+        })?;
         writeln!(out)?;
         for entry in &results {
             if let Some(err) = &entry.1.first_error {
@@ -285,70 +375,91 @@ pub fn print(report: &mut Report) -> anyhow::Result<()> {
             }
         }
 
-        let added_of = |f: Option<&StreamFigures>, pick: fn(&StreamFigures) -> Option<f64>| match (
-            f.and_then(pick),
-            direct.and_then(pick),
-        ) {
-            (Some(s), Some(d)) => Some(s - d),
-            _ => None,
+        let pg = |pick: StreamPick, unit: &str| {
+            if kinds.contains(&Kind::OursPostgres) {
+                format!(
+                    "; PostgreSQL {} {unit}",
+                    fmt_opt(added_of(&figures, Kind::OursPostgres, pick))
+                )
+            } else {
+                String::new()
+            }
         };
-        let ours_ttft = added_of(ours, |f| f.ttft99);
-        let node_ttft = added_of(node, |f| f.ttft99);
         let limit = match count {
             100 => Some(5.0),
             300 => Some(20.0),
             _ => None,
         };
         if let Some(limit) = limit {
+            let ours = added_of(&figures, Kind::Ours, |f| f.ttft99);
+            let node = added_of(&figures, Kind::Node, |f| f.ttft99);
             targets.push(Target {
                 what: format!("added time to first token p99 <= {limit} ms at {count} streams"),
-                figure: format!("{} ms (Node {} ms)", fmt_opt(ours_ttft), fmt_opt(node_ttft)),
-                met: ours_ttft.map(|v| v <= limit),
+                figure: format!(
+                    "{} ms (Node {} ms{})",
+                    fmt_opt(ours),
+                    fmt_opt(node),
+                    pg(|f| f.ttft99, "ms")
+                ),
+                met: ours.map(|v| v <= limit),
             });
         }
         if count == 100 {
-            let ours_gap = added_of(ours, |f| f.gap99);
-            let node_gap = added_of(node, |f| f.gap99);
+            let ours = added_of(&figures, Kind::Ours, |f| f.gap99);
+            let node = added_of(&figures, Kind::Node, |f| f.gap99);
             targets.push(Target {
                 what: "added per-token latency p99 <= 0.5 ms at 100 streams".to_owned(),
-                figure: format!("{} ms (Node {} ms)", fmt_opt(ours_gap), fmt_opt(node_gap)),
-                met: ours_gap.map(|v| v <= 0.5),
+                figure: format!(
+                    "{} ms (Node {} ms{})",
+                    fmt_opt(ours),
+                    fmt_opt(node),
+                    pg(|f| f.gap99, "ms")
+                ),
+                met: ours.map(|v| v <= 0.5),
             });
-            let ours_cpu = ours.and_then(|f| f.cpu_per_token);
-            let node_cpu = node.and_then(|f| f.cpu_per_token);
+            let cpu = |kind: Kind| {
+                figures
+                    .iter()
+                    .find(|(k, _)| *k == kind)
+                    .and_then(|(_, f)| f.cpu_per_token)
+            };
+            let pg_cpu = if kinds.contains(&Kind::OursPostgres) {
+                format!("; PostgreSQL {} us", us(cpu(Kind::OursPostgres)))
+            } else {
+                String::new()
+            };
             targets.push(Target {
                 what: "CPU per streamed token <= 15 us, both processes, 100 streams".to_owned(),
-                figure: format!("{} us (Node {} us)", us(ours_cpu), us(node_cpu)),
-                met: ours_cpu.map(|v| v <= 15.0),
+                figure: format!(
+                    "{} us (Node {} us{pg_cpu})",
+                    us(cpu(Kind::Ours)),
+                    us(cpu(Kind::Node))
+                ),
+                met: cpu(Kind::Ours).map(|v| v <= 15.0),
             });
         }
-        if count >= 1000
-            && let Some(entry) = results.iter().find(|e| e.0 == Kind::Ours)
-        {
-            let r = &entry.1;
-            targets.push(Target {
-                what: format!("zero lost chunks at {count} streams"),
-                figure: format!(
-                    "{} chunks lost in {} replies that ended normally, {} out of order; \
-                     {} of {} turns ended in an error",
-                    r.lost_chunks,
-                    r.replies + r.short,
-                    r.out_of_order,
-                    r.failed,
-                    r.replies + r.short + r.failed
-                ),
-                met: Some(r.lost_chunks == 0 && r.out_of_order == 0 && r.failed == 0),
-            });
+        if count >= 1000 {
+            for entry in results.iter().filter(|e| e.0.is_ours()) {
+                let r = &entry.1;
+                targets.push(Target {
+                    what: format!("zero lost chunks at {count} streams ({})", column(entry.0)),
+                    figure: format!(
+                        "{} chunks lost in {} replies that ended normally, {} out of order; \
+                         {} of {} turns ended in an error",
+                        r.lost_chunks,
+                        r.replies + r.short,
+                        r.out_of_order,
+                        r.failed,
+                        r.replies + r.short + r.failed
+                    ),
+                    met: Some(r.lost_chunks == 0 && r.out_of_order == 0 && r.failed == 0),
+                });
+            }
         }
     }
 
     if !report.turns.is_empty() {
         writeln!(out, "### Chat turns, closed loop, short replies\n")?;
-        writeln!(
-            out,
-            "| figure | direct upstream | Node ws relay | ours | Node added | ours added |"
-        )?;
-        writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
         let clients = report.turns.first().map_or(0, |(_, r)| r.clients);
         let mut per: Vec<TurnFigures> = Vec::new();
         for (kind, result) in report.turns.iter_mut() {
@@ -365,65 +476,206 @@ pub fn print(report: &mut Report) -> anyhow::Result<()> {
                 notes.push(format!("{} in the turns scenario: {err}", kind.label()));
             }
         }
-        let pick = |kind: Kind, f: &dyn Fn(&TurnFigures) -> Option<f64>| {
-            per.iter().find(|p| p.kind == kind).and_then(f)
-        };
-        let row = |out: &mut String,
-                   name: &str,
-                   f: &dyn Fn(&TurnFigures) -> Option<f64>,
-                   show_added: bool| {
-            let (d, n, o) = (
-                pick(Kind::Direct, f),
-                pick(Kind::Node, f),
-                pick(Kind::Ours, f),
-            );
-            let (an, ao) = if show_added {
-                (added(n, d), added(o, d))
-            } else {
-                (String::new(), String::new())
-            };
+        let kinds: Vec<Kind> = COLUMNS
+            .into_iter()
+            .filter(|k| per.iter().any(|p| p.kind == *k))
+            .collect();
+        let get = |kind: Kind, f: TurnPick| per.iter().find(|p| p.kind == kind).and_then(f);
+        header(&mut out, &kinds)?;
+        let rows: [(String, TurnPick, bool); 6] = [
+            (
+                format!("turns per second ({clients} clients)"),
+                |p| Some(p.rate),
+                false,
+            ),
+            ("turn latency p50 (ms)".to_owned(), |p| p.p50, true),
+            ("turn latency p99 (ms)".to_owned(), |p| p.p99, true),
+            (
+                "server CPU per turn (us)".to_owned(),
+                |p| p.cpu_per_turn,
+                false,
+            ),
+            ("turns done".to_owned(), |p| Some(p.turns as f64), false),
+            ("turns failed".to_owned(), |p| Some(p.failed as f64), false),
+        ];
+        for (name, pick, show_added) in rows {
+            figure_row(&mut out, &name, &kinds, &|k| get(k, pick), show_added)?;
+        }
+        writeln!(out)?;
+        for (kind, db) in [(Kind::Ours, "SQLite"), (Kind::OursPostgres, "PostgreSQL")] {
+            if !kinds.contains(&kind) {
+                continue;
+            }
+            let rate = get(kind, |p| Some(p.rate));
+            let overhead = get(kind, |p| p.p99)
+                .zip(get(Kind::Direct, |p| p.p99))
+                .map(|(o, d)| o - d);
+            targets.push(Target {
+                what: format!("at least 1,000 chat turns/s on {db} (short replies)"),
+                figure: format!(
+                    "{} turns/s (Node {})",
+                    fmt_opt(rate),
+                    fmt_opt(get(Kind::Node, |p| Some(p.rate)))
+                ),
+                met: rate.map(|r| r >= 1000.0),
+            });
+            targets.push(Target {
+                what: format!("turn overhead p99 <= 10 ms ({db})"),
+                figure: format!("{} ms at the rate above", fmt_opt(overhead)),
+                met: overhead.map(|v| v <= 10.0),
+            });
+        }
+    }
+
+    if !report.fanout.is_empty() {
+        writeln!(out, "### Fan-out: one room, every reply to every member\n")?;
+        writeln!(
+            out,
+            "| members | system | joined / refused / closed forming / closed streaming | room formed in (s) | \
+             replies | chunks delivered / expected | deliveries per s (the server's intake: members x chunks stamped per s) | \
+             latency from the server's stamp p50 / p99 (ms) | spread from the first receipt p50 / p99 (ms) | \
+             server CPU per delivery (us) | driver CPU (% of one core) |"
+        )?;
+        writeln!(out, "|{}", " --- |".repeat(11))?;
+        for (kind, r) in report.fanout.iter_mut() {
+            let lat50 = r.latency.percentile(50.0);
+            let lat99 = r.latency.percentile(99.0);
+            let spread50 = r.spread.percentile(50.0);
+            let spread99 = r.spread.percentile(99.0);
             writeln!(
                 out,
-                "| {name} | {} | {} | {} | {an} | {ao} |",
-                ms(d),
-                ms(n),
-                ms(o)
-            )
-        };
-        row(
-            &mut out,
-            &format!("turns per second ({clients} clients)"),
-            &|p| Some(p.rate),
-            false,
-        )?;
-        row(&mut out, "turn latency p50 (ms)", &|p| p.p50, true)?;
-        row(&mut out, "turn latency p99 (ms)", &|p| p.p99, true)?;
-        row(
-            &mut out,
-            "server CPU per turn (us)",
-            &|p| p.cpu_per_turn,
-            false,
-        )?;
-        row(&mut out, "turns done", &|p| Some(p.turns as f64), false)?;
-        row(&mut out, "turns failed", &|p| Some(p.failed as f64), false)?;
+                "| {} | {} | {} / {} / {} / {} | {:.1} | {} of {} | {} / {} | {:.0} ({:.0}) | {} / {} | {} / {} | {} | {:.0} |",
+                r.members,
+                column(*kind),
+                r.joined,
+                r.refused,
+                r.closed_forming,
+                r.closed_streaming,
+                r.form_time.as_secs_f64(),
+                r.replies_complete,
+                r.replies,
+                r.deliveries,
+                r.expected,
+                r.per_second(),
+                r.intake_per_second(),
+                ms(lat50),
+                ms(lat99),
+                ms(spread50),
+                ms(spread99),
+                us(micros_per(r.cpu.server, r.deliveries)),
+                100.0 * r.cpu.driver.as_secs_f64() / r.cpu.wall.as_secs_f64().max(1e-9),
+            )?;
+            if let Some(err) = &r.first_error {
+                notes.push(format!(
+                    "{} in the {}-member room: {err}",
+                    kind.label(),
+                    r.members
+                ));
+            }
+        }
         writeln!(out)?;
-        let ours_rate = pick(Kind::Ours, &|p| Some(p.rate));
-        let ours_p99 = pick(Kind::Ours, &|p| p.p99);
-        let direct_p99 = pick(Kind::Direct, &|p| p.p99);
-        let overhead = ours_p99.zip(direct_p99).map(|(o, d)| o - d);
-        targets.push(Target {
-            what: "at least 1,000 chat turns/s on SQLite (short replies)".to_owned(),
-            figure: format!(
-                "{} turns/s (Node {})",
-                fmt_opt(ours_rate),
-                fmt_opt(pick(Kind::Node, &|p| Some(p.rate)))
+        let fanout = &report.fanout;
+        for (kind, r) in fanout.iter().filter(|(k, _)| k.is_ours()) {
+            let node = fanout
+                .iter()
+                .find(|(k, n)| *k == Kind::Node && n.members == r.members)
+                .map(|(_, n)| n);
+            let mut latency = r.latency.clone();
+            let p99 = latency.percentile(99.0);
+            let node_figure = node.map_or_else(
+                || "-".to_owned(),
+                |n| {
+                    let mut l = n.latency.clone();
+                    format!("{:.0}/s, p99 {} ms", n.per_second(), ms(l.percentile(99.0)))
+                },
+            );
+            let whole = r.refused == 0
+                && r.closed_forming == 0
+                && r.closed_streaming == 0
+                && r.deliveries == r.expected;
+            targets.push(Target {
+                what: format!(
+                    "fan-out: a {}-member room forms with nobody dropped and gets every chunk at \
+                     >= 250k deliveries/s, p99 <= 20 ms ({})",
+                    r.members,
+                    column(*kind)
+                ),
+                figure: format!(
+                    "{} dropped, {} of {} chunks, {:.0} deliveries/s, p99 {} ms (Node {node_figure})",
+                    r.refused + r.closed_forming + r.closed_streaming,
+                    r.deliveries,
+                    r.expected,
+                    r.per_second(),
+                    ms(p99)
+                ),
+                met: Some(whole && r.per_second() >= 250_000.0 && p99.is_some_and(|p| p <= 20.0)),
+            });
+        }
+    }
+
+    if let Some(growth) = report.growth.as_mut() {
+        let (short_n, long_n) = (growth.short.messages, growth.long.messages);
+        writeln!(
+            out,
+            "### Growth: reading a chat of {long_n} messages beside one of {short_n} (ours, SQLite)\n"
+        )?;
+        writeln!(
+            out,
+            "| request | {short_n} messages p50 / p99 (ms) | {long_n} messages p50 / p99 (ms) |"
+        )?;
+        writeln!(out, "| --- | --- | --- |")?;
+        let mut rows: Vec<(&str, f64, f64)> = Vec::new();
+        for (name, short, long) in [
+            (
+                "latest history page (50)",
+                &mut growth.short.latest_page,
+                &mut growth.long.latest_page,
             ),
-            met: ours_rate.map(|r| r >= 1000.0),
-        });
+            (
+                "the page before it (cursor)",
+                &mut growth.short.previous_page,
+                &mut growth.long.previous_page,
+            ),
+            (
+                "resume of the last 10 messages",
+                &mut growth.short.resume,
+                &mut growth.long.resume,
+            ),
+        ] {
+            let (s50, s99) = (short.percentile(50.0), short.percentile(99.0));
+            let (l50, l99) = (long.percentile(50.0), long.percentile(99.0));
+            writeln!(
+                out,
+                "| {name} | {} / {} | {} / {} |",
+                ms(s50),
+                ms(s99),
+                ms(l50),
+                ms(l99)
+            )?;
+            if let (Some(s), Some(l)) = (s50, l50) {
+                rows.push((name, s, l));
+            }
+        }
+        writeln!(
+            out,
+            "\nFilling the long chat (one INSERT ... SELECT in sqlite3): {:.1} s. Last page held {} \
+             messages, last resume replayed {} (50 and 10 expected).\n",
+            growth.fill_time.as_secs_f64(),
+            growth.long.page_len,
+            growth.long.replayed
+        )?;
+        // "Independent of length": the long chat's median within 1.5 x the short one's + 0.5 ms.
+        let flat = rows.iter().all(|&(_, s, l)| l <= 1.5 * s + 0.5);
         targets.push(Target {
-            what: "turn overhead p99 <= 10 ms (SQLite)".to_owned(),
-            figure: format!("{} ms at the rate above", fmt_opt(overhead)),
-            met: overhead.map(|v| v <= 10.0),
+            what: format!(
+                "growth: history page and resume time independent of chat length ({long_n} messages)"
+            ),
+            figure: rows
+                .iter()
+                .map(|(name, s, l)| format!("{name} {s:.2} -> {l:.2} ms"))
+                .collect::<Vec<_>>()
+                .join("; "),
+            met: (!rows.is_empty()).then_some(flat),
         });
     }
 
@@ -507,7 +759,7 @@ pub fn print(report: &mut Report) -> anyhow::Result<()> {
     }
     writeln!(out)?;
     if !notes.is_empty() {
-        writeln!(out, "Errors seen (first of each scenario):\n")?;
+        writeln!(out, "Notes and errors seen (first of each scenario):\n")?;
         for note in notes {
             writeln!(out, "- {note}")?;
         }

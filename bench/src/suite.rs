@@ -1,7 +1,7 @@
 //! `chat-bench run`: the whole suite in one process. It starts the fake upstream, our stack
-//! and the Node relay as child processes, runs every scenario against the direct upstream
-//! read, the relay and ours in turn, side by side in the same run, and prints a markdown
-//! report (see `report`). Progress goes to stderr; the exit status is non-zero only on a real
+//! (on SQLite, and on PostgreSQL with `--database-url`) and the Node relay as child
+//! processes, runs every scenario against the direct upstream read, the relay and ours in
+//! turn, side by side in the same run, and prints a markdown report (see `report`). Progress goes to stderr; the exit status is non-zero only on a real
 //! error (a process that does not start, a socket that cannot be opened), never on a figure.
 
 use std::path::PathBuf;
@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::fanout;
+use crate::growth;
 use crate::idle::{self, IdleResult};
 use crate::load::Target;
+use crate::procs;
 use crate::report::{self, Report};
 use crate::streams;
 use crate::systems::{self, Kind, System};
@@ -25,7 +28,7 @@ pub struct RunArgs {
     /// The folder of the Node relay (`relay.mjs`, `node_modules/ws`).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/node"))]
     pub node_dir: PathBuf,
-    /// Concurrent streams, one scenario each.
+    /// Concurrent streams, one scenario each (0: skip the scenario).
     #[arg(long, value_delimiter = ',', default_values_t = [100, 300, 1000])]
     pub streams: Vec<usize>,
     /// Measured rounds per stream count (after one warm-up round).
@@ -37,9 +40,24 @@ pub struct RunArgs {
     /// How long each system is driven in the turns scenario, in seconds.
     #[arg(long, default_value_t = 15)]
     pub turn_secs: u64,
-    /// Idle sockets to hold, step by step (empty: skip the scenario).
+    /// Idle sockets to hold, step by step (0: skip the scenario).
     #[arg(long, value_delimiter = ',', default_values_t = [5000, 10000])]
     pub idle: Vec<usize>,
+    /// Members of the fan-out scenario's room, one room each (0: skip the scenario). A
+    /// room larger than the open-file limit allows is skipped and said so.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000, 10000])]
+    pub fanout: Vec<usize>,
+    /// Replies streamed into a 1,000-member room; a room of N members gets this x 1,000 / N
+    /// of them (at least 2), so every room gets about the same number of deliveries.
+    #[arg(long, default_value_t = 10)]
+    pub fanout_replies: usize,
+    /// Messages in the long chat of the growth scenario, beside one of 100 (0: skip it).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub growth: usize,
+    /// A fresh PostgreSQL database (`postgres://...`): ours runs the streams and turns
+    /// scenarios a second time on it, beside SQLite. The suite does not empty it.
+    #[arg(long)]
+    pub database_url: Option<String>,
     /// Keep the run's folder (logs, databases) and print where it is.
     #[arg(long)]
     pub keep: bool,
@@ -71,15 +89,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let upstream = upstream::start(&args.upstream).await?;
     let direct = Target::direct(&upstream.stream_url, &upstream.short_url);
     {
-        let ours = systems::start_ours(&chatctl, dir.path(), &upstream).await?;
+        let ours = systems::start_ours(&chatctl, dir.path(), &upstream, None).await?;
         let node = systems::start_node(&args.node_dir, dir.path(), &upstream).await?;
-        let systems: [(Target, Option<&System>); 3] = [
+        let ours_pg = match &args.database_url {
+            Some(url) => {
+                Some(systems::start_ours(&chatctl, dir.path(), &upstream, Some(url)).await?)
+            }
+            None => None,
+        };
+        let mut systems: Vec<(Target, Option<&System>)> = vec![
             (direct.clone(), None),
             (Target::of(&node), Some(&node)),
             (Target::of(&ours), Some(&ours)),
         ];
+        if let Some(pg) = &ours_pg {
+            systems.push((Target::of(pg), Some(pg)));
+        }
 
-        for &streams in &args.streams {
+        for &streams in args.streams.iter().filter(|&&n| n > 0) {
             for (target, system) in &systems {
                 eprintln!("streams: {streams} concurrent, {}", target.kind().label());
                 let result = streams::run(
@@ -113,15 +140,54 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 report.turns.push((target.kind(), result));
             }
         }
+
+        let limit = procs::open_files_limit()?;
+        for &members in args.fanout.iter().filter(|&&n| n > 0) {
+            // Each member is a descriptor in the driver and one in the server, which inherits
+            // this limit; some room is left for everything else.
+            if members + 500 > limit {
+                report.notes.push(format!(
+                    "fan-out: the {members}-member room skipped, the open-file limit is {limit}"
+                ));
+                continue;
+            }
+            let replies = (args.fanout_replies * 1000 / members.max(1)).max(2);
+            for system in [&node, &ours] {
+                eprintln!(
+                    "fan-out: {members} members, {replies} replies, {}",
+                    system.kind.label()
+                );
+                let result = fanout::run(
+                    system,
+                    &upstream.process,
+                    members,
+                    replies,
+                    args.upstream.fanout_deltas,
+                    args.upstream.fanout_delay_ms,
+                )
+                .await?;
+                report.fanout.push((system.kind, result));
+            }
+        }
+
+        if args.growth > 0
+            && let Some(database) = &ours.sqlite
+        {
+            eprintln!("growth: {} messages beside 100, ours", args.growth);
+            match growth::run(&ours, database, args.growth).await {
+                Ok(result) => report.growth = Some(result),
+                Err(err) => report.notes.push(format!("growth: {err:#}")),
+            }
+        }
     }
 
-    if !args.idle.is_empty() {
+    if args.idle.iter().any(|&n| n > 0) {
         // Fresh processes: memory freed by the load above must not be reused and hidden.
         let idle_dir = sub_dir(&dir, "idle")?;
         for kind in [Kind::Node, Kind::Ours] {
             let system = match kind {
                 Kind::Node => systems::start_node(&args.node_dir, &idle_dir, &upstream).await?,
-                _ => systems::start_ours(&chatctl, &idle_dir, &upstream).await?,
+                _ => systems::start_ours(&chatctl, &idle_dir, &upstream, None).await?,
             };
             eprintln!("idle sockets: {}", kind.label());
             let result: IdleResult = idle::run(&system, &args.idle).await?;

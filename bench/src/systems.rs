@@ -1,9 +1,10 @@
 //! The systems under test, each started as child processes on loopback:
 //!
 //! - **ours**: the release `chatctl dev` (core and edge in one process, over real gRPC, on
-//!   SQLite in a temporary directory), its core pointed at the fake upstream through an
-//!   OpenAI-kind provider for each of the two scripts, and the per-user rates and the edge's
-//!   connection caps lifted so the load is not refused (every other setting is the default);
+//!   SQLite in a temporary directory, or on the PostgreSQL database of `--database-url`), its
+//!   core pointed at the fake upstream through an OpenAI-kind provider for each of the three
+//!   scripts, and the per-user rates and the edge's connection caps lifted so the load is not
+//!   refused (every other setting is the default);
 //! - **node**: `bench/node/relay.mjs`, a minimal `ws` relay like the seeds' stack (no auth,
 //!   no storage): one upstream request per client message, each delta forwarded as a frame.
 //!
@@ -27,8 +28,10 @@ pub enum Kind {
     Direct,
     /// The Node `ws` relay.
     Node,
-    /// Our edge and core (`docs/protocol.md`).
+    /// Our edge and core (`docs/protocol.md`), on SQLite.
     Ours,
+    /// The same on PostgreSQL (`--database-url`).
+    OursPostgres,
 }
 
 impl Kind {
@@ -37,7 +40,13 @@ impl Kind {
             Kind::Direct => "direct upstream",
             Kind::Node => "Node ws relay",
             Kind::Ours => "ours (chatctl dev, SQLite)",
+            Kind::OursPostgres => "ours (chatctl dev, PostgreSQL)",
         }
+    }
+
+    /// Whether the driver speaks our protocol to it.
+    pub fn is_ours(self) -> bool {
+        matches!(self, Kind::Ours | Kind::OursPostgres)
     }
 }
 
@@ -46,6 +55,8 @@ pub struct System {
     pub kind: Kind,
     pub process: Process,
     pub addr: SocketAddr,
+    /// Ours on SQLite: the database file.
+    pub sqlite: Option<PathBuf>,
     minter: Option<Minter>,
 }
 
@@ -70,22 +81,37 @@ impl System {
     }
 }
 
-/// Model ids of the two scripts in our core's catalogue.
+/// Model ids of the three scripts in our core's catalogue.
 pub const STREAM_MODEL: &str = "fake-stream";
 pub const SHORT_MODEL: &str = "fake-short";
+pub const FANOUT_MODEL: &str = "fake-fanout";
 
-/// Starts `chatctl dev` from `chatctl` with its data under `dir`.
+/// Starts `chatctl dev` from `chatctl` with its data under `dir`, on SQLite there, or on
+/// `database_url` (a PostgreSQL database the caller made fresh for the run).
 ///
 /// # Errors
 /// When it does not start or its `/readyz` does not answer 200 within 60 s.
-pub async fn start_ours(chatctl: &Path, dir: &Path, upstream: &Upstream) -> anyhow::Result<System> {
+pub async fn start_ours(
+    chatctl: &Path,
+    dir: &Path,
+    upstream: &Upstream,
+    database_url: Option<&str>,
+) -> anyhow::Result<System> {
     let port = procs::free_port()?;
     let grpc_port = procs::free_port()?;
-    let data = dir.join("ours");
+    let (kind, name) = match database_url {
+        Some(_) => (Kind::OursPostgres, "ours-pg"),
+        None => (Kind::Ours, "ours"),
+    };
+    let data = dir.join(name);
     std::fs::create_dir_all(&data)?;
+    let sqlite_url = format!("sqlite://{}", data.join("chat.db").display());
     let core_toml = data.join("core.toml");
     let edge_toml = data.join("edge.toml");
-    std::fs::write(&core_toml, core_config(&data, upstream))?;
+    std::fs::write(
+        &core_toml,
+        core_config(&data, database_url.unwrap_or(&sqlite_url), upstream),
+    )?;
     std::fs::write(&edge_toml, EDGE_CONFIG)?;
     // A fresh secret per run; the driver mints its tokens with it.
     let secret = format!(
@@ -109,7 +135,7 @@ pub async fn start_ours(chatctl: &Path, dir: &Path, upstream: &Upstream) -> anyh
         .env_remove("CHAT_DATABASE__URL")
         .env_remove("CHAT_CONFIG")
         .env_remove("CHAT_EDGE_CONFIG");
-    let mut process = Process::spawn("chatctl dev", command, &dir.join("ours.log"))?;
+    let mut process = Process::spawn("chatctl dev", command, &dir.join(format!("{name}.log")))?;
     procs::wait_ready(
         &mut process,
         &format!("http://127.0.0.1:{port}/readyz"),
@@ -118,20 +144,21 @@ pub async fn start_ours(chatctl: &Path, dir: &Path, upstream: &Upstream) -> anyh
     .await?;
     let minter = Minter::new(&AuthSettings::hs256(secret)).context("minting bench tokens")?;
     Ok(System {
-        kind: Kind::Ours,
+        kind,
         process,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        sqlite: database_url.is_none().then(|| data.join("chat.db")),
         minter: Some(minter),
     })
 }
 
-/// The core's settings: the defaults, but the fake upstream as the models, the database in
-/// the run's directory, and the per-user rates out of the way of a load test (every bench
-/// user is a different user, so the per-user connection cap stays at its default).
-fn core_config(data: &Path, upstream: &Upstream) -> String {
+/// The core's settings: the defaults, but the fake upstream as the models, the database at
+/// `database_url`, and the per-user rates out of the way of a load test (every bench user is a
+/// different user, so the per-user connection cap stays at its default).
+fn core_config(data: &Path, database_url: &str, upstream: &Upstream) -> String {
     format!(
         r#"[database]
-url = "sqlite://{db}"
+url = "{database_url}"
 
 [files]
 local_dir = "{files}"
@@ -163,16 +190,26 @@ name = "Fake upstream, streamed reply"
 provider = "fake-stream"
 upstream = "fake-model"
 
+[llm.providers.fake-fanout]
+kind = "openai"
+base_url = "{fanout}"
+
 [[llm.models]]
 id = "{SHORT_MODEL}"
 name = "Fake upstream, short reply"
 provider = "fake-short"
 upstream = "fake-model"
+
+[[llm.models]]
+id = "{FANOUT_MODEL}"
+name = "Fake upstream, fan-out reply"
+provider = "fake-fanout"
+upstream = "fake-model"
 "#,
-        db = data.join("chat.db").display(),
         files = data.join("files").display(),
         stream = upstream.stream_url,
         short = upstream.short_url,
+        fanout = upstream.fanout_url,
     )
 }
 
@@ -206,6 +243,7 @@ pub async fn start_node(
         .env("PORT", port.to_string())
         .env("UPSTREAM_STREAM", &upstream.stream_url)
         .env("UPSTREAM_SHORT", &upstream.short_url)
+        .env("UPSTREAM_FANOUT", &upstream.fanout_url)
         .current_dir(node_dir);
     let mut process = Process::spawn("node relay", command, &dir.join("node.log"))?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
@@ -214,6 +252,7 @@ pub async fn start_node(
         kind: Kind::Node,
         process,
         addr,
+        sqlite: None,
         minter: None,
     })
 }
