@@ -167,12 +167,14 @@ pub async fn serve<S>(
         }
     };
 
-    // Open the core stream, on the best core; its first event is `session`.
+    // Open the core stream, on the best core; its first event is `session`. Boxed, as are the
+    // closing paths: this task lives as long as its socket, idle or not, and holds the state of
+    // its largest await for all that time.
     let upstream::Connected {
         to_core,
         mut from_core,
         guard,
-    } = match state.upstream.connect(&token, TO_CORE_BUFFER).await {
+    } = match Box::pin(state.upstream.connect(&token, TO_CORE_BUFFER)).await {
         Ok(connected) => connected,
         Err(Refused::Unauthenticated) => {
             return refuse_unauthenticated(outbox, grace).await;
@@ -462,9 +464,10 @@ fn is_too_big(err: axum::Error) -> bool {
 }
 
 /// Counts the close, then sends the close frame after what is queued (see [`Outbox::close`]).
+/// The close runs boxed, so its state is not part of every socket's task.
 async fn close_with(outbox: Outbox, code: u16, reason: &str, grace: Duration) {
     metrics::counter!("chat_edge_closes_total", "code" => code.to_string()).increment(1);
-    outbox.close(code, reason, grace).await;
+    Box::pin(outbox.close(code, reason, grace)).await;
 }
 
 #[cfg(test)]
