@@ -98,6 +98,23 @@ async fn until_final(ws: &mut Ws, seen: &mut ReplyText) -> Value {
     }
 }
 
+/// Asks the long question in `chat` and reads the reply's first three chunks: the question's
+/// `seq`, the reply's id, and what streamed.
+async fn ask(ws: &mut Ws, chat: &str) -> (i64, String, ReplyText) {
+    ws.send_message(Some(chat), QUESTION, "q-1").await;
+    let asked_at = ws.recv_type("ack").await["data"]["seq"]
+        .as_i64()
+        .expect("seq");
+    let mut seen = ReplyText::after(-1, "");
+    let mut reply_id = String::new();
+    while seen.next_index < 3 {
+        let chunk = ws.recv_type("message_chunk").await;
+        reply_id = chunk["data"]["messageId"].as_str().expect("id").to_string();
+        seen.push(&chunk);
+    }
+    (asked_at, reply_id, seen)
+}
+
 /// A question whose quote makes the demo's reply long.
 const QUESTION: &str = "Please tell me, in as many words as you can manage, how a reply can \
                         outlive the process that started streaming it to me";
@@ -123,17 +140,8 @@ async fn a_reply_whose_core_is_killed_is_continued_by_another_core() {
         .await;
     second.recv_type("history").await;
 
-    first.send_message(Some(&chat), QUESTION, "q-1").await;
-    let ack = first.recv_type("ack").await;
-    let asked_at = ack["data"]["seq"].as_i64().expect("seq");
     // Both tabs get the first chunks, the second through Redis.
-    let mut seen_first = ReplyText::after(-1, "");
-    let mut reply_id = String::new();
-    while seen_first.next_index < 3 {
-        let chunk = first.recv_type("message_chunk").await;
-        reply_id = chunk["data"]["messageId"].as_str().expect("id").to_string();
-        seen_first.push(&chunk);
-    }
+    let (asked_at, reply_id, mut seen_first) = ask(&mut first, &chat).await;
     let mut seen_second = ReplyText::after(-1, "");
     while seen_second.next_index < 3 {
         seen_second.push(&second.recv_type("message_chunk").await);
@@ -227,17 +235,7 @@ async fn a_reply_streaming_on_one_core_resumes_through_another() {
         _redis,
         _dirs,
     } = Two::start().await;
-    first.send_message(Some(&chat), QUESTION, "q-1").await;
-    let asked_at = first.recv_type("ack").await["data"]["seq"]
-        .as_i64()
-        .expect("seq");
-    let mut seen = ReplyText::after(-1, "");
-    let mut reply_id = String::new();
-    while seen.next_index < 3 {
-        let chunk = first.recv_type("message_chunk").await;
-        reply_id = chunk["data"]["messageId"].as_str().expect("id").to_string();
-        seen.push(&chunk);
-    }
+    let (asked_at, reply_id, mut seen) = ask(&mut first, &chat).await;
     // The socket moves to the other edge, on the other core, while core A still streams:
     // core B sends the chunks that crossed since, then the rest live, each once.
     drop(first);
