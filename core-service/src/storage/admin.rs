@@ -208,8 +208,21 @@ pub struct UsageTotals {
     pub estimated_replies: i64,
 }
 
-/// Token usage of replies stored in `[from, to)`, by `group` and model.
+/// Token usage of replies stored in `[from, to)`, by `group` and model (it scans the period's
+/// usage rows, so it runs off the runtime: [`Db::off_runtime`]).
 pub async fn usage_report(
+    db: &Db,
+    group: UsageGroup,
+    from: NaiveDateTime,
+    to: NaiveDateTime,
+) -> Result<Vec<UsageTotals>> {
+    let here = db.clone();
+    db.off_runtime(async move { usage_report_here(&here, group, from, to).await })
+        .await
+}
+
+/// [`usage_report`] on the calling thread.
+async fn usage_report_here(
     db: &Db,
     group: UsageGroup,
     from: NaiveDateTime,

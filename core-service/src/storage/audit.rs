@@ -18,7 +18,7 @@ pub async fn record_audit(
     actor: (&str, &str),
     now: NaiveDateTime,
 ) -> Result<()> {
-    with_conn!(db, |conn| {
+    with_write!(db, |conn| {
         diesel::insert_into(audit_events::table)
             .values((
                 audit_events::id.eq(id),

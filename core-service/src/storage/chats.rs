@@ -126,7 +126,7 @@ pub async fn is_member(db: &Db, chat_id: &str, user_id: &str) -> Result<bool> {
 /// Adds `user_id` to the chat with role `member`. Returns false if they already were a member
 /// (their role is kept). Fails with [`StorageError::NotFound`] if the chat does not exist.
 pub async fn add_member(db: &Db, chat_id: &str, user_id: &str, now: NaiveDateTime) -> Result<bool> {
-    let inserted = with_conn!(db, |conn| {
+    let inserted = with_write!(db, |conn| {
         diesel::insert_into(chat_members::table)
             .values((
                 chat_members::chat_id.eq(chat_id),
@@ -149,7 +149,7 @@ pub async fn add_member(db: &Db, chat_id: &str, user_id: &str, now: NaiveDateTim
 
 /// Removes the membership; returns false if there was none.
 pub async fn remove_member(db: &Db, chat_id: &str, user_id: &str) -> Result<bool> {
-    with_conn!(db, |conn| {
+    with_write!(db, |conn| {
         let rows = diesel::delete(chat_members::table.find((chat_id, user_id)))
             .execute(conn)
             .await?;
@@ -203,7 +203,7 @@ pub async fn latest_active_chat(db: &Db, user_id: &str) -> Result<Option<String>
 pub async fn set_title(db: &Db, id: &str, title: &str) -> Result<()> {
     let title = db.seal(super::sealed::CHAT_TITLE, id, title)?;
     let title = title.as_str();
-    let rows = with_conn!(db, |conn| {
+    let rows = with_write!(db, |conn| {
         diesel::update(chats::table.find(id))
             .set(chats::title.eq(title))
             .execute(conn)
@@ -214,7 +214,7 @@ pub async fn set_title(db: &Db, id: &str, title: &str) -> Result<()> {
 
 /// Fails with [`StorageError::NotFound`] if the chat does not exist.
 pub async fn set_model(db: &Db, id: &str, model: &str) -> Result<()> {
-    let rows = with_conn!(db, |conn| {
+    let rows = with_write!(db, |conn| {
         diesel::update(chats::table.find(id))
             .set(chats::model.eq(model))
             .execute(conn)
@@ -250,7 +250,7 @@ pub async fn end_chat(db: &Db, id: &str, now: NaiveDateTime) -> Result<()> {
 
 /// Makes an ended chat active again (its owner continued it). Returns whether it was ended.
 pub async fn reopen_chat(db: &Db, id: &str) -> Result<bool> {
-    let rows = with_conn!(db, |conn| {
+    let rows = with_write!(db, |conn| {
         diesel::update(
             chats::table
                 .find(id)
@@ -281,7 +281,7 @@ pub async fn spoken_replies(db: &Db, chat_id: &str) -> Result<bool> {
 
 /// Sets whether the chat's replies are spoken.
 pub async fn set_spoken_replies(db: &Db, chat_id: &str, spoken: bool) -> Result<()> {
-    with_conn!(db, |conn| {
+    with_write!(db, |conn| {
         diesel::insert_into(chat_settings::table)
             .values((
                 chat_settings::chat_id.eq(chat_id),
@@ -328,7 +328,7 @@ pub async fn other_active_chats(db: &Db, owner_id: &str, except: &str) -> Result
 /// Sets or clears the chat's "a human is needed" flag. Returns whether it changed.
 /// Fails with [`StorageError::NotFound`] if the chat does not exist.
 pub async fn set_needs_help(db: &Db, id: &str, needs_help: bool) -> Result<bool> {
-    let rows = with_conn!(db, |conn| {
+    let rows = with_write!(db, |conn| {
         diesel::update(
             chats::table
                 .find(id)
@@ -356,7 +356,7 @@ pub async fn acquire_operator(
     lease_until: NaiveDateTime,
     now: NaiveDateTime,
 ) -> Result<bool> {
-    let rows = with_conn!(db, |conn| {
+    let rows = with_write!(db, |conn| {
         diesel::update(
             chats::table.find(chat_id).filter(
                 chats::operator_id
@@ -384,7 +384,7 @@ pub async fn renew_operator(
     operator_id: &str,
     lease_until: NaiveDateTime,
 ) -> Result<bool> {
-    let rows = with_conn!(db, |conn| {
+    let rows = with_write!(db, |conn| {
         diesel::update(
             chats::table
                 .find(chat_id)
@@ -406,7 +406,7 @@ pub async fn release_operator(
     operator_id: &str,
     expired_before: Option<NaiveDateTime>,
 ) -> Result<bool> {
-    let rows = with_conn!(db, |conn| {
+    let rows = with_write!(db, |conn| {
         let target = chats::table
             .find(chat_id)
             .filter(chats::operator_id.eq(operator_id));
@@ -483,7 +483,7 @@ pub async fn set_conversation(
     conversation_id: &str,
     now: NaiveDateTime,
 ) -> Result<()> {
-    with_conn!(db, |conn| {
+    with_write!(db, |conn| {
         diesel::insert_into(provider_conversations::table)
             .values((
                 provider_conversations::chat_id.eq(chat_id),

@@ -32,6 +32,13 @@ pub async fn chats_inactive_since(
 /// Deletes a chat with everything of it, and the records of the files no other chat holds.
 /// Returns those files' ids; [`StorageError::NotFound`] when there is no such chat.
 pub async fn delete_chat(db: &Db, chat_id: &str) -> Result<Vec<String>> {
+    let (here, chat_id) = (db.clone(), chat_id.to_owned());
+    db.off_runtime(async move { delete_chat_here(&here, &chat_id).await })
+        .await
+}
+
+/// [`delete_chat`] on the calling thread.
+async fn delete_chat_here(db: &Db, chat_id: &str) -> Result<Vec<String>> {
     with_tx!(db, StorageError, |conn| {
         let (mine, theirs) = diesel::alias!(chat_files as mine, chat_files as theirs);
         let only_here: Vec<String> = mine
@@ -63,7 +70,7 @@ pub async fn delete_chat(db: &Db, chat_id: &str) -> Result<Vec<String>> {
 
 /// Deletes a file's record (and its place in chats); the record, when there was one.
 pub async fn delete_file(db: &Db, file_id: &str) -> Result<Option<FileRow>> {
-    with_conn!(db, |conn| {
+    with_write!(db, |conn| {
         Ok(diesel::delete(files::table.find(file_id))
             .returning(FileRow::as_returning())
             .get_result(conn)
@@ -79,7 +86,7 @@ pub async fn delete_unattached_files(
     before: NaiveDateTime,
     limit: i64,
 ) -> Result<Vec<String>> {
-    with_conn!(db, |conn| {
+    with_write!(db, |conn| {
         let unattached = files::table
             .filter(files::created_at.lt(before))
             .filter(not(exists(

@@ -19,7 +19,7 @@ pub struct NewFile<'a> {
 }
 
 pub async fn insert_file(db: &Db, new: NewFile<'_>) -> Result<FileRow> {
-    with_conn!(db, |conn| {
+    with_write!(db, |conn| {
         Ok(diesel::insert_into(files::table)
             .values((
                 files::id.eq(new.id),

@@ -24,7 +24,7 @@ pub async fn insert_help_request(db: &Db, new: NewHelpRequest<'_>) -> Result<Hel
         .reason
         .map(|reason| db.seal(super::sealed::HELP_REASON, new.id, reason))
         .transpose()?;
-    let row: HelpRequestRow = with_conn!(db, |conn| {
+    let row: HelpRequestRow = with_write!(db, |conn| {
         diesel::insert_into(help_requests::table)
             .values((
                 help_requests::id.eq(new.id),
@@ -91,7 +91,7 @@ pub async fn resolve_help_request(
     by: &str,
     now: NaiveDateTime,
 ) -> Result<Option<HelpRequestRow>> {
-    let row: Option<HelpRequestRow> = with_conn!(db, |conn| {
+    let row: Option<HelpRequestRow> = with_write!(db, |conn| {
         diesel::update(
             help_requests::table
                 .find(id)
@@ -116,7 +116,7 @@ pub async fn resolve_open_help_requests(
     by: &str,
     now: NaiveDateTime,
 ) -> Result<usize> {
-    with_conn!(db, |conn| {
+    with_write!(db, |conn| {
         Ok(diesel::update(
             help_requests::table
                 .filter(help_requests::chat_id.eq(chat_id))

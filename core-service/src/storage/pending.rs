@@ -30,7 +30,7 @@ pub async fn checkpoint_reply(
     let partial = db.seal(super::sealed::PENDING_PARTIAL, trigger_id, partial)?;
     let partial = partial.as_str();
     let owner = db.owner();
-    let written = with_conn!(db, |conn| {
+    let written = with_write!(db, |conn| {
         diesel::update(
             pending_replies::table
                 .find(trigger_id)
@@ -78,7 +78,7 @@ pub enum Checkpointed {
 /// stored: only one core ever continues a reply.
 pub async fn claim_pending_reply(db: &Db, trigger_id: &str, from: &str) -> Result<bool> {
     let owner = db.owner();
-    let claimed = with_conn!(db, |conn| {
+    let claimed = with_write!(db, |conn| {
         diesel::update(
             pending_replies::table
                 .find(trigger_id)
@@ -100,7 +100,7 @@ pub async fn pending_replies_of_dead(db: &Db, alive: &[&str]) -> Result<Vec<Pend
 /// No reply is owed to `trigger_id` after all (an operator took the chat over before it
 /// started).
 pub async fn forget_pending_reply(db: &Db, trigger_id: &str) -> Result<()> {
-    with_conn!(db, |conn| {
+    with_write!(db, |conn| {
         diesel::delete(pending_replies::table.find(trigger_id))
             .execute(conn)
             .await?;

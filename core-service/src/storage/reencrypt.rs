@@ -67,7 +67,7 @@ macro_rules! reencrypt_column {
                     }
                 };
                 let (id, stored, fresh) = (id.as_str(), stored.as_str(), fresh.as_str());
-                let updated = with_conn!(db, |conn| {
+                let updated = with_write!(db, |conn| {
                     diesel::update(
                         $table::table
                             .filter($table::$id.eq(id))
@@ -87,7 +87,15 @@ macro_rules! reencrypt_column {
 /// Rewrites every sealed text column under the current key, `batch` rows per read. A no-op
 /// when encryption is off. Fails only when the database does; rows that cannot be opened
 /// are counted in [`ColumnCounts::failed`] and logged by id.
+/// It reads every sealed row, so it runs off the runtime ([`Db::off_runtime`]).
 pub async fn reencrypt_columns(db: &Db, batch: i64) -> Result<Vec<ColumnCounts>> {
+    let here = db.clone();
+    db.off_runtime(async move { reencrypt_here(&here, batch).await })
+        .await
+}
+
+/// [`reencrypt_columns`] on the calling thread.
+async fn reencrypt_here(db: &Db, batch: i64) -> Result<Vec<ColumnCounts>> {
     if !db.keyring().is_on() {
         return Ok(Vec::new());
     }
@@ -192,7 +200,7 @@ async fn reencrypt_events(db: &Db, batch: i64) -> Result<ColumnCounts> {
                 }
             };
             let (chat_id, stored, fresh) = (chat_id.as_str(), stored.as_slice(), fresh.as_slice());
-            let updated = with_conn!(db, |conn| {
+            let updated = with_write!(db, |conn| {
                 diesel::update(
                     chat_events::table
                         .filter(chat_events::chat_id.eq(chat_id))

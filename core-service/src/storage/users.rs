@@ -14,7 +14,7 @@ use super::{Db, Result, StorageError};
 /// (`created_at` and `online` are left alone on update). One statement, so concurrent calls
 /// for the same id are safe.
 pub async fn upsert_user(db: &Db, id: &str, display_name: &str, now: NaiveDateTime) -> Result<()> {
-    with_conn!(db, |conn| {
+    with_write!(db, |conn| {
         diesel::insert_into(users::table)
             .values((
                 users::id.eq(id),
@@ -38,7 +38,7 @@ pub async fn upsert_user(db: &Db, id: &str, display_name: &str, now: NaiveDateTi
 /// Sets the presence flag and bumps `last_active_at`. Fails with [`StorageError::NotFound`]
 /// for a user never passed to [`upsert_user`].
 pub async fn set_online(db: &Db, id: &str, online: bool, now: NaiveDateTime) -> Result<()> {
-    let updated = with_conn!(db, |conn| {
+    let updated = with_write!(db, |conn| {
         diesel::update(users::table.find(id))
             .set((users::online.eq(online), users::last_active_at.eq(now)))
             .execute(conn)
@@ -82,7 +82,7 @@ pub async fn set_user_context(
 ) -> Result<()> {
     let document = db.seal(super::sealed::CONTEXT_DOCUMENT, user_id, document)?;
     let document = document.as_str();
-    with_conn!(db, |conn| {
+    with_write!(db, |conn| {
         diesel::insert_into(user_contexts::table)
             .values((
                 user_contexts::user_id.eq(user_id),
