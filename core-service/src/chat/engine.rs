@@ -338,10 +338,10 @@ impl Engine {
         who: &Principal,
         chat_id: &ChatId,
     ) -> Result<ChatRow, ChatError> {
-        let chat = storage::get_chat(&self.db, chat_id.as_str())
+        let (chat, member) = storage::get_chat_as(&self.db, chat_id.as_str(), &who.user_id)
             .await?
             .ok_or_else(ChatError::no_chat)?;
-        if who.is_admin() || storage::is_member(&self.db, &chat.id, &who.user_id).await? {
+        if who.is_admin() || member {
             Ok(chat)
         } else {
             Err(ChatError::access_denied())

@@ -100,9 +100,6 @@ impl Engine {
         };
         let mut chat = chat;
         self.continue_session(&mut chat).await?;
-        // Refreshes the sender's last activity; before the ack, so that once a message is
-        // acknowledged nothing can fail between it and the start of its reply.
-        storage::upsert_user(&self.db, &who.user_id, &who.name, self.now()).await?;
         if let Some(conn) = conn {
             self.rooms.join(&chat.id, &conn.id);
         }
@@ -121,7 +118,7 @@ impl Engine {
         .to_json();
         let (row, duplicate) = {
             let _order = self.seq.lock(&chat.id).await;
-            let inserted = storage::insert_message(
+            let inserted = storage::insert_message_with(
                 &self.db,
                 storage::NewMessage {
                     id: &message_id,
@@ -145,6 +142,12 @@ impl Engine {
                             requester: &who.user_id,
                         }
                     },
+                },
+                // The sender's last activity, in the message's transaction: once a message is
+                // acknowledged nothing can fail between it and the start of its reply.
+                storage::Along {
+                    sender_name: Some(&who.name),
+                    usage: None,
                 },
             )
             .await?;

@@ -314,9 +314,23 @@ async fn run(
     // members' messages get their 503 at once instead of queueing behind this reply. The lock
     // of the attempt that stored it is held on until the reply is broadcast, so members get
     // events in `seq` order.
+    // Usage and the session's metrics are stored with the reply, before anyone sees it, so
+    // whoever reads them after the final message finds them.
+    let usage = storage::NewUsage {
+        message_id: &message_id,
+        chat_id: &chat.id,
+        user_id: &requester,
+        model: &outcome.model_id,
+        prompt_tokens,
+        completion_tokens,
+        estimated,
+        ttft_ms: metadata.ttft_ms,
+        total_ms: latency.as_millis() as i64,
+        now: engine.now(),
+    };
     let inserted = while_unavailable(&engine, "reply", || async {
         let order = engine.seq.lock(&chat.id).await;
-        let inserted = storage::insert_message(
+        let inserted = storage::insert_message_with(
             &engine.db,
             storage::NewMessage {
                 id: &message_id,
@@ -335,6 +349,10 @@ async fn run(
                     trigger_id: &trigger.id,
                 },
             },
+            storage::Along {
+                sender_name: None,
+                usage: Some(usage),
+            },
         )
         .await?;
         Ok((order, inserted))
@@ -348,27 +366,6 @@ async fn run(
             .remove(&chat.id);
         match inserted {
             Ok((_order, storage::Inserted::New(row) | storage::Inserted::Duplicate(row))) => {
-                // Usage and the session's metrics are stored before anyone sees the reply, so
-                // whoever reads them after the final message finds them.
-                let usage = storage::insert_usage(
-                    &engine.db,
-                    storage::NewUsage {
-                        message_id: &row.id,
-                        chat_id: &chat.id,
-                        user_id: &requester,
-                        model: &outcome.model_id,
-                        prompt_tokens,
-                        completion_tokens,
-                        estimated,
-                        ttft_ms: metadata.ttft_ms,
-                        total_ms: latency.as_millis() as i64,
-                        now: engine.now(),
-                    },
-                )
-                .await;
-                if let Err(err) = usage {
-                    tracing::error!(error = %err, "usage of a stored reply was not recorded");
-                }
                 engine
                     .rooms
                     .broadcast(&chat.id, Outgoing::message(&row), None);

@@ -113,6 +113,29 @@ pub async fn get_chat(db: &Db, id: &str) -> Result<Option<ChatRow>> {
     db.open_chat_opt(found)
 }
 
+/// The chat `id` and whether `user_id` is one of its members, in one query.
+pub async fn get_chat_as(db: &Db, id: &str, user_id: &str) -> Result<Option<(ChatRow, bool)>> {
+    let found: Option<(ChatRow, bool)> = with_conn!(db, |conn| {
+        chats::table
+            .left_join(
+                chat_members::table.on(chat_members::chat_id
+                    .eq(chats::id)
+                    .and(chat_members::user_id.eq(user_id))),
+            )
+            .filter(chats::id.eq(id))
+            .select((
+                ChatRow::as_select(),
+                chat_members::user_id.nullable().is_not_null(),
+            ))
+            .first(conn)
+            .await
+            .optional()?
+    });
+    found
+        .map(|(chat, member)| Ok((db.open_chat(chat)?, member)))
+        .transpose()
+}
+
 pub async fn is_member(db: &Db, chat_id: &str, user_id: &str) -> Result<bool> {
     with_conn!(db, |conn| {
         Ok(diesel::select(diesel::dsl::exists(

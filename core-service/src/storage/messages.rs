@@ -10,6 +10,7 @@ use diesel_async::RunQueryDsl;
 
 use super::models::MessageRow;
 use super::schema::{chat_files, chats, messages, pending_replies, session_metrics};
+use super::usage::NewUsage;
 use super::{Db, Result, StorageError, TxError, duration_ms, is_unique_violation};
 use crate::types::{MessageStatus, Role};
 
@@ -83,17 +84,36 @@ impl Inserted {
 ///
 /// Fails with [`StorageError::NotFound`] if the chat does not exist.
 pub async fn insert_message(db: &Db, new: NewMessage<'_>) -> Result<Inserted> {
-    if let Some(client_id) = new.client_message_id
-        && let Some(row) = find_by_client_id(db, new.sender_id, client_id).await?
-    {
-        return Ok(Inserted::Duplicate(row));
-    }
+    insert_message_with(db, new, Along::default()).await
+}
 
+/// What else [`insert_message_with`] writes in the message's transaction, saving a commit
+/// each on the turn's path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Along<'a> {
+    /// The sender's display name: their user row is created or refreshed ([`super::upsert_user`]).
+    pub sender_name: Option<&'a str>,
+    /// The reply's token usage ([`super::insert_usage`]).
+    pub usage: Option<NewUsage<'a>>,
+}
+
+/// [`insert_message`], writing `along` in the same transaction. A duplicate client id is
+/// found by the unique index (the transaction rolls back, nothing of `along` is kept), so a
+/// first send costs no lookup.
+pub async fn insert_message_with(
+    db: &Db,
+    new: NewMessage<'_>,
+    along: Along<'_>,
+) -> Result<Inserted> {
     let content = db.seal(super::sealed::MESSAGE_CONTENT, new.id, new.content)?;
     let content = content.as_str();
     let new = &new;
     let owner = db.owner();
+    let along = &along;
     let outcome = with_tx!(db, TxError, |conn| {
+        if let Some(name) = along.sender_name {
+            upsert_user_statement!(conn, new.sender_id, name, new.now);
+        }
         let counter: Option<(i64, i64, NaiveDateTime, Option<NaiveDateTime>)> =
             diesel::update(chats::table.find(new.chat_id))
                 .set((
@@ -197,6 +217,9 @@ pub async fn insert_message(db: &Db, new: NewMessage<'_>) -> Result<Inserted> {
                     .execute(conn)
                     .await?;
             }
+        }
+        if let Some(usage) = &along.usage {
+            record_usage!(conn, usage);
         }
         Ok(row)
     });

@@ -122,6 +122,12 @@ impl From<diesel::result::Error> for TxError {
     }
 }
 
+// Statement macros first, for the transactions of the modules after them.
+#[macro_use]
+pub mod usage;
+#[macro_use]
+pub mod users;
+
 pub mod admin;
 pub mod audit;
 pub mod chats;
@@ -134,8 +140,6 @@ pub mod models;
 pub mod pending;
 pub mod reencrypt;
 pub mod schema;
-pub mod usage;
-pub mod users;
 
 #[cfg(test)]
 mod tests;
@@ -163,10 +167,10 @@ pub use admin::{
 pub use audit::{audit_of_chat, record_audit};
 pub use chats::{
     NewChat, acquire_operator, add_member, conversations_of, create_chat, end_chat,
-    expired_operator_leases, find_keyed_chat, get_chat, idle_chats, is_member, latest_active_chat,
-    list_user_chats, member_ids, other_active_chats, release_operator, remove_member,
-    renew_operator, reopen_chat, set_conversation, set_model, set_needs_help, set_spoken_replies,
-    set_title, spoken_replies,
+    expired_operator_leases, find_keyed_chat, get_chat, get_chat_as, idle_chats, is_member,
+    latest_active_chat, list_user_chats, member_ids, other_active_chats, release_operator,
+    remove_member, renew_operator, reopen_chat, set_conversation, set_model, set_needs_help,
+    set_spoken_replies, set_title, spoken_replies,
 };
 pub use deletion::{chats_inactive_since, delete_chat, delete_file, delete_unattached_files};
 pub use events::{Durable, append_event, events_after, record_receipts};
@@ -176,8 +180,8 @@ pub use help::{
     list_help_requests, resolve_help_request, resolve_open_help_requests,
 };
 pub use messages::{
-    Inserted, NewMessage, ReplyLink, find_by_client_id, get_message, history, insert_message,
-    last_seq,
+    Along, Inserted, NewMessage, ReplyLink, find_by_client_id, get_message, history,
+    insert_message, insert_message_with, last_seq,
 };
 pub use models::{
     AuditRow, ChatRow, EventRow, FileRow, HelpRequestRow, MessageRow, PendingReplyRow,

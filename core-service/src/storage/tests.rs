@@ -48,6 +48,8 @@ both!(
     list_user_chats_orders_by_last_activity_then_id,
     record_receipts_ignores_ids_from_another_chat,
     usage_round_trips_and_a_second_insert_keeps_the_first,
+    a_message_stored_along_with_its_sender_and_usage_writes_them_in_its_transaction,
+    get_chat_as_says_whether_the_user_is_a_member,
     upsert_user_updates_name_and_set_online_needs_a_known_user,
     the_help_flag_changes_once_and_a_missing_chat_is_not_found,
     the_operator_lease_is_exclusive_renewable_and_expires,
@@ -703,6 +705,91 @@ async fn usage_round_trips_and_a_second_insert_keeps_the_first(db: &Db) -> Resul
         (Some(350), 2100, at(3))
     );
     assert_eq!(usage::usage_for_message(db, "m2").await?, None);
+    Ok(())
+}
+
+async fn a_message_stored_along_with_its_sender_and_usage_writes_them_in_its_transaction(
+    db: &Db,
+) -> Result<()> {
+    new_chat(db, "c1", "alice", 0).await?;
+    let usage = NewUsage {
+        message_id: "m1",
+        chat_id: "c1",
+        user_id: "alice",
+        model: "m-1",
+        prompt_tokens: 12,
+        completion_tokens: 4,
+        estimated: false,
+        ttft_ms: Some(30),
+        total_ms: 90,
+        now: at(2),
+    };
+    let along = messages::Along {
+        sender_name: Some("Alice"),
+        usage: Some(usage),
+    };
+    let first = NewMessage {
+        client_message_id: Some("k1"),
+        ..message("m1", "c1", "alice", 2)
+    };
+    assert!(matches!(
+        messages::insert_message_with(db, first, along).await?,
+        Inserted::New(_)
+    ));
+    let user = users::get_user(db, "alice")
+        .await?
+        .ok_or(StorageError::NotFound)?;
+    assert_eq!(
+        (user.display_name.as_str(), user.last_active_at),
+        ("Alice", at(2))
+    );
+    let row = usage::usage_for_message(db, "m1")
+        .await?
+        .ok_or(StorageError::NotFound)?;
+    assert_eq!((row.prompt_tokens, row.ttft_ms), (12, Some(30)));
+
+    // The same client id again (another message id): found by the unique index, and nothing
+    // written along with it.
+    let again = NewMessage {
+        client_message_id: Some("k1"),
+        ..message("m2", "c1", "alice", 5)
+    };
+    let renamed = messages::Along {
+        sender_name: Some("Alice L."),
+        usage: Some(NewUsage {
+            message_id: "m2",
+            ..usage
+        }),
+    };
+    match messages::insert_message_with(db, again, renamed).await? {
+        Inserted::Duplicate(row) => assert_eq!(row.id, "m1"),
+        other => panic!("expected the first message back, got {other:?}"),
+    }
+    let user = users::get_user(db, "alice")
+        .await?
+        .ok_or(StorageError::NotFound)?;
+    assert_eq!(
+        (user.display_name.as_str(), user.last_active_at),
+        ("Alice", at(2))
+    );
+    assert_eq!(usage::usage_for_message(db, "m2").await?, None);
+    Ok(())
+}
+
+async fn get_chat_as_says_whether_the_user_is_a_member(db: &Db) -> Result<()> {
+    new_chat(db, "c1", "alice", 0).await?;
+    let (chat, member) = chats::get_chat_as(db, "c1", "alice")
+        .await?
+        .ok_or(StorageError::NotFound)?;
+    assert_eq!(
+        (chat.id.as_str(), chat.title.as_str(), member),
+        ("c1", "A chat", true)
+    );
+    let (_, member) = chats::get_chat_as(db, "c1", "bob")
+        .await?
+        .ok_or(StorageError::NotFound)?;
+    assert!(!member);
+    assert!(chats::get_chat_as(db, "nope", "alice").await?.is_none());
     Ok(())
 }
 
