@@ -32,8 +32,9 @@ pub fn undecodable_frame() -> ClientEvent {
     }
 }
 
-/// Initial encode/decode buffer per stream.
-const BUFFER_SIZE: usize = 1024;
+/// Initial encode/decode buffer per stream (four per chat connection: each side encodes and
+/// decodes). Most events are a few hundred bytes; a larger one grows the buffer.
+const BUFFER_SIZE: usize = 256;
 /// Encoded bytes after which a streaming encoder yields (tonic's default).
 const YIELD_THRESHOLD: usize = 32 * 1024;
 

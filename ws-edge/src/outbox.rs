@@ -88,7 +88,8 @@ impl Drop for Counts {
 /// The bridge's handle on the queue. Dropping it stops the writer and drops the socket; use
 /// [`Outbox::close`] to say goodbye first.
 pub struct Outbox {
-    tx: mpsc::Sender<Queued>,
+    /// Boxed: the channel allocates its first block of 32 slots up front, per socket.
+    tx: mpsc::Sender<Box<Queued>>,
     socket: Arc<SocketQueue>,
     figures: Arc<QueueFigures>,
     max_bytes: usize,
@@ -127,6 +128,17 @@ impl Outbox {
     /// byte bound still enters an empty queue, so one large `history` is not refused outright.
     pub async fn push(&self, message: Message) -> Result<(), Full> {
         let bytes = frame_bytes(&message);
+        if let Some(permit) = self.room_for(bytes) {
+            self.queue(permit, message, bytes);
+            return Ok(());
+        }
+        // Boxed: the socket task, whose state is its largest await's, holds the timer only
+        // while it waits for room.
+        Box::pin(self.wait_for_room(message, bytes)).await
+    }
+
+    /// [`Outbox::push`] once the queue was found full: waits for room until the deadline.
+    async fn wait_for_room(&self, message: Message, bytes: usize) -> Result<(), Full> {
         let mut message = Some(message);
         let wait = async {
             loop {
@@ -147,7 +159,7 @@ impl Outbox {
             .unwrap_or(Err(Full))
     }
 
-    fn room_for(&self, bytes: usize) -> Option<mpsc::Permit<'_, Queued>> {
+    fn room_for(&self, bytes: usize) -> Option<mpsc::Permit<'_, Box<Queued>>> {
         let queued = self.socket.bytes.load(Ordering::Relaxed);
         if queued > 0 && queued.saturating_add(bytes) > self.max_bytes {
             return None;
@@ -155,18 +167,18 @@ impl Outbox {
         self.tx.try_reserve().ok()
     }
 
-    fn queue(&self, permit: mpsc::Permit<'_, Queued>, message: Message, bytes: usize) {
+    fn queue(&self, permit: mpsc::Permit<'_, Box<Queued>>, message: Message, bytes: usize) {
         self.socket.bytes.fetch_add(bytes, Ordering::Relaxed);
         self.figures.frames.fetch_add(1, Ordering::Relaxed);
         self.figures.bytes.fetch_add(bytes, Ordering::Relaxed);
-        permit.send(Queued {
+        permit.send(Box::new(Queued {
             message,
             counts: Some(Counts {
                 bytes,
                 socket: self.socket.clone(),
                 figures: self.figures.clone(),
             }),
-        });
+        }));
     }
 
     /// Resolves when the writer stops on its own (stalled or broken); cancel-safe, for the
@@ -194,10 +206,10 @@ impl Outbox {
         let closing = async {
             if let Ok(permit) = tx.reserve_owned().await {
                 // The queue's last sender goes with the permit: the writer ends after this.
-                drop(permit.send(Queued {
+                drop(permit.send(Box::new(Queued {
                     message: Message::Close(Some(frame)),
                     counts: None,
-                }));
+                })));
                 let _ = writer.await;
             }
         };
@@ -214,13 +226,16 @@ fn frame_bytes(message: &Message) -> usize {
 }
 
 /// The writer: one frame at a time, each within `deadline`.
-async fn write_all<S>(mut sink: S, mut rx: mpsc::Receiver<Queued>, deadline: Duration) -> Ended
+///
+/// Idle, the task holds only the sink and the queue: each write (with its timer) is boxed.
+async fn write_all<S>(mut sink: S, mut rx: mpsc::Receiver<Box<Queued>>, deadline: Duration) -> Ended
 where
-    S: Sink<Message> + Unpin,
+    S: Sink<Message> + Unpin + Send,
 {
-    while let Some(Queued { message, counts }) = rx.recv().await {
+    while let Some(queued) = rx.recv().await {
+        let Queued { message, counts } = *queued;
         let closing = matches!(message, Message::Close(_));
-        let sent = tokio::time::timeout(deadline, sink.send(message))
+        let sent = Box::pin(tokio::time::timeout(deadline, sink.send(message)))
             .await
             .map(|written| written.is_ok());
         // A frame counts until the socket has taken it.
@@ -231,11 +246,11 @@ where
             Err(_) => return Ended::Stalled,
         }
         if closing {
-            let _ = tokio::time::timeout(deadline, sink.close()).await;
+            let _ = Box::pin(tokio::time::timeout(deadline, sink.close())).await;
             return Ended::Flushed;
         }
     }
-    let _ = tokio::time::timeout(deadline, sink.close()).await;
+    let _ = Box::pin(tokio::time::timeout(deadline, sink.close())).await;
     Ended::Flushed
 }
 
@@ -243,7 +258,7 @@ where
 /// passed, gathering every text frame queued meanwhile.
 async fn write_batched<S>(
     mut sink: S,
-    mut rx: mpsc::Receiver<Queued>,
+    mut rx: mpsc::Receiver<Box<Queued>>,
     deadline: Duration,
     window: Duration,
 ) -> Ended
@@ -252,7 +267,7 @@ where
 {
     let mut next_batch = tokio::time::Instant::now();
     // Text frames waiting for the window; they count until the batch is written.
-    let mut pending: Vec<Queued> = Vec::new();
+    let mut pending: Vec<Box<Queued>> = Vec::new();
     loop {
         let received = if pending.is_empty() {
             rx.recv().await
@@ -302,7 +317,11 @@ where
 
 /// Writes the pending text frames as seed 001's `batch` frame (nothing when none wait), then
 /// releases their counts.
-async fn flush<S>(sink: &mut S, pending: &mut Vec<Queued>, deadline: Duration) -> Result<(), Ended>
+async fn flush<S>(
+    sink: &mut S,
+    pending: &mut Vec<Box<Queued>>,
+    deadline: Duration,
+) -> Result<(), Ended>
 where
     S: Sink<Message> + Unpin,
 {
@@ -331,7 +350,8 @@ async fn send_within<S>(sink: &mut S, message: Message, deadline: Duration) -> R
 where
     S: Sink<Message> + Unpin,
 {
-    match tokio::time::timeout(deadline, sink.send(message)).await {
+    // Boxed, so that a writer waiting for its next frame holds no timer.
+    match Box::pin(tokio::time::timeout(deadline, sink.send(message))).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(Ended::Broken),
         Err(_) => Err(Ended::Stalled),
@@ -366,6 +386,16 @@ mod tests {
         for _ in 0..8 {
             tokio::task::yield_now().await;
         }
+    }
+
+    /// Every idle socket holds its writer task's whole state, and its queue's first block of
+    /// 32 slots: the writes are boxed, and so are the queued frames.
+    #[test]
+    fn an_idle_writer_stays_small() {
+        let (_tx, rx) = mpsc::channel::<Box<Queued>>(8);
+        let writer = write_all(stuck(), rx, Duration::from_secs(1));
+        let bytes = std::mem::size_of_val(&writer);
+        assert!(bytes <= 256, "an idle writer holds {bytes} bytes");
     }
 
     #[tokio::test]

@@ -22,8 +22,11 @@ use crate::upstream::with_token;
 /// Subprotocol the server selects when the client offers it.
 const SUBPROTOCOL: &str = "chat.v1";
 /// Memory per idle socket: chat frames are small, so tungstenite's 128 KiB default read
-/// buffer would cost far more than the traffic needs.
-const SOCKET_BUFFER: usize = 4 * 1024;
+/// buffer would cost far more than the traffic needs. The read buffer is allocated whole for
+/// every socket (a larger frame is read in several such pieces); the write buffer only grows
+/// as frames are written.
+const READ_BUFFER: usize = 1024;
+const WRITE_BUFFER: usize = 4 * 1024;
 
 /// `GET /ws`, `/chat`, `/api/v1/chat/ws`.
 pub async fn websocket(
@@ -62,8 +65,8 @@ pub async fn websocket(
     let tracked = state.clone();
     upgrade
         .protocols([SUBPROTOCOL])
-        .read_buffer_size(SOCKET_BUFFER)
-        .write_buffer_size(SOCKET_BUFFER)
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
         .on_failed_upgrade(move |_| {
