@@ -146,6 +146,12 @@ pub async fn ours_session(socket: &mut Socket) -> anyhow::Result<()> {
     }
 }
 
+/// Reads (and drops) frames until the socket ends; tungstenite answers pings meanwhile. For
+/// a client between requests, under a timeout.
+pub async fn drain(socket: &mut Socket) {
+    while let Some(Ok(_)) = socket.next().await {}
+}
+
 /// Ours: creates an empty chat on `model`; its id.
 ///
 /// # Errors

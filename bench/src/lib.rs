@@ -8,7 +8,7 @@
 //!   child processes.
 //! - `client`: the driver's clients for the three protocols, timing each reply.
 //! - `load`: what the scenarios share (targets, opening sockets, CPU readings).
-//! - `streams`, `turns`, `fanout`, `growth`, `idle`: the scenarios.
+//! - `streams`, `turns`, `fanout`, `growth`, `idle`, `soak`: the scenarios.
 //! - `procs`: child processes and `/proc` readings; `stats`: percentiles.
 
 pub mod client;
@@ -18,6 +18,7 @@ pub mod idle;
 pub mod load;
 pub mod procs;
 pub mod report;
+pub mod soak;
 pub mod stats;
 pub mod streams;
 pub mod suite;

@@ -10,6 +10,7 @@ use std::io::Write as _;
 use crate::fanout::FanoutResult;
 use crate::growth::GrowthResult;
 use crate::idle::IdleResult;
+use crate::soak::SoakResult;
 use crate::streams::StreamResult;
 use crate::suite::RunArgs;
 use crate::systems::Kind;
@@ -27,6 +28,7 @@ pub struct Report {
     pub idle: Vec<(Kind, IdleResult)>,
     pub fanout: Vec<(Kind, FanoutResult)>,
     pub growth: Option<GrowthResult>,
+    pub soak: Option<SoakResult>,
     /// Scenarios skipped or cut short, said in the report.
     pub notes: Vec<String>,
 }
@@ -71,6 +73,7 @@ impl Report {
             idle: Vec::new(),
             fanout: Vec::new(),
             growth: None,
+            soak: None,
             notes: Vec::new(),
         })
     }
@@ -744,6 +747,56 @@ pub fn print(report: &mut Report) -> anyhow::Result<()> {
             }
         }
         writeln!(out)?;
+    }
+
+    if let Some(soak) = report.soak.as_mut() {
+        writeln!(
+            out,
+            "### Soak: {} connections, each asking for the short reply every {} s (ours, SQLite)\n",
+            soak.clients,
+            soak.interval.as_secs()
+        )?;
+        writeln!(out, "| minute | RSS (MiB) | turns so far | failed so far |")?;
+        writeln!(out, "| --- | --- | --- | --- |")?;
+        for sample in &soak.samples {
+            writeln!(
+                out,
+                "| {:.0} | {:.1} | {} | {} |",
+                sample.at.as_secs_f64() / 60.0,
+                sample.rss_kib as f64 / 1024.0,
+                sample.turns,
+                sample.failed
+            )?;
+        }
+        let (p50, p99) = (soak.latency.percentile(50.0), soak.latency.percentile(99.0));
+        writeln!(
+            out,
+            "\n{:.1} MiB before any socket; turn latency p50 {} ms, p99 {} ms.\n",
+            soak.baseline_kib as f64 / 1024.0,
+            ms(p50),
+            ms(p99)
+        )?;
+        if let Some(err) = &soak.first_error {
+            notes.push(format!("soak: {err}"));
+        }
+        let failed = soak.samples.last().map_or(0, |s| s.failed);
+        if let Some((change, per_minute)) = soak.drift() {
+            // "Flat": after the first minute, at most 5% (or 2 MiB) more by the end.
+            let first = soak.samples.first().map_or(0, |s| s.rss_kib) as f64;
+            let flat = (change as f64) <= (first * 0.05).max(2048.0);
+            targets.push(Target {
+                what: format!(
+                    "memory flat across a {:.0}-minute soak with {} active connections",
+                    soak.samples.last().map_or(0.0, |s| s.at.as_secs_f64() / 60.0),
+                    soak.clients
+                ),
+                figure: format!(
+                    "{:+.1} MiB from minute 1 to the end ({per_minute:+.0} KiB/min), {failed} turns failed",
+                    change as f64 / 1024.0
+                ),
+                met: Some(flat && failed == 0),
+            });
+        }
     }
 
     writeln!(out, "### Against issue 14's targets\n")?;
