@@ -21,18 +21,7 @@
 /// enclosing function must return [`Result`].
 macro_rules! with_conn {
     ($db:expr, |$c:ident| $body:expr) => {
-        match &$db.pools {
-            $crate::storage::Pools::Pg(pool) => {
-                let mut guard = pool.get().await?;
-                let $c: &mut ::diesel_async::AsyncPgConnection = &mut guard;
-                $body
-            }
-            $crate::storage::Pools::Sqlite(pool) => {
-                let mut guard = pool.get().await?;
-                let $c: &mut $crate::storage::SqliteConn = &mut guard;
-                $body
-            }
-        }
+        pooled!($db, |$c| $body, sqlite_first: {})
     };
 }
 
@@ -41,6 +30,17 @@ macro_rules! with_conn {
 /// [`Inline`]). On PostgreSQL it is [`with_conn!`].
 macro_rules! with_write {
     ($db:expr, |$c:ident| $body:expr) => {
+        pooled!($db, |$c| $body, sqlite_first: {
+            let _gate = $db.write_gate.lock().await;
+            $db.writes.fetch_add(1, ::std::sync::atomic::Ordering::Relaxed);
+        })
+    };
+}
+
+/// What [`with_conn!`] and [`with_write!`] expand to: `$first` runs on SQLite before the
+/// connection is taken from the pool (and lives as long as it).
+macro_rules! pooled {
+    ($db:expr, |$c:ident| $body:expr, sqlite_first: { $($first:tt)* }) => {
         match &$db.pools {
             $crate::storage::Pools::Pg(pool) => {
                 let mut guard = pool.get().await?;
@@ -48,9 +48,7 @@ macro_rules! with_write {
                 $body
             }
             $crate::storage::Pools::Sqlite(pool) => {
-                let _gate = $db.write_gate.lock().await;
-                $db.writes
-                    .fetch_add(1, ::std::sync::atomic::Ordering::Relaxed);
+                $($first)*
                 let mut guard = pool.get().await?;
                 let $c: &mut $crate::storage::SqliteConn = &mut guard;
                 $body
