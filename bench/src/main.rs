@@ -16,7 +16,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run every scenario and print the markdown report to stdout.
-    Run(chat_bench::suite::RunArgs),
+    Run(Box<chat_bench::suite::RunArgs>),
     /// Serve the fake upstream (both scripts) until killed; prints its addresses first.
     Upstream(chat_bench::upstream::UpstreamArgs),
 }
@@ -24,7 +24,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Run(args) => chat_bench::suite::run(args).await,
+        Command::Run(args) => chat_bench::suite::run(*args).await,
         Command::Upstream(args) => chat_bench::upstream::serve(args).await,
     }
 }

@@ -267,7 +267,7 @@ where
 {
     let mut next_batch = tokio::time::Instant::now();
     // Text frames waiting for the window; they count until the batch is written.
-    let mut pending: Vec<Box<Queued>> = Vec::new();
+    let mut pending: Vec<Queued> = Vec::new();
     loop {
         let received = if pending.is_empty() {
             rx.recv().await
@@ -284,7 +284,7 @@ where
                 received = rx.recv() => received,
             }
         };
-        let Some(queued) = received else {
+        let Some(queued) = received.map(|queued| *queued) else {
             // The bridge dropped the queue: what waits still goes out.
             if let Err(ended) = flush(&mut sink, &mut pending, deadline).await {
                 return ended;
@@ -317,11 +317,7 @@ where
 
 /// Writes the pending text frames as seed 001's `batch` frame (nothing when none wait), then
 /// releases their counts.
-async fn flush<S>(
-    sink: &mut S,
-    pending: &mut Vec<Box<Queued>>,
-    deadline: Duration,
-) -> Result<(), Ended>
+async fn flush<S>(sink: &mut S, pending: &mut Vec<Queued>, deadline: Duration) -> Result<(), Ended>
 where
     S: Sink<Message> + Unpin,
 {

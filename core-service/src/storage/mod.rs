@@ -149,7 +149,9 @@ use std::time::Duration;
 use diesel::SqliteConnection;
 use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::pooled_connection::bb8::Pool;
-use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, PoolError};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, PoolError, RecyclingMethod,
+};
 use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness, embed_migrations};
@@ -648,6 +650,9 @@ impl Db {
                     })?;
                 }
                 let mut config = ManagerConfig::<SqliteConn>::default();
+                // A local file does not go away under an open connection: no `SELECT 1` on
+                // every checkout (diesel-async's default, `Verified`, runs one per storage call).
+                config.recycling_method = RecyclingMethod::Fast;
                 let pragmas = sqlite_pragmas(options.busy_timeout);
                 config.custom_setup = Box::new(move |path: &str| {
                     let path = path.to_owned();
