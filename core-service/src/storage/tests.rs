@@ -662,10 +662,10 @@ async fn record_receipts_ignores_ids_from_another_chat(db: &Db) -> Result<()> {
     Ok(())
 }
 
-async fn usage_round_trips_and_a_second_insert_keeps_the_first(db: &Db) -> Result<()> {
-    new_chat(db, "c1", "alice", 0).await?;
-    let new = NewUsage {
-        message_id: "m1",
+/// The usage of the reply `message_id` in chat `c1`, asked by alice.
+fn usage_of(message_id: &str) -> NewUsage<'_> {
+    NewUsage {
+        message_id,
         chat_id: "c1",
         user_id: "alice",
         model: "m-1",
@@ -675,7 +675,12 @@ async fn usage_round_trips_and_a_second_insert_keeps_the_first(db: &Db) -> Resul
         ttft_ms: Some(350),
         total_ms: 2100,
         now: at(3),
-    };
+    }
+}
+
+async fn usage_round_trips_and_a_second_insert_keeps_the_first(db: &Db) -> Result<()> {
+    new_chat(db, "c1", "alice", 0).await?;
+    let new = usage_of("m1");
     usage::insert_usage(db, new).await?;
     let again = NewUsage {
         prompt_tokens: 1,
@@ -713,16 +718,9 @@ async fn a_message_stored_along_with_its_sender_and_usage_writes_them_in_its_tra
 ) -> Result<()> {
     new_chat(db, "c1", "alice", 0).await?;
     let usage = NewUsage {
-        message_id: "m1",
-        chat_id: "c1",
-        user_id: "alice",
-        model: "m-1",
         prompt_tokens: 12,
-        completion_tokens: 4,
-        estimated: false,
         ttft_ms: Some(30),
-        total_ms: 90,
-        now: at(2),
+        ..usage_of("m1")
     };
     let along = messages::Along {
         sender_name: Some("Alice"),
@@ -756,10 +754,7 @@ async fn a_message_stored_along_with_its_sender_and_usage_writes_them_in_its_tra
     };
     let renamed = messages::Along {
         sender_name: Some("Alice L."),
-        usage: Some(NewUsage {
-            message_id: "m2",
-            ..usage
-        }),
+        usage: Some(usage_of("m2")),
     };
     match messages::insert_message_with(db, again, renamed).await? {
         Inserted::Duplicate(row) => assert_eq!(row.id, "m1"),
