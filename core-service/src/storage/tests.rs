@@ -166,6 +166,78 @@ async fn sqlite_db() -> Result<TestDb> {
     })
 }
 
+/// Frames in the SQLite file's WAL now (`log` of `PRAGMA wal_checkpoint`, run on a connection
+/// of the test's own: it copies what it can, which changes nothing the test looks at).
+fn wal_frames(path: &std::path::Path) -> i64 {
+    use diesel::connection::Connection as _;
+    #[derive(QueryableByName)]
+    struct Checkpoint {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        log: i64,
+    }
+    let mut conn = diesel::SqliteConnection::establish(&path.display().to_string())
+        .unwrap_or_else(|err| panic!("open {}: {err}", path.display()));
+    let rows: Vec<Checkpoint> = diesel::RunQueryDsl::load(
+        diesel::sql_query("PRAGMA wal_checkpoint(PASSIVE)"),
+        &mut conn,
+    )
+    .unwrap_or_else(|err| panic!("wal_checkpoint: {err}"));
+    rows.into_iter().next().map_or(0, |row| row.log)
+}
+
+/// A WAL copied to its end by [`Db::checkpoint`] is started over by the next write, even while
+/// a writer keeps committing (copied beside the writes it never was, and grew without end).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_checkpoint_under_steady_writes_lets_the_wal_start_over() -> Result<()> {
+    let test_db = sqlite_db().await?;
+    let db = test_db.db.clone();
+    let path = test_db
+        ._dir
+        .as_ref()
+        .map(|dir| dir.path().join("nested/chat.db"))
+        .unwrap_or_else(|| panic!("a SQLite test db has a folder"));
+    new_chat(&db, "c1", "alice", 0).await?;
+    // The writer commits one message after another until told to stop; `done` counts them.
+    let (done_tx, mut done) = tokio::sync::watch::channel(0_usize);
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let writer_db = db.clone();
+    let writer = tokio::spawn(async move {
+        let mut n = 0;
+        while !*stop.borrow() {
+            let id = format!("m{n}");
+            messages::insert_message(&writer_db, message(&id, "c1", "alice", 1)).await?;
+            n += 1;
+            done_tx.send_replace(n);
+        }
+        Result::Ok(())
+    });
+    let wait_for = |done: &mut tokio::sync::watch::Receiver<usize>, at_least: usize| {
+        let mut done = done.clone();
+        async move {
+            done.wait_for(|&n| n >= at_least)
+                .await
+                .map(|n| *n)
+                .unwrap_or_else(|_| panic!("the writer stopped"))
+        }
+    };
+    wait_for(&mut done, 200).await;
+    let grown = wal_frames(&path);
+    db.checkpoint().await;
+    let after = *done.borrow();
+    wait_for(&mut done, after + 5).await;
+    stop_tx.send_replace(true);
+    writer
+        .await
+        .unwrap_or_else(|err| panic!("writer task: {err}"))?;
+    let written = *done.borrow() - after;
+    let now = wal_frames(&path);
+    assert!(
+        now < grown / 2,
+        "the WAL started over: {now} frames after {written} more writes ({grown} before)"
+    );
+    Ok(())
+}
+
 async fn postgres_db() -> Result<TestDb> {
     let Ok(server) = std::env::var("TEST_DATABASE_URL") else {
         panic!(
