@@ -785,6 +785,14 @@ async fn usage_round_trips_and_a_second_insert_keeps_the_first(db: &Db) -> Resul
     Ok(())
 }
 
+/// A user's display name and last activity as stored.
+async fn name_and_activity(db: &Db, id: &str) -> Result<(String, NaiveDateTime)> {
+    let user = users::get_user(db, id)
+        .await?
+        .ok_or(StorageError::NotFound)?;
+    Ok((user.display_name, user.last_active_at))
+}
+
 async fn a_message_stored_along_with_its_sender_and_usage_writes_them_in_its_transaction(
     db: &Db,
 ) -> Result<()> {
@@ -806,12 +814,9 @@ async fn a_message_stored_along_with_its_sender_and_usage_writes_them_in_its_tra
         messages::insert_message_with(db, first, along).await?,
         Inserted::New(_)
     ));
-    let user = users::get_user(db, "alice")
-        .await?
-        .ok_or(StorageError::NotFound)?;
     assert_eq!(
-        (user.display_name.as_str(), user.last_active_at),
-        ("Alice", at(2))
+        name_and_activity(db, "alice").await?,
+        ("Alice".into(), at(2))
     );
     let row = usage::usage_for_message(db, "m1")
         .await?
@@ -832,12 +837,9 @@ async fn a_message_stored_along_with_its_sender_and_usage_writes_them_in_its_tra
         Inserted::Duplicate(row) => assert_eq!(row.id, "m1"),
         other => panic!("expected the first message back, got {other:?}"),
     }
-    let user = users::get_user(db, "alice")
-        .await?
-        .ok_or(StorageError::NotFound)?;
     assert_eq!(
-        (user.display_name.as_str(), user.last_active_at),
-        ("Alice", at(2))
+        name_and_activity(db, "alice").await?,
+        ("Alice".into(), at(2))
     );
     assert_eq!(usage::usage_for_message(db, "m2").await?, None);
     Ok(())
