@@ -185,6 +185,29 @@ fn wal_frames(path: &std::path::Path) -> i64 {
     rows.into_iter().next().map_or(0, |row| row.log)
 }
 
+/// The bundled SQLite is built with the query planner stability guarantee
+/// (`.cargo/config.toml`): without it every statement with a bound LIMIT (diesel's `.limit()`
+/// and `.first()`) is compiled again on each run.
+#[test]
+fn sqlite_plans_each_statement_once() {
+    use diesel::connection::Connection as _;
+    #[derive(QueryableByName)]
+    struct CompileOption {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        compile_options: String,
+    }
+    let mut conn = diesel::SqliteConnection::establish(":memory:")
+        .unwrap_or_else(|err| panic!("open an in-memory database: {err}"));
+    let options: Vec<CompileOption> =
+        diesel::RunQueryDsl::load(diesel::sql_query("PRAGMA compile_options"), &mut conn)
+            .unwrap_or_else(|err| panic!("compile_options: {err}"));
+    let options: Vec<String> = options.into_iter().map(|o| o.compile_options).collect();
+    assert!(
+        options.iter().any(|o| o == "ENABLE_QPSG"),
+        "SQLite built without SQLITE_ENABLE_QPSG (LIBSQLITE3_FLAGS in .cargo/config.toml): {options:?}"
+    );
+}
+
 /// A WAL copied to its end by [`Db::checkpoint`] is started over by the next write, even while
 /// a writer keeps committing (copied beside the writes it never was, and grew without end).
 #[tokio::test(flavor = "multi_thread")]
