@@ -165,6 +165,49 @@ async fn postgres_stopped_refuses_messages_with_503_and_a_resend_after_its_resta
     stack.stop().await;
 }
 
+/// A pool's idle PostgreSQL connections that a restart closed are replaced before use, without
+/// a `SELECT 1` per checkout: every call after the restart succeeds at its first try.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restarted_under_an_idle_pool_hands_out_no_dead_connection() {
+    use diesel_async::RunQueryDsl;
+    const CONNECTIONS: usize = 4;
+    let cluster = PgCluster::start();
+    let db = storage::Db::connect(&cluster.url, CONNECTIONS as u32)
+        .await
+        .expect("connect");
+    let storage::Pools::Pg(pool) = db.pools() else {
+        panic!("a postgres:// URL gives a PostgreSQL pool")
+    };
+    let query = |pool: diesel_async::pooled_connection::bb8::Pool<
+        diesel_async::AsyncPgConnection,
+    >| async move {
+        let mut conn = pool.get().await.map_err(|err| err.to_string())?;
+        diesel::sql_query("SELECT 1")
+            .execute(&mut *conn)
+            .await
+            .map_err(|err| err.to_string())
+    };
+    // Every connection of the pool opened and back in it, idle.
+    {
+        let mut held = Vec::new();
+        for _ in 0..CONNECTIONS {
+            held.push(pool.get().await.expect("a connection"));
+        }
+    }
+    assert_eq!(pool.state().idle_connections, CONNECTIONS as u32);
+
+    cluster.pause();
+    cluster.resume();
+
+    let calls: Vec<_> = (0..CONNECTIONS)
+        .map(|_| tokio::spawn(query(pool.clone())))
+        .collect();
+    for call in calls {
+        let outcome = call.await.expect("query task");
+        assert_eq!(outcome, Ok(1), "a call right after the restart");
+    }
+}
+
 #[tokio::test]
 async fn a_reply_that_ends_while_sqlite_is_locked_is_stored_and_delivered_once_it_is_released() {
     let dir = tempfile::tempdir().expect("temp dir");

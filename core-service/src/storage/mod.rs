@@ -320,6 +320,32 @@ impl diesel_async::sync_connection_wrapper::SpawnBlocking for Inline {
     }
 }
 
+/// The check of a pooled PostgreSQL connection before each use: no round trip. A connection
+/// the server closed (a restart, `idle_session_timeout`, a killed backend) is known closed by
+/// its background task as soon as the socket reports it, and is replaced; any other is used as
+/// is. diesel-async's default (`Verified`) ran a `SELECT 1` before every storage call, half the
+/// round trips of a turn. What this gives up: a connection whose server vanished without a word
+/// (a cut network) fails its next real query instead of the ping, once.
+fn pg_still_open(
+    conn: &mut AsyncPgConnection,
+) -> futures::future::BoxFuture<'_, diesel::QueryResult<()>> {
+    // `PoolableConnection` is diesel-async's own pool trait (hidden from its docs, public):
+    // `is_broken` is the pool's non-blocking check, here the socket's closed flag.
+    use diesel_async::pooled_connection::PoolableConnection as _;
+    let closed = conn.is_broken();
+    async move {
+        if closed {
+            Err(diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ClosedConnection,
+                Box::new("the server closed this pooled connection".to_owned()),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+    .boxed()
+}
+
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
 
@@ -667,7 +693,9 @@ impl Db {
         let max_connections = options.max_connections.max(1);
         match parse_url(url)? {
             Target::Postgres(url) => {
-                let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+                let mut config = ManagerConfig::<AsyncPgConnection>::default();
+                config.recycling_method = RecyclingMethod::CustomFunction(Box::new(pg_still_open));
+                let manager = AsyncDieselConnectionManager::new_with_config(url, config);
                 let pool = Pool::builder()
                     .max_size(max_connections)
                     .connection_timeout(options.acquire_timeout)
