@@ -9,7 +9,8 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::models::MessageRow;
-use super::schema::{chat_files, chats, messages, pending_replies, session_metrics};
+use super::prepared::{BumpChat, CountMessage, UpsertUser};
+use super::schema::{chat_files, chats, messages, pending_replies};
 use super::usage::NewUsage;
 use super::{Db, Result, StorageError, TxError, duration_ms, is_unique_violation};
 use crate::types::{MessageStatus, Role};
@@ -112,62 +113,37 @@ pub async fn insert_message_with(
     let along = &along;
     let outcome = with_tx!(db, TxError, |conn| {
         if let Some(name) = along.sender_name {
-            upsert_user_statement!(conn, new.sender_id, name, new.now);
+            UpsertUser {
+                id: new.sender_id,
+                display_name: name,
+                now: new.now,
+            }
+            .execute(conn)
+            .await?;
         }
-        let counter: Option<(i64, i64, NaiveDateTime, Option<NaiveDateTime>)> =
-            diesel::update(chats::table.find(new.chat_id))
-                .set((
-                    chats::next_seq.eq(chats::next_seq + 1),
-                    chats::message_count.eq(chats::message_count + 1),
-                    chats::last_activity_at.eq(new.now),
-                ))
-                .returning((
-                    chats::next_seq,
-                    chats::message_count,
-                    chats::started_at,
-                    chats::ended_at,
-                ))
-                .get_result(conn)
-                .await
-                .optional()?;
+        let counter: Option<(i64, i64, NaiveDateTime, Option<NaiveDateTime>)> = BumpChat {
+            chat_id: new.chat_id,
+            now: new.now,
+        }
+        .get_result(conn)
+        .await
+        .optional()?;
         let Some((next_seq, ordinal, started_at, ended_at)) = counter else {
             return Err(TxError::ChatMissing);
         };
         // An active session's duration runs to its last activity; an ended one's to its end.
-        let m = session_metrics::table.find(new.chat_id);
-        let duration =
-            session_metrics::duration_ms.eq(duration_ms(started_at, ended_at.unwrap_or(new.now)));
-        match new.role {
-            Role::User => {
-                diesel::update(m)
-                    .set((
-                        session_metrics::user_messages.eq(session_metrics::user_messages + 1),
-                        duration,
-                    ))
-                    .execute(conn)
-                    .await?
-            }
-            Role::Assistant => {
-                diesel::update(m)
-                    .set((
-                        session_metrics::assistant_messages
-                            .eq(session_metrics::assistant_messages + 1),
-                        duration,
-                    ))
-                    .execute(conn)
-                    .await?
-            }
-            Role::Admin => {
-                diesel::update(m)
-                    .set((
-                        session_metrics::admin_messages.eq(session_metrics::admin_messages + 1),
-                        duration,
-                    ))
-                    .execute(conn)
-                    .await?
-            }
-            Role::System => diesel::update(m).set(duration).execute(conn).await?,
-        };
+        CountMessage {
+            chat_id: new.chat_id,
+            counts: match new.role {
+                Role::User => [1, 0, 0],
+                Role::Assistant => [0, 1, 0],
+                Role::Admin => [0, 0, 1],
+                Role::System => [0, 0, 0],
+            },
+            duration_ms: duration_ms(started_at, ended_at.unwrap_or(new.now)),
+        }
+        .execute(conn)
+        .await?;
         let row = diesel::insert_into(messages::table)
             .values((
                 messages::id.eq(new.id),

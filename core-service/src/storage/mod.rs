@@ -123,8 +123,6 @@ impl From<diesel::result::Error> for TxError {
 // Statement macros first, for the transactions of the modules after them.
 #[macro_use]
 pub mod usage;
-#[macro_use]
-pub mod users;
 
 pub mod admin;
 pub mod audit;
@@ -136,8 +134,10 @@ pub mod help;
 pub mod messages;
 pub mod models;
 pub mod pending;
+mod prepared;
 pub mod reencrypt;
 pub mod schema;
+pub mod users;
 
 #[cfg(test)]
 mod tests;

@@ -208,6 +208,86 @@ fn sqlite_plans_each_statement_once() {
     );
 }
 
+/// A message's transaction, user row and reply usage included, runs only statements the
+/// connection keeps prepared after their first run (diesel compiles every `diesel::update` and
+/// upsert afresh: `storage::prepared` has the hand-written ones). Seen through diesel's
+/// instrumentation on a pool of one connection.
+#[tokio::test]
+async fn a_message_transaction_runs_only_prepared_statements() -> Result<()> {
+    use diesel::connection::InstrumentationEvent;
+    use std::collections::BTreeSet;
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir()
+        .unwrap_or_else(|err| panic!("cannot create a temp dir for the SQLite test db: {err}"));
+    let db = Db::connect(
+        &format!("sqlite://{}", dir.path().join("chat.db").display()),
+        1,
+    )
+    .await?;
+    db.migrate().await?;
+    new_chat(&db, "c1", "alice", 0).await?;
+    // (started, cached) statement texts, without their binds.
+    let seen: Arc<Mutex<(Vec<String>, BTreeSet<String>)>> = Arc::default();
+    {
+        let super::Pools::Sqlite(pool) = db.pools() else {
+            panic!("a sqlite:// URL gives a SQLite pool")
+        };
+        let mut conn = pool
+            .get()
+            .await
+            .unwrap_or_else(|err| panic!("the pool's one connection: {err}"));
+        let seen = seen.clone();
+        AsyncConnection::set_instrumentation(&mut *conn, move |event: InstrumentationEvent<'_>| {
+            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+            match event {
+                InstrumentationEvent::StartQuery { query, .. } => {
+                    let sql = query.to_string();
+                    let sql = sql.split(" -- binds").next().unwrap_or_default().to_owned();
+                    seen.0.push(sql);
+                }
+                InstrumentationEvent::CacheQuery { sql, .. } => {
+                    seen.1.insert(sql.to_owned());
+                }
+                _ => {}
+            }
+        });
+    }
+    let send = async |n: usize, role| {
+        let id = format!("m{n}");
+        let along = messages::Along {
+            sender_name: Some("Alice"),
+            usage: (role == crate::types::Role::Assistant).then(|| usage_of(&id)),
+        };
+        let new = NewMessage {
+            role,
+            ..message(&id, "c1", "alice", n as i64)
+        };
+        messages::insert_message_with(&db, new, along)
+            .await
+            .map(|_| ())
+    };
+    for n in 0..2 {
+        send(2 * n, crate::types::Role::User).await?;
+        send(2 * n + 1, crate::types::Role::Assistant).await?;
+    }
+    let (started, cached) = &*seen.lock().unwrap_or_else(|p| p.into_inner());
+    let compiled_each_time: BTreeSet<&String> = started
+        .iter()
+        .filter(|sql| {
+            !cached.contains(*sql) && !matches!(sql.as_str(), "BEGIN IMMEDIATE" | "COMMIT")
+        })
+        .collect();
+    assert!(
+        started.len() > 8,
+        "the instrumentation saw the statements: {started:?}"
+    );
+    assert!(
+        compiled_each_time.is_empty(),
+        "statements compiled on every run: {compiled_each_time:#?}"
+    );
+    Ok(())
+}
+
 /// A WAL copied to its end by [`Db::checkpoint`] is started over by the next write, even while
 /// a writer keeps committing (copied beside the writes it never was, and grew without end).
 #[tokio::test(flavor = "multi_thread")]

@@ -79,26 +79,23 @@ macro_rules! record_usage {
                     metrics.ttft_max_ms,
                 ),
             };
-            diesel::update($crate::storage::schema::session_metrics::table.find($new.chat_id))
-                .set((
-                    $crate::storage::schema::session_metrics::timed_replies.eq(timed),
-                    $crate::storage::schema::session_metrics::ttft_total_ms.eq(ttft_total),
-                    $crate::storage::schema::session_metrics::ttft_max_ms.eq(ttft_max),
-                    $crate::storage::schema::session_metrics::response_total_ms
-                        .eq(metrics.response_total_ms + $new.total_ms),
-                    $crate::storage::schema::session_metrics::response_max_ms.eq(Some(
-                        metrics
-                            .response_max_ms
-                            .map_or($new.total_ms, |m| m.max($new.total_ms)),
-                    )),
-                    $crate::storage::schema::session_metrics::prompt_tokens
-                        .eq(metrics.prompt_tokens + $new.prompt_tokens),
-                    $crate::storage::schema::session_metrics::completion_tokens
-                        .eq(metrics.completion_tokens + $new.completion_tokens),
-                    $crate::storage::schema::session_metrics::models.eq(models),
-                ))
-                .execute($conn)
-                .await?;
+            $crate::storage::prepared::SetReplyMetrics {
+                chat_id: $new.chat_id,
+                timed_replies: timed,
+                ttft_total_ms: ttft_total,
+                ttft_max_ms: ttft_max,
+                response_total_ms: metrics.response_total_ms + $new.total_ms,
+                response_max_ms: Some(
+                    metrics
+                        .response_max_ms
+                        .map_or($new.total_ms, |m| m.max($new.total_ms)),
+                ),
+                prompt_tokens: metrics.prompt_tokens + $new.prompt_tokens,
+                completion_tokens: metrics.completion_tokens + $new.completion_tokens,
+                models: &models,
+            }
+            .execute($conn)
+            .await?;
         }
     };
 }

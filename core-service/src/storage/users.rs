@@ -7,38 +7,22 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::models::UserRow;
+use super::prepared::UpsertUser;
 use super::schema::{user_contexts, users};
 use super::{Db, Result, StorageError};
-
-/// The one statement of [`upsert_user`], for a body (`$conn`; the user's id, display name and
-/// the time). A macro because the body is expanded once per backend.
-macro_rules! upsert_user_statement {
-    ($conn:ident, $id:expr, $name:expr, $now:expr) => {
-        diesel::insert_into($crate::storage::schema::users::table)
-            .values((
-                $crate::storage::schema::users::id.eq($id),
-                $crate::storage::schema::users::display_name.eq($name),
-                $crate::storage::schema::users::created_at.eq($now),
-                $crate::storage::schema::users::last_active_at.eq($now),
-                $crate::storage::schema::users::online.eq(false),
-            ))
-            .on_conflict($crate::storage::schema::users::id)
-            .do_update()
-            .set((
-                $crate::storage::schema::users::display_name.eq($name),
-                $crate::storage::schema::users::last_active_at.eq($now),
-            ))
-            .execute($conn)
-            .await?
-    };
-}
 
 /// Inserts the user, or updates the display name and `last_active_at` of an existing one
 /// (`created_at` and `online` are left alone on update). One statement, so concurrent calls
 /// for the same id are safe.
 pub async fn upsert_user(db: &Db, id: &str, display_name: &str, now: NaiveDateTime) -> Result<()> {
     with_write!(db, |conn| {
-        upsert_user_statement!(conn, id, display_name, now);
+        UpsertUser {
+            id,
+            display_name,
+            now,
+        }
+        .execute(conn)
+        .await?;
         Ok(())
     })
 }
