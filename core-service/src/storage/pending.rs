@@ -12,6 +12,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 
 use super::models::PendingReplyRow;
+use super::prepared::CheckpointReply;
 use super::schema::pending_replies;
 use super::{Db, Result};
 
@@ -31,18 +32,15 @@ pub async fn checkpoint_reply(
     let partial = partial.as_str();
     let owner = db.owner();
     let written = with_write!(db, |conn| {
-        diesel::update(
-            pending_replies::table
-                .find(trigger_id)
-                .filter(pending_replies::owner.eq(owner)),
-        )
-        .set((
-            pending_replies::reply_id.eq(reply_id),
-            pending_replies::model.eq(model),
-            pending_replies::partial.eq(partial),
-            pending_replies::chunks.eq(chunks),
-            pending_replies::updated_at.eq(now),
-        ))
+        CheckpointReply {
+            trigger_id,
+            owner,
+            reply_id,
+            model,
+            partial,
+            chunks,
+            now,
+        }
         .execute(conn)
         .await?
     });

@@ -173,3 +173,47 @@ where
         Ok(())
     }
 }
+
+/// Saves a reply's progress on its pending row, if this core still owns it (the row's
+/// `owner`): how many rows it wrote tells the caller.
+pub(super) struct CheckpointReply<'a> {
+    pub trigger_id: &'a str,
+    pub owner: &'a str,
+    pub reply_id: &'a str,
+    pub model: &'a str,
+    /// The reply so far, sealed when the column is encrypted.
+    pub partial: &'a str,
+    pub chunks: i64,
+    pub now: NaiveDateTime,
+}
+
+impl QueryId for CheckpointReply<'_> {
+    type QueryId = CheckpointReply<'static>;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<DB> QueryFragment<DB> for CheckpointReply<'_>
+where
+    DB: Backend,
+    str: ToSql<Text, DB>,
+    i64: ToSql<BigInt, DB>,
+    NaiveDateTime: ToSql<Timestamp, DB>,
+{
+    fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
+        out.push_sql("UPDATE pending_replies SET reply_id = ");
+        out.push_bind_param::<Text, _>(self.reply_id)?;
+        out.push_sql(", model = ");
+        out.push_bind_param::<Text, _>(self.model)?;
+        out.push_sql(", partial = ");
+        out.push_bind_param::<Text, _>(self.partial)?;
+        out.push_sql(", chunks = ");
+        out.push_bind_param::<BigInt, _>(&self.chunks)?;
+        out.push_sql(", updated_at = ");
+        out.push_bind_param::<Timestamp, _>(&self.now)?;
+        out.push_sql(" WHERE trigger_id = ");
+        out.push_bind_param::<Text, _>(self.trigger_id)?;
+        out.push_sql(" AND owner = ");
+        out.push_bind_param::<Text, _>(self.owner)?;
+        Ok(())
+    }
+}

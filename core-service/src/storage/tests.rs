@@ -208,8 +208,8 @@ fn sqlite_plans_each_statement_once() {
     );
 }
 
-/// A message's transaction, user row and reply usage included, runs only statements the
-/// connection keeps prepared after their first run (diesel compiles every `diesel::update` and
+/// A message's transaction (user row, owed reply and reply usage included) and a reply's
+/// checkpoint run only statements the connection keeps prepared after their first run (diesel compiles every `diesel::update` and
 /// upsert afresh: `storage::prepared` has the hand-written ones). Seen through diesel's
 /// instrumentation on a pool of one connection.
 #[tokio::test]
@@ -252,14 +252,24 @@ async fn a_message_transaction_runs_only_prepared_statements() -> Result<()> {
             }
         });
     }
+    // Message n answers message n - 1 when it is the assistant's.
     let send = async |n: usize, role| {
         let id = format!("m{n}");
+        let trigger = format!("m{}", n.saturating_sub(1));
         let along = messages::Along {
             sender_name: Some("Alice"),
             usage: (role == crate::types::Role::Assistant).then(|| usage_of(&id)),
         };
+        let reply = if role == crate::types::Role::User {
+            messages::ReplyLink::Owed { requester: "alice" }
+        } else {
+            messages::ReplyLink::Answers {
+                trigger_id: &trigger,
+            }
+        };
         let new = NewMessage {
             role,
+            reply,
             ..message(&id, "c1", "alice", n as i64)
         };
         messages::insert_message_with(&db, new, along)
@@ -267,7 +277,14 @@ async fn a_message_transaction_runs_only_prepared_statements() -> Result<()> {
             .map(|_| ())
     };
     for n in 0..2 {
+        let trigger = format!("m{}", 2 * n);
         send(2 * n, crate::types::Role::User).await?;
+        for chunks in [1, 2] {
+            let saved =
+                super::pending::checkpoint_reply(&db, &trigger, "r", "m-1", "Half", chunks, at(1))
+                    .await?;
+            assert_eq!(saved, super::pending::Checkpointed::Written);
+        }
         send(2 * n + 1, crate::types::Role::Assistant).await?;
     }
     let (started, cached) = &*seen.lock().unwrap_or_else(|p| p.into_inner());
