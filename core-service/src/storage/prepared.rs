@@ -1,4 +1,5 @@
-//! The turn path's UPDATEs, written as fixed SQL so the connection keeps them prepared.
+//! The turn path's UPDATE and upsert statements, written as fixed SQL so the connection keeps
+//! them prepared.
 //!
 //! diesel marks every `diesel::update` (and every upsert's `DO UPDATE`) as unsafe to cache,
 //! because a changeset may skip fields and so change its SQL: each run is parsed and planned
@@ -13,16 +14,30 @@ use diesel::query_builder::{AstPass, Query, QueryFragment, QueryId};
 use diesel::serialize::ToSql;
 use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
 
+/// A statement type's query id: the type itself, so diesel caches the statement by it (each
+/// type below has exactly one SQL text).
+macro_rules! static_query_id {
+    ($($statement:ident),*) => {
+        $(impl QueryId for $statement<'_> {
+            type QueryId = $statement<'static>;
+            const HAS_STATIC_QUERY_ID: bool = true;
+        })*
+    };
+}
+
+static_query_id!(
+    BumpChat,
+    CountMessage,
+    UpsertUser,
+    SetReplyMetrics,
+    CheckpointReply
+);
+
 /// Takes the chat's next `seq` and counts one more message:
 /// `RETURNING next_seq, message_count, started_at, ended_at` (the counter after the bump).
 pub(super) struct BumpChat<'a> {
     pub chat_id: &'a str,
     pub now: NaiveDateTime,
-}
-
-impl QueryId for BumpChat<'_> {
-    type QueryId = BumpChat<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
 impl Query for BumpChat<'_> {
@@ -58,11 +73,6 @@ pub(super) struct CountMessage<'a> {
     pub duration_ms: i64,
 }
 
-impl QueryId for CountMessage<'_> {
-    type QueryId = CountMessage<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
 impl<DB> QueryFragment<DB> for CountMessage<'_>
 where
     DB: Backend,
@@ -92,11 +102,6 @@ pub(super) struct UpsertUser<'a> {
     pub id: &'a str,
     pub display_name: &'a str,
     pub now: NaiveDateTime,
-}
-
-impl QueryId for UpsertUser<'_> {
-    type QueryId = UpsertUser<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
 impl<DB> QueryFragment<DB> for UpsertUser<'_>
@@ -137,11 +142,6 @@ pub(super) struct SetReplyMetrics<'a> {
     pub completion_tokens: i64,
     /// The JSON list of models the session used.
     pub models: &'a str,
-}
-
-impl QueryId for SetReplyMetrics<'_> {
-    type QueryId = SetReplyMetrics<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
 impl<DB> QueryFragment<DB> for SetReplyMetrics<'_>
@@ -185,11 +185,6 @@ pub(super) struct CheckpointReply<'a> {
     pub partial: &'a str,
     pub chunks: i64,
     pub now: NaiveDateTime,
-}
-
-impl QueryId for CheckpointReply<'_> {
-    type QueryId = CheckpointReply<'static>;
-    const HAS_STATIC_QUERY_ID: bool = true;
 }
 
 impl<DB> QueryFragment<DB> for CheckpointReply<'_>
