@@ -52,6 +52,10 @@ pub async fn serve(args: UpstreamArgs) -> anyhow::Result<()> {
     let stream = chat_fake_llm::spawn(words_script(args.deltas, args.delay_ms)).await;
     let short = chat_fake_llm::spawn(FakeScript::default()).await;
     let fanout = chat_fake_llm::spawn(words_script(args.fanout_deltas, args.fanout_delay_ms)).await;
+    // Counted, not kept: a soak sends a few hundred thousand prompts.
+    for fake in [&stream, &short, &fanout] {
+        fake.keep_requests(false);
+    }
     let mut out = std::io::stdout().lock();
     writeln!(
         out,

@@ -22,7 +22,7 @@ mod stream;
 mod wire;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -71,6 +71,10 @@ impl Received {
 pub(crate) struct Shared {
     script: Mutex<FakeScript>,
     received: Mutex<Vec<Received>>,
+    /// Requests received, kept or not.
+    count: AtomicUsize,
+    /// Whether requests are kept for [`FakeLlm::received`] (see [`FakeLlm::keep_requests`]).
+    keep: AtomicBool,
     pub(crate) disconnected: AtomicBool,
     pub(crate) disconnect: Notify,
 }
@@ -79,12 +83,14 @@ impl Shared {
     /// Records a request; its index among all requests received (faults are counted by it).
     pub(crate) fn record(&self, uri: &Uri, headers: HeaderMap, body: Value) -> usize {
         let mut received = lock(&self.received);
-        received.push(Received {
-            path: uri.path().to_owned(),
-            headers,
-            body,
-        });
-        received.len() - 1
+        if self.keep.load(Ordering::Relaxed) {
+            received.push(Received {
+                path: uri.path().to_owned(),
+                headers,
+                body,
+            });
+        }
+        self.count.fetch_add(1, Ordering::Relaxed)
     }
 }
 
@@ -101,6 +107,8 @@ pub async fn spawn(script: FakeScript) -> FakeLlm {
     let shared = Arc::new(Shared {
         script: Mutex::new(script),
         received: Mutex::new(Vec::new()),
+        count: AtomicUsize::new(0),
+        keep: AtomicBool::new(true),
         disconnected: AtomicBool::new(false),
         disconnect: Notify::new(),
     });
@@ -158,8 +166,16 @@ impl FakeLlm {
         lock(&self.shared.received).clone()
     }
 
+    /// Requests received, kept or not.
     pub fn request_count(&self) -> usize {
-        lock(&self.shared.received).len()
+        self.shared.count.load(Ordering::Relaxed)
+    }
+
+    /// Whether the requests that follow are kept for [`FakeLlm::requests`] and
+    /// [`FakeLlm::received`] (the default) or only counted: a benchmark's upstream answers
+    /// millions, each with its prompt (a 30-minute soak kept 3.5 GB of them).
+    pub fn keep_requests(&self, keep: bool) {
+        self.shared.keep.store(keep, Ordering::Relaxed);
     }
 
     /// Whether a client dropped a reply before its end.
@@ -261,4 +277,42 @@ pub(crate) fn failure(
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Sends one chat completion request and reads the whole answer.
+    async fn ask(fake: &super::FakeLlm) -> String {
+        let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+        let mut socket = tokio::net::TcpStream::connect(fake.addr)
+            .await
+            .unwrap_or_else(|err| panic!("connect to the fake: {err}"));
+        let request = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: fake\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        socket
+            .write_all(request.as_bytes())
+            .await
+            .unwrap_or_else(|err| panic!("send: {err}"));
+        let mut answer = String::new();
+        socket
+            .read_to_string(&mut answer)
+            .await
+            .unwrap_or_else(|err| panic!("read: {err}"));
+        answer
+    }
+
+    #[tokio::test]
+    async fn requests_not_kept_are_still_counted_and_answered() {
+        let fake = super::spawn(super::FakeScript::default()).await;
+        assert!(ask(&fake).await.contains("fake"));
+        fake.keep_requests(false);
+        assert!(ask(&fake).await.contains("fake"));
+        assert_eq!(fake.request_count(), 2);
+        assert_eq!(fake.requests().len(), 1, "only the first was kept");
+    }
 }
