@@ -170,35 +170,37 @@ fn spawn_upkeep(handle: PrometheusHandle) {
                 handle.run_upkeep();
             }
         });
-    if let Err(err) = spawned {
+    match spawned {
+        Ok(thread) => {
+            let _ = UPKEEP.set(thread);
+        }
         // Before logging may be set up, so straight to stderr.
-        eprintln!("metrics upkeep thread not started ({err}): histograms grow until scraped");
+        Err(err) => {
+            eprintln!("metrics upkeep thread not started ({err}): histograms grow until scraped")
+        }
     }
 }
+
+/// The upkeep thread, kept so that it can be seen to run.
+static UPKEEP: OnceLock<std::thread::JoinHandle<()>> = OnceLock::new();
 
 /// The Prometheus text exposition of everything recorded in this process.
 pub fn render_metrics() -> String {
     metrics().render()
 }
 
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 mod upkeep_tests {
     /// The registry starts its upkeep thread with it (without one, histogram samples pile up
-    /// until a scrape).
+    /// until a scrape). The spawned handle is checked rather than `/proc/self/task`: a new
+    /// thread names itself only once it runs, so reading its name there raced its start.
     #[test]
     fn the_metrics_registry_runs_its_upkeep_thread() {
         let _ = super::metrics();
-        let names: Vec<String> = std::fs::read_dir("/proc/self/task")
-            .unwrap_or_else(|err| panic!("read /proc/self/task: {err}"))
-            .filter_map(|task| {
-                let task = task.ok()?;
-                std::fs::read_to_string(task.path().join("comm")).ok()
-            })
-            .map(|name| name.trim().to_owned())
-            .collect();
-        assert!(
-            names.iter().any(|name| name == "metrics-upkeep"),
-            "threads: {names:?}"
-        );
+        let Some(upkeep) = super::UPKEEP.get() else {
+            panic!("the upkeep thread was not started");
+        };
+        assert_eq!(upkeep.thread().name(), Some("metrics-upkeep"));
+        assert!(!upkeep.is_finished(), "the upkeep thread has stopped");
     }
 }
