@@ -63,8 +63,9 @@ impl Engine {
     ) -> Result<bool, ChatError> {
         let last = storage::last_seq(&self.db, chat_id).await?;
         let max_replay = i64::from(self.settings.resume_max_events);
-        // The outbox takes the last stretch whole, however small it is configured.
-        let stretch = self.settings.outbound_buffer.min(LAST_STRETCH);
+        // The outbox takes the last stretch whole, however small it is (a reservation larger
+        // than the channel would fail at once).
+        let stretch = conn.tx.max_capacity().min(LAST_STRETCH);
         let page = (stretch / 2).max(1) as i64;
         let mut cursor = want.last_seq;
         if cursor < 0 || cursor > last || last - cursor > max_replay {

@@ -42,12 +42,21 @@ pub struct Conn {
 impl Conn {
     /// Queues an event without waiting; a full outbox cancels the connection.
     /// Returns false when the event was not queued.
+    ///
+    /// Nothing is queued once the connection is cancelled: what is already queued still
+    /// reaches the client until its handler unregisters it, and an event queued after one
+    /// that a full outbox refused would show the client a gap it then resumes past, so the
+    /// refused event would never be replayed. Each chat's durable events are pushed under
+    /// its order lock, which the refusing push holds until it has cancelled.
     pub fn push(&self, event: Outgoing) -> bool {
         self.push_shared(Arc::new(event))
     }
 
     /// [`Conn::push`] for an event already shared with other recipients.
     pub fn push_shared(&self, event: Arc<Outgoing>) -> bool {
+        if self.kill.is_cancelled() {
+            return false;
+        }
         match self.tx.try_send(event) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
@@ -696,6 +705,25 @@ mod tests {
         assert!(!kill.is_cancelled());
         rooms.broadcast("c1", pong(), None);
         assert!(kill.is_cancelled());
+    }
+
+    #[test]
+    fn nothing_is_queued_after_an_event_a_full_outbox_refused() {
+        // The client would see the events before the refused one, then later ones, and
+        // resume past the one it never got.
+        let rooms = Rooms::default();
+        let (a, mut ra) = conn("a", "u1", 1);
+        rooms.register(a);
+        rooms.join("c1", "a");
+        rooms.broadcast("c1", pong().with_seq(1), None);
+        rooms.broadcast("c1", pong().with_seq(2), None);
+        assert_eq!(ra.try_recv().map(|e| e.seq).ok(), Some(Some(1)));
+        // The outbox has room again, but the connection is on its way out.
+        rooms.broadcast("c1", pong().with_seq(3), None);
+        assert!(
+            ra.try_recv().is_err(),
+            "seq 3 queued after seq 2 was refused"
+        );
     }
 
     #[tokio::test]

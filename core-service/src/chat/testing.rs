@@ -46,7 +46,16 @@ pub fn user(id: &str) -> Principal {
 
 /// A connection of `user_id` that is not registered yet, and its outbox.
 pub fn conn(engine: &Engine, user_id: &str) -> (Conn, mpsc::Receiver<Arc<Outgoing>>) {
-    let (tx, rx) = mpsc::channel(256);
+    conn_with_outbox(engine, user_id, 256)
+}
+
+/// [`conn`] with an outbox of `capacity` events.
+pub fn conn_with_outbox(
+    engine: &Engine,
+    user_id: &str,
+    capacity: usize,
+) -> (Conn, mpsc::Receiver<Arc<Outgoing>>) {
+    let (tx, rx) = mpsc::channel(capacity);
     let conn = Conn {
         id: new_id().into(),
         user_id: user_id.into(),
@@ -62,7 +71,16 @@ pub async fn connect(
     engine: &Arc<Engine>,
     who: &Principal,
 ) -> (impl Sized + use<>, Conn, mpsc::Receiver<Arc<Outgoing>>) {
-    let (conn, rx) = conn(engine, &who.user_id);
+    connect_with_outbox(engine, who, 256).await
+}
+
+/// [`connect`] with an outbox of `capacity` events.
+pub async fn connect_with_outbox(
+    engine: &Arc<Engine>,
+    who: &Principal,
+    capacity: usize,
+) -> (impl Sized + use<>, Conn, mpsc::Receiver<Arc<Outgoing>>) {
+    let (conn, rx) = conn_with_outbox(engine, &who.user_id, capacity);
     let (registration, _session) = engine
         .open(who, &conn)
         .await
