@@ -4,8 +4,13 @@
 //! with the latest history marked `reset` (`chat.resume_max_events`). Events are kept as long
 //! as their chat, so any gap up to that many events is replayed.
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use chat_auth::Principal;
 use chat_proto::limits::MAX_RESUME_CHATS as MAX_CHATS;
+use tokio::sync::mpsc::PermitIterator;
+use tokio::sync::mpsc::error::TrySendError;
 
 use super::command::ResumeChat;
 use super::engine::Engine;
@@ -23,6 +28,60 @@ const REPLAY_PAGE: i64 = 100;
 /// chunks of a reply streaming), which is sent under the chat's lock so that it meets the live
 /// events exactly. Chunks beyond it are queued as live events are.
 const LAST_STRETCH: usize = 2 * REPLAY_PAGE as usize;
+/// How often a replay ahead of its reader looks for room in the outbox again.
+const ROOM_POLL: Duration = Duration::from_millis(2);
+
+/// Room in a connection's outbox for a replay, leaving a quarter of it free for the live
+/// events of the chats the connection has already joined.
+///
+/// A replay never waits *in* the channel (`send().await`, `reserve_many`): tokio hands every
+/// slot the reader frees to a waiting sender first, so while a replay ran ahead of its reader
+/// each live event found the outbox full and the connection was dropped as slow, in the middle
+/// of its resume. It looks at the free slots instead, every [`ROOM_POLL`] while the reader is
+/// behind, and only takes slots that are free.
+struct Room<'a> {
+    conn: &'a Conn,
+    /// Slots kept free for live events.
+    headroom: usize,
+}
+
+impl<'a> Room<'a> {
+    fn of(conn: &'a Conn) -> Self {
+        Self {
+            conn,
+            headroom: conn.tx.max_capacity() / 4,
+        }
+    }
+
+    /// The most slots a replay takes at once.
+    fn most(&self) -> usize {
+        (self.conn.tx.max_capacity() - self.headroom).max(1)
+    }
+
+    /// Waits until `n` slots (at most [`Room::most`]) are free beyond the headroom and takes
+    /// them. `None` when the connection closed or was cancelled meanwhile.
+    async fn take(&self, n: usize) -> Option<PermitIterator<'a, Arc<Outgoing>>> {
+        let n = n.clamp(1, self.most());
+        loop {
+            if self.conn.kill.is_cancelled() {
+                return None;
+            }
+            // `n` is at most the outbox less the headroom, so this can hold.
+            if self.conn.tx.capacity() >= n + self.headroom {
+                match self.conn.tx.try_reserve_many(n) {
+                    Ok(slots) => return Some(slots),
+                    Err(TrySendError::Closed(())) => return None,
+                    // Taken by a live event since it was counted: look again.
+                    Err(TrySendError::Full(())) => {}
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(ROOM_POLL) => {}
+                () = self.conn.kill.cancelled() => return None,
+            }
+        }
+    }
+}
 
 impl Engine {
     pub async fn resume(
@@ -63,9 +122,9 @@ impl Engine {
     ) -> Result<bool, ChatError> {
         let last = storage::last_seq(&self.db, chat_id).await?;
         let max_replay = i64::from(self.settings.resume_max_events);
-        // The outbox takes the last stretch whole, however small it is (a reservation larger
-        // than the channel would fail at once).
-        let stretch = conn.tx.max_capacity().min(LAST_STRETCH);
+        let room = Room::of(conn);
+        // The outbox takes the last stretch whole, however small it is.
+        let stretch = room.most().min(LAST_STRETCH);
         let page = (stretch / 2).max(1) as i64;
         let mut cursor = want.last_seq;
         if cursor < 0 || cursor > last || last - cursor > max_replay {
@@ -83,25 +142,26 @@ impl Engine {
             // Catch up page by page, each event waiting for room in the outbox.
             while storage::last_seq(&self.db, chat_id).await? - cursor > page {
                 let events = storage::events_after(&self.db, chat_id, cursor, page).await?;
-                for durable in events {
-                    cursor = durable.seq();
-                    if let Some(event) = replayed(&durable) {
-                        let sent = tokio::select! {
-                            sent = conn.tx.send(std::sync::Arc::new(event)) => sent.is_ok(),
-                            () = conn.kill.cancelled() => false,
-                        };
-                        if !sent {
-                            return Ok(false);
+                let mut events = events.iter().peekable();
+                while events.peek().is_some() {
+                    // As many as fit now, each page in a few takes.
+                    let Some(slots) = room.take(events.len()).await else {
+                        return Ok(false);
+                    };
+                    for slot in slots {
+                        // One slot per event taken: `take` gave at most `events.len()`.
+                        let Some(durable) = events.next() else { break };
+                        cursor = durable.seq();
+                        match replayed(durable) {
+                            Some(event) => slot.send(Arc::new(event)),
+                            // Not shown to clients: the slot goes back.
+                            None => drop(slot),
                         }
                     }
                 }
             }
             // Room for the last stretch, reserved before the lock is taken.
-            let reserved = tokio::select! {
-                reserved = conn.tx.reserve_many(stretch) => reserved.ok(),
-                () = conn.kill.cancelled() => None,
-            };
-            let Some(slots) = reserved else {
+            let Some(slots) = room.take(stretch).await else {
                 return Ok(false);
             };
             let _order = self.seq.lock(chat_id).await;
@@ -116,7 +176,7 @@ impl Engine {
             for event in events {
                 // At most `page` events, half the slots: one is always left for each.
                 match slots.next() {
-                    Some(slot) => slot.send(std::sync::Arc::new(event)),
+                    Some(slot) => slot.send(Arc::new(event)),
                     None => {
                         conn.push(event);
                     }
@@ -154,7 +214,7 @@ impl Engine {
             }
             let chunk = chunk_event(chat_id, &reply.message_id, index, delta);
             match slots.next() {
-                Some(slot) => slot.send(std::sync::Arc::new(chunk)),
+                Some(slot) => slot.send(Arc::new(chunk)),
                 None => {
                     conn.push(chunk);
                 }
