@@ -231,3 +231,114 @@ pub(crate) fn replayed(durable: &Durable) -> Option<Outgoing> {
         Durable::Event(row) => Outgoing::replay(row),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::super::command::{ChatAction, ResumeChat};
+    use super::super::event::{ChatChanges, ChatUpdate, Durable, Event};
+    use super::super::testing::{self, user};
+    use crate::config::ChatSettings;
+
+    /// A chat of `who`'s, by its first `chat_update` on `rx`.
+    async fn create(
+        engine: &Arc<super::Engine>,
+        who: &chat_auth::Principal,
+        conn: &super::Conn,
+        rx: &mut tokio::sync::mpsc::Receiver<Arc<super::Outgoing>>,
+    ) -> String {
+        let create = ChatAction::Create {
+            title: None,
+            agent_id: None,
+            model: None,
+            spoken_replies: None,
+        };
+        engine
+            .chat_action(who, create, conn)
+            .await
+            .unwrap_or_else(|e| panic!("create: {e}"));
+        loop {
+            let out = rx.recv().await.unwrap_or_else(|| panic!("outbox"));
+            if let Event::ChatUpdate(u) = &out.event {
+                return u.chat_id.clone();
+            }
+        }
+    }
+
+    fn retitle(chat_id: &str, n: usize) -> Durable {
+        Durable::ChatUpdate(ChatUpdate {
+            chat_id: chat_id.to_string(),
+            changes: ChatChanges {
+                title: Some(format!("title {n}")),
+                ..ChatChanges::default()
+            },
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_replay_ahead_of_its_reader_leaves_room_for_live_events() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let settings = ChatSettings {
+            // Two chats open at once.
+            single_active_session: false,
+            ..ChatSettings::default()
+        };
+        let engine = Arc::new(testing::engine(&dir, settings, 0).await);
+        let ann = user("ann");
+        let (_owner, owner, mut owner_rx) = testing::connect(&engine, &ann).await;
+        let (live, missed) = (
+            create(&engine, &ann, &owner, &mut owner_rx).await,
+            create(&engine, &ann, &owner, &mut owner_rx).await,
+        );
+        for n in 0..40 {
+            engine
+                .publish(&missed, retitle(&missed, n))
+                .await
+                .unwrap_or_else(|e| panic!("publish: {e}"));
+        }
+
+        // A connection of 16 slots, joined to `live`, resumes `missed` from its start and does
+        // not read until the replay has filled all the outbox it may.
+        let (_registration, conn, mut rx) = testing::connect_with_outbox(&engine, &ann, 16).await;
+        engine.rooms.join(&live, &conn.id);
+        let resume = tokio::spawn({
+            let (engine, ann, conn) = (engine.clone(), ann.clone(), conn.clone());
+            let want = ResumeChat {
+                chat_id: missed.clone(),
+                last_seq: 0,
+                streaming: None,
+            };
+            async move { engine.resume(&ann, &[want], &conn).await }
+        });
+        while rx.len() < 12 {
+            tokio::task::yield_now().await;
+        }
+        // The replay is waiting for its reader now. A live event still finds room.
+        engine
+            .publish(&live, retitle(&live, 0))
+            .await
+            .unwrap_or_else(|e| panic!("publish: {e}"));
+        assert!(
+            !conn.kill.is_cancelled(),
+            "the live event found the outbox full: the connection was dropped"
+        );
+
+        let mut replayed = Vec::new();
+        let mut live_seen = 0;
+        while replayed.len() < 40 {
+            let out = rx.recv().await.unwrap_or_else(|| panic!("outbox closed"));
+            match &out.event {
+                Event::ChatUpdate(u) if u.chat_id == missed => replayed.extend(out.seq),
+                Event::ChatUpdate(u) if u.chat_id == live => live_seen += 1,
+                _ => {}
+            }
+        }
+        resume
+            .await
+            .unwrap_or_else(|e| panic!("resume task: {e}"))
+            .unwrap_or_else(|e| panic!("resume: {e}"));
+        assert_eq!(replayed, (1..=40).collect::<Vec<i64>>());
+        assert_eq!(live_seen, 1);
+    }
+}
