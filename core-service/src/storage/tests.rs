@@ -185,9 +185,10 @@ fn wal_frames(path: &std::path::Path) -> i64 {
     rows.into_iter().next().map_or(0, |row| row.log)
 }
 
-/// The bundled SQLite is built with the query planner stability guarantee
-/// (`.cargo/config.toml`): without it every statement with a bound LIMIT (diesel's `.limit()`
-/// and `.first()`) is compiled again on each run.
+/// The bundled SQLite is built as `.cargo/config.toml` says: with the query planner stability
+/// guarantee (without it every statement with a bound LIMIT, diesel's `.limit()` and
+/// `.first()`, is compiled again on each run), in multi-thread mode and without memory
+/// accounting (no mutex around each call and each allocation).
 #[test]
 fn sqlite_plans_each_statement_once() {
     use diesel::connection::Connection as _;
@@ -206,6 +207,12 @@ fn sqlite_plans_each_statement_once() {
         options.iter().any(|o| o == "ENABLE_QPSG"),
         "SQLite built without SQLITE_ENABLE_QPSG (LIBSQLITE3_FLAGS in .cargo/config.toml): {options:?}"
     );
+    for wanted in ["THREADSAFE=2", "DEFAULT_MEMSTATUS=0"] {
+        assert!(
+            options.iter().any(|o| o == wanted),
+            "SQLite built without SQLITE_{wanted} (LIBSQLITE3_FLAGS in .cargo/config.toml): {options:?}"
+        );
+    }
 }
 
 /// A message's transaction (user row, owed reply and reply usage included) and a reply's
