@@ -66,6 +66,8 @@ struct Client {
     slow: bool,
 }
 
+/// The slow client's outbox: the smallest the configuration allows.
+const SLOW_OUTBOX: usize = 8;
 /// Times the slow client's reader yields before it takes each event.
 const SLOW_READS: usize = 40;
 
@@ -76,7 +78,7 @@ impl Client {
         view: Arc<Mutex<View>>,
         slow: bool,
     ) -> Self {
-        let outbox = if slow { SLOW_OUTBOX } else { 256 };
+        let outbox = if slow { SLOW_OUTBOX } else { testing::OUTBOX };
         let (registration, conn, rx) = testing::connect_with_outbox(engine, who, outbox).await;
         let drain = tokio::spawn(drain(rx, view.clone(), if slow { SLOW_READS } else { 0 }));
         Self {
@@ -99,13 +101,13 @@ impl Client {
     ) -> Self {
         let Self {
             conn,
-            _registration,
+            _registration: registration,
             drain: reader,
             view,
             slow,
         } = self;
         conn.kill.cancel();
-        drop(_registration);
+        drop(registration);
         drop(conn);
         let _ = reader.await;
         let wants: Vec<ResumeChat> = chats
@@ -124,9 +126,6 @@ impl Client {
         fresh
     }
 }
-
-/// The slow client's outbox: the smallest the configuration allows.
-const SLOW_OUTBOX: usize = 8;
 
 /// The last seq `view` holds of `chat` (the one before its join when it saw none since).
 fn last_seen(view: &Mutex<View>, chat: &str) -> i64 {

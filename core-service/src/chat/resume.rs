@@ -311,9 +311,15 @@ mod tests {
             };
             async move { engine.resume(&ann, &[want], &conn).await }
         });
-        while rx.len() < 12 {
-            tokio::task::yield_now().await;
-        }
+        // 12: the 16 slots less the quarter kept free (the old replay filled all 16).
+        let filled = async {
+            while rx.len() < 12 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(20), filled)
+            .await
+            .unwrap_or_else(|_| panic!("the replay never filled the outbox: {} queued", rx.len()));
         // The replay is waiting for its reader now. A live event still finds room.
         engine
             .publish(&live, retitle(&live, 0))

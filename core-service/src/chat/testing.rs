@@ -44,9 +44,12 @@ pub fn user(id: &str) -> Principal {
     }
 }
 
+/// The outbox of a test connection, as `chat.outbound_buffer`'s default.
+pub const OUTBOX: usize = 256;
+
 /// A connection of `user_id` that is not registered yet, and its outbox.
 pub fn conn(engine: &Engine, user_id: &str) -> (Conn, mpsc::Receiver<Arc<Outgoing>>) {
-    conn_with_outbox(engine, user_id, 256)
+    conn_with_outbox(engine, user_id, OUTBOX)
 }
 
 /// [`conn`] with an outbox of `capacity` events.
@@ -71,7 +74,7 @@ pub async fn connect(
     engine: &Arc<Engine>,
     who: &Principal,
 ) -> (impl Sized + use<>, Conn, mpsc::Receiver<Arc<Outgoing>>) {
-    connect_with_outbox(engine, who, 256).await
+    connect_with_outbox(engine, who, OUTBOX).await
 }
 
 /// [`connect`] with an outbox of `capacity` events.
