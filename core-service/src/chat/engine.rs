@@ -22,6 +22,7 @@ use super::error::ChatError;
 use super::event::{Catalogue, Durable, Event, Named, Outgoing, PresenceChange, Session};
 use super::handler::Handler;
 use super::limits::RateLimits;
+use super::reply_order::ReplyOrder;
 use super::rooms::{Conn, Rooms, Sequencer};
 use super::validate::ChatId;
 use super::watch::SessionChange;
@@ -43,7 +44,7 @@ pub struct Engine {
     /// Orders durable events per chat.
     pub(super) seq: Sequencer,
     /// Runs one reply at a time per chat, in order of the messages that asked.
-    pub(super) reply_order: Sequencer,
+    pub(super) reply_order: ReplyOrder,
     /// Replies being generated, by chat id.
     pub(super) replies: Mutex<HashMap<String, ActiveReply>>,
     /// Connection handlers and reply tasks; replies are waited for at shutdown.
@@ -100,7 +101,7 @@ impl Engine {
             verifier,
             rooms: Arc::default(),
             seq: Sequencer::default(),
-            reply_order: Sequencer::default(),
+            reply_order: ReplyOrder::default(),
             replies: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),

@@ -116,7 +116,7 @@ impl Engine {
             ..Default::default()
         }
         .to_json();
-        let (row, duplicate) = {
+        let (row, duplicate, place) = {
             let _order = self.seq.lock(&chat.id).await;
             let inserted = storage::insert_message_with(
                 &self.db,
@@ -152,7 +152,7 @@ impl Engine {
             )
             .await?;
             match inserted {
-                storage::Inserted::Duplicate(row) => (row, true),
+                storage::Inserted::Duplicate(row) => (row, true, None),
                 storage::Inserted::New(row) => {
                     metrics::counter!("chat_core_messages_total", "role" => row.role.clone())
                         .increment(1);
@@ -177,7 +177,9 @@ impl Engine {
                         ChatChanges::default(),
                         Role::parse(&row.role),
                     );
-                    (row, false)
+                    // The reply's place in line is taken here, in `seq` order.
+                    let place = (!held).then(|| self.reply_order.join(&chat.id));
+                    (row, false, place)
                 }
             }
         };
@@ -187,8 +189,8 @@ impl Engine {
                 .await;
         }
         let ack = Ack::of(&row, client_id.as_str(), false);
-        if !held {
-            turn::spawn(self.clone(), chat, row, who.user_id.clone());
+        if let Some(place) = place {
+            turn::spawn(self.clone(), place, chat, row, who.user_id.clone());
         }
         Ok(ack)
     }

@@ -12,7 +12,8 @@
 //!   files, by age or by an admin.
 //! - [`turn`], [`prompt`]: one assistant reply, streamed and stored; what the model is sent;
 //!   [`voice`]: voice messages transcribed, replies spoken; [`recovery`]: the replies a restart
-//!   finds owed; [`failover`]: with several cores, the replies of a core that died.
+//!   finds owed; [`failover`]: with several cores, the replies of a core that died;
+//!   [`reply_order`]: the line each chat's replies wait in.
 //! - [`rooms`]: who is connected and joined where; per-chat ordering locks.
 //! - [`validate`], [`limits`]: client input into checked values; per-user rate limits.
 //! - [`command`], [`event`], [`error`]: the domain's vocabulary in and out, and its failures.
@@ -42,6 +43,7 @@ mod ordering_tests;
 pub mod presence;
 pub mod prompt;
 pub mod recovery;
+pub mod reply_order;
 pub mod resume;
 pub mod retention;
 pub mod rooms;

@@ -274,7 +274,7 @@ impl Engine {
             let _chunks = reply.chunks.lock().unwrap_or_else(|p| p.into_inner());
             reply.cancel.cancel();
         }
-        let _wait_for_turn = self.reply_order.lock(chat_id).await;
+        self.reply_order.join(chat_id).ready().await;
     }
 }
 

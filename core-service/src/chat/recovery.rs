@@ -50,8 +50,16 @@ impl Engine {
                     let chat = storage::get_chat(&self.db, &owed.chat_id).await?;
                     let trigger = storage::get_message(&self.db, &owed.trigger_id).await?;
                     // Both exist: the row cascades away with either.
+                    // The rows come in `seq` order, so the places are taken in it.
                     if let (Some(chat), Some(trigger)) = (chat, trigger) {
-                        turn::spawn(self.clone(), chat, trigger, owed.requester_id.clone());
+                        let place = self.reply_order.join(&chat.id);
+                        turn::spawn(
+                            self.clone(),
+                            place,
+                            chat,
+                            trigger,
+                            owed.requester_id.clone(),
+                        );
                         recovered.restarted += 1;
                     }
                 }
@@ -267,6 +275,40 @@ mod tests {
                 .await
                 .is_ok_and(|p| p.is_empty())
         );
+    }
+
+    /// Several replies owed in one chat are answered in the order their messages were stored,
+    /// however the runtime happens to start their tasks.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_replies_a_start_finds_owed_in_one_chat_are_answered_in_turn() {
+        const WAITING: usize = 8;
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let chat = {
+            let engine = slow_engine(&dir).await;
+            let (_registered, conn, mut rx) = connect(&engine, &user("erin")).await;
+            let chat = send(&engine, None, "q0", &conn).await;
+            first_chunk(&mut rx).await;
+            for i in 1..=WAITING {
+                send(&engine, Some(&chat), &format!("q{i}"), &conn).await;
+            }
+            engine.begin_shutdown();
+            assert!(engine.stop_replies(WAIT).await, "stopped in time");
+            chat
+        };
+
+        let (engine, recovered) = restart(&dir).await;
+        assert_eq!(recovered.restarted, WAITING);
+        assert!(engine.finish_replies(WAIT).await);
+        let replies = assistant_replies(&engine, &chat).await;
+        assert_eq!(replies.len(), WAITING + 1);
+        for (i, reply) in replies.iter().enumerate().skip(1) {
+            // The demo model quotes the user's turn, which ends with the message answered.
+            assert!(
+                reply.content.contains(&format!("question q{i}\". ")),
+                "reply {i} answers another message: {}",
+                reply.content
+            );
+        }
     }
 
     #[tokio::test]

@@ -4,7 +4,8 @@
 //! A turn runs as its own task, tracked by the engine's `TaskTracker`, and is owned by nobody
 //! but itself: the connection that asked may go away and the reply still completes and is
 //! stored. Only `stop` (the [`ActiveReply::cancel`] token) ends it early; the partial text is
-//! kept with status `stopped`. Turns of one chat run one at a time, in order.
+//! kept with status `stopped`. Turns of one chat run one at a time, in order: each is given
+//! its [`Place`] in the chat's line where that order is known, before it is spawned.
 //!
 //! A turn may also continue a reply another core started and could not finish (it died:
 //! `chat/failover.rs`): under the same message id, its chunks numbered after the ones already
@@ -22,14 +23,22 @@ use super::engine::{ActiveReply, Engine, new_id};
 use super::error::ChatError;
 use super::event::{ChatChanges, Chunk, Event, Outgoing, StoredAttachment, StoredMetadata, Typing};
 use super::prompt::build_prompt;
+use super::reply_order::Place;
 use super::watch::ChangeKind;
 use crate::llm::{Delta, LlmError, Prompt, estimate_tokens};
 use crate::storage::{self, ChatRow, MessageRow};
 use crate::types::{MessageStatus, Role};
 
-/// Starts the reply to `trigger` (a stored user message) in the background.
-pub fn spawn(engine: Arc<Engine>, chat: ChatRow, trigger: MessageRow, requester: String) {
-    spawn_turn(engine, chat, trigger, requester, None);
+/// Starts the reply to `trigger` (a stored user message) in the background; it runs once
+/// `place` has its turn.
+pub fn spawn(
+    engine: Arc<Engine>,
+    place: Place,
+    chat: ChatRow,
+    trigger: MessageRow,
+    requester: String,
+) {
+    spawn_turn(engine, place, chat, trigger, requester, None);
 }
 
 /// A reply started elsewhere, to be continued: its id and the chunks clients were sent.
@@ -42,16 +51,18 @@ pub struct Continuation {
 /// Continues the reply to `trigger` that another core started (see the module comment).
 pub fn spawn_continuation(
     engine: Arc<Engine>,
+    place: Place,
     chat: ChatRow,
     trigger: MessageRow,
     requester: String,
     continuation: Continuation,
 ) {
-    spawn_turn(engine, chat, trigger, requester, Some(continuation));
+    spawn_turn(engine, place, chat, trigger, requester, Some(continuation));
 }
 
 fn spawn_turn(
     engine: Arc<Engine>,
+    place: Place,
     chat: ChatRow,
     trigger: MessageRow,
     requester: String,
@@ -61,7 +72,8 @@ fn spawn_turn(
     let task_engine = engine.clone();
     engine.tasks.spawn(
         async move {
-            if let Err(err) = run(task_engine, chat, trigger, requester, continuation).await {
+            if let Err(err) = run(task_engine, place, chat, trigger, requester, continuation).await
+            {
                 tracing::error!(error = %err, "reply could not be stored");
             }
         }
@@ -120,12 +132,14 @@ impl std::fmt::Display for Failure {
 
 async fn run(
     engine: Arc<Engine>,
+    mut place: Place,
     chat: ChatRow,
     trigger: MessageRow,
     requester: String,
     continuation: Option<Continuation>,
 ) -> Result<(), storage::StorageError> {
-    let _one_at_a_time = engine.reply_order.lock(&chat.id).await;
+    // Held until this turn ends: the next one waits.
+    place.ready().await;
     // The model or agent may have changed while this turn waited for the previous one, and
     // an operator may have taken the chat over: then the assistant stays silent.
     // A failed read keeps the row the message was stored with: the message is acknowledged, so

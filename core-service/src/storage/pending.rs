@@ -13,7 +13,7 @@ use diesel_async::RunQueryDsl;
 
 use super::models::PendingReplyRow;
 use super::prepared::CheckpointReply;
-use super::schema::pending_replies;
+use super::schema::{messages, pending_replies};
 use super::{Db, Result};
 
 /// The reply to `trigger_id` has started (`reply_id` is the id its chunks carry, on `model`)
@@ -89,8 +89,8 @@ pub async fn claim_pending_reply(db: &Db, trigger_id: &str, from: &str) -> Resul
     Ok(claimed == 1)
 }
 
-/// Every reply owed by a core neither this one (`Db::owner`) nor one of `alive`, oldest
-/// first: the replies of cores that died (usually none).
+/// Every reply owed by a core neither this one (`Db::owner`) nor one of `alive`, by chat in
+/// `seq` order: the replies of cores that died (usually none).
 pub async fn pending_replies_of_dead(db: &Db, alive: &[&str]) -> Result<Vec<PendingReplyRow>> {
     load_pending(db, Some(alive)).await
 }
@@ -106,26 +106,28 @@ pub async fn forget_pending_reply(db: &Db, trigger_id: &str) -> Result<()> {
     })
 }
 
-/// Every reply owed, oldest first.
+/// Every reply owed, by chat, each chat's in the order its messages were stored.
 pub async fn pending_replies(db: &Db) -> Result<Vec<PendingReplyRow>> {
     load_pending(db, None).await
 }
 
-/// The replies owed, oldest first: all, or (`dead_only`: the live cores) those of dead cores.
+/// The replies owed, by chat in `seq` order: all, or (`dead_only`: the live cores) those of dead cores.
 async fn load_pending(db: &Db, dead_only: Option<&[&str]>) -> Result<Vec<PendingReplyRow>> {
     let owner = db.owner();
     let rows: Vec<PendingReplyRow> = with_conn!(db, |conn| {
-        let mut query = pending_replies::table.into_boxed();
+        let mut query = pending_replies::table
+            .inner_join(messages::table.on(messages::id.eq(pending_replies::trigger_id)))
+            .into_boxed();
         if let Some(alive) = dead_only {
             query = query
                 .filter(pending_replies::owner.ne(owner))
                 .filter(pending_replies::owner.ne_all(alive));
         }
         query
-            .order((
-                pending_replies::created_at.asc(),
-                pending_replies::trigger_id.asc(),
-            ))
+            // Within a chat, in the order the messages were stored: the replies must be
+            // given their places in line in that order (`chat/reply_order.rs`). Timestamps
+            // can tie, and ids need not follow `seq`.
+            .order((pending_replies::chat_id.asc(), messages::seq.asc()))
             .select(PendingReplyRow::as_select())
             .load(conn)
             .await?
