@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::convert;
 use crate::auth::authenticate;
 use crate::chat::Engine;
-use crate::chat::command::HistoryQuery;
+use crate::chat::command::{HistoryQuery, Inbound};
 
 pub struct ChatApi {
     engine: Arc<Engine>,
@@ -23,6 +23,38 @@ pub struct ChatApi {
 impl ChatApi {
     pub fn new(engine: Arc<Engine>) -> Self {
         Self { engine }
+    }
+}
+
+/// A connection's client frames as commands. tonic cannot go on after a failure: the stream
+/// then ends, after one last command saying why when the client can act on it. (A plain
+/// `Stream`, not `unfold`: an `unfold` keeps room for its future beside its state, and every
+/// connection holds it.)
+struct Frames(Option<Streaming<pb::ClientEvent>>);
+
+impl Stream for Frames {
+    type Item = Inbound;
+
+    fn poll_next(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Inbound>> {
+        let Some(frames) = self.0.as_mut() else {
+            return std::task::Poll::Ready(None);
+        };
+        let next = std::task::ready!(frames.poll_next_unpin(cx));
+        std::task::Poll::Ready(match next {
+            Some(Ok(frame)) => Some(convert::inbound(frame)),
+            Some(Err(status)) => {
+                tracing::debug!(status = %status.code(), "client stream failed");
+                self.0 = None;
+                convert::stream_failure(&status)
+            }
+            None => {
+                self.0 = None;
+                None
+            }
+        })
     }
 }
 
@@ -75,18 +107,7 @@ impl ChatService for ChatApi {
         request: Request<Streaming<pb::ClientEvent>>,
     ) -> Result<Response<EventStream>, Status> {
         let who = authenticate(self.engine.verifier(), request.metadata())?;
-        let inbound = futures::stream::unfold(Some(request.into_inner()), |frames| async move {
-            let mut frames = frames?;
-            match frames.next().await? {
-                Ok(frame) => Some((convert::inbound(frame), Some(frames))),
-                // tonic cannot go on after a failure: say why when the client can act on it,
-                // then end the connection.
-                Err(status) => {
-                    tracing::debug!(status = %status.code(), "client stream failed");
-                    convert::stream_failure(&status).map(|last| (last, None))
-                }
-            }
-        });
+        let inbound = Frames(Some(request.into_inner()));
         let outbox = self
             .engine
             .connect(who, Box::pin(inbound))
