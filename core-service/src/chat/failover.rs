@@ -122,17 +122,10 @@ impl Engine {
         let (Some(chat), Some(trigger)) = (chat, trigger) else {
             return Ok("gone");
         };
-        // The rows come in `seq` order and are answered one by one, so the places are taken
-        // in it.
-        let place = self.reply_order.join(&chat.id);
+        // The rows come in `seq` order and are answered one by one, so the replies take
+        // their places in line in it.
         let Some(reply_id) = owed.reply_id.clone() else {
-            turn::spawn(
-                self.clone(),
-                place,
-                chat,
-                trigger,
-                owed.requester_id.clone(),
-            );
+            turn::spawn_next(self.clone(), chat, trigger, owed.requester_id.clone());
             return Ok("restarted");
         };
         if self.held(&chat) {
@@ -144,7 +137,6 @@ impl Engine {
         tracing::info!(chat = %chat.id, reply = %reply_id, chunks = chunks.len(), "cluster: continuing the reply of a dead core");
         turn::spawn_continuation(
             self.clone(),
-            place,
             chat,
             trigger,
             owed.requester_id.clone(),

@@ -52,14 +52,7 @@ impl Engine {
                     // Both exist: the row cascades away with either.
                     // The rows come in `seq` order, so the places are taken in it.
                     if let (Some(chat), Some(trigger)) = (chat, trigger) {
-                        let place = self.reply_order.join(&chat.id);
-                        turn::spawn(
-                            self.clone(),
-                            place,
-                            chat,
-                            trigger,
-                            owed.requester_id.clone(),
-                        );
+                        turn::spawn_next(self.clone(), chat, trigger, owed.requester_id.clone());
                         recovered.restarted += 1;
                     }
                 }

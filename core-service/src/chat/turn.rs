@@ -41,6 +41,13 @@ pub fn spawn(
     spawn_turn(engine, place, chat, trigger, requester, None);
 }
 
+/// Starts the reply to `trigger` behind every reply of its chat already in line: for callers
+/// that go through owed replies in `seq` order (a start, a takeover).
+pub fn spawn_next(engine: Arc<Engine>, chat: ChatRow, trigger: MessageRow, requester: String) {
+    let place = engine.reply_order.join(&chat.id);
+    spawn(engine, place, chat, trigger, requester);
+}
+
 /// A reply started elsewhere, to be continued: its id and the chunks clients were sent.
 #[derive(Debug, Clone, Default)]
 pub struct Continuation {
@@ -48,15 +55,16 @@ pub struct Continuation {
     pub chunks: Vec<String>,
 }
 
-/// Continues the reply to `trigger` that another core started (see the module comment).
+/// Continues the reply to `trigger` that another core started (see the module comment),
+/// behind every reply of its chat already in line.
 pub fn spawn_continuation(
     engine: Arc<Engine>,
-    place: Place,
     chat: ChatRow,
     trigger: MessageRow,
     requester: String,
     continuation: Continuation,
 ) {
+    let place = engine.reply_order.join(&chat.id);
     spawn_turn(engine, place, chat, trigger, requester, Some(continuation));
 }
 
