@@ -171,14 +171,7 @@ async fn run<S>(
         Admission::Token(token) => token,
         Admission::Refused => return Box::pin(UNAUTHENTICATED.send(outbox, grace)).await,
         Admission::Full => {
-            let refusal = Refusal {
-                code: code::UNAVAILABLE,
-                message: "Too many connections",
-                retryable: true,
-                close: close::TRY_AGAIN_LATER,
-                reason: "Too many connections",
-            };
-            return Box::pin(refusal.send(outbox, grace)).await;
+            return Box::pin(TOO_MANY_CONNECTIONS.send(outbox, grace)).await;
         }
     };
 
@@ -439,18 +432,12 @@ impl SocketLog {
 
 /// The core refused the socket or could not be reached: say so, then close.
 async fn refuse(outbox: Outbox, refused: Refused, grace: Duration) {
-    if let Refused::Unavailable(code) = &refused {
-        tracing::warn!(?code, "core refused or unreachable");
-    }
     let refusal = match refused {
         Refused::Unauthenticated => UNAUTHENTICATED,
-        Refused::Unavailable(_) => Refusal {
-            code: code::UNAVAILABLE,
-            message: "Service unavailable, try again later",
-            retryable: true,
-            close: close::TRY_AGAIN_LATER,
-            reason: "Service unavailable",
-        },
+        Refused::Unavailable(code) => {
+            tracing::warn!(?code, "core refused or unreachable");
+            UNAVAILABLE
+        }
     };
     refusal.send(outbox, grace).await;
 }
@@ -462,6 +449,24 @@ const UNAUTHENTICATED: Refusal = Refusal {
     retryable: false,
     close: close::POLICY,
     reason: "Authentication failed",
+};
+
+/// Error 503, then close 1013: the core refused or could not be reached.
+const UNAVAILABLE: Refusal = Refusal {
+    code: code::UNAVAILABLE,
+    message: "Service unavailable, try again later",
+    retryable: true,
+    close: close::TRY_AGAIN_LATER,
+    reason: "Service unavailable",
+};
+
+/// Error 503, then close 1013: the edge is at `limits.max_connections`.
+const TOO_MANY_CONNECTIONS: Refusal = Refusal {
+    code: code::UNAVAILABLE,
+    message: "Too many connections",
+    retryable: true,
+    close: close::TRY_AGAIN_LATER,
+    reason: "Too many connections",
 };
 
 /// A socket turned away: the error frame it is sent, then the close.

@@ -49,8 +49,8 @@ impl Engine {
                 None => {
                     let chat = storage::get_chat(&self.db, &owed.chat_id).await?;
                     let trigger = storage::get_message(&self.db, &owed.trigger_id).await?;
-                    // Both exist: the row cascades away with either.
-                    // The rows come in `seq` order, so the places are taken in it.
+                    // Both exist: the row cascades away with either. The rows come in `seq`
+                    // order, so the replies take their places in line in it.
                     if let (Some(chat), Some(trigger)) = (chat, trigger) {
                         turn::spawn_next(self.clone(), chat, trigger, owed.requester_id.clone());
                         recovered.restarted += 1;
